@@ -1,0 +1,167 @@
+"""The `flowroutes` command: a thin layer over the API. Bad input: one line on stderr, exit code 2.
+
+Tracebacks only with --debug. Output files are written atomically (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import FlowroutesError
+
+DEFAULT_PROMPT_HINT = 'flowroutes trace "When Mary and John went to the store, John gave a drink to"'
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowroutes",
+        description="Explain a language model's next-token prediction by its information flow routes "
+        "(Ferrando & Voita, 2024).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    t = sub.add_parser(
+        "trace",
+        help="trace one prompt and write its routes (JSON, SVG, PNG)",
+        description="Run one forward pass, compute every edge importance (eq. 1), extract the routes of "
+        "the prediction at --position, print a summary and write routes.json, routes.svg, routes.png.",
+        epilog=f"example: {DEFAULT_PROMPT_HINT} --out routes/",
+    )
+    t.add_argument("prompt", help="the text whose next-token prediction is explained")
+    t.add_argument("--model", default=None, metavar="M",
+                   help="a Hugging Face model id (read from the local cache), a model folder or a .gguf file; "
+                        "default: the embedded SmolLM2-135M-Instruct")
+    t.add_argument("--threshold", type=float, default=0.04, metavar="T",
+                   help="minimum edge importance tau kept in the routes, in (0, 1) (default 0.04, as in the paper)")
+    t.add_argument("--attention-threshold", type=float, default=None, metavar="T",
+                   help="tau for attention sub-edges only (default: --threshold)")
+    t.add_argument("--ffn-threshold", type=float, default=None, metavar="T",
+                   help="tau for FFN and FFN-residual edges only (default: --threshold)")
+    t.add_argument("--no-renormalize", action="store_true",
+                   help="keep the raw importances of kept attention sub-edges instead of renormalising them "
+                        "to sum to 1 (appendix B.2)")
+    t.add_argument("--position", type=int, default=-1, metavar="P",
+                   help="token position whose prediction is explained, 0-based; negative counts from the end "
+                        "(default -1, the last token)")
+    t.add_argument("--no-special-tokens", action="store_true",
+                   help="tokenize without the tokenizer's special tokens (e.g. BOS); default: the tokenizer's own "
+                        "behaviour")
+    t.add_argument("--out", default="flowroutes-out", metavar="DIR",
+                   help="folder for routes.json, routes.svg and routes.png (created if missing; "
+                        "default ./flowroutes-out)")
+    t.add_argument("--top", type=int, default=5, metavar="K", help="how many active heads to list (default 5)")
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    return parser
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _quiet_transformers() -> None:
+    """Keep transformers' progress bars and warnings off stderr, so errors stay one line."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def _validate_threshold(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise FlowroutesError(f"{name} must be in (0, 1), got {value}: try 0.04 (the paper's default)")
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    # check what can be checked before the (slow) model load
+    if not args.prompt.strip():
+        raise FlowroutesError("the prompt is empty: give some text to explain the model's next-token prediction")
+    _validate_threshold("--threshold", args.threshold)
+    _validate_threshold("--attention-threshold", args.attention_threshold)
+    _validate_threshold("--ffn-threshold", args.ffn_threshold)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
+
+    from .figures import render_routes
+    from .models import load_model
+    from .trace import trace
+
+    _quiet_transformers()
+    if sys.stderr.isatty():
+        print(f"loading {args.model or 'the default model (SmolLM2-135M-Instruct)'}...", file=sys.stderr)
+    model = load_model(args.model)
+    tr = trace(model, args.prompt, add_special_tokens=False if args.no_special_tokens else None)
+    routes = tr.routes(
+        args.threshold,
+        args.position,
+        attention_threshold=args.attention_threshold,
+        ffn_threshold=args.ffn_threshold,
+        renormalize=not args.no_renormalize,
+    )
+    pos = routes.position
+    print(f"model: {tr.model_name}   tokens: {tr.n_tokens}   position: {pos} ({tr.token_texts[pos]!r})")
+    print("top next tokens:")
+    for token, prob in zip(tr.top_tokens[pos][:5], tr.top_probs[pos][:5]):
+        print(f"  {prob:7.2%}  {token!r}")
+    n_att = sum(e.kind == "attention" for e in routes.edges)
+    print(f"routes: {len(routes.nodes)} nodes, {len(routes.edges)} edges ({n_att} attention), "
+          f"{len(routes.active_heads)} active heads  [tau_attn={routes.attention_threshold}, "
+          f"tau_ffn={routes.ffn_threshold}]")
+    if tr.n_degenerate:
+        print(f"note: {tr.n_degenerate} node(s) had all-zero proximities; their parts share importance equally")
+    weights = list(routes.head_weights().items())[: max(0, args.top)]
+    if weights:
+        print("most important active heads (summed renormalised importance in the routes):")
+        for (layer, head), w in weights:
+            print(f"  L{layer}H{head}  {w:.3f}")
+
+    svg, png = render_routes(routes, "svg"), render_routes(routes, "png")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "routes.json", routes.to_json().encode())
+    _write_atomic(out / "routes.svg", svg)
+    _write_atomic(out / "routes.png", png)
+    print(f"wrote {out / 'routes.json'}, {out / 'routes.svg'}, {out / 'routes.png'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return {"trace": cmd_trace}[args.command](args)
+    except FlowroutesError as exc:
+        if args.debug:
+            raise
+        print(f"flowroutes: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flowroutes: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line unless --debug
+        if args.debug:
+            raise
+        print(f"flowroutes: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Pictures of routes in the paper's figure-1 style: tokens along x, layers along y.
+
+Residual-stream nodes are dots, attention edges are blue lines from source to target token, FFN
+blocks are pink squares between x^{lA} and x^l, residual edges are grey verticals; widths and
+colours follow importance. Reads `Routes` only; returns bytes (SVG or PNG) or draws on an Axes.
+"""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .routes import Routes, level
+
+ATTENTION_CMAP = "Blues"
+FFN_COLOR = "#e377c2"
+RESIDUAL_COLOR = "#7f7f7f"
+NODE_COLOR = "#333333"
+
+
+def _width(weight: float) -> float:
+    return 0.4 + 3.6 * max(0.0, min(1.0, weight))
+
+
+def draw_routes(routes: Routes, ax) -> None:
+    """Draw `routes` on a matplotlib Axes."""
+    n_tok, n_layers = len(routes.tokens), routes.n_layers
+    levels = {n.id: level(n) for n in routes.nodes}
+    pos = {n.id: n.position for n in routes.nodes}
+    cmap = colormaps[ATTENTION_CMAP]
+
+    # faint grid of every residual-stream state, for orientation
+    for lv in range(0, 2 * n_layers + 1):
+        ax.scatter(range(n_tok), [lv] * n_tok, s=2, color="#dddddd", zorder=0, linewidths=0)
+
+    for e in routes.edges:
+        x0, y0, x1, y1 = pos[e.source], levels[e.source], pos[e.target], levels[e.target]
+        if e.kind == "attention":
+            ax.plot([x0, x1], [y0, y1], color=cmap(0.35 + 0.65 * min(1.0, e.weight)), lw=_width(e.weight),
+                    alpha=0.9, zorder=2, solid_capstyle="round")
+        elif e.kind == "residual":
+            ax.plot([x0, x1], [y0, y1], color=RESIDUAL_COLOR, lw=_width(e.weight), alpha=0.7, zorder=1)
+        else:  # ffn: a block drawn to the right of the residual line
+            xm, ym = x0 + 0.22, (y0 + y1) / 2
+            ax.plot([x0, xm, x1], [y0, ym, y1], color=FFN_COLOR, lw=_width(e.weight), alpha=0.8, zorder=2)
+            size = 0.14 + 0.2 * min(1.0, e.weight)
+            ax.add_patch(Rectangle((xm - size / 2, ym - size * 1.6), size, size * 3.2, facecolor=FFN_COLOR,
+                                   edgecolor="#a0327a", lw=0.6, zorder=3))
+
+    xs = [n.position for n in routes.nodes]
+    ys = [levels[n.id] for n in routes.nodes]
+    colors = [NODE_COLOR if n.kind == "residual" else "#1f4e9c" for n in routes.nodes]
+    sizes = [16 if n.kind == "residual" else 9 for n in routes.nodes]
+    ax.scatter(xs, ys, s=sizes, c=colors, zorder=4, linewidths=0)
+    top_y = 2 * n_layers
+    ax.scatter([routes.position], [top_y], s=80, facecolors="none", edgecolors="#d62728", lw=1.5, zorder=5)
+
+    ax.set_xticks(range(n_tok))
+    ax.set_xticklabels([t.replace("\n", "\\n") for t in routes.token_texts], rotation=45, ha="right", fontsize=9)
+    step = 1 if n_layers <= 16 else 2
+    ticks = list(range(0, n_layers + 1, step))
+    ax.set_yticks([2 * t for t in ticks])
+    ax.set_yticklabels(["emb" if t == 0 else str(t) for t in ticks], fontsize=8)
+    ax.set_ylabel("layer (residual stream after it)")
+    ax.set_xlim(-0.7, n_tok - 0.3)
+    ax.set_ylim(-0.8, top_y + 1.2)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if routes.top_tokens:
+        ax.annotate(f"{routes.top_tokens[0]!r} {routes.top_probs[0]:.0%}", (routes.position, top_y),
+                    xytext=(0, 10), textcoords="offset points", ha="center", fontsize=10, color="#d62728")
+
+
+def routes_figure(routes: Routes) -> Figure:
+    n_tok, n_layers = len(routes.tokens), routes.n_layers
+    fig = Figure(figsize=(max(6.0, 0.75 * n_tok + 1.8), max(4.5, 0.2 * (2 * n_layers + 1) + 2.2)), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    draw_routes(routes, ax)
+    tau = (f"tau={routes.attention_threshold:g}" if routes.attention_threshold == routes.ffn_threshold
+           else f"tau_attn={routes.attention_threshold:g}, tau_ffn={routes.ffn_threshold:g}")
+    ax.set_title(f"Information flow routes - {routes.model_name}, position {routes.position}, {tau}\n"
+                 f"blue: attention   pink: FFN   grey: residual   ({len(routes.edges)} edges, "
+                 f"{len(routes.active_heads)} active heads)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def render_routes(routes: Routes, fmt: str = "svg") -> bytes:
+    """The routes picture as SVG or PNG bytes."""
+    if fmt not in {"svg", "png"}:
+        raise ValueError(f"format must be 'svg' or 'png', got {fmt!r}")
+    buf = io.BytesIO()
+    routes_figure(routes).savefig(buf, format=fmt)
+    return buf.getvalue()

@@ -1,0 +1,144 @@
+"""Eq. 1 of the paper and the decompositions it is applied to; the only place importances are computed.
+
+proximity(z, y) = max(||y||_1 - ||z - y||_1, 0), importance = proximity / sum over the node's parts.
+Nodes: x^{lA}_p = x^{l-1}_p + sum_h sum_{j<=p} alpha[h,p,j] f_h(x_j) + const  (H*(p+1) sub-edges + residual)
+       x^l_p   = x^{lA}_p + FFN(x^{lA}_p)                                  (FFN edge + residual)
+with f_h(x_j) = x_j L W_OV^h, the norm linearised at its own scale (appendix B.1); biases and the
+norm's beta make `const`, which belongs to the node but to no edge. Does not run models.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .models.base import Adapter, OVWeights
+
+#: elements of the largest temporary of the chunked sub-edge kernel (float32: 4 bytes each)
+CHUNK_ELEMENTS = 1 << 23
+
+
+def proximity_terms(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-coordinate |y_k| - |y_k - z_k|, computed without cancellation.
+
+    With s = sign(y) (+1 at 0) and u = s z:  |y| - |y - z| = min(u, 2|y| - u).  The direct form loses
+    the digits of a small z next to a large y (SmolLM2's residual has entries near 700); this one
+    returns u exactly whenever u <= |y|. Shapes broadcast; the result has the broadcast shape.
+    """
+    s = torch.where(y >= 0, 1.0, -1.0).to(z.dtype)
+    u = s * z
+    return torch.minimum(u, 2 * y.abs() - u)
+
+
+def proximity(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """max(||y||_1 - ||z - y||_1, 0) over the last axis."""
+    return proximity_terms(z, y).sum(-1).clamp_min(0)
+
+
+def normalise(prox: torch.Tensor, counts: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1's denominator: divide each node's proximities by their sum.
+
+    prox: [N, m] proximities of N nodes (parts beyond a node's count must be 0);
+    counts: number of real parts of each node. A node whose proximities are all zero (0/0) gives
+    each of its parts 1/count. Returns (importances [N, m], degenerate [N] bool).
+    """
+    total = prox.double().sum(-1)  # [N]
+    degenerate = total == 0
+    safe = torch.where(degenerate, torch.ones_like(total), total)
+    imp = (prox.double() / safe[:, None]).to(prox.dtype)
+    if bool(degenerate.any()):
+        counts_t = torch.as_tensor(counts, dtype=torch.float64).expand(total.shape)
+        share = (1.0 / counts_t).to(prox.dtype)
+        imp = torch.where(degenerate[:, None], share[:, None].expand_as(imp), imp)
+    return imp, degenerate
+
+
+# --- the attention block ------------------------------------------------------------------------
+
+
+def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, adapter: Adapter):
+    """f_h(x_j) for every head and source, and the attention block's constant term.
+
+    normed: [T, d] the norm's output LN(x_j) = x_j L + beta. Returns (f [H, T, d], const [d]) with
+    f[h, j] = (LN(x_j) - beta) W_V^{kv(h)} W_O^h  and  const = b_O + sum_h (beta W_V + b_V) W_O^h
+    (attention weights of a row sum to 1, so the constant does not depend on them).
+    """
+    dtype = normed.dtype
+    value, output = ov.value.to(dtype), ov.output.to(dtype)  # [KV, d, dh], [H, dh, d]
+    lin = normed if norm_bias is None else normed - norm_bias.to(dtype)  # x_j L   [T, d]
+    kv_of_head = torch.tensor([adapter.kv_head(h) for h in range(adapter.n_heads)], device=value.device)
+    v = torch.einsum("td,kde->kte", lin, value)  # [KV, T, dh]
+    f = torch.einsum("hte,hed->htd", v[kv_of_head], output)  # [H, T, d]
+
+    d = output.shape[-1]
+    const = torch.zeros(d, dtype=dtype, device=value.device)
+    bias_v = torch.zeros(value.shape[0], value.shape[2], dtype=dtype, device=value.device)  # [KV, dh]
+    if ov.value_bias is not None:
+        bias_v = bias_v + ov.value_bias.to(dtype)
+    if norm_bias is not None:
+        bias_v = bias_v + torch.einsum("d,kde->ke", norm_bias.to(dtype), value)
+    const = const + torch.einsum("he,hed->d", bias_v[kv_of_head], output)
+    if ov.output_bias is not None:
+        const = const + ov.output_bias.to(dtype)
+    return f, const
+
+
+def attention_proximities(
+    alpha: torch.Tensor, f: torch.Tensor, y: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS
+) -> torch.Tensor:
+    """proximity(alpha[h,p,j] f[h,j], y[p]) for every head, target and source j <= p.
+
+    alpha: [H, T, T], f: [H, T, d], y: [T, d]. Returns [H, T, T] (zero above the diagonal).
+    Works on blocks of targets so no [H, T, T, d] tensor ever exists; sources j > p of a block are
+    skipped (the acausal half is never computed).
+    """
+    n_heads, n_tok, d = f.shape
+    out = torch.zeros(n_heads, n_tok, n_tok, dtype=f.dtype, device=f.device)
+    sign = torch.where(y >= 0, 1.0, -1.0).to(f.dtype)  # [T, d]
+    two_abs_y = 2 * y.abs()  # [T, d]
+    p0 = 0
+    while p0 < n_tok:
+        # block of targets [p0, p1) reads sources [0, p1): pick p1 so the temporaries fit the budget
+        # (largest P with H * P * (p0 + P) * d <= budget)
+        per_pair = chunk_elements / (n_heads * d)
+        rows = max(1, int((-p0 + math.sqrt(p0 * p0 + 4 * per_pair)) / 2))
+        p1 = min(n_tok, p0 + rows)
+        src = p1
+        u = f[:, None, :src, :] * sign[None, p0:p1, None, :]  # [H, P, J, d]  s_p * f_j
+        u = u * alpha[:, p0:p1, :src, None]  # s_p * alpha[h,p,j] * f[h,j]
+        terms = torch.minimum(u, two_abs_y[None, p0:p1, None, :] - u)
+        out[:, p0:p1, :src] = terms.sum(-1).clamp_min(0)
+        p0 = p1
+    return torch.tril(out)  # sources after the target carry no information (alpha is 0 there)
+
+
+def attention_importance(
+    alpha: torch.Tensor, f: torch.Tensor, x_in: torch.Tensor, y: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS
+):
+    """Importances of the parts of every x^{lA}_p: all H*(p+1) sub-edges and the residual, jointly.
+
+    Returns (sub [H, T, T], residual [T], degenerate [T] bool).
+    """
+    n_heads, n_tok, _ = f.shape
+    sub = attention_proximities(alpha, f, y, chunk_elements)  # [H, T, T]
+    res = proximity(x_in, y)  # [T]
+    prox = torch.cat([sub.permute(1, 0, 2).reshape(n_tok, -1), res[:, None]], dim=1)  # [T, H*T + 1]
+    counts = n_heads * torch.arange(1, n_tok + 1, device=f.device) + 1  # H*(p+1) + 1 parts
+    imp, degenerate = normalise(prox, counts)
+    causal = torch.tril(torch.ones(n_tok, n_tok, dtype=torch.bool, device=f.device))
+    sub_imp = imp[:, :-1].reshape(n_tok, n_heads, n_tok).permute(1, 0, 2) * causal  # [H, T, T]
+    return sub_imp, imp[:, -1], degenerate
+
+
+# --- the FFN ------------------------------------------------------------------------------------
+
+
+def ffn_importance(x_mid: torch.Tensor, ffn_out: torch.Tensor, y: torch.Tensor):
+    """Importances of the FFN output and the residual x^{lA}_p in x^l_p.
+
+    x_mid, ffn_out, y: [T, d]. Returns (ffn [T], residual [T], degenerate [T] bool).
+    """
+    prox = torch.stack([proximity(ffn_out, y), proximity(x_mid, y)], dim=1)  # [T, 2]
+    imp, degenerate = normalise(prox, 2)
+    return imp[:, 0], imp[:, 1], degenerate

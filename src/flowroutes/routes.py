@@ -1,0 +1,259 @@
+"""Routes: the top-down walk of fig. 3 (with appendix B.2's renormalisation) and the routes graph.
+
+Reads a `Trace`'s arrays; writes plain data with a documented, versioned JSON schema (docs/schema.md)
+and a networkx view. No model, no torch.
+
+Nodes: residual x^l_p (id "x{l}@{p}", l = 0..L, 0 = embeddings) and the residual after block b's
+attention x^{b+1,A}_p (id "x{b+1}A@{p}"). Edges carry `layer` = the 0-based block they pass through.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import FlowroutesError
+
+SCHEMA = "flowroutes.routes"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    kind: str  # "residual" (x^l) or "attention" (x^{lA}, after the attention block of layer l)
+    layer: int  # residual: 0..L (0 = embeddings); attention: 1..L (paper's l)
+    position: int
+
+
+@dataclass
+class Edge:
+    source: str
+    target: str
+    kind: str  # "attention" | "residual" | "ffn"
+    layer: int  # 0-based block the edge passes through
+    weight: float
+    heads: dict[int, float] = field(default_factory=dict)  # attention only: head -> its part of weight
+
+
+def level(node: Node) -> int:
+    """Height of a node in the graph: x^0 = 0, x^{1A} = 1, x^1 = 2, ..., x^L = 2L."""
+    return 2 * node.layer - (node.kind == "attention")
+
+
+def residual_id(layer: int, position: int) -> str:
+    return f"x{layer}@{position}"
+
+
+def attention_id(layer: int, position: int) -> str:
+    return f"x{layer}A@{position}"
+
+
+@dataclass
+class Routes:
+    """The important subgraph for one prediction. `weight`s are importances (renormalised for attention)."""
+
+    nodes: list[Node]
+    edges: list[Edge]
+    position: int
+    attention_threshold: float
+    ffn_threshold: float
+    renormalize: bool
+    n_layers: int
+    n_heads: int
+    tokens: list[str]
+    token_texts: list[str]
+    model_name: str = ""
+    prompt: str = ""
+    top_tokens: list[str] = field(default_factory=list)  # model's top next tokens at `position`
+    top_probs: list[float] = field(default_factory=list)
+
+    @property
+    def active_heads(self) -> list[tuple[int, int]]:
+        """(layer, head) pairs with at least one sub-edge in the routes, sorted."""
+        return sorted({(e.layer, h) for e in self.edges if e.kind == "attention" for h in e.heads})
+
+    def head_weights(self) -> dict[tuple[int, int], float]:
+        """Sum over the routes of each active head's (renormalised) sub-edge importances."""
+        out: dict[tuple[int, int], float] = {}
+        for e in self.edges:
+            if e.kind == "attention":
+                for h, w in e.heads.items():
+                    out[(e.layer, h)] = out.get((e.layer, h), 0.0) + w
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    # --- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "model": self.model_name,
+            "prompt": self.prompt,
+            "tokens": self.tokens,
+            "token_texts": self.token_texts,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "position": self.position,
+            "attention_threshold": self.attention_threshold,
+            "ffn_threshold": self.ffn_threshold,
+            "renormalize": self.renormalize,
+            "prediction": [{"token": t, "prob": p} for t, p in zip(self.top_tokens, self.top_probs)],
+            "nodes": [asdict(n) for n in self.nodes],
+            "edges": [
+                {**{k: v for k, v in asdict(e).items() if k != "heads"},
+                 **({"heads": {str(h): w for h, w in e.heads.items()}} if e.kind == "attention" else {})}
+                for e in self.edges
+            ],
+            "active_heads": [list(h) for h in self.active_heads],
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> Routes:
+        data = json.loads(text) if isinstance(text, str) else text
+        if data.get("schema") != SCHEMA:
+            raise FlowroutesError("not a flowroutes routes file (its 'schema' field is missing or different)")
+        if data.get("version") != SCHEMA_VERSION:
+            raise FlowroutesError(
+                f"routes schema version {data.get('version')} is not readable by this flowroutes "
+                f"(reads version {SCHEMA_VERSION}); upgrade flowroutes"
+            )
+        return cls(
+            nodes=[Node(**n) for n in data["nodes"]],
+            edges=[
+                Edge(
+                    source=e["source"], target=e["target"], kind=e["kind"], layer=e["layer"], weight=e["weight"],
+                    heads={int(h): w for h, w in e.get("heads", {}).items()},
+                )
+                for e in data["edges"]
+            ],
+            position=data["position"],
+            attention_threshold=data["attention_threshold"],
+            ffn_threshold=data["ffn_threshold"],
+            renormalize=data["renormalize"],
+            n_layers=data["n_layers"],
+            n_heads=data["n_heads"],
+            tokens=data["tokens"],
+            token_texts=data["token_texts"],
+            model_name=data.get("model", ""),
+            prompt=data.get("prompt", ""),
+            top_tokens=[p["token"] for p in data.get("prediction", [])],
+            top_probs=[p["prob"] for p in data.get("prediction", [])],
+        )
+
+    def to_networkx(self):
+        """A networkx.DiGraph: node attributes kind/layer/position/token, edge attributes kind/layer/weight/heads.
+
+        Between two nodes there can be two edges (FFN and residual into x^l); use a MultiDiGraph.
+        """
+        import networkx as nx
+
+        graph = nx.MultiDiGraph(position=self.position, model=self.model_name)
+        for n in self.nodes:
+            graph.add_node(n.id, kind=n.kind, layer=n.layer, position=n.position, token=self.token_texts[n.position])
+        for e in self.edges:
+            graph.add_edge(e.source, e.target, key=e.kind, kind=e.kind, layer=e.layer, weight=e.weight,
+                           heads=dict(e.heads))
+        return graph
+
+
+def _check_threshold(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise FlowroutesError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < value < 1.0:
+        raise FlowroutesError(f"{name} must be in (0, 1), got {value}: try 0.04 (the paper's default)")
+    return value
+
+
+def extract_routes(
+    trace, position: int, attention_threshold: float, ffn_threshold: float, renormalize: bool = True
+) -> Routes:
+    """Walk down from x^L_position, keeping edges whose importance is >= the threshold.
+
+    x^l_p  -> x^{lA}_p: the FFN edge and the residual edge, each kept if its importance >= ffn_threshold.
+    x^{lA}_p -> x^{l-1}_j: sub-edges (and the residual edge) with importance < attention_threshold are
+    dropped, the kept ones renormalised to sum to 1 (unless `renormalize` is False), then summed over
+    heads into one attention edge per source j. Nodes reached by a kept edge are walked in turn.
+    """
+    tau_a = _check_threshold("the attention threshold", attention_threshold)
+    tau_f = _check_threshold("the FFN threshold", ffn_threshold)
+    pos = trace.resolve_position(position)
+    n_layers = trace.n_layers
+
+    nodes: dict[str, Node] = {}
+    edges: list[Edge] = []
+
+    def add_node(kind: str, layer: int, p: int) -> tuple[str, bool]:
+        nid = residual_id(layer, p) if kind == "residual" else attention_id(layer, p)
+        new = nid not in nodes
+        if new:
+            nodes[nid] = Node(nid, kind, layer, p)
+        return nid, new
+
+    top, _ = add_node("residual", n_layers, pos)
+    stack: list[tuple[str, int, int]] = [("residual", n_layers, pos)]
+    while stack:
+        kind, layer, p = stack.pop()
+        if kind == "residual":
+            if layer == 0:
+                continue  # embeddings: nothing below
+            block = layer - 1
+            target = residual_id(layer, p)
+            kept = [(k, float(w)) for k, w in (("ffn", trace.ffn[block, p]), ("residual", trace.ffn_residual[block, p]))
+                    if w >= tau_f]
+            if kept:
+                src, new = add_node("attention", layer, p)
+                for k, w in kept:
+                    edges.append(Edge(src, target, k, block, w))
+                if new:
+                    stack.append(("attention", layer, p))
+        else:
+            block = layer - 1
+            target = attention_id(layer, p)
+            sub = trace.attention[block, :, p, : p + 1].astype(np.float64)  # [H, p+1]
+            res = float(trace.attention_residual[block, p])
+            keep = sub >= tau_a
+            keep_res = res >= tau_a
+            total = float(sub[keep].sum()) + (res if keep_res else 0.0)
+            if total <= 0.0:
+                continue
+            scale = 1.0 / total if renormalize else 1.0
+            for j in np.nonzero(keep.any(axis=0))[0].tolist():
+                heads = {int(h): float(sub[h, j] * scale) for h in np.nonzero(keep[:, j])[0].tolist()}
+                src, new = add_node("residual", block, j)
+                edges.append(Edge(src, target, "attention", block, float(sum(heads.values())), heads))
+                if new:
+                    stack.append(("residual", block, j))
+            if keep_res:
+                src, new = add_node("residual", block, p)
+                edges.append(Edge(src, target, "residual", block, res * scale))
+                if new:
+                    stack.append(("residual", block, p))
+
+    kind_order = {"attention": 0, "residual": 1, "ffn": 2}
+    edges.sort(key=lambda e: (e.layer, nodes[e.target].kind != "attention", nodes[e.target].position,
+                              kind_order[e.kind], nodes[e.source].position))
+    node_list = sorted(nodes.values(), key=lambda n: (level(n), n.position))
+    return Routes(
+        nodes=node_list,
+        edges=edges,
+        position=pos,
+        attention_threshold=tau_a,
+        ffn_threshold=tau_f,
+        renormalize=bool(renormalize),
+        n_layers=n_layers,
+        n_heads=trace.n_heads,
+        tokens=list(trace.tokens),
+        token_texts=list(trace.token_texts),
+        model_name=trace.model_name,
+        prompt=trace.prompt,
+        top_tokens=list(trace.top_tokens[pos][:5]),
+        top_probs=[float(x) for x in trace.top_probs[pos][:5]],
+    )

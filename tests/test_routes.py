@@ -1,0 +1,107 @@
+"""Routes extraction on a hand-built trace whose graph is worked out by hand (fig. 3 + appendix B.2)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flowroutes import FlowroutesError, Routes, Trace
+
+
+def hand_trace() -> Trace:
+    """L=2 blocks, H=2 heads, T=3 tokens; dyadic values so comparisons with tau are exact."""
+    L, H, T = 2, 2, 3
+    att = np.zeros((L, H, T, T), np.float32)
+    att_res = np.zeros((L, T), np.float32)
+    ffn = np.zeros((L, T), np.float32)
+    ffn_res = np.zeros((L, T), np.float32)
+    # block 1 (writes x^2): top node x2@2
+    ffn[1, 2], ffn_res[1, 2] = 0.3125, 0.6875
+    att[1, 0, 2] = [0.0625, 0.25, 0.125]  # 0.0625 < tau is dropped; 0.125 == tau is kept
+    att[1, 1, 2] = [0.0, 0.0, 0.3125]
+    att_res[1, 2] = 0.25  # row sums to 1; kept total 0.9375
+    # block 0
+    ffn[0, 1], ffn_res[0, 1] = 0.0625, 0.9375  # only the residual survives
+    ffn[0, 2], ffn_res[0, 2] = 0.5, 0.5
+    att[0, 0, 1] = [0.5, 0.0, 0.0]
+    att_res[0, 1] = 0.5
+    att[0, 0, 2] = [0.09375, 0.09375, 0.09375]  # all below tau: only the residual is kept
+    att[0, 1, 2] = [0.0625, 0.0625, 0.0625]
+    att_res[0, 2] = 0.53125
+    tokens = ["a", "b", "c"]
+    return Trace(
+        model_name="hand", prompt="a b c", input_ids=np.arange(3), tokens=tokens, token_texts=tokens,
+        attention=att, attention_residual=att_res, ffn=ffn, ffn_residual=ffn_res,
+        top_ids=np.zeros((3, 1), np.int64), top_probs=np.ones((3, 1), np.float32), top_tokens=[["a"]] * 3,
+        degenerate_attention=np.zeros((L, T), bool), degenerate_ffn=np.zeros((L, T), bool),
+    )
+
+
+def edge_set(routes):
+    return {(e.source, e.target, e.kind): (round(e.weight, 9), {h: round(w, 9) for h, w in e.heads.items()})
+            for e in routes.edges}
+
+
+def test_routes_by_hand():
+    r = hand_trace().routes(threshold=0.125, position=-1)
+    k = 0.9375  # sum of the kept parts of x2A@2
+    expected = {
+        ("x2A@2", "x2@2", "ffn"): (0.3125, {}),
+        ("x2A@2", "x2@2", "residual"): (0.6875, {}),
+        ("x1@1", "x2A@2", "attention"): (round(0.25 / k, 9), {0: round(0.25 / k, 9)}),
+        ("x1@2", "x2A@2", "attention"): (round(0.4375 / k, 9), {0: round(0.125 / k, 9), 1: round(0.3125 / k, 9)}),
+        ("x1@2", "x2A@2", "residual"): (round(0.25 / k, 9), {}),
+        ("x1A@1", "x1@1", "residual"): (0.9375, {}),
+        ("x1A@2", "x1@2", "ffn"): (0.5, {}),
+        ("x1A@2", "x1@2", "residual"): (0.5, {}),
+        ("x0@0", "x1A@1", "attention"): (0.5, {0: 0.5}),
+        ("x0@1", "x1A@1", "residual"): (0.5, {}),
+        ("x0@2", "x1A@2", "residual"): (1.0, {}),
+    }
+    assert edge_set(r) == expected
+    assert sorted(n.id for n in r.nodes) == sorted(
+        ["x2@2", "x2A@2", "x1@1", "x1@2", "x1A@1", "x1A@2", "x0@0", "x0@1", "x0@2"])
+    assert r.active_heads == [(0, 0), (1, 0), (1, 1)]
+    assert r.position == 2
+    # every kept attention node's incoming weights sum to 1 after renormalisation
+    for target in ("x2A@2", "x1A@1", "x1A@2"):
+        assert sum(e.weight for e in r.edges if e.target == target) == pytest.approx(1.0)
+
+
+def test_routes_without_renormalisation_and_with_separate_thresholds():
+    r = hand_trace().routes(0.125, 2, renormalize=False, ffn_threshold=0.5)
+    got = edge_set(r)
+    assert ("x2A@2", "x2@2", "ffn") not in got  # 0.3125 < 0.5
+    assert got[("x1@2", "x2A@2", "attention")] == (0.4375, {0: 0.125, 1: 0.3125})
+    assert ("x1A@1", "x1@1", "residual") in got  # 0.9375 >= 0.5
+    assert ("x1A@2", "x1@2", "ffn") in got  # 0.5 == 0.5 is kept
+    # tau_attn = 0.3 keeps one sub-edge of x2A@2 (head 1, 0.3125; the residual 0.25 goes): renormalised to 1
+    r = hand_trace().routes(0.125, 2, attention_threshold=0.3)
+    att_edges = {k: v for k, v in edge_set(r).items() if k[1] == "x2A@2"}
+    assert att_edges == {("x1@2", "x2A@2", "attention"): (1.0, {1: 1.0})}
+
+
+def test_routes_from_another_position_and_bad_arguments():
+    r = hand_trace().routes(0.125, position=0)
+    assert {n.position for n in r.nodes} == {0} and r.edges == []  # all zero at position 0
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(FlowroutesError, match=r"\(0, 1\)"):
+            hand_trace().routes(bad)
+    for pos in (3, -4):
+        with pytest.raises(FlowroutesError, match="out of range"):
+            hand_trace().routes(0.1, pos)
+
+
+def test_json_round_trip_and_networkx():
+    r = hand_trace().routes(0.125)
+    data = json.loads(r.to_json())
+    assert data["schema"] == "flowroutes.routes" and data["version"] == 1
+    back = Routes.from_json(r.to_json())
+    assert back == r
+    g = r.to_networkx()
+    assert g.number_of_nodes() == len(r.nodes) and g.number_of_edges() == len(r.edges)
+    assert g.nodes["x1@2"]["position"] == 2 and g.edges["x2A@2", "x2@2", "ffn"]["weight"] == 0.3125
+    with pytest.raises(FlowroutesError, match="schema"):
+        Routes.from_json('{"nodes": []}')
+    with pytest.raises(FlowroutesError, match="version"):
+        Routes.from_json(json.dumps({**data, "version": 99}))
