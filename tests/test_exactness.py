@@ -103,3 +103,11 @@ def test_smollm2_is_exact_and_matches_float64(smollm2, ioi_trace):
     assert tr.n_degenerate >= 1
     layer, pos = np.argwhere(tr.degenerate_ffn)[0]
     assert tr.ffn[layer, pos] == tr.ffn_residual[layer, pos] == 0.5
+
+
+@pytest.mark.slow
+def test_smollm2_fused_kernel_equals_reference_path(smollm2, ioi_trace):
+    slow = flowroutes.trace(smollm2, input_ids=ioi_trace.input_ids, kernel="torch")
+    np.testing.assert_allclose(ioi_trace.attention, slow.attention, atol=1e-5)
+    np.testing.assert_allclose(ioi_trace.attention_residual, slow.attention_residual, atol=1e-5)
+    np.testing.assert_array_equal(ioi_trace.ffn, slow.ffn)

@@ -49,17 +49,23 @@ def test_ffn_importance_by_hand():
     assert f_imp.tolist() == [0.5] and r_imp.tolist() == [0.5] and degenerate.tolist() == [False]
 
 
-@pytest.mark.parametrize("chunk", [1, 700, 1 << 23])
-def test_attention_kernel_matches_literal_eq1(chunk):
-    gen = torch.Generator().manual_seed(3)
-    n_heads, n_tok, d = 3, 7, 5
-    alpha = torch.softmax(torch.randn(n_heads, n_tok, n_tok, generator=gen), -1)
-    alpha = torch.tril(alpha)
+def _random_layer(seed=3, n_heads=3, n_tok=7, d=5):
+    gen = torch.Generator().manual_seed(seed)
+    alpha = torch.tril(torch.softmax(torch.randn(n_heads, n_tok, n_tok, generator=gen), -1))
     alpha = alpha / alpha.sum(-1, keepdim=True)
+    alpha[0, 3, 1] = 0.0  # a zero attention weight: skipped by the kernel, still exact
     f = 3 * torch.randn(n_heads, n_tok, d, generator=gen)
     x_in = torch.randn(n_tok, d, generator=gen)
     y = x_in + torch.einsum("hpj,hjd->pd", alpha, f) + 0.1
-    sub, res, degenerate = attention_importance(alpha, f, x_in, y, chunk_elements=chunk)
+    y[2, 0] = 700.0  # a massive coordinate, as in SmolLM2's residual stream
+    return alpha, f, x_in, y
+
+
+@pytest.mark.parametrize("kernel,chunk", [("torch", 1), ("torch", 700), ("torch", 1 << 23), ("numba", 0)])
+def test_attention_kernels_match_literal_eq1(kernel, chunk):
+    alpha, f, x_in, y = _random_layer()
+    n_heads, n_tok, _ = f.shape
+    sub, res, degenerate = attention_importance(alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk)
     for p in range(n_tok):
         parts = [(alpha[h, p, j] * f[h, j]).double().numpy() for h in range(n_heads) for j in range(p + 1)]
         expected = eq1(parts + [x_in[p].double().numpy()], y[p].double().numpy())
@@ -67,3 +73,13 @@ def test_attention_kernel_matches_literal_eq1(chunk):
         np.testing.assert_allclose(got, expected, atol=1e-6)
         assert float(sub[:, p, p + 1 :].abs().sum()) == 0.0
     assert not degenerate.any()
+
+
+def test_fused_kernel_equals_the_reference_on_selected_rows():
+    alpha, f, x_in, y = _random_layer(seed=5, n_heads=4, n_tok=23, d=37)
+    full_ref = attention_importance(alpha, f, x_in, y, kernel="torch")
+    rows = torch.tensor([0, 4, 5, 17, 22])  # a subset of targets, as lazy routes ask for
+    for kernel in ("torch", "numba"):
+        sub, res, _ = attention_importance(alpha, f, x_in, y, rows=rows, kernel=kernel)
+        np.testing.assert_allclose(sub.numpy(), full_ref[0][:, rows].numpy(), atol=1e-6)
+        np.testing.assert_allclose(res.numpy(), full_ref[1][rows].numpy(), atol=1e-6)

@@ -9,8 +9,6 @@ norm's beta make `const`, which belongs to the node but to no edge. Does not run
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .models.base import Adapter, OVWeights
@@ -84,50 +82,85 @@ def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | N
     return f, const
 
 
-def attention_proximities(
-    alpha: torch.Tensor, f: torch.Tensor, y: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS
+def attention_proximities_torch(
+    alpha: torch.Tensor, f: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS
 ) -> torch.Tensor:
-    """proximity(alpha[h,p,j] f[h,j], y[p]) for every head, target and source j <= p.
+    """The slow reference: proximity(alpha[h,i,j] f[h,j], y[i]) for target positions `rows`, sources j <= rows[i].
 
-    alpha: [H, T, T], f: [H, T, d], y: [T, d]. Returns [H, T, T] (zero above the diagonal).
-    Works on blocks of targets so no [H, T, T, d] tensor ever exists; sources j > p of a block are
-    skipped (the acausal half is never computed).
+    alpha: [H, R, T] attention rows of the targets, f: [H, T, d], y: [R, d], rows: [R] ascending.
+    Returns [H, R, T] (zero for j > rows[i]). Works on blocks of targets so no [H, T, T, d] tensor ever
+    exists; a block reads only the sources up to its last target (the acausal half is skipped).
     """
     n_heads, n_tok, d = f.shape
-    out = torch.zeros(n_heads, n_tok, n_tok, dtype=f.dtype, device=f.device)
-    sign = torch.where(y >= 0, 1.0, -1.0).to(f.dtype)  # [T, d]
-    two_abs_y = 2 * y.abs()  # [T, d]
-    p0 = 0
-    while p0 < n_tok:
-        # block of targets [p0, p1) reads sources [0, p1): pick p1 so the temporaries fit the budget
-        # (largest P with H * P * (p0 + P) * d <= budget)
-        per_pair = chunk_elements / (n_heads * d)
-        rows = max(1, int((-p0 + math.sqrt(p0 * p0 + 4 * per_pair)) / 2))
-        p1 = min(n_tok, p0 + rows)
-        src = p1
-        u = f[:, None, :src, :] * sign[None, p0:p1, None, :]  # [H, P, J, d]  s_p * f_j
-        u = u * alpha[:, p0:p1, :src, None]  # s_p * alpha[h,p,j] * f[h,j]
-        terms = torch.minimum(u, two_abs_y[None, p0:p1, None, :] - u)
-        out[:, p0:p1, :src] = terms.sum(-1).clamp_min(0)
-        p0 = p1
-    return torch.tril(out)  # sources after the target carry no information (alpha is 0 there)
+    n_rows = rows.shape[0]
+    out = torch.zeros(n_heads, n_rows, n_tok, dtype=f.dtype, device=f.device)
+    sign = torch.where(y >= 0, 1.0, -1.0).to(f.dtype)  # [R, d]
+    two_abs_y = 2 * y.abs()  # [R, d]
+    i0 = 0
+    while i0 < n_rows:
+        # the largest block [i0, i1) with H * (i1 - i0) * (rows[i1-1] + 1) * d <= budget
+        i1 = i0 + 1
+        while i1 < n_rows and n_heads * (i1 + 1 - i0) * (int(rows[i1]) + 1) * d <= chunk_elements:
+            i1 += 1
+        src = int(rows[i1 - 1]) + 1
+        u = f[:, None, :src, :] * sign[None, i0:i1, None, :]  # [H, P, J, d]  s_p * f_j
+        u = u * alpha[:, i0:i1, :src, None]  # s_p * alpha[h,p,j] * f[h,j]
+        terms = torch.minimum(u, two_abs_y[None, i0:i1, None, :] - u)
+        out[:, i0:i1, :src] = terms.sum(-1).clamp_min(0)
+        i0 = i1
+    return out
+
+
+def attention_proximities(
+    alpha: torch.Tensor,
+    f: torch.Tensor,
+    y: torch.Tensor,
+    rows: torch.Tensor,
+    kernel: str = "auto",
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Sub-edge proximities [H, R, T] by the fused numba kernel ("numba", the default on CPU) or the
+    chunked torch reference ("torch", the default on GPU). Same arguments as `attention_proximities_torch`."""
+    if kernel == "auto":
+        kernel = "numba" if f.device.type == "cpu" else "torch"
+    if kernel == "torch":
+        return attention_proximities_torch(alpha, f, y, rows, chunk_elements)
+    if kernel != "numba":
+        raise ValueError(f"kernel must be 'auto', 'numba' or 'torch', got {kernel!r}")
+    from .kernels import sub_edge_proximities
+
+    out = sub_edge_proximities(
+        alpha.detach().float().cpu().numpy(), f.detach().float().cpu().numpy(), y.detach().float().cpu().numpy(),
+        rows.cpu().numpy(),
+    )
+    return torch.from_numpy(out).to(device=f.device, dtype=f.dtype)
 
 
 def attention_importance(
-    alpha: torch.Tensor, f: torch.Tensor, x_in: torch.Tensor, y: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS
+    alpha: torch.Tensor,
+    f: torch.Tensor,
+    x_in: torch.Tensor,
+    y: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    kernel: str = "auto",
+    chunk_elements: int = CHUNK_ELEMENTS,
 ):
-    """Importances of the parts of every x^{lA}_p: all H*(p+1) sub-edges and the residual, jointly.
+    """Importances of the parts of x^{lA}_p for p in `rows`: all H*(p+1) sub-edges and the residual, jointly.
 
-    Returns (sub [H, T, T], residual [T], degenerate [T] bool).
+    alpha: [H, T, T], f: [H, T, d], x_in, y: [T, d]; rows: target positions (default: all, ascending).
+    Returns (sub [H, R, T], residual [R], degenerate [R] bool).
     """
     n_heads, n_tok, _ = f.shape
-    sub = attention_proximities(alpha, f, y, chunk_elements)  # [H, T, T]
-    res = proximity(x_in, y)  # [T]
-    prox = torch.cat([sub.permute(1, 0, 2).reshape(n_tok, -1), res[:, None]], dim=1)  # [T, H*T + 1]
-    counts = n_heads * torch.arange(1, n_tok + 1, device=f.device) + 1  # H*(p+1) + 1 parts
+    if rows is None:
+        rows = torch.arange(n_tok, device=f.device)
+    n_rows = rows.shape[0]
+    sub = attention_proximities(alpha[:, rows], f, y[rows], rows, kernel, chunk_elements)  # [H, R, T]
+    res = proximity(x_in[rows], y[rows])  # [R]
+    prox = torch.cat([sub.permute(1, 0, 2).reshape(n_rows, -1), res[:, None]], dim=1)  # [R, H*T + 1]
+    counts = n_heads * (rows + 1) + 1  # H*(p+1) + 1 parts
     imp, degenerate = normalise(prox, counts)
-    causal = torch.tril(torch.ones(n_tok, n_tok, dtype=torch.bool, device=f.device))
-    sub_imp = imp[:, :-1].reshape(n_tok, n_heads, n_tok).permute(1, 0, 2) * causal  # [H, T, T]
+    causal = torch.arange(n_tok, device=f.device)[None, :] <= rows[:, None]  # [R, T]
+    sub_imp = imp[:, :-1].reshape(n_rows, n_heads, n_tok).permute(1, 0, 2) * causal  # [H, R, T]
     return sub_imp, imp[:, -1], degenerate
 
 

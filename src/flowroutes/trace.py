@@ -112,12 +112,14 @@ def trace(
     input_ids: Any = None,
     add_special_tokens: bool | None = None,
     top_k: int = 10,
+    kernel: str = "auto",
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> Trace:
     """Trace one prompt: a forward pass, then eq. 1 for every node of the information flow graph.
 
     model: a `LoadedModel` (from `load_model`) or anything `load_model` accepts.
     prompt: the text; or pass `input_ids` (a sequence of ints) to skip tokenisation.
+    kernel: "auto" (fused numba kernel on CPU), "numba", or "torch" (the chunked reference path).
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     adapter = loaded.adapter
@@ -147,7 +149,9 @@ def trace(
     def on_block(cap: BlockCapture) -> None:
         layer = cap.layer
         f, _const = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
-        sub, res, degen = attention_importance(cap.alpha, f, cap.x_in, cap.x_mid, chunk_elements)
+        sub, res, degen = attention_importance(
+            cap.alpha, f, cap.x_in, cap.x_mid, kernel=kernel, chunk_elements=chunk_elements
+        )
         attention[layer] = sub.cpu().numpy()
         attention_residual[layer] = res.cpu().numpy()
         degenerate_attention[layer] = degen.cpu().numpy()
@@ -177,5 +181,5 @@ def trace(
         top_tokens=[[tok.decode([i]) for i in row] for row in top_ids.tolist()],
         degenerate_attention=degenerate_attention,
         degenerate_ffn=degenerate_ffn,
-        meta={"model_type": getattr(loaded.model.config, "model_type", None)},
+        meta={"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel},
     )
