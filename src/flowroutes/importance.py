@@ -118,22 +118,28 @@ def attention_proximities(
     rows: torch.Tensor,
     kernel: str = "auto",
     chunk_elements: int = CHUNK_ELEMENTS,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sub-edge proximities [H, R, T] by the fused numba kernel ("numba", the default on CPU) or the
-    chunked torch reference ("torch", the default on GPU). Same arguments as `attention_proximities_torch`."""
+    chunked torch reference ("torch", the default on GPU). Same arguments as `attention_proximities_torch`;
+    `out` (zeros, [H, R, T] float32) receives the result when given."""
     if kernel == "auto":
         kernel = "numba" if f.device.type == "cpu" else "torch"
     if kernel == "torch":
-        return attention_proximities_torch(alpha, f, y, rows, chunk_elements)
+        result = attention_proximities_torch(alpha, f, y, rows, chunk_elements)
+        return result if out is None else out.copy_(result)
     if kernel != "numba":
         raise ValueError(f"kernel must be 'auto', 'numba' or 'torch', got {kernel!r}")
     from .kernels import sub_edge_proximities
 
-    out = sub_edge_proximities(
-        alpha.detach().float().cpu().numpy(), f.detach().float().cpu().numpy(), y.detach().float().cpu().numpy(),
-        rows.cpu().numpy(),
-    )
-    return torch.from_numpy(out).to(device=f.device, dtype=f.dtype)
+    def np32(t: torch.Tensor):
+        return t.detach().float().cpu().numpy()
+
+    target = None if out is None or out.device.type != "cpu" else out.numpy()
+    result = sub_edge_proximities(np32(alpha), np32(f), np32(y), rows.cpu().numpy(), target)
+    if out is not None and target is None:
+        return out.copy_(torch.from_numpy(result))
+    return out if out is not None else torch.from_numpy(result).to(f.device)
 
 
 def attention_importance(
@@ -144,24 +150,34 @@ def attention_importance(
     rows: torch.Tensor | None = None,
     kernel: str = "auto",
     chunk_elements: int = CHUNK_ELEMENTS,
+    out: torch.Tensor | None = None,
 ):
     """Importances of the parts of x^{lA}_p for p in `rows`: all H*(p+1) sub-edges and the residual, jointly.
 
-    alpha: [H, T, T], f: [H, T, d], x_in, y: [T, d]; rows: target positions (default: all, ascending).
+    alpha: [H, T, T], f: [H, T, d], x_in, y: [T, d]; rows: target positions (default: all, ascending);
+    out: an optional zero-filled [H, R, T] float32 buffer that receives the sub-edge importances.
     Returns (sub [H, R, T], residual [R], degenerate [R] bool).
     """
     n_heads, n_tok, _ = f.shape
     if rows is None:
         rows = torch.arange(n_tok, device=f.device)
-    n_rows = rows.shape[0]
-    sub = attention_proximities(alpha[:, rows], f, y[rows], rows, kernel, chunk_elements)  # [H, R, T]
-    res = proximity(x_in[rows], y[rows])  # [R]
-    prox = torch.cat([sub.permute(1, 0, 2).reshape(n_rows, -1), res[:, None]], dim=1)  # [R, H*T + 1]
-    counts = n_heads * (rows + 1) + 1  # H*(p+1) + 1 parts
-    imp, degenerate = normalise(prox, counts)
-    causal = torch.arange(n_tok, device=f.device)[None, :] <= rows[:, None]  # [R, T]
-    sub_imp = imp[:, :-1].reshape(n_rows, n_heads, n_tok).permute(1, 0, 2) * causal  # [H, R, T]
-    return sub_imp, imp[:, -1], degenerate
+        alpha_rows, y_rows, x_rows = alpha, y, x_in
+    else:
+        alpha_rows, y_rows, x_rows = alpha[:, rows], y[rows], x_in[rows]
+    sub = attention_proximities(alpha_rows, f, y_rows, rows, kernel, chunk_elements, out)  # [H, R, T]
+    res = proximity(x_rows, y_rows)  # [R]
+    # eq. 1's denominator over the H*(p+1) sub-edges and the residual of each node, normalised in place
+    total = sub.sum(dim=(0, 2)).double() + res.double()  # [R]
+    degenerate = total == 0
+    inv = torch.where(degenerate, torch.zeros_like(total), 1.0 / total)
+    sub.mul_(inv.to(sub.dtype)[None, :, None])
+    res_imp = (res.double() * inv).to(res.dtype)
+    for i in torch.nonzero(degenerate).flatten().tolist():  # 0/0: the parts share equally
+        p = int(rows[i])
+        share = 1.0 / (n_heads * (p + 1) + 1)
+        sub[:, i, : p + 1] = share
+        res_imp[i] = share
+    return sub, res_imp, degenerate
 
 
 # --- the FFN ------------------------------------------------------------------------------------

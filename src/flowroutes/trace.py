@@ -150,9 +150,11 @@ def trace(
         layer = cap.layer
         f, _const = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
         sub, res, degen = attention_importance(
-            cap.alpha, f, cap.x_in, cap.x_mid, kernel=kernel, chunk_elements=chunk_elements
+            cap.alpha, f, cap.x_in, cap.x_mid, kernel=kernel, chunk_elements=chunk_elements,
+            out=torch.from_numpy(attention[layer]) if cap.alpha.device.type == "cpu" else None,
         )
-        attention[layer] = sub.cpu().numpy()
+        if cap.alpha.device.type != "cpu":
+            attention[layer] = sub.cpu().numpy()
         attention_residual[layer] = res.cpu().numpy()
         degenerate_attention[layer] = degen.cpu().numpy()
         f_imp, f_res, f_degen = ffn_importance(cap.x_mid, cap.ffn_out, cap.x_out)
