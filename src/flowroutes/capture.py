@@ -27,6 +27,7 @@ class BlockCapture:
     x_mid: torch.Tensor  # [T, d]    x^{lA}, the residual after the attention block
     ffn_out: torch.Tensor  # [T, d]  FFN(LN(x^{lA}))
     x_out: torch.Tensor  # [T, d]    x^l, the residual after the block
+    attention_call: tuple | None = None  # (args, kwargs) of the attention module, to run it again
 
 
 @contextlib.contextmanager
@@ -56,18 +57,26 @@ def _first(value):
 
 
 def run_with_capture(
-    loaded: LoadedModel, input_ids: torch.Tensor, on_block: Callable[[BlockCapture], None]
+    loaded: LoadedModel,
+    input_ids: torch.Tensor,
+    on_block: Callable[[BlockCapture], None],
+    keep_attention_call: bool = False,
 ) -> torch.Tensor:
-    """Run `input_ids` [T] through the model, calling `on_block` once per block, bottom to top.
+    """Run `input_ids` [B, T] (or [T]) through the model, calling `on_block` once per block and prompt.
 
-    Returns the logits [T, vocab] (float32). Raises FlowroutesError on NaN/Inf activations.
+    Blocks come bottom to top; within a block, prompts in batch order (`BlockCapture` has no batch axis:
+    `on_block` receives `(capture, batch_index)` when input_ids is 2-D). Returns the logits [(B,) T, vocab]
+    (float32). Raises FlowroutesError on NaN/Inf activations. With `keep_attention_call`, each capture
+    carries what `recompute_attention_weights` needs to run its attention module again.
     """
+    batched = input_ids.ndim == 2
+    ids = input_ids if batched else input_ids[None]
     model, adapter = loaded.model, loaded.adapter
     state: dict[str, torch.Tensor] = {}
     handles = []
 
     def grab(tensor) -> torch.Tensor:
-        return _first(tensor)[0].detach().float()  # drop the batch axis
+        return _first(tensor).detach().float()  # [B, T, d]
 
     for layer in range(adapter.n_layers):
         mods = adapter.block_modules(layer)
@@ -82,7 +91,10 @@ def run_with_capture(
                     "the model's attention implementation does not return attention weights; "
                     "load it with attn_implementation='eager'"
                 )
-            state["alpha"] = weights[0].detach().float()
+            state["alpha"] = weights.detach().float()  # [B, H, T, T]
+
+        def on_attention_call(_m, args, kwargs):
+            state["call"] = (args, kwargs)
 
         def on_mid_norm(_m, args):
             state["x_mid"] = grab(args)
@@ -97,13 +109,17 @@ def run_with_capture(
                     f"the model produced NaN or Inf activations in layer {layer} "
                     "(float16 overflow?); load it in float32 or bfloat16"
                 )
-            cap = BlockCapture(layer=layer, x_out=x_out, **state)
+            call = state.pop("call", None) if keep_attention_call else None
+            for b in range(x_out.shape[0]):
+                cap = BlockCapture(layer=layer, x_out=x_out[b], attention_call=call,
+                                   **{k: v[b] for k, v in state.items() if k != "call"})
+                on_block(cap, b) if batched else on_block(cap)
             state.clear()
-            on_block(cap)
 
         handles += [
             mods.input_norm.register_forward_hook(on_input_norm),
             mods.attention.register_forward_hook(on_attention),
+            mods.attention.register_forward_pre_hook(on_attention_call, with_kwargs=True),
             mods.mid_norm.register_forward_pre_hook(on_mid_norm),
             mods.ffn.register_forward_hook(on_ffn),
             mods.block.register_forward_hook(on_block_out),
@@ -111,8 +127,18 @@ def run_with_capture(
     device = next(model.parameters()).device
     try:
         with torch.no_grad(), eager_attention(model):
-            out = model(input_ids=input_ids[None].to(device), use_cache=False)
+            out = model(input_ids=ids.to(device), use_cache=False)
     finally:
         for h in handles:
             h.remove()
-    return out.logits[0].detach().float()
+    logits = out.logits.detach().float()
+    return logits if batched else logits[0]
+
+
+def recompute_attention_weights(loaded: LoadedModel, layer: int, call: tuple) -> torch.Tensor:
+    """Run block `layer`'s attention module again on its captured inputs; its weights [H, T, T] (float32)."""
+    args, kwargs = call
+    module = loaded.adapter.block_modules(layer).attention
+    with torch.no_grad(), eager_attention(loaded.model):
+        out = module(*args, **kwargs)
+    return out[1][0].detach().float()

@@ -190,35 +190,36 @@ def extract_routes(
     nodes: dict[str, Node] = {}
     edges: list[Edge] = []
 
-    def add_node(kind: str, layer: int, p: int) -> tuple[str, bool]:
+    def add_node(kind: str, layer: int, p: int) -> tuple[str, bool]:  # (id, whether it is new)
         nid = residual_id(layer, p) if kind == "residual" else attention_id(layer, p)
         new = nid not in nodes
         if new:
             nodes[nid] = Node(nid, kind, layer, p)
         return nid, new
 
-    top, _ = add_node("residual", n_layers, pos)
-    stack: list[tuple[str, int, int]] = [("residual", n_layers, pos)]
-    while stack:
-        kind, layer, p = stack.pop()
-        if kind == "residual":
-            if layer == 0:
-                continue  # embeddings: nothing below
-            block = layer - 1
-            target = residual_id(layer, p)
+    # walk level by level, top-down, so that each layer's attention rows are asked for in one batch
+    add_node("residual", n_layers, pos)
+    residual_frontier = {pos}
+    for layer in range(n_layers, 0, -1):
+        block = layer - 1
+        attention_frontier = set()
+        for p in sorted(residual_frontier):
             kept = [(k, float(w)) for k, w in (("ffn", trace.ffn[block, p]), ("residual", trace.ffn_residual[block, p]))
                     if w >= tau_f]
             if kept:
-                src, new = add_node("attention", layer, p)
+                src, _ = add_node("attention", layer, p)
                 for k, w in kept:
-                    edges.append(Edge(src, target, k, block, w))
-                if new:
-                    stack.append(("attention", layer, p))
-        else:
-            block = layer - 1
+                    edges.append(Edge(src, residual_id(layer, p), k, block, w))
+                attention_frontier.add(p)
+        residual_frontier = set()
+        targets = sorted(attention_frontier)
+        if not targets:
+            break
+        sub_rows, res_rows = trace.attention_rows(block, targets)  # [H, R, T], [R]
+        for i, p in enumerate(targets):
             target = attention_id(layer, p)
-            sub = trace.attention[block, :, p, : p + 1].astype(np.float64)  # [H, p+1]
-            res = float(trace.attention_residual[block, p])
+            sub = sub_rows[:, i, : p + 1].astype(np.float64)  # [H, p+1]
+            res = float(res_rows[i])
             keep = sub >= tau_a
             keep_res = res >= tau_a
             total = float(sub[keep].sum()) + (res if keep_res else 0.0)
@@ -227,15 +228,13 @@ def extract_routes(
             scale = 1.0 / total if renormalize else 1.0
             for j in np.nonzero(keep.any(axis=0))[0].tolist():
                 heads = {int(h): float(sub[h, j] * scale) for h in np.nonzero(keep[:, j])[0].tolist()}
-                src, new = add_node("residual", block, j)
+                src, _ = add_node("residual", block, j)
                 edges.append(Edge(src, target, "attention", block, float(sum(heads.values())), heads))
-                if new:
-                    stack.append(("residual", block, j))
+                residual_frontier.add(j)
             if keep_res:
-                src, new = add_node("residual", block, p)
+                src, _ = add_node("residual", block, p)
                 edges.append(Edge(src, target, "residual", block, res * scale))
-                if new:
-                    stack.append(("residual", block, p))
+                residual_frontier.add(p)
 
     kind_order = {"attention": 0, "residual": 1, "ffn": 2}
     edges.sort(key=lambda e: (e.layer, nodes[e.target].kind != "attention", nodes[e.target].position,

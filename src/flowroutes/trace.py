@@ -7,60 +7,42 @@ figures, the CLI and analyses only read it. Tokenisation follows the tokenizer's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from .capture import BlockCapture, run_with_capture
+from .capture import BlockCapture, recompute_attention_weights, run_with_capture
 from .errors import FlowroutesError
 from .importance import CHUNK_ELEMENTS, attention_importance, ffn_importance, head_values
 from .models.loading import LoadedModel, load_model
 
 
-@dataclass
-class Trace:
-    """Raw edge importances of one prompt. L layers, H heads, T tokens; layers and heads 0-based.
-
-    attention[l, h, p, j]:  sub-edge x^l_j -> (head h of block l) -> x^{l+1,A}_p   [L, H, T, T]
-    attention_residual[l, p]: residual edge x^l_p -> x^{l+1,A}_p                 [L, T]
-    ffn[l, p], ffn_residual[l, p]: FFN and residual edges into x^{l+1}_p           [L, T]
-    (Block l reads the residual x^l, l = 0 being the embeddings, and writes x^{l+1}.)
-    """
+@dataclass(kw_only=True)
+class _TraceBase:
+    """What every trace knows: the prompt, the model's predictions, and the FFN-node importances."""
 
     model_name: str
     prompt: str
     input_ids: np.ndarray  # [T] int64
     tokens: list[str]  # as the tokenizer shows them (e.g. 'ĠMary')
     token_texts: list[str]  # each token decoded alone (e.g. ' Mary'), for display
-    attention: np.ndarray  # [L, H, T, T] float32
-    attention_residual: np.ndarray  # [L, T]
-    ffn: np.ndarray  # [L, T]
-    ffn_residual: np.ndarray  # [L, T]
+    ffn: np.ndarray  # [L, T] importance of the FFN edge into x^{l+1}_p
+    ffn_residual: np.ndarray  # [L, T] importance of the residual edge into x^{l+1}_p
     top_ids: np.ndarray  # [T, k] the model's top next tokens at every position
     top_probs: np.ndarray  # [T, k]
     top_tokens: list[list[str]]  # [T][k] decoded
-    degenerate_attention: np.ndarray  # [L, T] bool: all proximities of x^{l+1,A}_p were 0
     degenerate_ffn: np.ndarray  # [L, T] bool: both proximities of x^{l+1}_p were 0
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_layers(self) -> int:
-        return self.attention.shape[0]
-
-    @property
-    def n_heads(self) -> int:
-        return self.attention.shape[1]
+        return self.ffn.shape[0]
 
     @property
     def n_tokens(self) -> int:
-        return self.attention.shape[2]
-
-    @property
-    def n_degenerate(self) -> int:
-        """Nodes whose parts all had zero proximity (eq. 1 is 0/0); their parts share equally."""
-        return int(self.degenerate_attention.sum() + self.degenerate_ffn.sum())
+        return self.ffn.shape[1]
 
     def resolve_position(self, position: int) -> int:
         """A 0-based position; negative counts from the end. Raises FlowroutesError when out of range."""
@@ -72,6 +54,10 @@ class Trace:
                 f"position {position} is out of range for a prompt of {n} tokens: use 0..{n - 1} or -{n}..-1"
             )
         return int(position) % n
+
+    def attention_rows(self, layer: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Importances into x^{layer+1,A}_p for p in `positions`: (sub-edges [H, R, T], residual [R])."""
+        raise NotImplementedError
 
     def routes(
         self,
@@ -94,6 +80,83 @@ class Trace:
         )
 
 
+@dataclass(kw_only=True)
+class Trace(_TraceBase):
+    """Raw edge importances of one prompt. L layers, H heads, T tokens; layers and heads 0-based.
+
+    attention[l, h, p, j]:  sub-edge x^l_j -> (head h of block l) -> x^{l+1,A}_p   [L, H, T, T]
+    attention_residual[l, p]: residual edge x^l_p -> x^{l+1,A}_p                 [L, T]
+    ffn[l, p], ffn_residual[l, p]: FFN and residual edges into x^{l+1}_p           [L, T]
+    (Block l reads the residual x^l, l = 0 being the embeddings, and writes x^{l+1}.)
+    """
+
+    attention: np.ndarray  # [L, H, T, T] float32
+    attention_residual: np.ndarray  # [L, T]
+    degenerate_attention: np.ndarray  # [L, T] bool: all proximities of x^{l+1,A}_p were 0
+
+    @property
+    def n_heads(self) -> int:
+        return self.attention.shape[1]
+
+    @property
+    def n_degenerate(self) -> int:
+        """Nodes whose parts all had zero proximity (eq. 1 is 0/0); their parts share importance equally."""
+        return int(self.degenerate_attention.sum() + self.degenerate_ffn.sum())
+
+    def attention_rows(self, layer: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return self.attention[layer][:, positions], self.attention_residual[layer, positions]
+
+
+@dataclass(kw_only=True)
+class LazyTrace(_TraceBase):
+    """A trace whose attention importances are computed only for the rows (layer, target) asked for.
+
+    `routes()` asks only for the rows its top-down walk reaches; rows are memoised. `full()` computes the
+    rest and returns a `Trace`. Holds the block activations ([L, T, d] each), never [L, H, T, T] weights.
+    """
+
+    n_heads: int
+    loaded: Any = field(repr=False)
+    activations: dict[str, list] = field(repr=False)  # x_in, x_mid, normed, call: one entry per layer
+    kernel: str = "auto"
+    _rows: dict[tuple[int, int], tuple[np.ndarray, float, bool]] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_computed_rows(self) -> int:
+        return len(self._rows)
+
+    def attention_rows(self, layer: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        missing = sorted({p for p in positions if (layer, p) not in self._rows})
+        if missing:
+            acts = self.activations
+            alpha = recompute_attention_weights(self.loaded, layer, acts["call"][layer])
+            adapter = self.loaded.adapter
+            f, _ = head_values(acts["normed"][layer], adapter.ov_weights(layer), adapter.input_norm_bias(layer),
+                               adapter)
+            rows = torch.tensor(missing, device=f.device)
+            sub, res, degen = attention_importance(alpha, f, acts["x_in"][layer], acts["x_mid"][layer], rows=rows,
+                                                   kernel=self.kernel)
+            sub_np, res_np, degen_np = sub.cpu().numpy(), res.cpu().numpy(), degen.cpu().numpy()
+            for i, p in enumerate(missing):
+                self._rows[(layer, p)] = (sub_np[:, i].copy(), float(res_np[i]), bool(degen_np[i]))
+        got = [self._rows[(layer, p)] for p in positions]
+        sub = np.stack([g[0] for g in got], axis=1) if got else np.zeros((self.n_heads, 0, self.n_tokens), np.float32)
+        return sub, np.array([g[1] for g in got], dtype=np.float32)
+
+    def full(self) -> Trace:
+        """Every row: the same `Trace` that `trace(..., lazy=False)` returns."""
+        n_layers, n_tok = self.n_layers, self.n_tokens
+        attention = np.zeros((n_layers, self.n_heads, n_tok, n_tok), np.float32)
+        residual = np.zeros((n_layers, n_tok), np.float32)
+        degenerate = np.zeros((n_layers, n_tok), bool)
+        everything = list(range(n_tok))
+        for layer in range(n_layers):
+            attention[layer], residual[layer] = self.attention_rows(layer, everything)
+            degenerate[layer] = [self._rows[(layer, p)][2] for p in everything]
+        base = {f.name: getattr(self, f.name) for f in fields(_TraceBase)}
+        return Trace(**base, attention=attention, attention_residual=residual, degenerate_attention=degenerate)
+
+
 def tokenize(loaded: LoadedModel, prompt: str, add_special_tokens: bool | None = None) -> torch.Tensor:
     """The prompt's token ids [T], with the tokenizer's own defaults unless told otherwise."""
     if not isinstance(prompt, str):
@@ -107,22 +170,48 @@ def tokenize(loaded: LoadedModel, prompt: str, add_special_tokens: bool | None =
 
 def trace(
     model: Any,
-    prompt: str | None = None,
+    prompt: str | list[str] | None = None,
     *,
     input_ids: Any = None,
     add_special_tokens: bool | None = None,
     top_k: int = 10,
+    lazy: bool = False,
+    batch_size: int = 8,
     kernel: str = "auto",
     chunk_elements: int = CHUNK_ELEMENTS,
-) -> Trace:
-    """Trace one prompt: a forward pass, then eq. 1 for every node of the information flow graph.
+    progress: bool = False,
+):
+    """Trace prompts: forward passes, then eq. 1 for every node of the information flow graph.
 
     model: a `LoadedModel` (from `load_model`) or anything `load_model` accepts.
-    prompt: the text; or pass `input_ids` (a sequence of ints) to skip tokenisation.
+    prompt: the text, or a list of texts (then a list of traces comes back, computed in batched forward
+        passes of `batch_size` prompts; each equals its unbatched trace); or pass `input_ids` (a sequence of
+        ints, or a list of them) to skip tokenisation.
+    lazy: return a `LazyTrace` that computes attention rows only when routes ask for them.
     kernel: "auto" (fused numba kernel on CPU), "numba", or "torch" (the chunked reference path).
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    adapter = loaded.adapter
+    many = isinstance(prompt, (list, tuple)) or (
+        input_ids is not None and len(input_ids) > 0 and not isinstance(input_ids[0], (int, np.integer))
+        and not (isinstance(input_ids, (np.ndarray, torch.Tensor)) and np.ndim(input_ids) == 1)
+    )
+    if many:
+        if lazy:
+            raise FlowroutesError("lazy traces are built one prompt at a time: call trace(model, text, lazy=True)")
+        if input_ids is not None:
+            id_lists = [_check_ids(loaded, torch.as_tensor(i, dtype=torch.long).reshape(-1)) for i in input_ids]
+            texts = [loaded.tokenizer.decode(i.tolist()) for i in id_lists]
+        else:
+            texts = list(prompt)
+            id_lists = [_check_ids(loaded, tokenize(loaded, t, add_special_tokens)) for t in texts]
+        out: list[Trace] = []
+        bar = _progress(len(texts), progress)
+        for start in range(0, len(texts), batch_size):
+            chunk = slice(start, start + batch_size)
+            out += _trace_batch(loaded, texts[chunk], id_lists[chunk], top_k, kernel, chunk_elements)
+            bar.update(len(texts[chunk]))
+        bar.close()
+        return out
     if input_ids is not None:
         ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
         if ids.numel() == 0:
@@ -131,57 +220,121 @@ def trace(
             prompt = loaded.tokenizer.decode(ids.tolist())
     else:
         ids = tokenize(loaded, prompt, add_special_tokens)
-        if ids.numel() == 0:
-            raise FlowroutesError("the prompt has no tokens after tokenisation: give some text")
-    n_tok, n_layers, n_heads = int(ids.numel()), adapter.n_layers, adapter.n_heads
-    if n_tok > adapter.max_context:
+    ids = _check_ids(loaded, ids)
+    if lazy:
+        return _trace_lazy(loaded, prompt, ids, top_k, kernel)
+    return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements)[0]
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="prompt", disable=not enabled, desc="tracing")
+
+
+def _check_ids(loaded: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
+    if ids.numel() == 0:
+        raise FlowroutesError("the prompt has no tokens after tokenisation: give some text")
+    if ids.numel() > loaded.adapter.max_context:
         raise FlowroutesError(
-            f"the prompt has {n_tok} tokens but {loaded.name} reads at most {adapter.max_context}: shorten it"
+            f"the prompt has {ids.numel()} tokens but {loaded.name} reads at most {loaded.adapter.max_context}: "
+            "shorten it"
         )
+    return ids
 
-    attention = np.zeros((n_layers, n_heads, n_tok, n_tok), dtype=np.float32)
-    attention_residual = np.zeros((n_layers, n_tok), dtype=np.float32)
-    ffn = np.zeros((n_layers, n_tok), dtype=np.float32)
-    ffn_residual = np.zeros((n_layers, n_tok), dtype=np.float32)
-    degenerate_attention = np.zeros((n_layers, n_tok), dtype=bool)
-    degenerate_ffn = np.zeros((n_layers, n_tok), dtype=bool)
 
-    def on_block(cap: BlockCapture) -> None:
-        layer = cap.layer
-        f, _const = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
-        sub, res, degen = attention_importance(
-            cap.alpha, f, cap.x_in, cap.x_mid, kernel=kernel, chunk_elements=chunk_elements,
-            out=torch.from_numpy(attention[layer]) if cap.alpha.device.type == "cpu" else None,
-        )
-        if cap.alpha.device.type != "cpu":
-            attention[layer] = sub.cpu().numpy()
-        attention_residual[layer] = res.cpu().numpy()
-        degenerate_attention[layer] = degen.cpu().numpy()
-        f_imp, f_res, f_degen = ffn_importance(cap.x_mid, cap.ffn_out, cap.x_out)
-        ffn[layer] = f_imp.cpu().numpy()
-        ffn_residual[layer] = f_res.cpu().numpy()
-        degenerate_ffn[layer] = f_degen.cpu().numpy()
+def _pad_right(id_lists: list[torch.Tensor], pad_id: int) -> torch.Tensor:
+    """[B, T_max] ids padded on the right: causal attention never lets a real token see the padding,
+    and positions stay 0..T-1, so every real token's activations equal the unbatched ones."""
+    batch = torch.full((len(id_lists), max(int(i.numel()) for i in id_lists)), pad_id, dtype=torch.long)
+    for b, ids in enumerate(id_lists):
+        batch[b, : ids.numel()] = ids
+    return batch
 
-    logits = run_with_capture(loaded, ids, on_block)  # [T, V]
-    probs = torch.softmax(logits, dim=-1)
-    k = min(top_k, probs.shape[-1])
-    top_probs, top_ids = probs.topk(k, dim=-1)  # [T, k]
+
+def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: torch.Tensor, top_k: int) -> dict:
+    probs = torch.softmax(logits, dim=-1)  # [T, V]
+    top_probs, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [T, k]
     tok = loaded.tokenizer
     id_list = ids.tolist()
-    return Trace(
+    return dict(
         model_name=loaded.name,
         prompt=prompt,
         input_ids=np.asarray(id_list, dtype=np.int64),
         tokens=list(tok.convert_ids_to_tokens(id_list)),
         token_texts=[tok.decode([i]) for i in id_list],
-        attention=attention,
-        attention_residual=attention_residual,
-        ffn=ffn,
-        ffn_residual=ffn_residual,
         top_ids=top_ids.cpu().numpy(),
         top_probs=top_probs.cpu().numpy(),
         top_tokens=[[tok.decode([i]) for i in row] for row in top_ids.tolist()],
-        degenerate_attention=degenerate_attention,
-        degenerate_ffn=degenerate_ffn,
-        meta={"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel},
+    )
+
+
+def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements) -> list[Trace]:
+    adapter = loaded.adapter
+    n_layers, n_heads = adapter.n_layers, adapter.n_heads
+    lengths = [int(i.numel()) for i in id_lists]
+    arrays = []
+    for n_tok in lengths:
+        arrays.append(dict(
+            attention=np.zeros((n_layers, n_heads, n_tok, n_tok), dtype=np.float32),
+            attention_residual=np.zeros((n_layers, n_tok), dtype=np.float32),
+            ffn=np.zeros((n_layers, n_tok), dtype=np.float32),
+            ffn_residual=np.zeros((n_layers, n_tok), dtype=np.float32),
+            degenerate_attention=np.zeros((n_layers, n_tok), dtype=bool),
+            degenerate_ffn=np.zeros((n_layers, n_tok), dtype=bool),
+        ))
+
+    def on_block(cap: BlockCapture, b: int) -> None:
+        layer, n_tok, a = cap.layer, lengths[b], arrays[b]
+        x_in, normed, x_mid = cap.x_in[:n_tok], cap.normed[:n_tok], cap.x_mid[:n_tok]
+        alpha = cap.alpha[:, :n_tok, :n_tok]
+        f, _const = head_values(normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
+        on_cpu = alpha.device.type == "cpu"
+        sub, res, degen = attention_importance(
+            alpha, f, x_in, x_mid, kernel=kernel, chunk_elements=chunk_elements,
+            out=torch.from_numpy(a["attention"][layer]) if on_cpu else None,
+        )
+        if not on_cpu:
+            a["attention"][layer] = sub.cpu().numpy()
+        a["attention_residual"][layer] = res.cpu().numpy()
+        a["degenerate_attention"][layer] = degen.cpu().numpy()
+        f_imp, f_res, f_degen = ffn_importance(x_mid, cap.ffn_out[:n_tok], cap.x_out[:n_tok])
+        a["ffn"][layer] = f_imp.cpu().numpy()
+        a["ffn_residual"][layer] = f_res.cpu().numpy()
+        a["degenerate_ffn"][layer] = f_degen.cpu().numpy()
+
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block)  # [B, T_max, V]
+    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel}
+    return [
+        Trace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]], top_k), **arrays[b], meta=dict(meta))
+        for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
+    ]
+
+
+def _trace_lazy(loaded, prompt, ids, top_k, kernel) -> LazyTrace:
+    adapter = loaded.adapter
+    n_layers, n_tok = adapter.n_layers, int(ids.numel())
+    ffn = np.zeros((n_layers, n_tok), dtype=np.float32)
+    ffn_residual = np.zeros((n_layers, n_tok), dtype=np.float32)
+    degenerate_ffn = np.zeros((n_layers, n_tok), dtype=bool)
+    acts: dict[str, list] = {"x_in": [], "x_mid": [], "normed": [], "call": []}
+
+    def on_block(cap: BlockCapture) -> None:
+        # keep what the attention rows need later; drop the weights now
+        acts["x_in"].append(cap.x_in)
+        acts["x_mid"].append(cap.x_mid)
+        acts["normed"].append(cap.normed)
+        acts["call"].append(cap.attention_call)
+        f_imp, f_res, f_degen = ffn_importance(cap.x_mid, cap.ffn_out, cap.x_out)
+        ffn[cap.layer] = f_imp.cpu().numpy()
+        ffn_residual[cap.layer] = f_res.cpu().numpy()
+        degenerate_ffn[cap.layer] = f_degen.cpu().numpy()
+
+    logits = run_with_capture(loaded, ids, on_block, keep_attention_call=True)
+    return LazyTrace(
+        **_base_fields(loaded, prompt, ids, logits, top_k), ffn=ffn, ffn_residual=ffn_residual,
+        degenerate_ffn=degenerate_ffn, meta={"model_type": getattr(loaded.model.config, "model_type", None),
+                                             "kernel": kernel, "lazy": True},
+        n_heads=adapter.n_heads, loaded=loaded, activations=acts, kernel=kernel,
     )

@@ -1,0 +1,56 @@
+"""Lazy routes and batched traces agree with the plain full trace (the reference path)."""
+
+import numpy as np
+import pytest
+import torch
+
+import flowroutes
+from flowroutes.trace import LazyTrace
+
+
+def assert_same_trace(a, b, atol=1e-5):
+    assert a.tokens == b.tokens
+    for name in ("attention", "attention_residual", "ffn", "ffn_residual", "top_probs"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=atol, err_msg=name)
+    np.testing.assert_array_equal(a.top_ids[:, 0], b.top_ids[:, 0])
+
+
+def assert_same_routes(a, b, atol=1e-6):
+    assert a.nodes == b.nodes
+    assert [(e.source, e.target, e.kind, sorted(e.heads)) for e in a.edges] == \
+        [(e.source, e.target, e.kind, sorted(e.heads)) for e in b.edges]
+    np.testing.assert_allclose([e.weight for e in a.edges], [e.weight for e in b.edges], atol=atol)
+    assert a.active_heads == b.active_heads
+
+
+def test_lazy_routes_equal_full_routes(tiny):
+    ids = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12]
+    full = flowroutes.trace(tiny, input_ids=ids)
+    lazy = flowroutes.trace(tiny, input_ids=ids, lazy=True)
+    assert isinstance(lazy, LazyTrace)
+    for tau, pos in ((0.04, -1), (0.1, 5), (0.02, 0)):
+        assert_same_routes(lazy.routes(tau, pos), full.routes(tau, pos))
+    assert_same_trace(lazy.full(), full)
+
+
+def test_batched_traces_equal_unbatched(tiny):
+    prompts = ["w1 w2 w3 w4 w5 w6 w7", "w8 w9", "w10 w11 w12 w1 w2", "w3"]
+    batched = flowroutes.trace(tiny, prompts, batch_size=3)
+    assert len(batched) == 4
+    for text, tr in zip(prompts, batched):
+        assert_same_trace(tr, flowroutes.trace(tiny, text))
+        assert tr.prompt == text
+
+
+@pytest.mark.slow
+def test_smollm2_lazy_and_batched(smollm2, ioi_trace):
+    lazy = flowroutes.trace(smollm2, ioi_trace.prompt, lazy=True)
+    for tau in (0.04, 0.01):
+        assert_same_routes(lazy.routes(tau), ioi_trace.routes(tau))
+    # only the rows the walk reached were computed
+    assert 0 < lazy.n_computed_rows < ioi_trace.n_layers * ioi_trace.n_tokens
+    other = "The war lasted from the year 1732 to the year 17"
+    batched = flowroutes.trace(smollm2, [other, ioi_trace.prompt])
+    assert_same_trace(batched[1], ioi_trace)
+    assert_same_trace(batched[0], flowroutes.trace(smollm2, other))
+    assert torch.equal(torch.as_tensor(batched[1].input_ids), torch.as_tensor(ioi_trace.input_ids))
