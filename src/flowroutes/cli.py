@@ -6,12 +6,18 @@ Tracebacks only with --debug. Output files are written atomically (temp file, th
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import FlowroutesError
+
+#: modules that add a subcommand: each has `add_parser(subparsers)`, which calls `set_defaults(func=...)`
+#: with a function taking the parsed args and returning an exit code. They must import lightly.
+COMMAND_MODULES = ("flowroutes.analyses.cli", "flowroutes.patching.cli", "flowroutes.web.cli")
 
 DEFAULT_PROMPT_HINT = 'flowroutes trace "When Mary and John went to the store, John gave a drink to"'
 
@@ -55,10 +61,14 @@ def _parser() -> argparse.ArgumentParser:
                         "default ./flowroutes-out)")
     t.add_argument("--top", type=int, default=5, metavar="K", help="how many active heads to list (default 5)")
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    t.set_defaults(func=cmd_trace)
+    for name in COMMAND_MODULES:  # further commands live with their feature; each adds its own parser
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).add_parser(sub)
     return parser
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -70,7 +80,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Keep transformers' progress bars and warnings off stderr, so errors stay one line."""
     import warnings
 
@@ -101,7 +111,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from .models import load_model
     from .trace import trace
 
-    _quiet_transformers()
+    quiet_transformers()
     if sys.stderr.isatty():
         print(f"loading {args.model or 'the default model (SmolLM2-135M-Instruct)'}...", file=sys.stderr)
     model = load_model(args.model)
@@ -132,9 +142,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     svg, png = render_routes(routes, "svg"), render_routes(routes, "png")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "routes.json", routes.to_json().encode())
-    _write_atomic(out / "routes.svg", svg)
-    _write_atomic(out / "routes.png", png)
+    write_atomic(out / "routes.json", routes.to_json().encode())
+    write_atomic(out / "routes.svg", svg)
+    write_atomic(out / "routes.png", png)
     print(f"wrote {out / 'routes.json'}, {out / 'routes.svg'}, {out / 'routes.png'}")
     return 0
 
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"trace": cmd_trace}[args.command](args)
+        return args.func(args)
     except FlowroutesError as exc:
         if args.debug:
             raise
