@@ -63,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     t.set_defaults(func=cmd_trace)
     for name in COMMAND_MODULES:  # further commands live with their feature; each adds its own parser
-        if importlib.util.find_spec(name) is not None:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # its package is not there
+            found = False
+        if found:
             importlib.import_module(name).add_parser(sub)
     return parser
 
