@@ -79,8 +79,7 @@ def load_model(
     if isinstance(source, LoadedModel):
         return source
     if source is None:
-        path = embedded_gguf_path()
-        model, tok = _load_gguf(path, dtype)
+        model, tok = _load_embedded(dtype)
         name = EMBEDDED_NAME
     elif isinstance(source, torch.nn.Module):
         if tokenizer is None:
@@ -146,6 +145,53 @@ def _load_gguf(path: Path, dtype: torch.dtype):
             "a model architecture transformers can read"
         ) from exc
     return model, tok
+
+
+def cache_root() -> Path:
+    """Where the dequantized default model is kept: $FLOWROUTES_CACHE, else ~/.cache/flowroutes."""
+    return Path(os.environ.get("FLOWROUTES_CACHE") or Path.home() / ".cache" / "flowroutes")
+
+
+def _load_embedded(dtype: torch.dtype):
+    """The default model. Dequantizing its GGUF takes ~20 s; the float32 result is kept as safetensors in
+    `cache_root()` (written atomically) and loads in ~1 s afterwards. FLOWROUTES_NO_CACHE=1 skips the cache."""
+    import json
+    import shutil
+    import tempfile
+
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = embedded_gguf_path()
+    if os.environ.get("FLOWROUTES_NO_CACHE"):
+        return _load_gguf(path, dtype)
+    stat = path.stat()
+    folder = cache_root() / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}-transformers{transformers.__version__}"
+    if (folder / "config.json").is_file():
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+            return model, tok
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the GGUF
+            shutil.rmtree(folder, ignore_errors=True)
+    model, tok = _load_gguf(path, torch.float32)
+    try:
+        from safetensors.torch import save_model
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".partial-"))
+        try:
+            save_model(model, str(tmp / "model.safetensors"))
+            tok.save_pretrained(tmp)
+            config = model.config.to_dict()
+            config.pop("quantization_config", None)
+            (tmp / "config.json").write_text(json.dumps(config, indent=1))  # written last: marks completion
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass  # an unwritable cache only costs time
+    return (model if dtype == torch.float32 else model.to(dtype)), tok
 
 
 def _load_pretrained(ref: str, dtype: torch.dtype, local_only: bool, where: str):
