@@ -253,8 +253,8 @@ def _pad_right(id_lists: list[torch.Tensor], pad_id: int) -> torch.Tensor:
 
 
 def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: torch.Tensor, top_k: int) -> dict:
-    probs = torch.softmax(logits, dim=-1)  # [T, V]
-    top_probs, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [T, k]
+    top_logits, top_ids = logits.topk(min(top_k, logits.shape[-1]), dim=-1)  # [T, k]
+    top_probs = torch.exp(top_logits - torch.logsumexp(logits, dim=-1, keepdim=True))  # softmax, only the top k
     tok = loaded.tokenizer
     id_list = ids.tolist()
     return dict(
