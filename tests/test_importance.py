@@ -65,7 +65,7 @@ def _random_layer(seed=3, n_heads=3, n_tok=7, d=5):
 def test_attention_kernels_match_literal_eq1(kernel, chunk):
     alpha, f, x_in, y = _random_layer()
     n_heads, n_tok, _ = f.shape
-    sub, res, degenerate = attention_importance(alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk)
+    sub, res, degenerate, _ = attention_importance(alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk)
     for p in range(n_tok):
         parts = [(alpha[h, p, j] * f[h, j]).double().numpy() for h in range(n_heads) for j in range(p + 1)]
         expected = eq1(parts + [x_in[p].double().numpy()], y[p].double().numpy())
@@ -80,6 +80,6 @@ def test_fused_kernel_equals_the_reference_on_selected_rows():
     full_ref = attention_importance(alpha, f, x_in, y, kernel="torch")
     rows = torch.tensor([0, 4, 5, 17, 22])  # a subset of targets, as lazy routes ask for
     for kernel in ("torch", "numba"):
-        sub, res, _ = attention_importance(alpha, f, x_in, y, rows=rows, kernel=kernel)
+        sub, res, _, _ = attention_importance(alpha, f, x_in, y, rows=rows, kernel=kernel)
         np.testing.assert_allclose(sub.numpy(), full_ref[0][:, rows].numpy(), atol=1e-6)
         np.testing.assert_allclose(res.numpy(), full_ref[1][rows].numpy(), atol=1e-6)

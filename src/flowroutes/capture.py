@@ -22,12 +22,17 @@ class BlockCapture:
 
     layer: int
     x_in: torch.Tensor  # [T, d]     x^{l-1}, the residual the block reads
-    normed: torch.Tensor  # [T, d]   LN(x^{l-1}), what the attention reads
+    normed: torch.Tensor  # [T, d]   what the attention reads: LN(x^{l-1}) (x^{l-1} itself without a norm)
     alpha: torch.Tensor  # [H, T, T] attention weights, alpha[h, p, j]
-    x_mid: torch.Tensor  # [T, d]    x^{lA}, the residual after the attention block
-    ffn_out: torch.Tensor  # [T, d]  FFN(LN(x^{lA}))
+    attn_raw: torch.Tensor  # [T, d] the attention module's output (before any post-norm)
+    x_mid: torch.Tensor | None  # [T, d] x^{lA}, after the attention block; None for parallel blocks
+    ffn_out: torch.Tensor  # [T, d]  the FFN update added to the residual
     x_out: torch.Tensor  # [T, d]    x^l, the residual after the block
     attention_call: tuple | None = None  # (args, kwargs) of the attention module, to run it again
+
+    @property
+    def parallel(self) -> bool:
+        return self.x_mid is None
 
 
 @contextlib.contextmanager
@@ -75,14 +80,23 @@ def run_with_capture(
     state: dict[str, torch.Tensor] = {}
     handles = []
 
+    n_batch, n_tok = ids.shape
+
     def grab(tensor) -> torch.Tensor:
-        return _first(tensor).detach().float()  # [B, T, d]
+        t = _first(tensor).detach().float()
+        return t.reshape(n_batch, n_tok, -1) if t.ndim == 2 else t  # [B, T, d] (OPT flattens to [B*T, d])
+
+    def hidden_arg(args, kwargs) -> torch.Tensor:
+        return grab(args[0] if args else kwargs["hidden_states"])
 
     for layer in range(adapter.n_layers):
         mods = adapter.block_modules(layer)
 
-        def on_input_norm(_m, args, out):
-            state["x_in"], state["normed"] = grab(args), grab(out)
+        def on_block_in(_m, args, kwargs):
+            state["x_in"] = hidden_arg(args, kwargs)
+
+        def on_input_norm(_m, _args, out):
+            state["normed"] = grab(out)
 
         def on_attention(_m, _args, out):
             weights = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
@@ -92,12 +106,20 @@ def run_with_capture(
                     "load it with attn_implementation='eager'"
                 )
             state["alpha"] = weights.detach().float()  # [B, H, T, T]
+            state["attn_raw"] = grab(out)
 
         def on_attention_call(_m, args, kwargs):
+            if "output_attentions" in kwargs:  # modules that pick eager only when asked (Falcon)
+                kwargs = {**kwargs, "output_attentions": True}
+                mask = kwargs.get("attention_mask")
+                if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:  # an sdpa mask: make it additive
+                    additive = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+                    kwargs["attention_mask"] = additive.masked_fill(~mask, torch.finfo(torch.float32).min)
             state["call"] = (args, kwargs)
+            return args, kwargs
 
-        def on_mid_norm(_m, args):
-            state["x_mid"] = grab(args)
+        def on_mid(_m, args, kwargs):
+            state["x_mid"] = hidden_arg(args, kwargs)
 
         def on_ffn(_m, _args, out):
             state["ffn_out"] = grab(out)
@@ -110,20 +132,30 @@ def run_with_capture(
                     "(float16 overflow?); load it in float32 or bfloat16"
                 )
             call = state.pop("call", None) if keep_attention_call else None
+            x_mid = state.pop("x_mid", None)
+            if "ffn_out" not in state:  # the FFN adds the residual itself (BLOOM): derive its update
+                state["ffn_out"] = x_out - x_mid
+            if "normed" not in state:  # the attention reads the residual itself (OLMo 2)
+                state["normed"] = state["x_in"]
             for b in range(x_out.shape[0]):
                 cap = BlockCapture(layer=layer, x_out=x_out[b], attention_call=call,
+                                   x_mid=None if x_mid is None else x_mid[b],
                                    **{k: v[b] for k, v in state.items() if k != "call"})
                 on_block(cap, b) if batched else on_block(cap)
             state.clear()
 
         handles += [
-            mods.input_norm.register_forward_hook(on_input_norm),
+            mods.block.register_forward_pre_hook(on_block_in, with_kwargs=True),
             mods.attention.register_forward_hook(on_attention),
             mods.attention.register_forward_pre_hook(on_attention_call, with_kwargs=True),
-            mods.mid_norm.register_forward_pre_hook(on_mid_norm),
-            mods.ffn.register_forward_hook(on_ffn),
             mods.block.register_forward_hook(on_block_out),
         ]
+        if mods.input_norm is not None:
+            handles.append(mods.input_norm.register_forward_hook(on_input_norm))
+        if mods.mid_input is not None:
+            handles.append(mods.mid_input.register_forward_pre_hook(on_mid, with_kwargs=True))
+        if mods.ffn is not None:
+            handles.append(mods.ffn.register_forward_hook(on_ffn))
     device = next(model.parameters()).device
     try:
         with torch.no_grad(), eager_attention(model):
@@ -138,7 +170,7 @@ def run_with_capture(
 def recompute_attention_weights(loaded: LoadedModel, layer: int, call: tuple) -> torch.Tensor:
     """Run block `layer`'s attention module again on its captured inputs; its weights [H, T, T] (float32)."""
     args, kwargs = call
-    module = loaded.adapter.block_modules(layer).attention
+    module = loaded.adapter.attention_module(layer)
     with torch.no_grad(), eager_attention(loaded.model):
         out = module(*args, **kwargs)
     return out[1][0].detach().float()

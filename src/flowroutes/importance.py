@@ -83,11 +83,17 @@ def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | N
 
 
 def attention_proximities_torch(
-    alpha: torch.Tensor, f: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS
+    alpha: torch.Tensor,
+    f: torch.Tensor,
+    y: torch.Tensor,
+    rows: torch.Tensor,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The slow reference: proximity(alpha[h,i,j] f[h,j], y[i]) for target positions `rows`, sources j <= rows[i].
+    """The slow reference: proximity(alpha[h,i,j] f[h,j] * scale[i], y[i]) for target positions `rows`, j <= rows[i].
 
-    alpha: [H, R, T] attention rows of the targets, f: [H, T, d], y: [R, d], rows: [R] ascending.
+    alpha: [H, R, T] attention rows of the targets, f: [H, T, d], y: [R, d], rows: [R] ascending;
+    scale: optional [R, d] per-target diagonal (a post-norm linearised at its own scale).
     Returns [H, R, T] (zero for j > rows[i]). Works on blocks of targets so no [H, T, T, d] tensor ever
     exists; a block reads only the sources up to its last target (the acausal half is skipped).
     """
@@ -95,6 +101,8 @@ def attention_proximities_torch(
     n_rows = rows.shape[0]
     out = torch.zeros(n_heads, n_rows, n_tok, dtype=f.dtype, device=f.device)
     sign = torch.where(y >= 0, 1.0, -1.0).to(f.dtype)  # [R, d]
+    if scale is not None:
+        sign = sign * scale.to(f.dtype)
     two_abs_y = 2 * y.abs()  # [R, d]
     i0 = 0
     while i0 < n_rows:
@@ -119,6 +127,7 @@ def attention_proximities(
     kernel: str = "auto",
     chunk_elements: int = CHUNK_ELEMENTS,
     out: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sub-edge proximities [H, R, T] by the fused numba kernel ("numba", the default on CPU) or the
     chunked torch reference ("torch", the default on GPU). Same arguments as `attention_proximities_torch`;
@@ -126,7 +135,7 @@ def attention_proximities(
     if kernel == "auto":
         kernel = "numba" if f.device.type == "cpu" else "torch"
     if kernel == "torch":
-        result = attention_proximities_torch(alpha, f, y, rows, chunk_elements)
+        result = attention_proximities_torch(alpha, f, y, rows, chunk_elements, scale)
         return result if out is None else out.copy_(result)
     if kernel != "numba":
         raise ValueError(f"kernel must be 'auto', 'numba' or 'torch', got {kernel!r}")
@@ -136,7 +145,8 @@ def attention_proximities(
         return t.detach().float().cpu().numpy()
 
     target = None if out is None or out.device.type != "cpu" else out.numpy()
-    result = sub_edge_proximities(np32(alpha), np32(f), np32(y), rows.cpu().numpy(), target)
+    result = sub_edge_proximities(np32(alpha), np32(f), np32(y), rows.cpu().numpy(), target,
+                                  None if scale is None else np32(scale))
     if out is not None and target is None:
         return out.copy_(torch.from_numpy(result))
     return out if out is not None else torch.from_numpy(result).to(f.device)
@@ -151,33 +161,46 @@ def attention_importance(
     kernel: str = "auto",
     chunk_elements: int = CHUNK_ELEMENTS,
     out: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+    extra: torch.Tensor | None = None,
 ):
-    """Importances of the parts of x^{lA}_p for p in `rows`: all H*(p+1) sub-edges and the residual, jointly.
+    """Importances of the parts of the node y_p for p in `rows`: all H*(p+1) sub-edges, the residual and
+    (parallel blocks) the FFN update, jointly (eq. 1).
 
     alpha: [H, T, T], f: [H, T, d], x_in, y: [T, d]; rows: target positions (default: all, ascending);
+    scale: optional [T, d] per-target diagonal applied to every sub-edge (a linearised post-norm);
+    extra: optional [T, d] one more part of each node (the FFN update of a parallel block);
     out: an optional zero-filled [H, R, T] float32 buffer that receives the sub-edge importances.
-    Returns (sub [H, R, T], residual [R], degenerate [R] bool).
+    Returns (sub [H, R, T], residual [R], degenerate [R] bool, extra [R] or None).
     """
     n_heads, n_tok, _ = f.shape
     if rows is None:
         rows = torch.arange(n_tok, device=f.device)
-        alpha_rows, y_rows, x_rows = alpha, y, x_in
+        pick = slice(None)
     else:
-        alpha_rows, y_rows, x_rows = alpha[:, rows], y[rows], x_in[rows]
-    sub = attention_proximities(alpha_rows, f, y_rows, rows, kernel, chunk_elements, out)  # [H, R, T]
-    res = proximity(x_rows, y_rows)  # [R]
-    # eq. 1's denominator over the H*(p+1) sub-edges and the residual of each node, normalised in place
-    total = sub.sum(dim=(0, 2)).double() + res.double()  # [R]
+        pick = rows
+    y_rows = y[pick]
+    sub = attention_proximities(alpha[:, pick], f, y_rows, rows, kernel, chunk_elements, out,
+                                None if scale is None else scale[pick])  # [H, R, T]
+    res = proximity(x_in[pick], y_rows)  # [R]
+    total = sub.sum(dim=(0, 2)).double() + res.double()  # [R]  eq. 1's denominator
+    extra_prox = None
+    if extra is not None:
+        extra_prox = proximity(extra[pick], y_rows)
+        total = total + extra_prox.double()
     degenerate = total == 0
     inv = torch.where(degenerate, torch.zeros_like(total), 1.0 / total)
-    sub.mul_(inv.to(sub.dtype)[None, :, None])
+    sub.mul_(inv.to(sub.dtype)[None, :, None])  # normalised in place
     res_imp = (res.double() * inv).to(res.dtype)
+    extra_imp = None if extra_prox is None else (extra_prox.double() * inv).to(res.dtype)
     for i in torch.nonzero(degenerate).flatten().tolist():  # 0/0: the parts share equally
         p = int(rows[i])
-        share = 1.0 / (n_heads * (p + 1) + 1)
+        share = 1.0 / (n_heads * (p + 1) + 1 + (extra is not None))
         sub[:, i, : p + 1] = share
         res_imp[i] = share
-    return sub, res_imp, degenerate
+        if extra_imp is not None:
+            extra_imp[i] = share
+    return sub, res_imp, degenerate, extra_imp
 
 
 # --- the FFN ------------------------------------------------------------------------------------

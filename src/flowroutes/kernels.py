@@ -61,17 +61,24 @@ def _sub_edge_proximities(alpha, f, sign, two_abs_y, rows, out):  # pragma: no c
 
 
 def sub_edge_proximities(
-    alpha: np.ndarray, f: np.ndarray, y: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None
+    alpha: np.ndarray,
+    f: np.ndarray,
+    y: np.ndarray,
+    rows: np.ndarray,
+    out: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
 ) -> np.ndarray:
-    """proximity(alpha[h,i,j] f[h,j], y[i]) for target rows `rows` and every source j <= rows[i].
+    """proximity(alpha[h,i,j] f[h,j] * scale[i], y[i]) for target rows `rows` and every source j <= rows[i].
 
-    alpha: [H, R, T], f: [H, T, d], y: [R, d], rows: [R] ascending. Writes [H, R, T] float32 into `out`
-    (C-contiguous; zero above each row's diagonal is written only if `out` is created here).
+    alpha: [H, R, T], f: [H, T, d], y: [R, d], rows: [R] ascending, scale: optional [R, d] per-target
+    diagonal (a linearised post-norm). Writes [H, R, T] float32 into `out` (C-contiguous, zero-filled).
     """
     n_heads, n_rows, n_tok = alpha.shape
     if out is None:
         out = np.zeros((n_heads, n_rows, n_tok), np.float32)
     sign = np.where(y >= 0, np.float32(1.0), np.float32(-1.0)).astype(np.float32)
+    if scale is not None:
+        sign = (sign * scale).astype(np.float32)  # u = sign * scale * alpha * f
     two_abs_y = (2 * np.abs(y)).astype(np.float32)
     _sub_edge_proximities(
         np.ascontiguousarray(alpha, np.float32), np.ascontiguousarray(f, np.float32), sign, two_abs_y,

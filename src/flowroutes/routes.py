@@ -66,6 +66,7 @@ class Routes:
     n_heads: int
     tokens: list[str]
     token_texts: list[str]
+    parallel: list[bool] = field(default_factory=list)  # per block: True = parallel attention and FFN
     model_name: str = ""
     prompt: str = ""
     top_tokens: list[str] = field(default_factory=list)  # model's top next tokens at `position`
@@ -96,6 +97,9 @@ class Routes:
             "token_texts": self.token_texts,
             "n_layers": self.n_layers,
             "n_heads": self.n_heads,
+            "blocks": [
+                "parallel" if self.parallel and self.parallel[b] else "sequential" for b in range(self.n_layers)
+            ],
             "position": self.position,
             "attention_threshold": self.attention_threshold,
             "ffn_threshold": self.ffn_threshold,
@@ -140,6 +144,7 @@ class Routes:
             n_heads=data["n_heads"],
             tokens=data["tokens"],
             token_texts=data["token_texts"],
+            parallel=[kind == "parallel" for kind in data.get("blocks", ["sequential"] * data["n_layers"])],
             model_name=data.get("model", ""),
             prompt=data.get("prompt", ""),
             top_tokens=[p["token"] for p in data.get("prediction", [])],
@@ -197,32 +202,20 @@ def extract_routes(
             nodes[nid] = Node(nid, kind, layer, p)
         return nid, new
 
-    # walk level by level, top-down, so that each layer's attention rows are asked for in one batch
-    add_node("residual", n_layers, pos)
-    residual_frontier = {pos}
-    for layer in range(n_layers, 0, -1):
-        block = layer - 1
-        attention_frontier = set()
-        for p in sorted(residual_frontier):
-            kept = [(k, float(w)) for k, w in (("ffn", trace.ffn[block, p]), ("residual", trace.ffn_residual[block, p]))
-                    if w >= tau_f]
-            if kept:
-                src, _ = add_node("attention", layer, p)
-                for k, w in kept:
-                    edges.append(Edge(src, residual_id(layer, p), k, block, w))
-                attention_frontier.add(p)
-        residual_frontier = set()
-        targets = sorted(attention_frontier)
-        if not targets:
-            break
+    def attention_parts(block: int, targets: list[int], target_of, extra=None) -> set[int]:
+        """Edges into the nodes `target_of(p)` from x^block_j: sub-edges and residual thresholded by tau_attn
+        (and, for a parallel block, the FFN by tau_ffn), the kept parts renormalised together."""
+        reached: set[int] = set()
         sub_rows, res_rows = trace.attention_rows(block, targets)  # [H, R, T], [R]
         for i, p in enumerate(targets):
-            target = attention_id(layer, p)
+            target = target_of(p)
             sub = sub_rows[:, i, : p + 1].astype(np.float64)  # [H, p+1]
             res = float(res_rows[i])
+            ffn = None if extra is None else float(extra[block, p])
             keep = sub >= tau_a
             keep_res = res >= tau_a
-            total = float(sub[keep].sum()) + (res if keep_res else 0.0)
+            keep_ffn = ffn is not None and ffn >= tau_f
+            total = float(sub[keep].sum()) + (res if keep_res else 0.0) + (ffn if keep_ffn else 0.0)
             if total <= 0.0:
                 continue
             scale = 1.0 / total if renormalize else 1.0
@@ -230,11 +223,35 @@ def extract_routes(
                 heads = {int(h): float(sub[h, j] * scale) for h in np.nonzero(keep[:, j])[0].tolist()}
                 src, _ = add_node("residual", block, j)
                 edges.append(Edge(src, target, "attention", block, float(sum(heads.values())), heads))
-                residual_frontier.add(j)
-            if keep_res:
-                src, _ = add_node("residual", block, p)
-                edges.append(Edge(src, target, "residual", block, res * scale))
-                residual_frontier.add(p)
+                reached.add(j)
+            for kind, kept, w in (("residual", keep_res, res), ("ffn", keep_ffn, ffn)):
+                if kept:
+                    src, _ = add_node("residual", block, p)
+                    edges.append(Edge(src, target, kind, block, w * scale))
+                    reached.add(p)
+        return reached
+
+    # walk level by level, top-down, so that each layer's attention rows are asked for in one batch
+    add_node("residual", n_layers, pos)
+    frontier = {pos}  # positions of the residual nodes x^layer_p reached so far
+    for layer in range(n_layers, 0, -1):
+        block = layer - 1
+        if not frontier:
+            break
+        if trace.is_parallel(block):  # x^l_p = x^{l-1}_p + attention + FFN(x^{l-1}_p): one node
+            frontier = attention_parts(block, sorted(frontier), lambda p, layer=layer: residual_id(layer, p),
+                                       extra=trace.ffn)
+            continue
+        attention_frontier = set()
+        for p in sorted(frontier):
+            kept = [(k, float(w)) for k, w in (("ffn", trace.ffn[block, p]), ("residual", trace.ffn_residual[block, p]))
+                    if w >= tau_f]
+            if kept:
+                src, _ = add_node("attention", layer, p)
+                for k, w in kept:
+                    edges.append(Edge(src, residual_id(layer, p), k, block, w))
+                attention_frontier.add(p)
+        frontier = attention_parts(block, sorted(attention_frontier), lambda p, layer=layer: attention_id(layer, p))
 
     kind_order = {"attention": 0, "residual": 1, "ffn": 2}
     edges.sort(key=lambda e: (e.layer, nodes[e.target].kind != "attention", nodes[e.target].position,
@@ -249,6 +266,7 @@ def extract_routes(
         renormalize=bool(renormalize),
         n_layers=n_layers,
         n_heads=trace.n_heads,
+        parallel=[trace.is_parallel(b) for b in range(n_layers)],
         tokens=list(trace.tokens),
         token_texts=list(trace.token_texts),
         model_name=trace.model_name,

@@ -34,7 +34,13 @@ class _TraceBase:
     top_probs: np.ndarray  # [T, k]
     top_tokens: list[list[str]]  # [T][k] decoded
     degenerate_ffn: np.ndarray  # [L, T] bool: both proximities of x^{l+1}_p were 0
+    parallel: list[bool] | None = None  # per layer: attention and FFN both read x^l (no x^{l+1,A} node)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def is_parallel(self, layer: int) -> bool:
+        """A parallel block has one node x^{l+1}_p whose parts are the sub-edges, the residual and the FFN;
+        there `attention_residual` and `ffn_residual` hold the same residual importance."""
+        return bool(self.parallel[layer]) if self.parallel is not None else False
 
     @property
     def n_layers(self) -> int:
@@ -134,8 +140,8 @@ class LazyTrace(_TraceBase):
             f, _ = head_values(acts["normed"][layer], adapter.ov_weights(layer), adapter.input_norm_bias(layer),
                                adapter)
             rows = torch.tensor(missing, device=f.device)
-            sub, res, degen = attention_importance(alpha, f, acts["x_in"][layer], acts["x_mid"][layer], rows=rows,
-                                                   kernel=self.kernel)
+            sub, res, degen, _ = attention_importance(alpha, f, acts["x_in"][layer], acts["x_mid"][layer],
+                                                      rows=rows, kernel=self.kernel, scale=acts["scale"][layer])
             sub_np, res_np, degen_np = sub.cpu().numpy(), res.cpu().numpy(), degen.cpu().numpy()
             for i, p in enumerate(missing):
                 self._rows[(layer, p)] = (sub_np[:, i].copy(), float(res_np[i]), bool(degen_np[i]))
@@ -187,7 +193,8 @@ def trace(
     prompt: the text, or a list of texts (then a list of traces comes back, computed in batched forward
         passes of `batch_size` prompts; each equals its unbatched trace); or pass `input_ids` (a sequence of
         ints, or a list of them) to skip tokenisation.
-    lazy: return a `LazyTrace` that computes attention rows only when routes ask for them.
+    lazy: return a `LazyTrace` that computes attention rows only when routes ask for them (models with
+        parallel blocks are traced in full: a `Trace` comes back).
     kernel: "auto" (fused numba kernel on CPU), "numba", or "torch" (the chunked reference path).
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
@@ -286,19 +293,27 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements) -> li
 
     def on_block(cap: BlockCapture, b: int) -> None:
         layer, n_tok, a = cap.layer, lengths[b], arrays[b]
-        x_in, normed, x_mid = cap.x_in[:n_tok], cap.normed[:n_tok], cap.x_mid[:n_tok]
+        x_in, normed, x_out = cap.x_in[:n_tok], cap.normed[:n_tok], cap.x_out[:n_tok]
+        ffn_out = cap.ffn_out[:n_tok]
         alpha = cap.alpha[:, :n_tok, :n_tok]
         f, _const = head_values(normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
+        scale = adapter.attention_post_scale(layer, cap.attn_raw[:n_tok])
         on_cpu = alpha.device.type == "cpu"
-        sub, res, degen = attention_importance(
-            alpha, f, x_in, x_mid, kernel=kernel, chunk_elements=chunk_elements,
-            out=torch.from_numpy(a["attention"][layer]) if on_cpu else None,
+        # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
+        y = x_out if cap.parallel else cap.x_mid[:n_tok]
+        sub, res, degen, ffn_imp = attention_importance(
+            alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk_elements,
+            out=torch.from_numpy(a["attention"][layer]) if on_cpu else None, scale=scale,
+            extra=ffn_out if cap.parallel else None,
         )
         if not on_cpu:
             a["attention"][layer] = sub.cpu().numpy()
         a["attention_residual"][layer] = res.cpu().numpy()
         a["degenerate_attention"][layer] = degen.cpu().numpy()
-        f_imp, f_res, f_degen = ffn_importance(x_mid, cap.ffn_out[:n_tok], cap.x_out[:n_tok])
+        if cap.parallel:
+            f_imp, f_res, f_degen = ffn_imp, res, degen
+        else:
+            f_imp, f_res, f_degen = ffn_importance(y, ffn_out, x_out)
         a["ffn"][layer] = f_imp.cpu().numpy()
         a["ffn_residual"][layer] = f_res.cpu().numpy()
         a["degenerate_ffn"][layer] = f_degen.cpu().numpy()
@@ -307,18 +322,26 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements) -> li
     logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block)  # [B, T_max, V]
     meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel}
     return [
-        Trace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]], top_k), **arrays[b], meta=dict(meta))
+        Trace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]], top_k), **arrays[b], meta=dict(meta),
+              parallel=_parallel_flags(adapter))
         for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
     ]
 
 
-def _trace_lazy(loaded, prompt, ids, top_k, kernel) -> LazyTrace:
+def _parallel_flags(adapter) -> list[bool]:
+    return [adapter.is_parallel(layer) for layer in range(adapter.n_layers)]
+
+
+def _trace_lazy(loaded, prompt, ids, top_k, kernel) -> LazyTrace | Trace:
     adapter = loaded.adapter
+    if any(_parallel_flags(adapter)):
+        # a parallel block's FFN importance needs the whole node's normalisation: trace in full
+        return _trace_batch(loaded, [prompt], [ids], top_k, kernel, CHUNK_ELEMENTS)[0]
     n_layers, n_tok = adapter.n_layers, int(ids.numel())
     ffn = np.zeros((n_layers, n_tok), dtype=np.float32)
     ffn_residual = np.zeros((n_layers, n_tok), dtype=np.float32)
     degenerate_ffn = np.zeros((n_layers, n_tok), dtype=bool)
-    acts: dict[str, list] = {"x_in": [], "x_mid": [], "normed": [], "call": []}
+    acts: dict[str, list] = {"x_in": [], "x_mid": [], "normed": [], "call": [], "scale": []}
 
     def on_block(cap: BlockCapture) -> None:
         # keep what the attention rows need later; drop the weights now
@@ -326,6 +349,7 @@ def _trace_lazy(loaded, prompt, ids, top_k, kernel) -> LazyTrace:
         acts["x_mid"].append(cap.x_mid)
         acts["normed"].append(cap.normed)
         acts["call"].append(cap.attention_call)
+        acts["scale"].append(adapter.attention_post_scale(cap.layer, cap.attn_raw))
         f_imp, f_res, f_degen = ffn_importance(cap.x_mid, cap.ffn_out, cap.x_out)
         ffn[cap.layer] = f_imp.cpu().numpy()
         ffn_residual[cap.layer] = f_res.cpu().numpy()

@@ -1,68 +1,79 @@
-"""Adapter for the Llama family: Llama 1/2/3, SmolLM2, Mistral, Qwen2 (pre-norm RMSNorm, GQA).
+"""Adapters for decoders with separate q/k/v/o projections under `model.layers[l].self_attn`.
 
-Only says where things are; the maths lives in `flowroutes.importance`.
+Llama 1/2/3 (and SmolLM2), Mistral, Mixtral, Qwen2, Qwen3, Gemma, OLMo, StableLM, Phi, Phi-3, and the
+post-norm variants Gemma 2, Gemma 3 and OLMo 2. Only names modules and slices weights.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import Adapter, BlockModules, OVWeights
+from .base import Adapter, OVWeights, rms_scale
 
 
 class LlamaAdapter(Adapter):
-    model_types = ("llama", "mistral", "qwen2")
-    family = "Llama (Llama, SmolLM2, Mistral, Qwen2)"
+    """Pre-norm, sequential; RMSNorm (or LayerNorm); grouped-query attention. Mixtral's sparse MoE block is
+    one FFN; Qwen3's q/k norms and Gemma's (1 + w) norm act before what the decomposition reads."""
 
-    @property
-    def _layers(self):
-        return self.model.model.layers
+    model_types = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "olmo")
+    family = "Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma, OLMo"
 
-    @property
-    def n_layers(self) -> int:
-        return len(self._layers)
 
-    @property
-    def n_heads(self) -> int:
-        return self.config.num_attention_heads
+class StableLmAdapter(LlamaAdapter):
+    """StableLM: LayerNorm with bias; `use_parallel_residual` makes blocks parallel (one shared norm)."""
 
-    @property
-    def n_kv_heads(self) -> int:
-        return getattr(self.config, "num_key_value_heads", None) or self.n_heads
+    model_types = ("stablelm",)
+    family = "StableLM"
 
-    @property
-    def head_dim(self) -> int:
-        return getattr(self.config, "head_dim", None) or self.config.hidden_size // self.n_heads
+    def is_parallel(self, layer: int) -> bool:
+        return bool(self.cfg("use_parallel_residual", default=False))
 
-    @property
-    def max_context(self) -> int:
-        return int(self.config.max_position_embeddings)
 
-    def block_modules(self, layer: int) -> BlockModules:
-        block = self._layers[layer]
-        return BlockModules(
-            block=block,
-            input_norm=block.input_layernorm,
-            attention=block.self_attn,
-            mid_norm=block.post_attention_layernorm,
-            ffn=block.mlp,
-        )
+class PhiAdapter(LlamaAdapter):
+    """Phi-1/1.5/2: parallel blocks, one LayerNorm, biases, output projection named `dense`."""
+
+    model_types = ("phi",)
+    family = "Phi"
+    mid_input_name = None
+    output_name = "dense"
+
+
+class Phi3Adapter(LlamaAdapter):
+    """Phi-3: fused qkv_proj rows [q (H*dh) | k (KV*dh) | v (KV*dh)]."""
+
+    model_types = ("phi3",)
+    family = "Phi-3"
 
     def ov_weights(self, layer: int) -> OVWeights:
-        attn = self._layers[layer].self_attn
-        dh, kv, h = self.head_dim, self.n_kv_heads, self.n_heads
-        w_v = attn.v_proj.weight  # [KV*dh, d]  (nn.Linear: y = x W^T + b)
-        w_o = attn.o_proj.weight  # [d, H*dh]
-        d = w_o.shape[0]
-        value = w_v.T.reshape(d, kv, dh).permute(1, 0, 2)  # [KV, d, dh]
-        output = w_o.T.reshape(h, dh, d)  # [H, dh, d]
-        b_v = attn.v_proj.bias
-        return OVWeights(
-            value=value,
-            value_bias=None if b_v is None else b_v.reshape(kv, dh),
-            output=output,
-            output_bias=attn.o_proj.bias,
-        )
+        attn = self.attention_module(layer)
+        q_rows = self.n_heads * self.head_dim
+        kv_rows = self.n_kv_heads * self.head_dim
+        w = attn.qkv_proj.weight[q_rows + kv_rows : q_rows + 2 * kv_rows]
+        b = None if attn.qkv_proj.bias is None else attn.qkv_proj.bias[q_rows + kv_rows : q_rows + 2 * kv_rows]
+        return self.ov_from_rows(w, b, attn.o_proj.weight, attn.o_proj.bias)
 
-    def input_norm_bias(self, layer: int) -> torch.Tensor | None:
-        return None  # RMSNorm has no beta
+
+class Gemma2Adapter(LlamaAdapter):
+    """Gemma 2 and Gemma 3 (text): RMSNorms (1 + w) before and after both the attention and the FFN.
+
+    x^{lA} = x^{l-1} + N_post(Attn(N_in(x^{l-1}))): the post-attention norm is linearised at its own scale,
+    a per-target diagonal, so each sub-edge is alpha f_h(x_j) scaled coordinate-wise (appendix B.1)."""
+
+    model_types = ("gemma2", "gemma3_text")
+    family = "Gemma 2, Gemma 3"
+    mid_input_name = "pre_feedforward_layernorm"
+    ffn_name = "post_feedforward_layernorm"  # its output is the FFN update
+    norm_offset = 1.0
+
+    def attention_post_scale(self, layer: int, raw: torch.Tensor) -> torch.Tensor:
+        return rms_scale(self.layers[layer].post_attention_layernorm, raw, self.norm_offset)
+
+
+class Olmo2Adapter(Gemma2Adapter):
+    """OLMo 2: no norm before the blocks, RMSNorm (w) after them; the attention reads x^{l-1} itself."""
+
+    model_types = ("olmo2",)
+    family = "OLMo 2"
+    input_norm_name = None
+    mid_input_name = "mlp"  # the FFN reads x^{lA} directly
+    norm_offset = 0.0

@@ -1,0 +1,130 @@
+"""Adapters for the GPT lineage: GPT-2, GPT-Neo, GPT-J, GPT-NeoX/Pythia, OPT and BLOOM.
+
+Each names its modules and slices its value/output weights from its own layout (fused or separate).
+"""
+
+from __future__ import annotations
+
+from .base import Adapter, OVWeights, unsupported
+
+
+def _fused_per_head(weight, bias, n_heads: int, head_dim: int, part: int, parts: int = 3):
+    """Value rows of a fused [H * parts * dh, d] projection laid out head by head ([q|k|v] per head)."""
+    d = weight.shape[1]
+    w = weight.reshape(n_heads, parts, head_dim, d)[:, part]  # [H, dh, d]
+    b = None if bias is None else bias.reshape(n_heads, parts, head_dim)[:, part]  # [H, dh]
+    return w, b
+
+
+class GPT2Adapter(Adapter):
+    """GPT-2: LayerNorm with beta, fused QKV Conv1D (x @ W + b), biases everywhere."""
+
+    model_types = ("gpt2",)
+    family = "GPT-2"
+    layers_path = "transformer.h"
+    input_norm_name = "ln_1"
+    attention_name = "attn"
+    mid_input_name = "ln_2"
+
+    def ov_weights(self, layer: int) -> OVWeights:
+        attn = self.attention_module(layer)
+        d, h, dh = self.d_model, self.n_heads, self.head_dim
+        w_v = attn.c_attn.weight[:, 2 * d : 3 * d]  # [d, H*dh], Conv1D layout [q | k | v]
+        b_v = attn.c_attn.bias[2 * d : 3 * d]
+        return OVWeights(
+            value=w_v.reshape(d, h, dh).permute(1, 0, 2),  # [H, d, dh]
+            value_bias=b_v.reshape(h, dh),
+            output=attn.c_proj.weight.reshape(h, dh, d),  # [H, dh, d]
+            output_bias=attn.c_proj.bias,
+        )
+
+
+class GPTNeoAdapter(Adapter):
+    """GPT-Neo: global and local (windowed) attention layers, unscaled scores; q/k/v without bias."""
+
+    model_types = ("gpt_neo",)
+    family = "GPT-Neo"
+    layers_path = "transformer.h"
+    input_norm_name = "ln_1"
+    attention_name = "attn"
+    mid_input_name = "ln_2"
+    value_name = "attention.v_proj"
+    output_name = "attention.out_proj"
+
+
+class GPTJAdapter(Adapter):
+    """GPT-J: parallel blocks reading one LayerNorm; no attention biases."""
+
+    model_types = ("gptj",)
+    family = "GPT-J"
+    layers_path = "transformer.h"
+    input_norm_name = "ln_1"
+    attention_name = "attn"
+    mid_input_name = None
+    output_name = "out_proj"
+
+
+class GPTNeoXAdapter(Adapter):
+    """GPT-NeoX / Pythia: fused query_key_value laid out [q|k|v] per head; parallel when
+    `use_parallel_residual` (attention and FFN read their own norms of x^{l-1})."""
+
+    model_types = ("gpt_neox",)
+    family = "GPT-NeoX, Pythia"
+    layers_path = "gpt_neox.layers"
+    attention_name = "attention"
+
+    def is_parallel(self, layer: int) -> bool:
+        return bool(self.cfg("use_parallel_residual", default=True))
+
+    def ov_weights(self, layer: int) -> OVWeights:
+        attn = self.attention_module(layer)
+        w, b = _fused_per_head(attn.query_key_value.weight, attn.query_key_value.bias, self.n_heads,
+                               self.head_dim, part=2)
+        return OVWeights(value=w.permute(0, 2, 1), value_bias=b, output=attn.dense.weight.T.reshape(
+            self.n_heads, self.head_dim, -1), output_bias=attn.dense.bias)
+
+
+class OPTAdapter(Adapter):
+    """OPT (pre-norm checkpoints): the FFN is fc1 -> act -> fc2 inside the decoder layer."""
+
+    model_types = ("opt",)
+    family = "OPT"
+    layers_path = "model.decoder.layers"
+    input_norm_name = "self_attn_layer_norm"
+    mid_input_name = "final_layer_norm"
+    ffn_name = "fc2"
+    output_name = "out_proj"
+
+    def check_supported(self) -> None:
+        if not self.cfg("do_layer_norm_before", default=True):
+            raise unsupported("OPT with do_layer_norm_before=False (post-norm, e.g. opt-350m)")
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+
+class BloomAdapter(Adapter):
+    """BLOOM: ALiBi, fused query_key_value [q|k|v] per head; its attention and MLP modules add the
+    residual themselves, so the FFN update is derived as x^l - x^{lA}."""
+
+    model_types = ("bloom",)
+    family = "BLOOM"
+    layers_path = "transformer.h"
+    attention_name = "self_attention"
+    ffn_name = None
+
+    def check_supported(self) -> None:
+        if self.cfg("apply_residual_connection_post_layernorm", default=False):
+            raise unsupported("BLOOM with apply_residual_connection_post_layernorm=True")
+
+    @property
+    def max_context(self) -> int:
+        return int(self.cfg("seq_length", default=2048))
+
+    def ov_weights(self, layer: int) -> OVWeights:
+        attn = self.attention_module(layer)
+        w, b = _fused_per_head(attn.query_key_value.weight, attn.query_key_value.bias, self.n_heads,
+                               self.head_dim, part=2)
+        return OVWeights(value=w.permute(0, 2, 1), value_bias=b, output=attn.dense.weight.T.reshape(
+            self.n_heads, self.head_dim, -1), output_bias=attn.dense.bias)

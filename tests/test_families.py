@@ -1,0 +1,102 @@
+"""Every supported family is exact: the capture leaves the logits alone, the parts plus constants rebuild
+the model's own x^{lA} and x^l, each node's importances sum to 1 and equal eq. 1 computed literally in
+float64 from those parts."""
+
+import numpy as np
+import pytest
+import torch
+from families import FAMILIES, tiny_family
+from models import word_tokenizer
+from reference import eq1
+
+import flowroutes
+from flowroutes.capture import run_with_capture
+from flowroutes.importance import head_values
+
+IDS = torch.tensor([5, 17, 3, 17, 40, 8, 22, 5, 61, 2])
+
+
+def rel_err(a, b) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_is_exact(family):
+    loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+    model, adapter = loaded.model, loaded.adapter
+    with torch.no_grad():
+        plain = model(input_ids=IDS[None]).logits[0]
+    caps = []
+    logits = run_with_capture(loaded, IDS, caps.append)
+    assert len(caps) == adapter.n_layers
+    assert rel_err(logits, plain) < 1e-5  # (a) capture does not change the model
+    tr = flowroutes.trace(loaded, input_ids=IDS)
+    # (c) every node's parts sum to 1
+    total = tr.attention.sum(axis=(1, 3)) + tr.attention_residual
+    for layer in range(adapter.n_layers):
+        expected_ffn_sum = tr.ffn[layer] + (0 if tr.is_parallel(layer) else tr.ffn_residual[layer])
+        if tr.is_parallel(layer):
+            np.testing.assert_allclose(total[layer] + tr.ffn[layer], 1.0, atol=1e-5)
+        else:
+            np.testing.assert_allclose(total[layer], 1.0, atol=1e-5)
+            np.testing.assert_allclose(expected_ffn_sum, 1.0, atol=1e-6)
+    for cap in caps:
+        layer = cap.layer
+        assert cap.parallel == adapter.is_parallel(layer)
+        f, const = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
+        scale = adapter.attention_post_scale(layer, cap.attn_raw)
+        update = torch.einsum("hpj,hjd->pd", cap.alpha.double(), f.double()) + const.double()  # [T, d]
+        if scale is not None:
+            update = update * scale.double()
+        # (b) the parts rebuild the model's own activations
+        if cap.parallel:
+            assert rel_err(cap.x_in.double() + update + cap.ffn_out.double(), cap.x_out) < 1e-4
+            y, extra = cap.x_out, cap.ffn_out
+        else:
+            assert rel_err(cap.x_in.double() + update, cap.x_mid) < 1e-4
+            assert rel_err(cap.x_mid.double() + cap.ffn_out.double(), cap.x_out) < 1e-4
+            y, extra = cap.x_mid, None
+        # importances equal eq. 1 applied literally (float64) to those parts
+        sc = torch.ones_like(y) if scale is None else scale
+        for p in (0, 4, len(IDS) - 1):
+            parts = [(cap.alpha[h, p, j].double() * f[h, j].double() * sc[p].double()).numpy()
+                     for h in range(adapter.n_heads) for j in range(p + 1)]
+            parts.append(cap.x_in[p].double().numpy())
+            if extra is not None:
+                parts.append(extra[p].double().numpy())
+            want = eq1(parts, y[p].double().numpy())
+            got = [*tr.attention[layer, :, p, : p + 1].reshape(-1), tr.attention_residual[layer, p]]
+            if extra is not None:
+                got.append(tr.ffn[layer, p])
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{family} layer {layer} position {p}")
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "gptj", "phi"])
+def test_parallel_routes_have_no_attention_nodes(family):
+    loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+    tr = flowroutes.trace(loaded, input_ids=IDS)
+    routes = tr.routes(0.02)
+    assert routes.parallel == [True] * loaded.n_layers
+    assert all(n.kind == "residual" for n in routes.nodes)
+    assert {e.kind for e in routes.edges} <= {"attention", "residual", "ffn"}
+    assert flowroutes.Routes.from_json(routes.to_json()) == routes
+    # a lazy request falls back to the full trace for parallel blocks
+    assert isinstance(flowroutes.trace(loaded, input_ids=IDS, lazy=True), flowroutes.Trace)
+
+
+def test_unsupported_configurations_are_refused():
+    import transformers as tf
+
+    opt_post = tf.AutoModelForCausalLM.from_config(tf.OPTConfig(
+        vocab_size=97, hidden_size=48, num_hidden_layers=1, num_attention_heads=4, ffn_dim=96,
+        do_layer_norm_before=False, word_embed_proj_dim=48))
+    with pytest.raises(flowroutes.FlowroutesError, match="do_layer_norm_before"):
+        flowroutes.load_model(opt_post, tokenizer=word_tokenizer())
+    bert = tf.AutoModelForMaskedLM.from_config(tf.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1,
+                                                             num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(flowroutes.FlowroutesError, match="not supported yet; supported: bloom"):
+        flowroutes.load_model(bert, tokenizer=word_tokenizer())
+    t5 = tf.AutoModelForSeq2SeqLM.from_config(tf.T5Config(vocab_size=97, d_model=32, num_layers=1, num_heads=2,
+                                                          d_ff=64, d_kv=8))
+    with pytest.raises(flowroutes.FlowroutesError, match="encoder-decoder"):
+        flowroutes.load_model(t5, tokenizer=word_tokenizer())
