@@ -100,3 +100,56 @@ def test_unsupported_configurations_are_refused():
                                                           d_ff=64, d_kv=8))
     with pytest.raises(flowroutes.FlowroutesError, match="encoder-decoder"):
         flowroutes.load_model(t5, tokenizer=word_tokenizer())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_importances_match_float32(dtype):
+    import transformers as tf
+    from families import FAMILIES
+
+    torch.manual_seed(0)  # the family's own initialisation: activations of a trained model's scale
+    cls, kwargs = FAMILIES["llama"]
+    model = tf.AutoModelForCausalLM.from_config(cls(**kwargs)).eval()
+    ref = flowroutes.trace(flowroutes.load_model(model, tokenizer=word_tokenizer()), input_ids=IDS)
+    half = flowroutes.trace(flowroutes.load_model(model.to(dtype), tokenizer=word_tokenizer()), input_ids=IDS)
+    assert half.attention.dtype == np.float32  # importances are computed in float32 whatever the model's dtype
+    for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
+        np.testing.assert_allclose(getattr(half, name), getattr(ref, name), atol=1e-2, err_msg=name)
+
+
+def test_float64_importances_on_request():
+    loaded = flowroutes.load_model(tiny_family("gpt2"), tokenizer=word_tokenizer())
+    tr32 = flowroutes.trace(loaded, input_ids=IDS)
+    tr64 = flowroutes.trace(loaded, input_ids=IDS, precision="float64")
+    assert tr64.attention.dtype == np.float64 and tr64.ffn.dtype == np.float64
+    np.testing.assert_allclose(tr64.attention, tr32.attention, atol=1e-5)
+    with pytest.raises(flowroutes.FlowroutesError, match="precision"):
+        flowroutes.trace(loaded, input_ids=IDS, precision="float8")
+
+
+def test_nan_activations_name_the_layer():
+    model = tiny_family("llama")
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("inf")
+    loaded = flowroutes.load_model(model, tokenizer=word_tokenizer())
+    with pytest.raises(flowroutes.FlowroutesError, match="NaN or Inf activations in layer 1"):
+        flowroutes.trace(loaded, input_ids=IDS)
+
+
+def test_attention_that_hides_its_weights_is_refused():
+    model = tiny_family("gpt2")
+    attn = model.transformer.h[0].attn
+    forward = attn.forward
+    attn.forward = lambda *a, **k: (forward(*a, **k)[0], None)
+    loaded = flowroutes.load_model(model, tokenizer=word_tokenizer())
+    with pytest.raises(flowroutes.FlowroutesError, match="does not return attention weights"):
+        flowroutes.trace(loaded, input_ids=IDS)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_trace_matches_cpu():
+    model = tiny_family("llama")
+    cpu = flowroutes.trace(flowroutes.load_model(model, tokenizer=word_tokenizer()), input_ids=IDS)
+    gpu = flowroutes.trace(flowroutes.load_model(model, tokenizer=word_tokenizer(), device="cuda"), input_ids=IDS)
+    np.testing.assert_allclose(gpu.attention, cpu.attention, atol=1e-4)
+    np.testing.assert_allclose(gpu.ffn, cpu.ffn, atol=1e-4)

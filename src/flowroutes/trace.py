@@ -186,6 +186,7 @@ def trace(
     kernel: str = "auto",
     chunk_elements: int = CHUNK_ELEMENTS,
     progress: bool = False,
+    precision: str = "float32",
 ):
     """Trace prompts: forward passes, then eq. 1 for every node of the information flow graph.
 
@@ -196,7 +197,13 @@ def trace(
     lazy: return a `LazyTrace` that computes attention rows only when routes ask for them (models with
         parallel blocks are traced in full: a `Trace` comes back).
     kernel: "auto" (fused numba kernel on CPU), "numba", or "torch" (the chunked reference path).
+    precision: "float32" (default, whatever the model's dtype) or "float64" (importances computed and stored
+        in float64, by the torch path).
     """
+    if precision not in ("float32", "float64"):
+        raise FlowroutesError(f"precision must be 'float32' or 'float64', got {precision!r}")
+    if precision == "float64":
+        kernel = "torch"
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     many = isinstance(prompt, (list, tuple)) or (
         input_ids is not None and len(input_ids) > 0 and not isinstance(input_ids[0], (int, np.integer))
@@ -215,7 +222,7 @@ def trace(
         bar = _progress(len(texts), progress)
         for start in range(0, len(texts), batch_size):
             chunk = slice(start, start + batch_size)
-            out += _trace_batch(loaded, texts[chunk], id_lists[chunk], top_k, kernel, chunk_elements)
+            out += _trace_batch(loaded, texts[chunk], id_lists[chunk], top_k, kernel, chunk_elements, precision)
             bar.update(len(texts[chunk]))
         bar.close()
         return out
@@ -230,7 +237,7 @@ def trace(
     ids = _check_ids(loaded, ids)
     if lazy:
         return _trace_lazy(loaded, prompt, ids, top_k, kernel)
-    return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements)[0]
+    return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements, precision)[0]
 
 
 def _progress(total: int, enabled: bool):
@@ -276,31 +283,36 @@ def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: to
     )
 
 
-def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements) -> list[Trace]:
+def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, precision="float32") -> list[Trace]:
     adapter = loaded.adapter
+    np_dtype, torch_dtype = (np.float64, torch.float64) if precision == "float64" else (np.float32, torch.float32)
     n_layers, n_heads = adapter.n_layers, adapter.n_heads
     lengths = [int(i.numel()) for i in id_lists]
     arrays = []
     for n_tok in lengths:
         arrays.append(dict(
-            attention=np.zeros((n_layers, n_heads, n_tok, n_tok), dtype=np.float32),
-            attention_residual=np.zeros((n_layers, n_tok), dtype=np.float32),
-            ffn=np.zeros((n_layers, n_tok), dtype=np.float32),
-            ffn_residual=np.zeros((n_layers, n_tok), dtype=np.float32),
+            attention=np.zeros((n_layers, n_heads, n_tok, n_tok), dtype=np_dtype),
+            attention_residual=np.zeros((n_layers, n_tok), dtype=np_dtype),
+            ffn=np.zeros((n_layers, n_tok), dtype=np_dtype),
+            ffn_residual=np.zeros((n_layers, n_tok), dtype=np_dtype),
             degenerate_attention=np.zeros((n_layers, n_tok), dtype=bool),
             degenerate_ffn=np.zeros((n_layers, n_tok), dtype=bool),
         ))
 
     def on_block(cap: BlockCapture, b: int) -> None:
         layer, n_tok, a = cap.layer, lengths[b], arrays[b]
-        x_in, normed, x_out = cap.x_in[:n_tok], cap.normed[:n_tok], cap.x_out[:n_tok]
-        ffn_out = cap.ffn_out[:n_tok]
-        alpha = cap.alpha[:, :n_tok, :n_tok]
+
+        def take(t):  # this prompt's rows, in the precision of the importances
+            return None if t is None else t[:n_tok].to(torch_dtype)
+
+        x_in, normed, x_out, ffn_out, x_mid = (take(t) for t in (cap.x_in, cap.normed, cap.x_out, cap.ffn_out,
+                                                                   cap.x_mid))
+        alpha = cap.alpha[:, :n_tok, :n_tok].to(torch_dtype)
         f, _const = head_values(normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
-        scale = adapter.attention_post_scale(layer, cap.attn_raw[:n_tok])
+        scale = adapter.attention_post_scale(layer, take(cap.attn_raw))
         on_cpu = alpha.device.type == "cpu"
         # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
-        y = x_out if cap.parallel else cap.x_mid[:n_tok]
+        y = x_out if cap.parallel else x_mid
         sub, res, degen, ffn_imp = attention_importance(
             alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk_elements,
             out=torch.from_numpy(a["attention"][layer]) if on_cpu else None, scale=scale,

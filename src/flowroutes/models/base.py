@@ -177,9 +177,9 @@ def rms_scale(norm: nn.Module, raw: torch.Tensor, weight_offset: float = 0.0) ->
     eps = getattr(norm, "eps", None)
     if eps is None:
         eps = norm.variance_epsilon
-    x = raw.float()
+    x = raw if raw.dtype == torch.float64 else raw.float()
     inv = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [T, 1]
-    return inv * (norm.weight.float() + weight_offset)[None, :]
+    return inv * (norm.weight.to(x.dtype) + weight_offset)[None, :]
 
 
 def unsupported(what: str) -> FlowroutesError:
