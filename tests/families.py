@@ -24,6 +24,14 @@ FAMILIES = {
     "opt": (tf.OPTConfig, dict(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=L, num_attention_heads=H,
                                ffn_dim=FF, max_position_embeddings=64, word_embed_proj_dim=D)),
     "bloom": (tf.BloomConfig, dict(vocab_size=VOCAB, hidden_size=D, n_layer=L, n_head=H)),
+    "falcon": (tf.FalconConfig, dict(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=L, num_attention_heads=H,
+                                     bias=True, max_position_embeddings=64)),
+    "falcon_new_arch": (tf.FalconConfig, dict(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=L,
+                                              num_attention_heads=H, num_kv_heads=2, new_decoder_architecture=True,
+                                              max_position_embeddings=64)),
+    "falcon_alibi_sequential": (tf.FalconConfig, dict(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=L,
+                                                      num_attention_heads=H, alibi=True, parallel_attn=False,
+                                                      multi_query=False, bias=True, max_position_embeddings=64)),
     "llama": (tf.LlamaConfig, dict(_llama_like, num_key_value_heads=2, attention_bias=True, mlp_bias=True)),
     "mistral": (tf.MistralConfig, dict(_llama_like, num_key_value_heads=2, sliding_window=3)),
     "mixtral": (tf.MixtralConfig, dict(_llama_like, num_key_value_heads=2, num_local_experts=4,
@@ -50,5 +58,7 @@ def tiny_family(name: str, seed: int = 0):
 
     cls, kwargs = FAMILIES[name]
     torch.manual_seed(seed)
-    model = tf.AutoModelForCausalLM.from_config(cls(**kwargs))
+    # transformers' Falcon computes ALiBi differently under sdpa and eager: such models are traced in eager
+    extra = {"attn_implementation": "eager"} if name.startswith("falcon_alibi") else {}
+    model = tf.AutoModelForCausalLM.from_config(cls(**kwargs), **extra)
     return _randomise(model, seed)

@@ -100,6 +100,10 @@ def test_unsupported_configurations_are_refused():
                                                           d_ff=64, d_kv=8))
     with pytest.raises(flowroutes.FlowroutesError, match="encoder-decoder"):
         flowroutes.load_model(t5, tokenizer=word_tokenizer())
+    falcon_alibi = tf.AutoModelForCausalLM.from_config(tf.FalconConfig(
+        vocab_size=97, hidden_size=48, num_hidden_layers=1, num_attention_heads=4, alibi=True))  # sdpa
+    with pytest.raises(flowroutes.FlowroutesError, match="attn_implementation='eager'"):
+        flowroutes.load_model(falcon_alibi, tokenizer=word_tokenizer())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -83,7 +83,7 @@ def run_with_capture(
     n_batch, n_tok = ids.shape
 
     def grab(tensor) -> torch.Tensor:
-        t = _first(tensor).detach().float()
+        t = _first(tensor).detach().to(torch.float32, copy=True)  # a copy: modules may update in place later
         return t.reshape(n_batch, n_tok, -1) if t.ndim == 2 else t  # [B, T, d] (OPT flattens to [B*T, d])
 
     def hidden_arg(args, kwargs) -> torch.Tensor:

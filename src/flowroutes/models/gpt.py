@@ -1,10 +1,11 @@
-"""Adapters for the GPT lineage: GPT-2, GPT-Neo, GPT-J, GPT-NeoX/Pythia, OPT and BLOOM.
+"""Adapters for the GPT lineage: GPT-2, GPT-Neo, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM and Falcon.
 
 Each names its modules and slices its value/output weights from its own layout (fused or separate).
 """
 
 from __future__ import annotations
 
+from ..errors import FlowroutesError
 from .base import Adapter, OVWeights, unsupported
 
 
@@ -128,3 +129,54 @@ class BloomAdapter(Adapter):
                                self.head_dim, part=2)
         return OVWeights(value=w.permute(0, 2, 1), value_bias=b, output=attn.dense.weight.T.reshape(
             self.n_heads, self.head_dim, -1), output_bias=attn.dense.bias)
+
+
+class FalconAdapter(Adapter):
+    """Falcon: fused query_key_value in three layouts (multi-head, multi-query, grouped "new decoder
+    architecture"); parallel blocks unless `parallel_attn` is off; rotary or ALiBi."""
+
+    model_types = ("falcon",)
+    family = "Falcon"
+    layers_path = "transformer.h"
+    attention_name = "self_attention"
+
+    def check_supported(self) -> None:
+        if self.cfg("alibi", default=False) and getattr(self.config, "_attn_implementation", None) != "eager":
+            raise FlowroutesError(
+                "Falcon with ALiBi computes different attention under sdpa and eager in transformers; "
+                "load it with attn_implementation='eager' to trace the computation you run"
+            )
+
+    @property
+    def _new_arch(self) -> bool:
+        return bool(self.cfg("new_decoder_architecture", default=False))
+
+    @property
+    def input_norm_name(self):  # type: ignore[override]
+        two_norms = self._new_arch and self.cfg("num_ln_in_parallel_attn", default=2) == 2
+        return "ln_attn" if two_norms else "input_layernorm"
+
+    def is_parallel(self, layer: int) -> bool:
+        return self._new_arch or bool(self.cfg("parallel_attn", default=True))
+
+    @property
+    def n_kv_heads(self) -> int:
+        if self._new_arch:
+            return int(self.cfg("num_kv_heads", default=self.n_heads))
+        return 1 if self.cfg("multi_query", default=True) else self.n_heads
+
+    def ov_weights(self, layer: int) -> OVWeights:
+        attn = self.attention_module(layer)
+        h, kv, dh = self.n_heads, self.n_kv_heads, self.head_dim
+        weight, bias = attn.query_key_value.weight, attn.query_key_value.bias
+        d = weight.shape[1]
+        if self._new_arch:  # per KV group: [q_1 .. q_{H/KV} | k | v]
+            w = weight.reshape(kv, h // kv + 2, dh, d)[:, -1]
+            b = None if bias is None else bias.reshape(kv, h // kv + 2, dh)[:, -1]
+        elif kv == 1:  # [q_1 .. q_H | k | v]
+            w = weight.reshape(h + 2, dh, d)[-1:]
+            b = None if bias is None else bias.reshape(h + 2, dh)[-1:]
+        else:  # per head [q | k | v]
+            w, b = _fused_per_head(weight, bias, h, dh, part=2)
+        return OVWeights(value=w.permute(0, 2, 1), value_bias=b,
+                         output=attn.dense.weight.T.reshape(h, dh, d), output_bias=attn.dense.bias)
