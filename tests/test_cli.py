@@ -118,7 +118,8 @@ def test_unsupported_architecture(capsys, tmp_path):
                                intermediate_size=64)).save_pretrained(folder)
     word_tokenizer().save_pretrained(folder)
     code, _, err = run_cli(capsys, "trace", "w1", "--model", str(folder))
-    assert_one_line_error(code, err, "'bert' model, which is not supported yet; supported: bloom, gemma")
+    assert_one_line_error(code, err, "'bert' model, which is not supported yet; supported: bloom, falcon")
+    assert "llama" in err and "gpt2" in err
 
 
 def test_debug_shows_the_traceback(tmp_path):
