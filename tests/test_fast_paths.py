@@ -54,3 +54,22 @@ def test_smollm2_lazy_and_batched(smollm2, ioi_trace):
     assert_same_trace(batched[1], ioi_trace)
     assert_same_trace(batched[0], flowroutes.trace(smollm2, other))
     assert torch.equal(torch.as_tensor(batched[1].input_ids), torch.as_tensor(ioi_trace.input_ids))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neo", "opt", "bloom", "mistral", "qwen3", "gemma2", "olmo2"])
+def test_lazy_routes_equal_full_routes_in_every_sequential_family(family):
+    """Recorded-attention lazy traces (sdpa forward, eager rows on demand) and the rerun fallback (modules
+    outside transformers' AttentionInterface: GPT-Neo, BLOOM) give the full trace's routes."""
+    from families import tiny_family
+    from models import word_tokenizer
+
+    from flowroutes.capture import can_record
+
+    loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+    ids = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12]
+    full = flowroutes.trace(loaded, input_ids=ids)
+    lazy = flowroutes.trace(loaded, input_ids=ids, lazy=True)
+    assert can_record(loaded) == (family not in ("gpt_neo", "bloom"))
+    for tau, pos in ((0.04, -1), (0.1, 6)):
+        assert_same_routes(lazy.routes(tau, pos), full.routes(tau, pos), atol=1e-5)
+    assert_same_trace(lazy.full(), full)

@@ -7,6 +7,8 @@ x^{lA} at the norm before the FFN, the FFN output, and x^l. Computes nothing but
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -57,6 +59,60 @@ def eager_attention(model) -> Iterator[None]:
             config._attn_implementation = before
 
 
+RECORD_IMPLEMENTATION = "flowroutes_record"
+_recorded: contextvars.ContextVar[dict | None] = contextvars.ContextVar("flowroutes_recorded", default=None)
+
+
+def _eager_function(module) -> Callable | None:
+    """The family's own eager attention function (transformers' AttentionInterface models), or None."""
+    return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+
+
+def _recording_attention(module, query, key, value, attention_mask, **kwargs):
+    """An attention implementation that keeps each module's inputs (for `attention_rows` later) and computes
+    the output with sdpa, or with the family's eager function where sdpa cannot (soft-capping)."""
+    store = _recorded.get()
+    if store is not None:
+        store[module] = (query.detach(), key.detach(), value.detach(), attention_mask, kwargs)
+    if kwargs.get("softcap") is not None:
+        out, _ = _eager_function(module)(module, query, key, value, attention_mask, **kwargs)
+        return out, None
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _register_recording() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(RECORD_IMPLEMENTATION, _recording_attention)
+    AttentionMaskInterface.register(RECORD_IMPLEMENTATION, eager_mask)  # additive masks, as eager reads them
+
+
+def can_record(loaded: LoadedModel) -> bool:
+    """Whether every attention module goes through transformers' AttentionInterface with an eager function."""
+    adapter = loaded.adapter
+    return hasattr(loaded.model, "set_attn_implementation") and all(
+        _eager_function(adapter.attention_module(layer)) is not None for layer in range(adapter.n_layers)
+    )
+
+
+@contextlib.contextmanager
+def recording_attention(model) -> Iterator[dict]:
+    """Run with the recording implementation; yields {attention module: its inputs}."""
+    _register_recording()
+    before = model.config._attn_implementation
+    store: dict = {}
+    token = _recorded.set(store)
+    model.set_attn_implementation(RECORD_IMPLEMENTATION)
+    try:
+        yield store
+    finally:
+        model.set_attn_implementation(before)
+        _recorded.reset(token)
+
+
 def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
@@ -66,13 +122,16 @@ def run_with_capture(
     input_ids: torch.Tensor,
     on_block: Callable[[BlockCapture], None],
     keep_attention_call: bool = False,
+    record: bool = False,
 ) -> torch.Tensor:
     """Run `input_ids` [B, T] (or [T]) through the model, calling `on_block` once per block and prompt.
 
     Blocks come bottom to top; within a block, prompts in batch order (`BlockCapture` has no batch axis:
     `on_block` receives `(capture, batch_index)` when input_ids is 2-D). Returns the logits [(B,) T, vocab]
     (float32). Raises FlowroutesError on NaN/Inf activations. With `keep_attention_call`, each capture
-    carries what `recompute_attention_weights` needs to run its attention module again.
+    carries what `recompute_attention_weights` needs to run its attention module again. With `record` (see
+    `can_record`), the forward pass runs sdpa and keeps each attention's inputs instead of its weights
+    (`BlockCapture.alpha` is None; `attention_rows` computes the rows asked for).
     """
     batched = input_ids.ndim == 2
     ids = input_ids if batched else input_ids[None]
@@ -100,6 +159,10 @@ def run_with_capture(
 
         def on_attention(_m, _args, out):
             weights = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
+            if weights is None and record:
+                state["alpha"] = None
+                state["attn_raw"] = grab(out)
+                return
             if weights is None:
                 raise FlowroutesError(
                     "the model's attention implementation does not return attention weights; "
@@ -132,6 +195,9 @@ def run_with_capture(
                     "(float16 overflow?); load it in float32 or bfloat16"
                 )
             call = state.pop("call", None) if keep_attention_call else None
+            inputs = recorded.get(adapter.attention_module(layer)) if record else None
+            if inputs is not None:
+                call = ("record", inputs)
             x_mid = state.pop("x_mid", None)
             if "ffn_out" not in state:  # the FFN adds the residual itself (BLOOM): derive its update
                 state["ffn_out"] = x_out - x_mid
@@ -140,7 +206,7 @@ def run_with_capture(
             for b in range(x_out.shape[0]):
                 cap = BlockCapture(layer=layer, x_out=x_out[b], attention_call=call,
                                    x_mid=None if x_mid is None else x_mid[b],
-                                   **{k: v[b] for k, v in state.items() if k != "call"})
+                                   **{k: (None if v is None else v[b]) for k, v in state.items() if k != "call"})
                 on_block(cap, b) if batched else on_block(cap)
             state.clear()
 
@@ -157,8 +223,10 @@ def run_with_capture(
         if mods.ffn is not None:
             handles.append(mods.ffn.register_forward_hook(on_ffn))
     device = next(model.parameters()).device
+    recorded: dict = {}
     try:
-        with torch.no_grad(), eager_attention(model):
+        with torch.no_grad(), (recording_attention(model) if record else eager_attention(model)) as rec:
+            recorded = rec if record else {}
             out = model(input_ids=ids.to(device), use_cache=False)
     finally:
         for h in handles:
@@ -167,10 +235,23 @@ def run_with_capture(
     return logits if batched else logits[0]
 
 
-def recompute_attention_weights(loaded: LoadedModel, layer: int, call: tuple) -> torch.Tensor:
-    """Run block `layer`'s attention module again on its captured inputs; its weights [H, T, T] (float32)."""
-    args, kwargs = call
+def attention_rows(loaded: LoadedModel, layer: int, call: tuple, rows: torch.Tensor) -> torch.Tensor:
+    """The attention weights [H, R, T] (float32) of block `layer` for the target positions `rows`.
+
+    `call` is what the capture kept: ("record", inputs) -> the family's eager function on those query rows
+    only; otherwise (args, kwargs) of the module -> the module run again in eager, all rows, then indexed.
+    """
     module = loaded.adapter.attention_module(layer)
+    if call[0] == "record":
+        if call[1] is None:
+            raise RuntimeError(f"no attention inputs were recorded for layer {layer}")
+        query, key, value, mask, kwargs = call[1]
+        rows_mask = None if mask is None else mask[:, :, rows.to(mask.device)]
+        with torch.no_grad():
+            _, weights = _eager_function(module)(module, query[:, :, rows.to(query.device)], key, value, rows_mask,
+                                                 **kwargs)
+        return weights[0].detach().float()
+    args, kwargs = call
     with torch.no_grad(), eager_attention(loaded.model):
         out = module(*args, **kwargs)
-    return out[1][0].detach().float()
+    return out[1][0].detach().float()[:, rows]

@@ -163,11 +163,13 @@ def attention_importance(
     out: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
     extra: torch.Tensor | None = None,
+    alpha_rows: bool = False,
 ):
     """Importances of the parts of the node y_p for p in `rows`: all H*(p+1) sub-edges, the residual and
     (parallel blocks) the FFN update, jointly (eq. 1).
 
-    alpha: [H, T, T], f: [H, T, d], x_in, y: [T, d]; rows: target positions (default: all, ascending);
+    alpha: [H, T, T] ([H, R, T], the rows' weights only, with `alpha_rows`), f: [H, T, d], x_in, y: [T, d];
+    rows: target positions (default: all, ascending);
     scale: optional [T, d] per-target diagonal applied to every sub-edge (a linearised post-norm);
     extra: optional [T, d] one more part of each node (the FFN update of a parallel block);
     out: an optional zero-filled [H, R, T] float32 buffer that receives the sub-edge importances.
@@ -180,7 +182,7 @@ def attention_importance(
     else:
         pick = rows
     y_rows = y[pick]
-    sub = attention_proximities(alpha[:, pick], f, y_rows, rows, kernel, chunk_elements, out,
+    sub = attention_proximities(alpha if alpha_rows else alpha[:, pick], f, y_rows, rows, kernel, chunk_elements, out,
                                 None if scale is None else scale[pick])  # [H, R, T]
     res = proximity(x_in[pick], y_rows)  # [R]
     total = sub.sum(dim=(0, 2)).double() + res.double()  # [R]  eq. 1's denominator

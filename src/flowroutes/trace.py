@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import BlockCapture, recompute_attention_weights, run_with_capture
+from .capture import BlockCapture, attention_rows, can_record, run_with_capture
 from .errors import FlowroutesError
 from .importance import CHUNK_ELEMENTS, attention_importance, ffn_importance, head_values
 from .models.loading import LoadedModel, load_model
@@ -135,13 +135,14 @@ class LazyTrace(_TraceBase):
         missing = sorted({p for p in positions if (layer, p) not in self._rows})
         if missing:
             acts = self.activations
-            alpha = recompute_attention_weights(self.loaded, layer, acts["call"][layer])
             adapter = self.loaded.adapter
             f, _ = head_values(acts["normed"][layer], adapter.ov_weights(layer), adapter.input_norm_bias(layer),
                                adapter)
             rows = torch.tensor(missing, device=f.device)
+            alpha = attention_rows(self.loaded, layer, acts["call"][layer], rows)  # [H, R, T]
             sub, res, degen, _ = attention_importance(alpha, f, acts["x_in"][layer], acts["x_mid"][layer],
-                                                      rows=rows, kernel=self.kernel, scale=acts["scale"][layer])
+                                                      rows=rows, kernel=self.kernel, scale=acts["scale"][layer],
+                                                      alpha_rows=True)
             sub_np, res_np, degen_np = sub.cpu().numpy(), res.cpu().numpy(), degen.cpu().numpy()
             for i, p in enumerate(missing):
                 self._rows[(layer, p)] = (sub_np[:, i].copy(), float(res_np[i]), bool(degen_np[i]))
@@ -267,8 +268,13 @@ def _pad_right(id_lists: list[torch.Tensor], pad_id: int) -> torch.Tensor:
 
 
 def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: torch.Tensor, top_k: int) -> dict:
-    top_logits, top_ids = logits.topk(min(top_k, logits.shape[-1]), dim=-1)  # [T, k]
-    top_probs = torch.exp(top_logits - torch.logsumexp(logits, dim=-1, keepdim=True))  # softmax, only the top k
+    k = min(top_k, logits.shape[-1])
+    top_probs, top_ids = [], []
+    for chunk in logits.split(256):  # [<=256, V] at a time: no [T, V] temporaries
+        values, indices = chunk.topk(k, dim=-1)
+        top_probs.append(torch.exp(values - torch.logsumexp(chunk, dim=-1, keepdim=True)))  # softmax of the top k
+        top_ids.append(indices)
+    top_probs, top_ids = torch.cat(top_probs), torch.cat(top_ids)  # [T, k]
     tok = loaded.tokenizer
     id_list = ids.tolist()
     return dict(
@@ -367,7 +373,7 @@ def _trace_lazy(loaded, prompt, ids, top_k, kernel) -> LazyTrace | Trace:
         ffn_residual[cap.layer] = f_res.cpu().numpy()
         degenerate_ffn[cap.layer] = f_degen.cpu().numpy()
 
-    logits = run_with_capture(loaded, ids, on_block, keep_attention_call=True)
+    logits = run_with_capture(loaded, ids, on_block, keep_attention_call=True, record=can_record(loaded))
     return LazyTrace(
         **_base_fields(loaded, prompt, ids, logits, top_k), ffn=ffn, ffn_residual=ffn_residual,
         degenerate_ffn=degenerate_ffn, meta={"model_type": getattr(loaded.model.config, "model_type", None),
