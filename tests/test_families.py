@@ -157,3 +157,28 @@ def test_cuda_trace_matches_cpu():
     gpu = flowroutes.trace(flowroutes.load_model(model, tokenizer=word_tokenizer(), device="cuda"), input_ids=IDS)
     np.testing.assert_allclose(gpu.attention, cpu.attention, atol=1e-4)
     np.testing.assert_allclose(gpu.ffn, cpu.ffn, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_adapter_finds_final_norm_unembedding_and_neurons(family):
+    """The logit lens (final norm + unembedding) of the top residual gives the model's own logits, and the
+    neurons times their output rows plus the bias give the FFN output (where the FFN has one projection)."""
+    loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+    adapter = loaded.adapter
+    caps = []
+    got = {}
+    if adapter.down_projection_name is not None:
+        module, w_out = adapter.down_projection(0)
+        module.register_forward_hook(lambda m, a, o: got.update(a=a[0].detach().clone(), o=o.detach().clone()))
+    logits = run_with_capture(loaded, IDS, caps.append)
+    top = caps[-1].x_out
+    lens = adapter.final_norm()(top) @ adapter.unembedding().T
+    if adapter.unembedding_bias() is not None:
+        lens = lens + adapter.unembedding_bias()
+    if family != "gemma2":  # Gemma 2 soft-caps its logits after the unembedding
+        assert rel_err(lens, logits) < 1e-5
+    if adapter.down_projection_name is not None:
+        neurons = got["a"].reshape(-1, got["a"].shape[-1])  # [T, F]
+        bias = module.bias if module.bias is not None else 0.0
+        rebuilt = neurons @ w_out + bias
+        assert rel_err(rebuilt, got["o"].reshape(rebuilt.shape)) < 1e-5

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from .base import Adapter, BlockModules, OVWeights
 from .gpt import BloomAdapter, FalconAdapter, GPT2Adapter, GPTJAdapter, GPTNeoAdapter, GPTNeoXAdapter, OPTAdapter
-from .llama import Gemma2Adapter, LlamaAdapter, Olmo2Adapter, Phi3Adapter, PhiAdapter, StableLmAdapter
+from .llama import Gemma2Adapter, LlamaAdapter, MixtralAdapter, Olmo2Adapter, Phi3Adapter, PhiAdapter, StableLmAdapter
 from .loading import LoadedModel, embedded_gguf_path, load_model
 
 ADAPTERS: tuple[type[Adapter], ...] = (
-    LlamaAdapter, Gemma2Adapter, Olmo2Adapter, StableLmAdapter, PhiAdapter, Phi3Adapter,
+    LlamaAdapter, MixtralAdapter, Gemma2Adapter, Olmo2Adapter, StableLmAdapter, PhiAdapter, Phi3Adapter,
     GPT2Adapter, GPTNeoAdapter, GPTJAdapter, GPTNeoXAdapter, OPTAdapter, BloomAdapter, FalconAdapter,
 )
 

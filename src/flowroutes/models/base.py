@@ -73,6 +73,8 @@ class Adapter:
     ffn_name: str | None = "mlp"
     value_name = "v_proj"  # inside the attention module
     output_name = "o_proj"
+    final_norm_path = "model.norm"  # between the last block and the unembedding
+    down_projection_name: str | None = "mlp.down_proj"  # inside the block: its input is the FFN's neurons
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -140,6 +142,26 @@ class Adapter:
             mid_input=None if self.is_parallel(layer) else sub(self.mid_input_name),
             ffn=sub(self.ffn_name),
         )
+
+    def final_norm(self) -> nn.Module:
+        """The norm between the last block and the unembedding (for logit-lens views)."""
+        return _get(self.model, self.final_norm_path)
+
+    def unembedding(self) -> torch.Tensor:
+        """W_U as [V, d] (the output embedding, tied or not)."""
+        return self.model.get_output_embeddings().weight
+
+    def unembedding_bias(self) -> torch.Tensor | None:
+        """The output embedding's bias [V] (GPT-J, Phi), or None."""
+        return getattr(self.model.get_output_embeddings(), "bias", None)
+
+    def down_projection(self, layer: int) -> tuple[nn.Module, torch.Tensor]:
+        """(module whose input is the FFN neuron activations [T, F], neuron output rows W_out [F, d]).
+        Raises FlowroutesError for FFNs without one projection (mixtures of experts)."""
+        if self.down_projection_name is None:
+            raise FlowroutesError(f"{self.family} has no single FFN down projection (mixture of experts?)")
+        module = _get(self.layers[layer], self.down_projection_name)
+        return module, (module.weight.T if isinstance(module, nn.Linear) else module.weight)
 
     def attention_module(self, layer: int) -> nn.Module:
         return _get(self.layers[layer], self.attention_name)

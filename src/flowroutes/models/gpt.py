@@ -22,6 +22,8 @@ class GPT2Adapter(Adapter):
 
     model_types = ("gpt2",)
     family = "GPT-2"
+    final_norm_path = "transformer.ln_f"
+    down_projection_name = "mlp.c_proj"
     layers_path = "transformer.h"
     input_norm_name = "ln_1"
     attention_name = "attn"
@@ -45,6 +47,8 @@ class GPTNeoAdapter(Adapter):
 
     model_types = ("gpt_neo",)
     family = "GPT-Neo"
+    final_norm_path = "transformer.ln_f"
+    down_projection_name = "mlp.c_proj"
     layers_path = "transformer.h"
     input_norm_name = "ln_1"
     attention_name = "attn"
@@ -58,6 +62,8 @@ class GPTJAdapter(Adapter):
 
     model_types = ("gptj",)
     family = "GPT-J"
+    final_norm_path = "transformer.ln_f"
+    down_projection_name = "mlp.fc_out"
     layers_path = "transformer.h"
     input_norm_name = "ln_1"
     attention_name = "attn"
@@ -71,6 +77,8 @@ class GPTNeoXAdapter(Adapter):
 
     model_types = ("gpt_neox",)
     family = "GPT-NeoX, Pythia"
+    final_norm_path = "gpt_neox.final_layer_norm"
+    down_projection_name = "mlp.dense_4h_to_h"
     layers_path = "gpt_neox.layers"
     attention_name = "attention"
 
@@ -90,6 +98,8 @@ class OPTAdapter(Adapter):
 
     model_types = ("opt",)
     family = "OPT"
+    final_norm_path = "model.decoder.final_layer_norm"
+    down_projection_name = "fc2"
     layers_path = "model.decoder.layers"
     input_norm_name = "self_attn_layer_norm"
     mid_input_name = "final_layer_norm"
@@ -111,6 +121,8 @@ class BloomAdapter(Adapter):
 
     model_types = ("bloom",)
     family = "BLOOM"
+    final_norm_path = "transformer.ln_f"
+    down_projection_name = "mlp.dense_4h_to_h"
     layers_path = "transformer.h"
     attention_name = "self_attention"
     ffn_name = None
@@ -137,6 +149,8 @@ class FalconAdapter(Adapter):
 
     model_types = ("falcon",)
     family = "Falcon"
+    final_norm_path = "transformer.ln_f"
+    down_projection_name = "mlp.dense_4h_to_h"
     layers_path = "transformer.h"
     attention_name = "self_attention"
 

@@ -15,8 +15,16 @@ class LlamaAdapter(Adapter):
     """Pre-norm, sequential; RMSNorm (or LayerNorm); grouped-query attention. Mixtral's sparse MoE block is
     one FFN; Qwen3's q/k norms and Gemma's (1 + w) norm act before what the decomposition reads."""
 
-    model_types = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "olmo")
-    family = "Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma, OLMo"
+    model_types = ("llama", "mistral", "qwen2", "qwen3", "gemma", "olmo")
+    family = "Llama, Mistral, Qwen2, Qwen3, Gemma, OLMo"
+
+
+class MixtralAdapter(LlamaAdapter):
+    """Mixtral: the sparse mixture of experts is one FFN block (no single down projection)."""
+
+    model_types = ("mixtral",)
+    family = "Mixtral"
+    down_projection_name = None
 
 
 class StableLmAdapter(LlamaAdapter):
@@ -36,6 +44,8 @@ class PhiAdapter(LlamaAdapter):
     family = "Phi"
     mid_input_name = None
     output_name = "dense"
+    final_norm_path = "model.final_layernorm"
+    down_projection_name = "mlp.fc2"
 
 
 class Phi3Adapter(LlamaAdapter):

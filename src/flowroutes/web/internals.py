@@ -1,8 +1,8 @@
 """What the explorer's click-to-inspect views need beyond a Trace: attention weights, residual states, FFN
 neuron activations, logit lens and projections onto the unembedding.
 
-Model-specific lookups (final norm, unembedding, FFN down projection) sit in the small functions at the top,
-keyed on `config.model_type`; they belong in the family adapters. Never computes importances (the Trace does).
+Model-specific lookups (final norm, unembedding, FFN down projection) come from the family adapter.
+Never computes importances (the Trace does).
 """
 
 from __future__ import annotations
@@ -17,58 +17,21 @@ from ..errors import FlowroutesError
 from ..importance import head_values
 from ..models.loading import LoadedModel
 
-LLAMA_TYPES = ("llama", "mistral", "qwen2")
-GPT2_TYPES = ("gpt2",)
-# where other families keep the same things (tried in order when config.model_type is not above)
-FINAL_NORM_PATHS = ("model.norm", "transformer.ln_f", "model.final_layernorm", "gpt_neox.final_layer_norm",
-                    "model.decoder.final_layer_norm")
-DOWN_PROJ_NAMES = ("mlp.down_proj", "mlp.c_proj", "mlp.fc_out", "mlp.dense_4h_to_h", "mlp.fc2", "fc2")
 
-
-# --- model-specific lookups (belong in the adapters) -----------------------------------------------------------
-def _get(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _first_found(obj, paths: tuple[str, ...], what: str):
-    for path in paths:
-        try:
-            return _get(obj, path)
-        except AttributeError:
-            continue
-    kind = getattr(getattr(obj, "config", None), "model_type", "?")
-    raise FlowroutesError(f"the explorer's inspect views cannot find the {what} of a {kind!r} model yet")
-
-
+# --- model-specific lookups: the family adapter knows them ---------------------------------------------------
 def final_norm(loaded: LoadedModel) -> torch.nn.Module:
     """The norm between the last block and the unembedding."""
-    kind = getattr(loaded.model.config, "model_type", "")
-    if kind in GPT2_TYPES:
-        return loaded.model.transformer.ln_f
-    if kind in LLAMA_TYPES:
-        return loaded.model.model.norm
-    return _first_found(loaded.model, FINAL_NORM_PATHS, "final norm")
+    return loaded.adapter.final_norm()
 
 
 def unembedding(loaded: LoadedModel) -> torch.Tensor:
     """W_U as [V, d] (the lm_head weight; tied or not)."""
-    return loaded.model.get_output_embeddings().weight
+    return loaded.adapter.unembedding()
 
 
 def down_projection(loaded: LoadedModel, layer: int) -> tuple[torch.nn.Module, torch.Tensor]:
     """(module whose input is the neuron activations a [T, F], neuron output rows W_out [F, d])."""
-    kind = getattr(loaded.model.config, "model_type", "")
-    block = loaded.adapter.block_modules(layer).block
-    if kind in GPT2_TYPES:
-        module = block.mlp.c_proj  # Conv1D: x @ W + b, W [F, d]
-    elif kind in LLAMA_TYPES:
-        module = block.mlp.down_proj  # Linear: x @ W.T + b, W [d, F]
-    else:
-        module = _first_found(block, DOWN_PROJ_NAMES, "FFN down projection")
-    weight = module.weight
-    return module, weight.T if isinstance(module, torch.nn.Linear) else weight
+    return loaded.adapter.down_projection(layer)
 
 
 # --- captured internals of one prompt ---------------------------------------------------------------------------
@@ -137,7 +100,7 @@ def logit_lens(loaded: LoadedModel, vector: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(vector, dtype=torch.float32)[None]  # [1, d]
         norm = final_norm(loaded)
         param = next(norm.parameters())
-        logits = loaded.model.lm_head(norm(x.to(param.device, param.dtype)))[0].float()  # [V]
+        logits = loaded.model.get_output_embeddings()(norm(x.to(param.device, param.dtype)))[0].float()  # [V]
         return torch.softmax(logits, dim=-1).cpu().numpy()
 
 
