@@ -73,3 +73,31 @@ def test_lazy_routes_equal_full_routes_in_every_sequential_family(family):
     for tau, pos in ((0.04, -1), (0.1, 6)):
         assert_same_routes(lazy.routes(tau, pos), full.routes(tau, pos), atol=1e-5)
     assert_same_trace(lazy.full(), full)
+
+
+@pytest.mark.parametrize("tolerance", [1e-2, 1e-1])
+def test_pruned_importances_stay_within_the_tolerance(tiny, tolerance):
+    from flowroutes.capture import run_with_capture
+    from flowroutes.importance import head_values, proximity, prunable
+
+    ids = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12, 40, 41, 42]
+    exact = flowroutes.trace(tiny, input_ids=ids)
+    pruned = flowroutes.trace(tiny, input_ids=ids, prune=tolerance)
+    for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
+        err = np.abs(getattr(pruned, name) - getattr(exact, name)).max()
+        assert err <= tolerance, (name, err)
+    # the bound really skipped some causal sub-edges with non-zero attention
+    caps = []
+    run_with_capture(tiny, torch.tensor(ids), caps.append)
+    adapter, skipped = tiny.adapter, 0
+    for cap in caps:
+        f, _ = head_values(cap.normed, adapter.ov_weights(cap.layer), adapter.input_norm_bias(cap.layer), adapter)
+        known = proximity(cap.x_in, cap.x_mid)  # the residual's proximity: part of every node's total
+        mask = prunable(cap.alpha, f, known, torch.arange(len(ids)), tolerance)
+        skipped += int((mask & (cap.alpha > 0)).sum())
+    assert skipped > 0 or tolerance < 0.1
+
+
+def test_prune_must_be_a_tolerance(tiny):
+    with pytest.raises(flowroutes.FlowroutesError, match="prune"):
+        flowroutes.trace(tiny, input_ids=[1, 2, 3], prune=1.5)

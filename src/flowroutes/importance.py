@@ -164,6 +164,7 @@ def attention_importance(
     scale: torch.Tensor | None = None,
     extra: torch.Tensor | None = None,
     alpha_rows: bool = False,
+    prune: float = 0.0,
 ):
     """Importances of the parts of the node y_p for p in `rows`: all H*(p+1) sub-edges, the residual and
     (parallel blocks) the FFN update, jointly (eq. 1).
@@ -172,7 +173,9 @@ def attention_importance(
     rows: target positions (default: all, ascending);
     scale: optional [T, d] per-target diagonal applied to every sub-edge (a linearised post-norm);
     extra: optional [T, d] one more part of each node (the FFN update of a parallel block);
-    out: an optional zero-filled [H, R, T] float32 buffer that receives the sub-edge importances.
+    out: an optional zero-filled [H, R, T] float32 buffer that receives the sub-edge importances;
+    prune: > 0 skips sub-edges whose proximity is certified too small to matter (see `prunable`): every
+    importance then stays within `prune` of its exact value.
     Returns (sub [H, R, T], residual [R], degenerate [R] bool, extra [R] or None).
     """
     n_heads, n_tok, _ = f.shape
@@ -182,13 +185,16 @@ def attention_importance(
     else:
         pick = rows
     y_rows = y[pick]
-    sub = attention_proximities(alpha if alpha_rows else alpha[:, pick], f, y_rows, rows, kernel, chunk_elements, out,
-                                None if scale is None else scale[pick])  # [H, R, T]
+    scale_rows = None if scale is None else scale[pick]
+    alpha_r = alpha if alpha_rows else alpha[:, pick]  # [H, R, T]
     res = proximity(x_in[pick], y_rows)  # [R]
+    extra_prox = None if extra is None else proximity(extra[pick], y_rows)
+    if prune > 0:
+        known = res if extra_prox is None else res + extra_prox  # a lower bound of each node's total
+        alpha_r = alpha_r * ~prunable(alpha_r, f, known, rows, prune, scale_rows)
+    sub = attention_proximities(alpha_r, f, y_rows, rows, kernel, chunk_elements, out, scale_rows)  # [H, R, T]
     total = sub.sum(dim=(0, 2)).double() + res.double()  # [R]  eq. 1's denominator
-    extra_prox = None
-    if extra is not None:
-        extra_prox = proximity(extra[pick], y_rows)
+    if extra_prox is not None:
         total = total + extra_prox.double()
     degenerate = total == 0
     inv = torch.where(degenerate, torch.zeros_like(total), 1.0 / total)
@@ -203,6 +209,27 @@ def attention_importance(
         if extra_imp is not None:
             extra_imp[i] = share
     return sub, res_imp, degenerate, extra_imp
+
+
+def prunable(
+    alpha: torch.Tensor, f: torch.Tensor, known: torch.Tensor, rows: torch.Tensor, tolerance: float,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sub-edges [H, R, T] (bool) whose proximity need not be computed for importances within `tolerance`.
+
+    proximity(z, y) <= ||z||_1 (per coordinate |y| - |y - z| <= |z|), so a sub-edge's proximity is at most
+    its bound b = alpha[h,i,j] ||f[h,j] * scale[i]||_1. Skipping (taking as 0) a set of sub-edges whose bounds
+    sum to S changes every importance of the node by at most S / total', total' being the sum of what is
+    computed, which includes the parts in `known` [R] (residual, parallel FFN). So skipping each sub-edge with
+    b <= tolerance * known / (H (p + 1)) keeps S <= tolerance * total' and every importance within tolerance.
+    """
+    n_heads = f.shape[0]
+    if scale is None:
+        bound = alpha * f.abs().sum(-1)[:, None, :]  # [H, R, T]
+    else:
+        bound = alpha * torch.einsum("htd,rd->hrt", f.abs(), scale.abs())
+    cap = tolerance * known / (n_heads * (rows + 1))  # [R]
+    return bound <= cap.to(bound.dtype)[None, :, None]
 
 
 # --- the FFN ------------------------------------------------------------------------------------

@@ -125,6 +125,7 @@ class LazyTrace(_TraceBase):
     loaded: Any = field(repr=False)
     activations: dict[str, list] = field(repr=False)  # x_in, x_mid, normed, call: one entry per layer
     kernel: str = "auto"
+    prune: float = 0.0
     _rows: dict[tuple[int, int], tuple[np.ndarray, float, bool]] = field(default_factory=dict, repr=False)
 
     @property
@@ -142,7 +143,7 @@ class LazyTrace(_TraceBase):
             alpha = attention_rows(self.loaded, layer, acts["call"][layer], rows)  # [H, R, T]
             sub, res, degen, _ = attention_importance(alpha, f, acts["x_in"][layer], acts["x_mid"][layer],
                                                       rows=rows, kernel=self.kernel, scale=acts["scale"][layer],
-                                                      alpha_rows=True)
+                                                      alpha_rows=True, prune=self.prune)
             sub_np, res_np, degen_np = sub.cpu().numpy(), res.cpu().numpy(), degen.cpu().numpy()
             for i, p in enumerate(missing):
                 self._rows[(layer, p)] = (sub_np[:, i].copy(), float(res_np[i]), bool(degen_np[i]))
@@ -188,6 +189,7 @@ def trace(
     chunk_elements: int = CHUNK_ELEMENTS,
     progress: bool = False,
     precision: str = "float32",
+    prune: float = 0.0,
 ):
     """Trace prompts: forward passes, then eq. 1 for every node of the information flow graph.
 
@@ -200,7 +202,11 @@ def trace(
     kernel: "auto" (fused numba kernel on CPU), "numba", or "torch" (the chunked reference path).
     precision: "float32" (default, whatever the model's dtype) or "float64" (importances computed and stored
         in float64, by the torch path).
+    prune: a tolerance > 0 skips sub-edges whose proximity is bounded (alpha ||f||_1) too small to change any
+        importance by more than it; every importance stays within `prune` of the exact one (0: exact).
     """
+    if not 0.0 <= prune < 1.0:
+        raise FlowroutesError(f"prune must be a tolerance in [0, 1), got {prune}: try 1e-4")
     if precision not in ("float32", "float64"):
         raise FlowroutesError(f"precision must be 'float32' or 'float64', got {precision!r}")
     if precision == "float64":
@@ -223,7 +229,8 @@ def trace(
         bar = _progress(len(texts), progress)
         for start in range(0, len(texts), batch_size):
             chunk = slice(start, start + batch_size)
-            out += _trace_batch(loaded, texts[chunk], id_lists[chunk], top_k, kernel, chunk_elements, precision)
+            out += _trace_batch(loaded, texts[chunk], id_lists[chunk], top_k, kernel, chunk_elements, precision,
+                                prune)
             bar.update(len(texts[chunk]))
         bar.close()
         return out
@@ -237,8 +244,8 @@ def trace(
         ids = tokenize(loaded, prompt, add_special_tokens)
     ids = _check_ids(loaded, ids)
     if lazy:
-        return _trace_lazy(loaded, prompt, ids, top_k, kernel)
-    return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements, precision)[0]
+        return _trace_lazy(loaded, prompt, ids, top_k, kernel, prune)
+    return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements, precision, prune)[0]
 
 
 def _progress(total: int, enabled: bool):
@@ -289,7 +296,8 @@ def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: to
     )
 
 
-def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, precision="float32") -> list[Trace]:
+def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, precision="float32",
+                 prune=0.0) -> list[Trace]:
     adapter = loaded.adapter
     np_dtype, torch_dtype = (np.float64, torch.float64) if precision == "float64" else (np.float32, torch.float32)
     n_layers, n_heads = adapter.n_layers, adapter.n_heads
@@ -322,7 +330,7 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
         sub, res, degen, ffn_imp = attention_importance(
             alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk_elements,
             out=torch.from_numpy(a["attention"][layer]) if on_cpu else None, scale=scale,
-            extra=ffn_out if cap.parallel else None,
+            extra=ffn_out if cap.parallel else None, prune=prune,
         )
         if not on_cpu:
             a["attention"][layer] = sub.cpu().numpy()
@@ -338,7 +346,8 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
 
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block)  # [B, T_max, V]
-    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel}
+    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "prune": prune,
+            "precision": precision}
     return [
         Trace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]], top_k), **arrays[b], meta=dict(meta),
               parallel=_parallel_flags(adapter))
@@ -350,11 +359,11 @@ def _parallel_flags(adapter) -> list[bool]:
     return [adapter.is_parallel(layer) for layer in range(adapter.n_layers)]
 
 
-def _trace_lazy(loaded, prompt, ids, top_k, kernel) -> LazyTrace | Trace:
+def _trace_lazy(loaded, prompt, ids, top_k, kernel, prune=0.0) -> LazyTrace | Trace:
     adapter = loaded.adapter
     if any(_parallel_flags(adapter)):
         # a parallel block's FFN importance needs the whole node's normalisation: trace in full
-        return _trace_batch(loaded, [prompt], [ids], top_k, kernel, CHUNK_ELEMENTS)[0]
+        return _trace_batch(loaded, [prompt], [ids], top_k, kernel, CHUNK_ELEMENTS, prune=prune)[0]
     n_layers, n_tok = adapter.n_layers, int(ids.numel())
     ffn = np.zeros((n_layers, n_tok), dtype=np.float32)
     ffn_residual = np.zeros((n_layers, n_tok), dtype=np.float32)
@@ -378,5 +387,5 @@ def _trace_lazy(loaded, prompt, ids, top_k, kernel) -> LazyTrace | Trace:
         **_base_fields(loaded, prompt, ids, logits, top_k), ffn=ffn, ffn_residual=ffn_residual,
         degenerate_ffn=degenerate_ffn, meta={"model_type": getattr(loaded.model.config, "model_type", None),
                                              "kernel": kernel, "lazy": True},
-        n_heads=adapter.n_heads, loaded=loaded, activations=acts, kernel=kernel,
+        n_heads=adapter.n_heads, loaded=loaded, activations=acts, kernel=kernel, prune=prune,
     )
