@@ -17,6 +17,17 @@ def _fused_per_head(weight, bias, n_heads: int, head_dim: int, part: int, parts:
     return w, b
 
 
+class FusedPerHeadAdapter(Adapter):
+    """Families whose attention has one fused `query_key_value` laid out [q|k|v] per head and a `dense` output."""
+
+    def ov_weights(self, layer: int) -> OVWeights:
+        attn = self.attention_module(layer)
+        w, b = _fused_per_head(attn.query_key_value.weight, attn.query_key_value.bias, self.n_heads,
+                               self.head_dim, part=2)
+        return OVWeights(value=w.permute(0, 2, 1), value_bias=b, output=attn.dense.weight.T.reshape(
+            self.n_heads, self.head_dim, -1), output_bias=attn.dense.bias)
+
+
 class GPT2Adapter(Adapter):
     """GPT-2: LayerNorm with beta, fused QKV Conv1D (x @ W + b), biases everywhere."""
 
@@ -71,7 +82,7 @@ class GPTJAdapter(Adapter):
     output_name = "out_proj"
 
 
-class GPTNeoXAdapter(Adapter):
+class GPTNeoXAdapter(FusedPerHeadAdapter):
     """GPT-NeoX / Pythia: fused query_key_value laid out [q|k|v] per head; parallel when
     `use_parallel_residual` (attention and FFN read their own norms of x^{l-1})."""
 
@@ -84,13 +95,6 @@ class GPTNeoXAdapter(Adapter):
 
     def is_parallel(self, layer: int) -> bool:
         return bool(self.cfg("use_parallel_residual", default=True))
-
-    def ov_weights(self, layer: int) -> OVWeights:
-        attn = self.attention_module(layer)
-        w, b = _fused_per_head(attn.query_key_value.weight, attn.query_key_value.bias, self.n_heads,
-                               self.head_dim, part=2)
-        return OVWeights(value=w.permute(0, 2, 1), value_bias=b, output=attn.dense.weight.T.reshape(
-            self.n_heads, self.head_dim, -1), output_bias=attn.dense.bias)
 
 
 class OPTAdapter(Adapter):
@@ -115,7 +119,7 @@ class OPTAdapter(Adapter):
         return int(self.config.num_attention_heads)
 
 
-class BloomAdapter(Adapter):
+class BloomAdapter(FusedPerHeadAdapter):
     """BLOOM: ALiBi, fused query_key_value [q|k|v] per head; its attention and MLP modules add the
     residual themselves, so the FFN update is derived as x^l - x^{lA}."""
 
@@ -134,13 +138,6 @@ class BloomAdapter(Adapter):
     @property
     def max_context(self) -> int:
         return int(self.cfg("seq_length", default=2048))
-
-    def ov_weights(self, layer: int) -> OVWeights:
-        attn = self.attention_module(layer)
-        w, b = _fused_per_head(attn.query_key_value.weight, attn.query_key_value.bias, self.n_heads,
-                               self.head_dim, part=2)
-        return OVWeights(value=w.permute(0, 2, 1), value_bias=b, output=attn.dense.weight.T.reshape(
-            self.n_heads, self.head_dim, -1), output_bias=attn.dense.bias)
 
 
 class FalconAdapter(Adapter):
