@@ -123,6 +123,7 @@ def run_with_capture(
     on_block: Callable[[BlockCapture], None],
     keep_attention_call: bool = False,
     record: bool = False,
+    whole_batch: bool = False,
 ) -> torch.Tensor:
     """Run `input_ids` [B, T] (or [T]) through the model, calling `on_block` once per block and prompt.
 
@@ -131,7 +132,8 @@ def run_with_capture(
     (float32). Raises FlowroutesError on NaN/Inf activations. With `keep_attention_call`, each capture
     carries what `recompute_attention_weights` needs to run its attention module again. With `record` (see
     `can_record`), the forward pass runs sdpa and keeps each attention's inputs instead of its weights
-    (`BlockCapture.alpha` is None; `attention_rows` computes the rows asked for).
+    (`BlockCapture.alpha` is None; `attention_rows` computes the rows asked for). With `whole_batch`,
+    `on_block` is called once per block with the batch axis kept ([B, ...] tensors).
     """
     batched = input_ids.ndim == 2
     ids = input_ids if batched else input_ids[None]
@@ -203,6 +205,11 @@ def run_with_capture(
                 state["ffn_out"] = x_out - x_mid
             if "normed" not in state:  # the attention reads the residual itself (OLMo 2)
                 state["normed"] = state["x_in"]
+            if whole_batch:
+                on_block(BlockCapture(layer=layer, x_out=x_out, attention_call=call, x_mid=x_mid,
+                                      **{k: v for k, v in state.items() if k != "call"}))
+                state.clear()
+                return
             for b in range(x_out.shape[0]):
                 cap = BlockCapture(layer=layer, x_out=x_out[b], attention_call=call,
                                    x_mid=None if x_mid is None else x_mid[b],

@@ -58,25 +58,24 @@ def normalise(prox: torch.Tensor, counts: torch.Tensor | int) -> tuple[torch.Ten
 def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, adapter: Adapter):
     """f_h(x_j) for every head and source, and the attention block's constant term.
 
-    normed: [T, d] the norm's output LN(x_j) = x_j L + beta. Returns (f [H, T, d], const [d]) with
+    normed: [(B,) T, d] the norm's output LN(x_j) = x_j L + beta. Returns (f [(B,) H, T, d], const [d]) with
     f[h, j] = (LN(x_j) - beta) W_V^{kv(h)} W_O^h  and  const = b_O + sum_h (beta W_V + b_V) W_O^h
     (attention weights of a row sum to 1, so the constant does not depend on them).
     """
     dtype = normed.dtype
-    value, output = ov.value.to(dtype), ov.output.to(dtype)  # [KV, d, dh], [H, dh, d]
+    # contiguous copies: the adapters' per-head views are strided, and bmm on them is ~20x slower
+    value, output = ov.value.to(dtype).contiguous(), ov.output.to(dtype).contiguous()  # [KV, d, dh], [H, dh, d]
     lin = normed if norm_bias is None else normed - norm_bias.to(dtype)  # x_j L   [T, d]
     kv_of_head = torch.tensor([adapter.kv_head(h) for h in range(adapter.n_heads)], device=value.device)
-    v = torch.einsum("td,kde->kte", lin, value)  # [KV, T, dh]
-    f = torch.einsum("hte,hed->htd", v[kv_of_head], output)  # [H, T, d]
+    v = torch.matmul(lin.unsqueeze(-3), value)  # [(B,) KV, T, dh]
+    f = torch.matmul(v.index_select(-3, kv_of_head), output)  # [(B,) H, T, d]
 
-    d = output.shape[-1]
-    const = torch.zeros(d, dtype=dtype, device=value.device)
-    bias_v = torch.zeros(value.shape[0], value.shape[2], dtype=dtype, device=value.device)  # [KV, dh]
+    bias_v = torch.zeros(value.shape[0], 1, value.shape[2], dtype=dtype, device=value.device)  # [KV, 1, dh]
     if ov.value_bias is not None:
-        bias_v = bias_v + ov.value_bias.to(dtype)
+        bias_v = bias_v + ov.value_bias.to(dtype)[:, None, :]
     if norm_bias is not None:
-        bias_v = bias_v + torch.einsum("d,kde->ke", norm_bias.to(dtype), value)
-    const = const + torch.einsum("he,hed->d", bias_v[kv_of_head], output)
+        bias_v = bias_v + torch.matmul(norm_bias.to(dtype), value)[:, None, :]  # beta W_V
+    const = torch.bmm(bias_v[kv_of_head], output).sum(0)[0]  # [d]  sum_h (beta W_V + b_V) W_O^h
     if ov.output_bias is not None:
         const = const + ov.output_bias.to(dtype)
     return f, const

@@ -313,39 +313,41 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
             degenerate_ffn=np.zeros((n_layers, n_tok), dtype=bool),
         ))
 
-    def on_block(cap: BlockCapture, b: int) -> None:
-        layer, n_tok, a = cap.layer, lengths[b], arrays[b]
+    def on_block(batch: BlockCapture) -> None:  # one block, every prompt of the batch: tensors [B, ...]
+        layer = batch.layer
+        f_all, _const = head_values(batch.normed.to(torch_dtype), adapter.ov_weights(layer),
+                                    adapter.input_norm_bias(layer), adapter)  # [B, H, T, d]
+        for b, (n_tok, a) in enumerate(zip(lengths, arrays)):
 
-        def take(t):  # this prompt's rows, in the precision of the importances
-            return None if t is None else t[:n_tok].to(torch_dtype)
+            def take(t, b=b, n_tok=n_tok):  # this prompt's rows, in the precision of the importances
+                return None if t is None else t[b, :n_tok].to(torch_dtype)
 
-        x_in, normed, x_out, ffn_out, x_mid = (take(t) for t in (cap.x_in, cap.normed, cap.x_out, cap.ffn_out,
-                                                                   cap.x_mid))
-        alpha = cap.alpha[:, :n_tok, :n_tok].to(torch_dtype)
-        f, _const = head_values(normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
-        scale = adapter.attention_post_scale(layer, take(cap.attn_raw))
-        on_cpu = alpha.device.type == "cpu"
-        # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
-        y = x_out if cap.parallel else x_mid
-        sub, res, degen, ffn_imp = attention_importance(
-            alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk_elements,
-            out=torch.from_numpy(a["attention"][layer]) if on_cpu else None, scale=scale,
-            extra=ffn_out if cap.parallel else None, prune=prune,
-        )
-        if not on_cpu:
-            a["attention"][layer] = sub.cpu().numpy()
-        a["attention_residual"][layer] = res.cpu().numpy()
-        a["degenerate_attention"][layer] = degen.cpu().numpy()
-        if cap.parallel:
-            f_imp, f_res, f_degen = ffn_imp, res, degen
-        else:
-            f_imp, f_res, f_degen = ffn_importance(y, ffn_out, x_out)
-        a["ffn"][layer] = f_imp.cpu().numpy()
-        a["ffn_residual"][layer] = f_res.cpu().numpy()
-        a["degenerate_ffn"][layer] = f_degen.cpu().numpy()
+            x_in, x_out, ffn_out, x_mid = (take(t) for t in (batch.x_in, batch.x_out, batch.ffn_out, batch.x_mid))
+            alpha = batch.alpha[b, :, :n_tok, :n_tok].to(torch_dtype)
+            f = f_all[b, :, :n_tok]
+            scale = adapter.attention_post_scale(layer, take(batch.attn_raw))
+            on_cpu = alpha.device.type == "cpu"
+            # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
+            y = x_out if batch.parallel else x_mid
+            sub, res, degen, ffn_imp = attention_importance(
+                alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk_elements,
+                out=torch.from_numpy(a["attention"][layer]) if on_cpu else None, scale=scale,
+                extra=ffn_out if batch.parallel else None, prune=prune,
+            )
+            if not on_cpu:
+                a["attention"][layer] = sub.cpu().numpy()
+            a["attention_residual"][layer] = res.cpu().numpy()
+            a["degenerate_attention"][layer] = degen.cpu().numpy()
+            if batch.parallel:
+                f_imp, f_res, f_degen = ffn_imp, res, degen
+            else:
+                f_imp, f_res, f_degen = ffn_importance(y, ffn_out, x_out)
+            a["ffn"][layer] = f_imp.cpu().numpy()
+            a["ffn_residual"][layer] = f_res.cpu().numpy()
+            a["degenerate_ffn"][layer] = f_degen.cpu().numpy()
 
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block)  # [B, T_max, V]
+    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, whole_batch=True)  # [B, T_max, V]
     meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "prune": prune,
             "precision": precision}
     return [
