@@ -1,0 +1,187 @@
+"""Figures (matplotlib Figure objects, no pyplot state) and the self-contained HTML report of an analysis.
+
+Writes files atomically; never computes importances. Heatmaps are layer x head, 0-based.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+@dataclass
+class Result:
+    """What an analysis returns: its rows, summary numbers, figures and the text explaining them."""
+
+    name: str
+    title: str
+    explanation: str
+    table: object  # pyarrow.Table of the raw rows
+    summary: dict = field(default_factory=dict)
+    figures: dict[str, tuple[Figure, str]] = field(default_factory=dict)  # name -> (figure, caption)
+    extra_tables: dict[str, object] = field(default_factory=dict)  # name -> pyarrow.Table
+
+    def write(self, out: Path) -> list[Path]:
+        """Write table.parquet (+ extra tables), each figure as PNG and SVG, summary.json and report.html."""
+        from ..cli import write_atomic
+        from .shards import write_parquet_atomic
+
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        write_parquet_atomic(self.table, out / f"{self.name}.parquet")
+        written.append(out / f"{self.name}.parquet")
+        for name, table in self.extra_tables.items():
+            assert name != self.name, "an extra table would overwrite the main table"
+            write_parquet_atomic(table, out / f"{name}.parquet")
+            written.append(out / f"{name}.parquet")
+        images = {}
+        for name, (fig, _caption) in self.figures.items():
+            png, svg = figure_bytes(fig, "png"), figure_bytes(fig, "svg")
+            write_atomic(out / f"{name}.png", png)
+            write_atomic(out / f"{name}.svg", svg)
+            written += [out / f"{name}.png", out / f"{name}.svg"]
+            images[name] = png
+        write_atomic(out / "summary.json", json.dumps(self.summary, indent=1, default=_json_default).encode())
+        write_atomic(out / "report.html", self.html(images).encode("utf-8"))
+        written += [out / "summary.json", out / "report.html"]
+        return written
+
+    def html(self, images: dict[str, bytes]) -> str:
+        parts = [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>{html.escape(self.title)}</title>",
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
+            "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 8px;font-size:90%}</style></head><body>",
+            f"<h1>{html.escape(self.title)}</h1>",
+            f"<p>{html.escape(self.explanation)}</p>",
+            "<h2>Summary</h2><table>",
+        ]
+        for key, value in self.summary.items():
+            text = json.dumps(value, default=_json_default) if not isinstance(value, str) else value
+            if len(text) > 400:
+                text = text[:400] + " ..."
+            parts.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(text)}</td></tr>")
+        parts.append("</table>")
+        for name, (_fig, caption) in self.figures.items():
+            data = base64.b64encode(images[name]).decode("ascii")
+            parts.append(f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' "
+                         f"src='data:image/png;base64,{data}'><p>{html.escape(caption)}</p>")
+        parts.append(f"<p><small>Raw numbers: {html.escape(self.name)}.parquet; figures also as PNG and SVG."
+                     "</small></p></body></html>")
+        return "\n".join(parts)
+
+
+def _plain(text: str) -> str:
+    """Text shown as is: a '$' in user data would otherwise start matplotlib's mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+    return buf.getvalue()
+
+
+def heatmaps(mats: list[np.ndarray], titles: list[str], cmap: list[str] | None = None,
+             marks: dict[str, np.ndarray] | None = None, suptitle: str = "", shared: bool = False) -> Figure:
+    """Layer x head heatmaps side by side ([L, H] each); `marks` outlines cells (colour -> [L, H] bool);
+    `shared`: one colour scale for all panels, so that they can be compared."""
+    n = len(mats)
+    n_layers, n_heads = mats[0].shape
+    fig = Figure(figsize=(2.2 + 0.32 * n_heads * n, 1.2 + 0.2 * n_layers))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for k, (ax, mat, title) in enumerate(zip(axes, mats, titles)):
+        cm = (cmap[k] if cmap else "viridis")
+        diverging = cm in ("RdBu_r", "coolwarm")
+        lim = float(np.nanmax(np.abs(np.stack(mats) if shared else mat))) or 1.0
+        im = ax.imshow(mat, aspect="auto", cmap=cm, origin="lower", interpolation="nearest",
+                       vmin=-lim if diverging else 0.0, vmax=lim)
+        ax.set_title(_plain(title), fontsize=9)
+        ax.set_xlabel("head")
+        if k == 0:
+            ax.set_ylabel("layer")
+        ax.set_xticks(range(n_heads))
+        ax.tick_params(labelsize=6)
+        if not shared or k == n - 1:
+            fig.colorbar(im, ax=ax, fraction=0.05)
+        for colour, mask in (marks or {}).items():
+            for layer, head in zip(*np.nonzero(mask)):
+                ax.add_patch(_rect(head, layer, colour))
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def _rect(x, y, colour):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor=colour, linewidth=2)
+
+
+def layer_lines(series: dict[str, np.ndarray], ylabel: str, title: str) -> Figure:
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    for name, values in series.items():
+        ax.plot(np.arange(len(values)), values, marker="o", ms=3, label=_plain(name))
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def scatter_by_label(points: np.ndarray, labels: list[str], title: str, max_classes: int = 12) -> Figure:
+    """2-D points coloured by label; the rarest labels beyond `max_classes` are grouped as 'other'."""
+    import collections
+
+    counts = collections.Counter(labels)
+    keep = {lab for lab, _ in counts.most_common(max_classes)}
+    labs = np.array([lab if lab in keep else "other" for lab in labels])
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.subplots()
+    for i, lab in enumerate(sorted(set(labs))):
+        sel = labs == lab
+        ax.scatter(points[sel, 0], points[sel, 1], s=6, label=_plain(f"{lab} ({int(sel.sum())})"), color=_colour(i))
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    return fig
+
+
+def _colour(i: int):
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](i % 20)
+
+
+def text_table(rows: list[list[str]], title: str) -> Figure:
+    """A figure that is a table of short strings (e.g. top tokens per singular vector)."""
+    widths = np.array([max(len(str(row[k])) for row in rows) for k in range(len(rows[0]))], dtype=float) + 2
+    fig = Figure(figsize=(min(1 + 0.075 * widths.sum(), 16), 0.6 + 0.25 * len(rows)))
+    ax = fig.subplots()
+    ax.axis("off")
+    cells = [[str(c).replace("$", r"\$") for c in row] for row in rows[1:]]  # '$' would start mathtext
+    tab = ax.table(cellText=cells, colLabels=rows[0], loc="center", cellLoc="left",
+                   colWidths=list(widths / widths.sum()))
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(7)
+    ax.set_title(title, fontsize=10)
+    return fig

@@ -1,0 +1,209 @@
+"""Analyses: numbers checked on hand-built cases, tiny models, and independent slow paths."""
+
+import types
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from models import tiny_gpt2, tiny_llama, word_tokenizer
+
+import flowroutes
+from flowroutes.analyses import compute
+from flowroutes.analyses.run import active_frequency, analyze, corpus_rows, knn_separability
+
+
+def _texts(n, length=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return [" ".join(f"w{v}" for v in rng.integers(0, 90, length - i % 3)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return flowroutes.load_model(tiny_llama(), tokenizer=word_tokenizer())
+
+
+def test_importance_vector_matches_a_loop(llama):
+    tr = flowroutes.trace(llama, "w1 w5 w9 w2 w7")
+    vec = compute.importance_vectors(tr)
+    n_layers, n_heads = tr.n_layers, tr.n_heads
+    for p in range(tr.n_tokens):
+        expected = [float(sum(tr.attention[layer, h, p, j] for j in range(p + 1)))
+                    for layer in range(n_layers) for h in range(n_heads)]
+        expected += [float(tr.ffn[layer, p]) for layer in range(n_layers)]
+        np.testing.assert_allclose(vec[p], expected, rtol=1e-5, atol=1e-7)
+    assert compute.vector_names(n_layers, n_heads)[n_heads + 1] == "L1H1"
+
+
+def test_head_shares_by_hand():
+    att = np.zeros((1, 1, 4, 4))
+    att[0, 0, 1, :2] = [0.6, 0.2]  # p=1: 0.6 of 0.8 on the previous token (j = 0)
+    att[0, 0, 2, :3] = [0.1, 0.1, 0.2]  # p=2: later subword of word (1, 2): same-word share 0.1/0.4
+    att[0, 0, 3, :4] = [0.0, 0.3, 0.1, 0.0]
+    tr = types.SimpleNamespace(attention=att)
+    s = compute.head_shares(tr, [0, 1, 1, 2])
+    np.testing.assert_allclose(s["total"][0, 0], [0, 0.8, 0.4, 0.4], atol=1e-7)
+    np.testing.assert_allclose(s["previous"][0, 0, 1:], [0.75, 0.25, 0.25], atol=1e-6)
+    assert np.isnan(s["previous"][0, 0, 0]) and np.isnan(s["same_word"][0, 0, [0, 1, 3]]).all()
+    assert s["same_word"][0, 0, 2] == pytest.approx(0.25)
+
+
+def test_head_roles_by_hand():
+    # 10 cases, 2 heads: head 0 has share 0.9 in 7 cases (70%: a previous-token head), head 1 in 6 only
+    prev = np.full((10, 1, 2), 0.1)
+    prev[:7, 0, 0] = 0.9
+    prev[:6, 0, 1] = 0.9
+    prev[9, 0, 0] = np.nan
+    same = np.array([[[0.8, 0.9]], [[0.7, 0.9]], [[0.1, 0.6]]])  # head 1: all later subwords > 0.5
+    first = np.array([[[0.0, 1e-5]], [[0.0, 0.0]], [[0.0, 0.3]], [[0.2, 1e-6]]])  # head 1 quiet in 3/4
+    r = compute.head_roles(prev, same, first)
+    np.testing.assert_allclose(r["previous_frequency"], [[0.7, 0.6]])
+    np.testing.assert_allclose(r["merging_frequency"], [[2 / 3, 1.0]])
+    np.testing.assert_allclose(r["first_quiet_frequency"], [[0.75, 0.75]])
+    assert r["previous_token"].tolist() == [[True, False]]
+    assert r["subword_merging"].tolist() == [[False, True]]
+
+
+def test_token_words_and_untouched():
+    text = "When Mary, 1732 x"
+    offsets = [(0, 4), (4, 9), (9, 10), (10, 11), (11, 12), (12, 13), (13, 15), (15, 16), (16, 17)]
+    # tokens: When | ' Mary' | ',' | ' ' | '1' | '7' | '32' | ' ' | 'x'
+    words = compute.token_words(offsets, text, compute.word_spans(text))
+    assert words == [0, 1, 2, 3, 3, 3, 3, 4, 4]
+    tr = types.SimpleNamespace(attention_residual=np.array([[0.99, 0.5], [0.995, 0.99]]),
+                               ffn=np.array([[0.01, 0.0], [0.03, 0.0]]))
+    np.testing.assert_allclose(compute.untouched_layers(tr), [0.5, 0.5])
+
+
+def test_active_frequency_and_knn():
+    f = active_frequency([[0, 3], [3], []], 2, 2)
+    np.testing.assert_allclose(f, [[1 / 3, 0], [0, 2 / 3]])
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.1, (30, 3)), rng.normal(5, 0.1, (10, 3))])
+    out = knn_separability(x, ["a"] * 30 + ["b"] * 10)
+    assert out["knn_accuracy"] == 1.0 and out["majority_baseline"] == 0.75
+
+
+def _force_previous_token(monkeypatch, forced: dict[int, list[int]]):
+    """Make heads forced[layer] of a Llama attend only to the previous token (position 0 to itself)."""
+    from transformers.models.llama import modeling_llama
+
+    original = modeling_llama.eager_attention_forward
+
+    def forced_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        _out, weights = original(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+        heads = forced.get(module.layer_idx, [])
+        if heads:
+            n = weights.shape[-1]
+            prev = torch.zeros(n, n, dtype=weights.dtype)
+            prev[torch.arange(n), (torch.arange(n) - 1).clamp(min=0)] = 1.0
+            weights = weights.clone()
+            weights[:, heads] = prev
+        values = modeling_llama.repeat_kv(value, module.num_key_value_groups)
+        return torch.matmul(weights, values).transpose(1, 2).contiguous(), weights
+
+    monkeypatch.setattr(modeling_llama, "eager_attention_forward", forced_attention)
+
+
+def test_forced_previous_token_heads_are_found(monkeypatch, tmp_path):
+    forced = {0: [1], 1: [0, 3]}
+    _force_previous_token(monkeypatch, forced)
+    loaded = flowroutes.load_model(tiny_llama(seed=1), tokenizer=word_tokenizer())
+    tr = flowroutes.trace(loaded, "w1 w2 w3 w4 w5 w6")
+    assert np.allclose(tr.attention[0, 1, 3, [0, 1, 3]], 0) and tr.attention[0, 1, 3, 2] > 0
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(_texts(12, 14)))
+    result = analyze("head-roles", loaded, data=[str(data)], spacy=False, progress=False, out=tmp_path / "o")
+    assert pq.read_table(tmp_path / "o" / "head_roles.parquet").num_rows == result.table.num_rows
+    assert pq.read_table(tmp_path / "o" / "head_roles_per_head.parquet").num_rows == loaded.n_layers * loaded.n_heads
+    found = {(int(a), int(b)) for a, b in result.summary["previous_token_heads [layer, head]"]}
+    assert found == {(0, 1), (1, 0), (1, 3)}
+    roles = result.extra_tables["head_roles_per_head"].to_pydict()
+    freq = dict(zip(zip(roles["layer"], roles["head"]), roles["previous_frequency"]))
+    assert min(freq[(0, 1)], freq[(1, 0)], freq[(1, 3)]) >= 0.7 > max(v for k, v in freq.items() if k not in found)
+    # wherever a forced head has any influence, all of it is on the previous token
+    prev = np.array(result.table.column("previous").to_pylist(), dtype=float)  # [N, L*H]
+    pos = np.array(result.table.column("position").to_pylist())
+    for flat in (1, loaded.n_heads + 0, loaded.n_heads + 3):
+        vals = prev[pos > 0, flat]
+        assert np.allclose(vals[~np.isnan(vals)], 1.0, atol=1e-5) and (~np.isnan(vals)).mean() >= 0.7
+
+
+def test_corpus_rows_labels_and_batching(llama):
+    texts = ["w1 w2 w3", "w4 w5 w6 w7 w8"]
+    tok = llama.tokenizer
+    items = []
+    for i, t in enumerate(texts):
+        enc = tok(t, return_offsets_mapping=True)
+        items.append({"doc": i, "domain": "d", "text": t, "ids": enc["input_ids"], "offsets": enc["offset_mapping"]})
+    table = corpus_rows(llama, items, batch_size=2, use_spacy=False, routes_tau=0.01, shares=True)
+    rows = table.to_pydict()
+    assert rows["position"] == [0, 1, 2, 0, 1, 2, 3, 4]
+    assert rows["next_token"][:3] == ["w2", "w3", ""] and rows["word"][4] == "w5"
+    assert set(rows["subword"]) == {"first"}
+    alone = flowroutes.trace(llama, "w4 w5 w6 w7 w8")
+    np.testing.assert_allclose(rows["vector"][5], compute.importance_vectors(alone)[2], rtol=1e-5, atol=1e-6)
+    act = compute.active_heads_matrix(alone.routes(0.01, position=4), llama.n_layers, llama.n_heads)
+    assert rows["active"][7] == np.flatnonzero(act.ravel()).tolist()
+
+
+def test_task_heads_table_and_report(tmp_path):
+    loaded = flowroutes.load_model(tiny_gpt2(), tokenizer=word_tokenizer())
+    result = analyze("task-heads", loaded, out=tmp_path, n=4, task="ioi", shard_size=3, progress=False)
+    table = pq.read_table(tmp_path / "task_heads.parquet").to_pydict()
+    assert table["variant"] == ["task"] * 3 + ["contrastive"] * 3 + ["task"] + ["contrastive"]
+    assert table["example"] == [0, 1, 2, 0, 1, 2, 3, 3]
+    # the frequency table equals a direct recount from the routes of each prompt
+    ex = flowroutes.analyses.ioi(4)
+    direct = np.zeros((loaded.n_layers, loaded.n_heads))
+    for e in ex:
+        for layer, head in flowroutes.trace(loaded, e.prompt).routes(0.04).active_heads:
+            direct[layer, head] += 0.25
+    freq = result.extra_tables["task_heads_frequency"].to_pydict()
+    np.testing.assert_allclose(np.array(freq["task"]).reshape(direct.shape), direct)
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and (tmp_path / "task-heads.svg").exists()
+
+
+def test_svd_rows_match_numpy(llama):
+    result = analyze("svd", llama, progress=False, svd_vectors=2, svd_tokens=3, heads=[(1, 2)])
+    rows = result.table.to_pydict()
+    ov = llama.adapter.ov_weights(1)
+    w = (ov.value[llama.adapter.kv_head(2)] @ ov.output[2]).double().numpy()
+    _u, s, vt = np.linalg.svd(w)
+    sel = [i for i in range(len(rows["layer"])) if rows["layer"][i] == 1 and rows["head"][i] == 2]
+    assert [rows["vector"][i] for i in sel] == [0, 0, 0, 1, 1, 1]
+    assert rows["singular_value"][sel[0]] == pytest.approx(s[0], rel=1e-4)
+    w_u = llama.model.get_output_embeddings().weight.double().numpy()
+    for k in range(2):
+        scores = vt[k] @ w_u.T
+        scores = scores if scores.max() >= -scores.min() else -scores
+        got = [rows["token_id"][i] for i in sel if rows["vector"][i] == k]
+        assert got == np.argsort(-scores)[:3].tolist()
+    assert len(rows["layer"]) == llama.n_layers * llama.n_heads * 2 * 3
+
+
+@pytest.mark.slow
+def test_smollm2_labels_and_task_probabilities(smollm2, tmp_path):
+    data = tmp_path / "s.txt"
+    data.write_text("When Mary and John went to the store, John gave a drink to Mary.\n")
+    result = analyze("vectors", smollm2, data=[str(data)], progress=False, tsne_max=0)
+    rows = result.table.to_pydict()
+    by_token = dict(zip(rows["token"], zip(rows["pos_in"], rows["pos_next"], rows["word"], rows["subword"])))
+    assert by_token[" Mary"][0] == "PROPN" and by_token["When"][1] == "PROPN"
+    assert by_token[" store"][:3] == ("NOUN", "PUNCT", "store") and by_token[" drink"][1] == "ADP"
+    assert rows["pos_next"][-1] == "" and set(rows["subword"]) == {"first"}
+    assert len(rows["vector"][0]) == 30 * 9 + 30
+    task = analyze("task-heads", smollm2, task="ioi", n=2, progress=False)
+    t = task.table.to_pydict()
+    ex = flowroutes.analyses.ioi(2)[0]
+    ids = smollm2.tokenizer(ex.prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        probs = torch.softmax(smollm2.model(input_ids=ids).logits[0, -1].float(), -1)
+    p_io = float(probs[smollm2.tokenizer(ex.answer, add_special_tokens=False)["input_ids"][0]])
+    p_s = float(probs[smollm2.tokenizer(ex.wrong, add_special_tokens=False)["input_ids"][0]])
+    fiftieth = float(probs.topk(50).values[-1])
+    in_top = p_s >= fiftieth  # probabilities are read from the top-50 next tokens; outside them they count as 0
+    assert t["p_answer"][0] == pytest.approx(p_io, abs=1e-4)
+    assert t["metric"][0] == pytest.approx(p_io - (p_s if in_top else 0.0), abs=1e-4)
+    assert abs(t["metric"][0] - (p_io - p_s)) <= fiftieth + 1e-4

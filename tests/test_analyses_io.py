@@ -1,0 +1,173 @@
+"""Analyses: data input, bad input, the CLI, and resumable shards (kill -9 mid-run, rerun, same table)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from models import tiny_llama, word_tokenizer
+
+import flowroutes
+from flowroutes import FlowroutesError
+from flowroutes.analyses.data import SAMPLES, read_texts, tokenize_texts
+from flowroutes.analyses.run import analyze
+
+
+def _texts(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [" ".join(f"w{v}" for v in rng.integers(0, 90, 6 + i % 5)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return flowroutes.load_model(tiny_llama(), tokenizer=word_tokenizer())
+
+
+def test_read_txt_jsonl_parquet(tmp_path):
+    texts = ["w1 w2", "w3 w4 w5"]
+    (tmp_path / "a.txt").write_text("w1 w2\n\n  w3 w4 w5  \n")
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in texts) + "\n")
+    pq.write_table(pa.table({"body": texts}), tmp_path / "a.parquet")
+    assert read_texts(tmp_path / "a.txt") == texts
+    assert read_texts(tmp_path / "a.jsonl", field="body") == texts
+    assert read_texts(tmp_path / "a.parquet", field="body", limit=1) == texts[:1]
+
+
+def test_shipped_samples_are_there():
+    sizes = {name: len(read_texts(f"sample:{name}")) for name in SAMPLES}
+    assert min(sizes.values()) >= 90 and sizes["addition"] == 300
+    assert "\n" in read_texts("sample:code")[0]
+    for op, name in ((1, "addition"), (-1, "subtraction")):
+        for line in read_texts(f"sample:{name}")[4::5]:  # the "A + B = C" / "A - B = C" lines
+            a, _sign, b, _eq, c = line.split()
+            assert int(a) + op * int(b) == int(c) >= 0
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"", "holds no text"),
+    (b"\n  \n", "holds no text"),
+    (b"caf\xe9 au lait\n", "not UTF-8"),
+])
+def test_bad_files(tmp_path, content, match):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(FlowroutesError, match=match):
+        read_texts(path)
+
+
+def test_bad_sources(tmp_path, monkeypatch):
+    with pytest.raises(FlowroutesError, match="does not exist"):
+        read_texts(tmp_path / "missing.txt")
+    with pytest.raises(FlowroutesError, match="is a folder"):
+        read_texts(tmp_path)
+    (tmp_path / "x.jsonl").write_text('{"text": "w1"}\nnot json\n')
+    with pytest.raises(FlowroutesError, match="line 2 is not valid JSON"):
+        read_texts(tmp_path / "x.jsonl")
+    (tmp_path / "x.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(FlowroutesError, match="Parquet"):
+        read_texts(tmp_path / "x.parquet")
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "datasets", None)  # as if not installed
+        with pytest.raises(FlowroutesError, match="needs the `datasets` package"):
+            read_texts("hf:allenai/c4:validation")
+    with pytest.raises(FlowroutesError, match="unknown sample"):
+        read_texts("sample:klingon")
+    with pytest.raises(FlowroutesError, match="unknown analysis 'nope'"):
+        analyze("nope", model=object())
+
+
+def test_long_lines_skip_or_truncate():
+    tok = word_tokenizer()
+    texts = ["w1 w2 w3", "w1 w2 w3 w4 w5 w6", "w7"]
+    skip = tokenize_texts(tok, texts, max_tokens=4, long="skip")
+    assert skip.texts == ["w1 w2 w3"] and skip.skipped == 2 and skip.truncated == 0
+    trunc = tokenize_texts(tok, texts, max_tokens=4, long="truncate")
+    assert [len(i) for i in trunc.ids] == [3, 4] and trunc.truncated == 1 and trunc.skipped == 1
+    with pytest.raises(FlowroutesError, match="no usable text"):
+        tokenize_texts(tok, ["w1 w2 w3 w4 w5"], max_tokens=3)
+
+
+def test_sharded_equals_in_memory_and_counts_skips(llama, tmp_path):
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(_texts(9) + ["w1 " * 40]))
+    mem = analyze("vectors", llama, data=[str(data)], spacy=False, progress=False, max_tokens=30)
+    assert set(mem.figures) == {"tsne-pos_in", "tsne-pos_next", "tsne-subword"}
+    analyze("vectors", llama, data=[str(data)], out=tmp_path / "o", spacy=False, progress=False,
+            shard_size=4, batch_size=3, max_tokens=30, tsne_max=0)
+    assert mem.summary["skipped_long_or_short"] == 1 and mem.summary["texts"] == 9
+    assert len(list((tmp_path / "o" / "shards").glob("shard-*.parquet"))) == 3
+    a, b = mem.table.to_pydict(), pq.read_table(tmp_path / "o" / "vectors.parquet").to_pydict()
+    assert a["doc"] == b["doc"] and a["token"] == b["token"]
+    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), rtol=1e-5, atol=1e-6)
+    # a second run with other data refuses to mix shards
+    data.write_text("\n".join(_texts(5, seed=3)))
+    with pytest.raises(FlowroutesError, match="different run"):
+        analyze("vectors", llama, data=[str(data)], out=tmp_path / "o", spacy=False, progress=False, shard_size=4,
+                tsne_max=0)
+
+
+def _cli(args, **kw):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.Popen([sys.executable, "-m", "flowroutes", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_bad_input(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    p = _cli(["analyze", "vectors", "--data", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o")])
+    _out, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and err.strip().count("\n") == 0 and "holds no text" in err
+    p = _cli(["analyze", "sideways", "--out", str(tmp_path / "o")])
+    _out, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "unknown analysis 'sideways'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_kill_9_then_resume_gives_every_row_once(tiny_folder, tmp_path):
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(_texts(80)))
+    ref = analyze("bottom-to-top", str(tiny_folder), data=[str(data)], spacy=False, progress=False, shard_size=2,
+                  out=tmp_path / "ref")
+    shards = tmp_path / "cut" / "shards"
+    run = _cli(["analyze", "bottom-to-top", "--model", str(tiny_folder), "--data", str(data), "--no-spacy",
+                "--shard-size", "2", "--no-progress", "--out", str(tmp_path / "cut")])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("shard-*.parquet"))) < 3:
+        time.sleep(0.005)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    n_before = len(list(shards.glob("shard-*.parquet")))
+    assert 3 <= n_before < 40, "the run must be killed mid-way"
+    assert not (tmp_path / "cut" / "bottom_to_top.parquet").exists()
+    again = analyze("bottom-to-top", str(tiny_folder), data=[str(data)], spacy=False, progress=False, shard_size=2,
+                    out=tmp_path / "cut")
+    a = ref.table.to_pydict()
+    b = pq.read_table(tmp_path / "cut" / "bottom_to_top.parquet").to_pydict()
+    assert again.table.num_rows == len(b["doc"]) == len(a["doc"]) == sum(len(t.split()) for t in _texts(80))
+    assert len(set(zip(b["doc"], b["position"]))) == len(b["doc"])
+    assert a.keys() == b.keys()
+    assert a.pop("active") == b.pop("active")  # ragged lists of active heads
+    for key in a:
+        kind = object if isinstance(a[key][0], str) else None
+        np.testing.assert_array_equal(np.array(a[key], dtype=kind), np.array(b[key], dtype=kind))
+    assert (tmp_path / "cut" / "report.html").stat().st_size > 1000
+
+
+@pytest.mark.slow  # starts a Ray cluster (~30-60 s on 2 cores); no SmolLM2
+def test_ray_local_two_workers_give_the_same_table(tiny_folder, tmp_path):
+    pytest.importorskip("ray")
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(_texts(10)))
+    kw = dict(data=[str(data)], spacy=False, progress=False, shard_size=3)
+    single = analyze("vectors", str(tiny_folder), out=tmp_path / "one", **kw)
+    spread = analyze("vectors", str(tiny_folder), out=tmp_path / "ray", ray="local:2", **kw)
+    assert len(list((tmp_path / "ray" / "shards").glob("shard-*.parquet"))) == 4
+    a, b = single.table.to_pydict(), spread.table.to_pydict()
+    assert a["doc"] == b["doc"] and a["token"] == b["token"] and a["position"] == b["position"]
+    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), rtol=1e-5, atol=1e-6)
