@@ -225,13 +225,17 @@ def trace(
         else:
             texts = list(prompt)
             id_lists = [_check_ids(loaded, tokenize(loaded, t, add_special_tokens)) for t in texts]
-        out: list[Trace] = []
+        # batches of similar lengths waste little on padding; results come back in the caller's order
+        order = sorted(range(len(texts)), key=lambda i: int(id_lists[i].numel()))
+        out: list[Trace | None] = [None] * len(texts)
         bar = _progress(len(texts), progress)
-        for start in range(0, len(texts), batch_size):
-            chunk = slice(start, start + batch_size)
-            out += _trace_batch(loaded, texts[chunk], id_lists[chunk], top_k, kernel, chunk_elements, precision,
-                                prune)
-            bar.update(len(texts[chunk]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            traces = _trace_batch(loaded, [texts[i] for i in chunk], [id_lists[i] for i in chunk], top_k, kernel,
+                                  chunk_elements, precision, prune)
+            for i, tr in zip(chunk, traces):
+                out[i] = tr
+            bar.update(len(chunk))
         bar.close()
         return out
     if input_ids is not None:
