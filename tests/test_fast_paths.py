@@ -101,3 +101,13 @@ def test_pruned_importances_stay_within_the_tolerance(tiny, tolerance):
 def test_prune_must_be_a_tolerance(tiny):
     with pytest.raises(flowroutes.FlowroutesError, match="prune"):
         flowroutes.trace(tiny, input_ids=[1, 2, 3], prune=1.5)
+
+
+def test_the_kernel_leaves_torch_threads_alone(tiny):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        flowroutes.trace(tiny, input_ids=[1, 2, 3, 4, 5])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -138,14 +138,23 @@ def attention_proximities(
         return result if out is None else out.copy_(result)
     if kernel != "numba":
         raise ValueError(f"kernel must be 'auto', 'numba' or 'torch', got {kernel!r}")
+    import numba
+
     from .kernels import sub_edge_proximities
 
     def np32(t: torch.Tensor):
         return t.detach().float().cpu().numpy()
 
     target = None if out is None or out.device.type != "cpu" else out.numpy()
-    result = sub_edge_proximities(np32(alpha), np32(f), np32(y), rows.cpu().numpy(), target,
-                                  None if scale is None else np32(scale))
+    # numba's OpenMP layer shares the process's OpenMP state with torch: use torch's thread count and give it
+    # back afterwards (without this, torch set to 1 thread runs on 2 after the kernel and oversubscribes)
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        result = sub_edge_proximities(np32(alpha), np32(f), np32(y), rows.cpu().numpy(), target,
+                                      None if scale is None else np32(scale))
+    finally:
+        torch.set_num_threads(threads)
     if out is not None and target is None:
         return out.copy_(torch.from_numpy(result))
     return out if out is not None else torch.from_numpy(result).to(f.device)
