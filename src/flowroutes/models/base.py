@@ -72,7 +72,7 @@ class Adapter:
     mid_input_name: str | None = "post_attention_layernorm"
     ffn_name: str | None = "mlp"
     value_name = "v_proj"  # inside the attention module
-    output_name = "o_proj"
+    output_name = "o_proj"  # inside the attention module: its input is the heads' outputs side by side
     final_norm_path = "model.norm"  # between the last block and the unembedding
     down_projection_name: str | None = "mlp.down_proj"  # inside the block: its input is the FFN's neurons
 
@@ -162,6 +162,10 @@ class Adapter:
             raise FlowroutesError(f"{self.family} has no single FFN down projection (mixture of experts?)")
         module = _get(self.layers[layer], self.down_projection_name)
         return module, (module.weight.T if isinstance(module, nn.Linear) else module.weight)
+
+    def output_projection(self, layer: int) -> nn.Module:
+        """The module of block `layer` whose input is the concatenated per-head outputs [B, T, H*dh]."""
+        return _get(self.attention_module(layer), self.output_name)
 
     def attention_module(self, layer: int) -> nn.Module:
         return _get(self.layers[layer], self.attention_name)

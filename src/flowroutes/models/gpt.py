@@ -20,6 +20,8 @@ def _fused_per_head(weight, bias, n_heads: int, head_dim: int, part: int, parts:
 class FusedPerHeadAdapter(Adapter):
     """Families whose attention has one fused `query_key_value` laid out [q|k|v] per head and a `dense` output."""
 
+    output_name = "dense"
+
     def ov_weights(self, layer: int) -> OVWeights:
         attn = self.attention_module(layer)
         w, b = _fused_per_head(attn.query_key_value.weight, attn.query_key_value.bias, self.n_heads,
@@ -39,6 +41,7 @@ class GPT2Adapter(Adapter):
     input_norm_name = "ln_1"
     attention_name = "attn"
     mid_input_name = "ln_2"
+    output_name = "c_proj"
 
     def ov_weights(self, layer: int) -> OVWeights:
         attn = self.attention_module(layer)
@@ -146,6 +149,7 @@ class FalconAdapter(Adapter):
 
     model_types = ("falcon",)
     family = "Falcon"
+    output_name = "dense"
     final_norm_path = "transformer.ln_f"
     down_projection_name = "mlp.dense_4h_to_h"
     layers_path = "transformer.h"

@@ -1,0 +1,29 @@
+"""Causal checks of the routes: head-level activation patching, an ACDC-style pruning run, head ablations,
+and their comparison with route activation frequencies (`compare_patching`).
+
+Public API only; the work happens in core (interventions), methods (baselines) and compare (report).
+"""
+
+from .compare import active_masks, compare_patching, spearman, top_k, top_k_overlap
+from .core import TaskBatch, intervene, metric_from_logits, output_projection, prepare, run_metric
+from .methods import Patching, Pruning, ablated_metric, ablation_values, acdc_prune, head_patching
+
+__all__ = [
+    "Patching",
+    "Pruning",
+    "TaskBatch",
+    "ablated_metric",
+    "ablation_values",
+    "acdc_prune",
+    "active_masks",
+    "compare_patching",
+    "head_patching",
+    "intervene",
+    "metric_from_logits",
+    "output_projection",
+    "prepare",
+    "run_metric",
+    "spearman",
+    "top_k",
+    "top_k_overlap",
+]

@@ -1,0 +1,100 @@
+"""The `flowroutes compare-patching` subcommand: routes versus activation patching on IOI or greater-than.
+
+Imports lightly (the model and torch load inside the handler); bad input raises FlowroutesError for cli.main.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare-patching",
+        help="compare routes with head patching and an ACDC-style run; write figures, numbers and a report",
+        description="Trace the task examples and their contrastive versions, run head-level activation patching "
+        "and an ACDC-style pruning over heads on the same examples, and report rank agreement, top-k overlap, "
+        "faithfulness curves (ablating heads outside the routes / the top-k heads / k random heads) and timings. "
+        "Stops with an error when the model cannot do the task (accuracy near chance) unless --force.",
+        epilog="example: flowroutes compare-patching --task ioi --n 32 --out ioi-patching/",
+    )
+    p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "greater-than-00"],
+                   help="the task (greater-than contrasts with YY=01, greater-than-00 with YY=00)")
+    p.add_argument("--model", default=None, metavar="M",
+                   help="hub id (local cache), model folder or .gguf; default: the embedded SmolLM2-135M-Instruct")
+    p.add_argument("--out", default="flowroutes-patching", metavar="DIR",
+                   help="output folder: patching*.parquet, summary.json, figures (PNG, SVG), report.html")
+    p.add_argument("--n", type=int, default=32, help="number of generated examples (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generators and of the random heads")
+    p.add_argument("--threshold", type=float, default=0.04, metavar="T",
+                   help="tau of the routes for the activation frequencies (default 0.04)")
+    p.add_argument("--thresholds", default="0.01,0.02,0.04,0.08,0.16", metavar="T,...",
+                   help="taus of the faithfulness curve over the threshold")
+    p.add_argument("--ablation", default="mean", choices=["mean", "zero", "patch"],
+                   help="what an ablated head outputs: its data-set mean (default), zeros, or its contrastive output")
+    p.add_argument("--acdc-threshold", type=float, default=0.05, metavar="A",
+                   help="ACDC-style run: remove a head when the metric moves by less than A x the clean - "
+                        "contrastive gap (default 0.05)")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
+    p.add_argument("--min-accuracy", type=float, default=0.6, metavar="A",
+                   help="stop when the answer beats the distractor in fewer than this share of examples (default 0.6)")
+    p.add_argument("--force", action="store_true", help="compare even when the model cannot do the task")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    p.set_defaults(func=cmd_compare_patching)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    from ..errors import FlowroutesError
+
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise FlowroutesError(f"--thresholds must be comma-separated numbers, e.g. 0.02,0.04, not {text!r}") from None
+    if not values:
+        raise FlowroutesError("--thresholds is empty: give at least one tau, e.g. 0.04")
+    return values
+
+
+def cmd_compare_patching(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..errors import FlowroutesError
+
+    if args.n < 1:
+        raise FlowroutesError(f"--n must be at least 1, got {args.n}")
+    if args.batch_size < 1:
+        raise FlowroutesError(f"--batch-size must be at least 1, got {args.batch_size}")
+    thresholds = _floats(args.thresholds)
+    for t in (args.threshold, *thresholds):
+        if not 0.0 < t < 1.0:
+            raise FlowroutesError(f"route thresholds must be in (0, 1), got {t}: try 0.04 (the paper's default)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
+
+    from ..cli import quiet_transformers
+    from ..models import load_model
+    from .compare import compare_patching
+
+    quiet_transformers()
+    if sys.stderr.isatty():
+        print(f"loading {args.model or 'the default model (SmolLM2-135M-Instruct)'}...", file=sys.stderr)
+    model = load_model(args.model)
+    result = compare_patching(model, args.task, n=args.n, seed=args.seed, tau=args.threshold, thresholds=thresholds,
+                              ablation=args.ablation, acdc_threshold=args.acdc_threshold, batch_size=args.batch_size,
+                              min_accuracy=args.min_accuracy, force=args.force, progress=not args.no_progress)
+    s = result.summary
+    if "warning" in s:
+        print(s["warning"])
+    acc = s["accuracy (answer beats distractor)"]
+    print(f"{s['task']} on {s['model']}: {s['examples']} examples, accuracy {acc:.0%}, "
+          f"mean metric {s['mean_metric_clean']:.3f} (contrastive {s['mean_metric_contrastive']:.3f})")
+    for key, value in s.items():
+        if key.startswith(("spearman", "top-", "ACDC", "share of ACDC")):
+            print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
+    print(f"  timings (s): {s['timings_s']}")
+    written = result.write(out)
+    print(f"wrote {len(written)} files to {out} (open {out / 'report.html'})")
+    return 0
