@@ -73,7 +73,9 @@ def _recording_attention(module, query, key, value, attention_mask, **kwargs):
     the output with sdpa, or with the family's eager function where sdpa cannot (soft-capping)."""
     store = _recorded.get()
     if store is not None:
-        store[module] = (query.detach(), key.detach(), value.detach(), attention_mask, kwargs)
+        # the value vectors are not needed to recompute weights: an empty [B, KV, T, 0] stands in for them
+        empty_value = value.new_empty((*value.shape[:-1], 0))
+        store[module] = (query.detach(), key.detach(), empty_value, attention_mask, kwargs)
     if kwargs.get("softcap") is not None:
         out, _ = _eager_function(module)(module, query, key, value, attention_mask, **kwargs)
         return out, None
@@ -197,9 +199,9 @@ def run_with_capture(
                     "(float16 overflow?); load it in float32 or bfloat16"
                 )
             call = state.pop("call", None) if keep_attention_call else None
-            inputs = recorded.get(adapter.attention_module(layer)) if record else None
+            inputs = recorded.pop(adapter.attention_module(layer), None) if record else None
             if inputs is not None:
-                call = ("record", inputs)
+                call = ("record", inputs)  # replaces (args, kwargs), which would keep the module's input alive
             x_mid = state.pop("x_mid", None)
             if "ffn_out" not in state:  # the FFN adds the residual itself (BLOOM): derive its update
                 state["ffn_out"] = x_out - x_mid

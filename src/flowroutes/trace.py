@@ -137,7 +137,11 @@ class LazyTrace(_TraceBase):
         if missing:
             acts = self.activations
             adapter = self.loaded.adapter
-            f, _ = head_values(acts["normed"][layer], adapter.ov_weights(layer), adapter.input_norm_bias(layer),
+            normed = acts["normed"][layer]
+            if normed is None:  # not kept: the block's input norm gives it again, bit for bit
+                with torch.no_grad():
+                    normed = adapter.block_modules(layer).input_norm(acts["x_in"][layer][None])[0].float()
+            f, _ = head_values(normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer),
                                adapter)
             rows = torch.tensor(missing, device=f.device)
             alpha = attention_rows(self.loaded, layer, acts["call"][layer], rows)  # [H, R, T]
@@ -380,7 +384,10 @@ def _trace_lazy(loaded, prompt, ids, top_k, kernel, prune=0.0) -> LazyTrace | Tr
         # keep what the attention rows need later; drop the weights now
         acts["x_in"].append(cap.x_in)
         acts["x_mid"].append(cap.x_mid)
-        acts["normed"].append(cap.normed)
+        recorded = cap.attention_call is not None and cap.attention_call[0] == "record"
+        # with recorded attention inputs, the normed states are recomputed on demand (one [T, d] less per layer)
+        has_norm = adapter.block_modules(cap.layer).input_norm is not None
+        acts["normed"].append(None if recorded and has_norm else cap.normed)
         acts["call"].append(cap.attention_call)
         acts["scale"].append(adapter.attention_post_scale(cap.layer, cap.attn_raw))
         f_imp, f_res, f_degen = ffn_importance(cap.x_mid, cap.ffn_out, cap.x_out)
