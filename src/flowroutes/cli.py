@@ -98,6 +98,24 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
+def out_folder(path: str) -> Path:
+    """The --out folder, refused (before any slow work) when it exists and is not a folder."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
+    return out
+
+
+def load_for_command(model: str | None):
+    """Load --model (None: the default) quietly, saying so when a person is watching."""
+    from .models import load_model
+
+    quiet_transformers()
+    if sys.stderr.isatty():
+        print(f"loading {model or 'the default model (SmolLM2-135M-Instruct)'}...", file=sys.stderr)
+    return load_model(model)
+
+
 def _validate_threshold(name: str, value: float | None) -> None:
     if value is not None and not 0.0 < value < 1.0:
         raise FlowroutesError(f"{name} must be in (0, 1), got {value}: try 0.04 (the paper's default)")
@@ -110,18 +128,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
     _validate_threshold("--threshold", args.threshold)
     _validate_threshold("--attention-threshold", args.attention_threshold)
     _validate_threshold("--ffn-threshold", args.ffn_threshold)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
+    out = out_folder(args.out)
 
     from .figures import render_routes
-    from .models import load_model
     from .trace import trace
 
-    quiet_transformers()
-    if sys.stderr.isatty():
-        print(f"loading {args.model or 'the default model (SmolLM2-135M-Instruct)'}...", file=sys.stderr)
-    model = load_model(args.model)
+    model = load_for_command(args.model)
     tr = trace(model, args.prompt, add_special_tokens=False if args.no_special_tokens else None)
     routes = tr.routes(
         args.threshold,

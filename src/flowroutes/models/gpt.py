@@ -56,19 +56,15 @@ class GPT2Adapter(Adapter):
         )
 
 
-class GPTNeoAdapter(Adapter):
-    """GPT-Neo: global and local (windowed) attention layers, unscaled scores; q/k/v without bias."""
+class GPTNeoAdapter(GPT2Adapter):
+    """GPT-Neo: GPT-2's block layout with global and local (windowed) attention layers, unscaled scores and
+    separate q/k/v projections without bias."""
 
     model_types = ("gpt_neo",)
     family = "GPT-Neo"
-    final_norm_path = "transformer.ln_f"
-    down_projection_name = "mlp.c_proj"
-    layers_path = "transformer.h"
-    input_norm_name = "ln_1"
-    attention_name = "attn"
-    mid_input_name = "ln_2"
     value_name = "attention.v_proj"
     output_name = "attention.out_proj"
+    ov_weights = Adapter.ov_weights  # separate projections, not GPT-2's fused Conv1D
 
 
 class GPTJAdapter(Adapter):

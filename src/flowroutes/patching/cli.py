@@ -57,8 +57,6 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def cmd_compare_patching(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
 
     from ..errors import FlowroutesError
 
@@ -70,18 +68,13 @@ def cmd_compare_patching(args: argparse.Namespace) -> int:
     for t in (args.threshold, *thresholds):
         if not 0.0 < t < 1.0:
             raise FlowroutesError(f"route thresholds must be in (0, 1), got {t}: try 0.04 (the paper's default)")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
+    from ..cli import load_for_command, out_folder
 
-    from ..cli import quiet_transformers
-    from ..models import load_model
+    out = out_folder(args.out)
+
     from .compare import compare_patching
 
-    quiet_transformers()
-    if sys.stderr.isatty():
-        print(f"loading {args.model or 'the default model (SmolLM2-135M-Instruct)'}...", file=sys.stderr)
-    model = load_model(args.model)
+    model = load_for_command(args.model)
     result = compare_patching(model, args.task, n=args.n, seed=args.seed, tau=args.threshold, thresholds=thresholds,
                               ablation=args.ablation, acdc_threshold=args.acdc_threshold, batch_size=args.batch_size,
                               min_accuracy=args.min_accuracy, force=args.force, progress=not args.no_progress)
