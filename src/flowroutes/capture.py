@@ -132,7 +132,7 @@ def run_with_capture(
     Blocks come bottom to top; within a block, prompts in batch order (`BlockCapture` has no batch axis:
     `on_block` receives `(capture, batch_index)` when input_ids is 2-D). Returns the logits [(B,) T, vocab]
     (float32). Raises FlowroutesError on NaN/Inf activations. With `keep_attention_call`, each capture
-    carries what `recompute_attention_weights` needs to run its attention module again. With `record` (see
+    carries what `attention_rows` needs to run its attention module again. With `record` (see
     `can_record`), the forward pass runs sdpa and keeps each attention's inputs instead of its weights
     (`BlockCapture.alpha` is None; `attention_rows` computes the rows asked for). With `whole_batch`,
     `on_block` is called once per block with the batch axis kept ([B, ...] tensors).
