@@ -325,6 +325,11 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
         layer = batch.layer
         f_all, _const = head_values(batch.normed.to(torch_dtype), adapter.ov_weights(layer),
                                     adapter.input_norm_bias(layer), adapter)  # [B, H, T, d]
+        if not batch.parallel:  # the FFN nodes of the whole batch at once: rows [B * T_max]
+            d = batch.x_out.shape[-1]
+            ffn_all = [t.reshape(len(lengths), -1) for t in ffn_importance(
+                batch.x_mid.to(torch_dtype).reshape(-1, d), batch.ffn_out.to(torch_dtype).reshape(-1, d),
+                batch.x_out.to(torch_dtype).reshape(-1, d))]  # 3 x [B, T_max]
         for b, (n_tok, a) in enumerate(zip(lengths, arrays)):
 
             def take(t, b=b, n_tok=n_tok):  # this prompt's rows, in the precision of the importances
@@ -349,7 +354,7 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
             if batch.parallel:
                 f_imp, f_res, f_degen = ffn_imp, res, degen
             else:
-                f_imp, f_res, f_degen = ffn_importance(y, ffn_out, x_out)
+                f_imp, f_res, f_degen = (t[b, :n_tok] for t in ffn_all)
             a["ffn"][layer] = f_imp.cpu().numpy()
             a["ffn_residual"][layer] = f_res.cpu().numpy()
             a["degenerate_ffn"][layer] = f_degen.cpu().numpy()
