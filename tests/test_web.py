@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from test_web_helpers import ServerThread, chromium, renders, wait_render
+from web_helpers import ServerThread, chromium, renders, wait_render
 
 import flowroutes
 from flowroutes import FlowroutesError

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from test_web_helpers import ServerThread, chromium, renders, screenshot, wait_render
+from web_helpers import ServerThread, chromium, renders, screenshot, wait_render
 
 import flowroutes
 from flowroutes.web.store import Settings
