@@ -1,5 +1,5 @@
 """The explorer on the real SmolLM2 in headless Chromium: the IOI prompt's routes, inspect views, contrast and
-heatmaps; saves the screenshots in docs/img/web-*.png."""
+heatmaps; saves the screenshots (docs/img/web-*.png with FLOWROUTES_UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,10 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+# docs/img when FLOWROUTES_UPDATE_SCREENSHOTS=1 (to refresh the README's pictures); otherwise an ignored folder,
+# so that running the tests leaves the working tree clean
+SCREENSHOTS = (Path(__file__).resolve().parents[1] / "docs" / "img" if os.environ.get("FLOWROUTES_UPDATE_SCREENSHOTS")
+               else Path(__file__).resolve().parents[1] / "test-artifacts")
 
 
 class ServerThread:
@@ -103,7 +106,7 @@ def renders(page) -> int:
 
 
 def screenshot(page, name: str, **kwargs) -> Path:
-    """Save a screenshot to docs/img/<name> atomically."""
+    """Save a screenshot to SCREENSHOTS/<name> atomically."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=SCREENSHOTS, prefix=f".{name}.", suffix=".png")
     os.close(fd)
