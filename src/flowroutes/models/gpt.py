@@ -30,17 +30,22 @@ class FusedPerHeadAdapter(Adapter):
             self.n_heads, self.head_dim, -1), output_bias=attn.dense.bias)
 
 
-class GPT2Adapter(Adapter):
+class _TransformerHAdapter(Adapter):
+    """The GPT-2 module layout that GPT-Neo and GPT-J share: `transformer.h[l]` with ln_1, attn, ln_2, mlp."""
+
+    layers_path = "transformer.h"
+    final_norm_path = "transformer.ln_f"
+    input_norm_name = "ln_1"
+    attention_name = "attn"
+    mid_input_name = "ln_2"
+
+
+class GPT2Adapter(_TransformerHAdapter):
     """GPT-2: LayerNorm with beta, fused QKV Conv1D (x @ W + b), biases everywhere."""
 
     model_types = ("gpt2",)
     family = "GPT-2"
-    final_norm_path = "transformer.ln_f"
     down_projection_name = "mlp.c_proj"
-    layers_path = "transformer.h"
-    input_norm_name = "ln_1"
-    attention_name = "attn"
-    mid_input_name = "ln_2"
     output_name = "c_proj"
 
     def ov_weights(self, layer: int) -> OVWeights:
@@ -67,16 +72,12 @@ class GPTNeoAdapter(GPT2Adapter):
     ov_weights = Adapter.ov_weights  # separate projections, not GPT-2's fused Conv1D
 
 
-class GPTJAdapter(Adapter):
+class GPTJAdapter(_TransformerHAdapter):
     """GPT-J: parallel blocks reading one LayerNorm; no attention biases."""
 
     model_types = ("gptj",)
     family = "GPT-J"
-    final_norm_path = "transformer.ln_f"
     down_projection_name = "mlp.fc_out"
-    layers_path = "transformer.h"
-    input_norm_name = "ln_1"
-    attention_name = "attn"
     mid_input_name = None
     output_name = "out_proj"
 

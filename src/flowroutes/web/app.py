@@ -88,6 +88,14 @@ def _check_block(tr, layer: int, position: int, head: int | None = None) -> int:
     return tr.resolve_position(position)
 
 
+def _block(store, q, head: int | None = None):
+    """What an inspect view of block q.layer needs: (model slot, trace, checked position, internals)."""
+    slot = store.slot(q.model)
+    tr = slot.entry(q.prompt).trace
+    p = _check_block(tr, q.layer, q.position, head)
+    return slot, tr, p, slot.internals(q.prompt)
+
+
 def _matrix(a: np.ndarray, digits: int = 5) -> list:
     return np.round(a.astype(np.float64), digits).tolist()
 
@@ -177,10 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/api/head")
     def head(q: HeadQuery):
-        slot = store.slot(q.model)
-        tr = slot.entry(q.prompt).trace
-        p = _check_block(tr, q.layer, q.position, q.head)
-        it = slot.internals(q.prompt)
+        slot, tr, p, it = _block(store, q, q.head)
         out = ins.head_output(slot.loaded, it, q.layer, q.head, p)
         return JSONResponse({"layer": q.layer, "head": q.head, "position": p, "tokens": tr.token_texts,
                              "attention": _matrix(it.alpha[q.layer, q.head]),  # [T, T] alpha[p, j]
@@ -189,20 +194,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/api/ffn")
     def ffn(q: BlockQuery):
-        slot = store.slot(q.model)
-        tr = slot.entry(q.prompt).trace
-        p = _check_block(tr, q.layer, q.position)
-        it = slot.internals(q.prompt)
+        slot, tr, p, it = _block(store, q)
         return JSONResponse({"layer": q.layer, "position": p, "importance": float(tr.ffn[q.layer, p]),
                              **ins.top_neurons(slot.loaded, it, q.layer, p),
                              **ins.promoted_tokens(slot.loaded, it.ffn_out[q.layer, p])})
 
     @app.post("/api/neuron")
     def neuron(q: NeuronQuery):
-        slot = store.slot(q.model)
-        tr = slot.entry(q.prompt).trace
-        p = _check_block(tr, q.layer, q.position)
-        it = slot.internals(q.prompt)
+        slot, tr, p, it = _block(store, q)
         vec = ins.neuron_output(slot.loaded, it, q.layer, p, q.neuron)
         return JSONResponse({"layer": q.layer, "position": p, "neuron": q.neuron,
                              "activation": float(it.neurons[q.layer, p, q.neuron]),
