@@ -1,5 +1,5 @@
 """Input data of the analyses: user files (txt, JSONL, Parquet), the shipped per-domain samples, tokenisation
-with the long-line policy, and word/POS labels (spaCy universal tags).
+with the long-line policy, and word/POS labels (the 12 universal tags of Petrov et al. 2012, from spaCy).
 
 Reads and validates only; never runs the model. Every bad input raises FlowroutesError with one line.
 """
@@ -14,7 +14,9 @@ from pathlib import Path
 from ..errors import FlowroutesError
 
 #: shipped samples (src/flowroutes/data/<name>.txt), see SOURCES.md there
-SAMPLES: tuple[str, ...] = ("english", "code", "russian", "italian", "spanish", "addition", "subtraction")
+SAMPLES: tuple[str, ...] = (
+    "general", "english", "code", "russian", "italian", "spanish", "addition", "subtraction",
+)
 LONG_POLICIES = ("skip", "truncate")
 
 
@@ -185,12 +187,56 @@ def spacy_pipeline():
     return _NLP["nlp"]
 
 
+#: the universal tagset of Petrov et al. (2012), as NLTK writes it (the paper tags POS with NLTK's universal tagset)
+UNIVERSAL_TAGS: tuple[str, ...] = ("NOUN", "VERB", "ADJ", "ADV", "PRON", "DET", "ADP", "NUM", "CONJ", "PRT", ".", "X")
+FUNCTION_TAGS: tuple[str, ...] = ("DET", "ADP", "PRON", "CONJ", "PRT", ".")
+CONTENT_TAGS: tuple[str, ...] = ("NOUN", "VERB", "ADJ", "ADV")
+
+#: Penn Treebank tag -> universal tag: NLTK's en-ptb.map (Petrov et al.'s mapping), the single-tag rows
+_PTB_UNIVERSAL: dict[str, str] = {
+    **dict.fromkeys(("!", "#", "$", "''", "(", ")", ",", "-LRB-", "-RRB-", ".", ":", "?", "``"), "."),
+    "CC": "CONJ", "CD": "NUM",
+    "DT": "DET", "EX": "DET", "PDT": "DET", "WDT": "DET",
+    "FW": "X", "LS": "X", "SYM": "X", "UH": "X",
+    "IN": "ADP",
+    "JJ": "ADJ", "JJR": "ADJ", "JJS": "ADJ",
+    "MD": "VERB", "VB": "VERB", "VBD": "VERB", "VBG": "VERB", "VBN": "VERB", "VBP": "VERB", "VBZ": "VERB",
+    "NN": "NOUN", "NNS": "NOUN", "NNP": "NOUN", "NNPS": "NOUN",
+    "POS": "PRT", "RP": "PRT", "TO": "PRT",
+    "PRP": "PRON", "PRP$": "PRON", "WP": "PRON", "WP$": "PRON",
+    "RB": "ADV", "RBR": "ADV", "RBS": "ADV", "WRB": "ADV",
+}
+
+#: Universal Dependencies UPOS (spaCy's coarse tags) -> universal tag, for tags outside the PTB table
+_UPOS_UNIVERSAL: dict[str, str] = {
+    "NOUN": "NOUN", "PROPN": "NOUN", "VERB": "VERB", "AUX": "VERB", "ADJ": "ADJ", "ADV": "ADV",
+    "PRON": "PRON", "DET": "DET", "ADP": "ADP", "SCONJ": "ADP", "NUM": "NUM", "CCONJ": "CONJ",
+    "PART": "PRT", "PUNCT": ".", "SYM": ".", "INTJ": "X", "X": "X", "SPACE": "X",
+}
+
+
+def universal_tag(upos: str, ptb: str | None = None) -> str:
+    """The universal tag (one of UNIVERSAL_TAGS) of a token with spaCy coarse tag `upos` and fine tag `ptb`.
+
+    The fine-grained Penn Treebank tag wins when it is one: it goes through NLTK's en-ptb mapping, the table
+    behind the NLTK universal tags the paper used (so IN -> ADP for prepositions and subordinating conjunctions
+    alike, TO/RP/POS -> PRT, MD -> VERB, EX/PDT/WDT -> DET, WP/PRP$ -> PRON, WRB -> ADV, punctuation and '$' ->
+    '.', SYM -> X). spaCy's tags outside the PTB set (HYPH, NFP, AFX, ADD, XX, _SP) and a missing fine tag fall
+    back to the UPOS table: PROPN -> NOUN, AUX -> VERB, SCONJ -> ADP, CCONJ -> CONJ, PART -> PRT, PUNCT/SYM ->
+    '.', INTJ/X/SPACE -> X. An unknown UPOS is X."""
+    if ptb and ptb in _PTB_UNIVERSAL:
+        return _PTB_UNIVERSAL[ptb]
+    return _UPOS_UNIVERSAL.get(upos, "X")
+
+
 def words_and_pos(text: str, use_spacy: bool) -> tuple[list[tuple[int, int]], list[str]]:
-    """(word character spans, universal POS tag per word). Without spaCy, words come from a regex and POS is 'X'."""
+    """(word character spans, universal POS tag per word, see `universal_tag`). Without spaCy, words come from a
+    regex and every tag is 'X'."""
     if use_spacy:
         doc = spacy_pipeline()(text)
-        spans = [(t.idx, t.idx + len(t.text)) for t in doc if not t.is_space]
-        tags = [t.pos_ for t in doc if not t.is_space]
+        words = [t for t in doc if not t.is_space]
+        spans = [(t.idx, t.idx + len(t.text)) for t in words]
+        tags = [universal_tag(t.pos_, t.tag_) for t in words]
         return spans, tags
     from .compute import word_spans
 
