@@ -17,7 +17,6 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import flowroutes
 from flowroutes import FlowroutesError
-from flowroutes.analyses.tasks import TaskExample
 from flowroutes.patching import (
     ablated_metric,
     ablation_values,
@@ -35,6 +34,7 @@ from flowroutes.patching import (
     top_k_overlap,
 )
 from flowroutes.patching.core import last_logits
+from flowroutes.tasks import TaskExample
 
 V, D, H, DH, MARK = 16, 64, 4, 16, 40  # vocab, d_model, heads, head dim, the position-0 marker dimension
 HEAD = (1, 2)
@@ -302,7 +302,7 @@ def test_cli_stops_on_a_task_at_chance_and_forces(tiny_folder, tmp_path, capsys)
 @pytest.mark.slow
 def test_smollm2_smoke(smollm2):
     """The real model: IOI is done, and zero-ablating a head by hook equals zeroing its o_proj columns."""
-    from flowroutes.analyses.tasks import ioi
+    from flowroutes.tasks import ioi
 
     b = prepare(smollm2, ioi(6, seed=0))
     clean = run_metric(smollm2, b)

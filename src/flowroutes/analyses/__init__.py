@@ -4,6 +4,6 @@ domains, W_OV SVD, periods acting as BOS. Importing this package is light: heavy
 
 from __future__ import annotations
 
-from .tasks import TaskExample, greater_than, ioi, task_examples
+from ..tasks import TaskExample, greater_than, ioi, task_examples
 
 __all__ = ["TaskExample", "greater_than", "ioi", "task_examples"]

@@ -94,7 +94,7 @@ def compare_patching(
     comparison, when the model's accuracy (answer beats distractor) is below `min_accuracy` unless `force`."""
     import flowroutes
 
-    from ..analyses.tasks import task_examples
+    from ..tasks import task_examples
 
     if ablation not in ABLATIONS:
         raise FlowroutesError(f"unknown ablation '{ablation}': choose one of {', '.join(ABLATIONS)}")
@@ -103,7 +103,7 @@ def compare_patching(
             raise FlowroutesError(f"route thresholds must be in (0, 1), got {t}: try 0.04 (the paper's default)")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if examples is None:
-        examples = task_examples(task, n, seed)
+        examples = task_examples(task, n, seed, tokenizer=loaded.tokenizer)
     batch = prepare(loaded, examples)
     n_layers, n_heads = loaded.adapter.n_layers, loaded.adapter.n_heads
     timings: dict[str, float] = {}

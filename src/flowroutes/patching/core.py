@@ -33,7 +33,7 @@ class TaskBatch:
     ids / contrastive_ids: [N, T_max] right-padded token ids; lengths: [N] real lengths (equal for a pair).
     plus / minus: per example, the token ids whose score counts positively / negatively in the metric.
     kind: "logit_diff" (sum of logits of plus - minus, IOI) or "prob_diff" (sum of probabilities of plus -
-    minus, greater-than's first-digit difference).
+    minus, greater-than); both from `tasks.metric_kind` / `tasks.metric_tokens`.
     """
 
     ids: torch.Tensor
@@ -67,29 +67,28 @@ def _single_token(loaded: LoadedModel, text: str) -> int:
 def prepare(loaded: LoadedModel, examples: list) -> TaskBatch:
     """Tokenise `examples` (TaskExample objects) into a TaskBatch.
 
-    IOI-like examples use the logit difference answer - wrong; greater-than examples (meta['task'] ==
-    'greater-than') the first-digit probability difference of `analyses.tasks.greater_than_digit_sets`.
+    The metric of each example is `tasks.metric_tokens` / `tasks.metric_kind`: IOI-like examples use the logit
+    difference answer - wrong, greater-than examples its probability difference (two-digit or digit form).
     Pairs whose contrastive prompt has a different number of tokens are left out (counted in `dropped`).
     """
-    from ..analyses.tasks import greater_than_digit_sets
+    from ..tasks import metric_kind, metric_tokens
     from ..trace import tokenize
 
     if not examples:
         raise FlowroutesError("no task examples given: pass at least one")
-    kind = "prob_diff" if examples[0].meta.get("task") == "greater-than" else "logit_diff"
+    kinds = {metric_kind(ex) for ex in examples}
+    if len(kinds) > 1:
+        raise FlowroutesError(f"the examples mix metrics ({', '.join(sorted(kinds))}): pass one task at a time")
+    kind = kinds.pop()
     clean, contrast, plus, minus, kept = [], [], [], [], []
     for ex in examples:
         a = tokenize(loaded, ex.prompt)
         b = tokenize(loaded, ex.contrastive)
         if a.numel() != b.numel():
             continue
-        if kind == "prob_diff":
-            greater, smaller = greater_than_digit_sets(ex)
-            plus.append([_single_token(loaded, d) for d in greater])
-            minus.append([_single_token(loaded, d) for d in smaller])
-        else:
-            plus.append([_single_token(loaded, ex.answer)])
-            minus.append([_single_token(loaded, ex.wrong)])
+        up, down = metric_tokens(ex)
+        plus.append([_single_token(loaded, t) for t in up])
+        minus.append([_single_token(loaded, t) for t in down])
         clean.append(a)
         contrast.append(b)
         kept.append(ex)
