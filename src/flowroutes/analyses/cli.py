@@ -1,4 +1,5 @@
-"""The `flowroutes analyze <analysis>` subcommand: parses flags, calls `analyses.run.analyze`, prints a summary.
+"""The `flowroutes analyze <analysis>` and `flowroutes reproduce` subcommands: parse and validate flags (before any
+model loads), call `analyses.run.analyze` / `analyses.reproduce.reproduce`, print a summary.
 
 Imports lightly (heavy modules load inside the handler); bad input raises FlowroutesError for cli.main to print.
 """
@@ -7,25 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-ANALYSIS_HELP = {
-    "task-heads": "head activation frequency on IOI / greater-than and their contrastive versions (figs. 6, 7)",
-    "vectors": "component importance vectors per prediction, t-SNE by POS / subword, k-NN separability (fig. 8)",
-    "bottom-to-top": "activation frequency of every head at a small tau, FFN importance per layer, roles (fig. 9a)",
-    "head-roles": "previous-token and subword-merging heads, from contributions (sec. 4.3)",
-    "domains": "mean component importance per domain and the most domain-specific heads (fig. 10)",
-    "svd": "top tokens of each head's W_OV right singular vectors (fig. 11)",
-    "periods": "positions whose residual stream passes most layers untouched, e.g. periods acting as BOS (app. D)",
-}
-
 
 def add_parser(subparsers) -> None:
+    from .base import registry
+
+    specs = registry()
     a = subparsers.add_parser(
         "analyze",
         help="run one of the paper's data-set-scale analyses and write a table, figures and an HTML report",
-        description="Analyses: " + "; ".join(f"{k}: {v}" for k, v in ANALYSIS_HELP.items()) + ".",
+        description="Analyses: " + "; ".join(f"{k}: {v.help}" for k, v in specs.items()) + ".",
         epilog="example: flowroutes analyze task-heads --task ioi --n 200 --out ioi-heads/",
     )
-    a.add_argument("analysis", help=f"one of: {', '.join(ANALYSIS_HELP)}")
+    a.add_argument("analysis", help=f"one of: {', '.join(specs)}")
     a.add_argument("--model", default=None, metavar="M",
                    help="hub id (local cache), model folder or .gguf; default: the embedded SmolLM2-135M-Instruct")
     a.add_argument("--data", nargs="+", default=None, metavar="SRC",
@@ -37,7 +31,7 @@ def add_parser(subparsers) -> None:
     a.add_argument("--out", default="flowroutes-analysis", metavar="DIR",
                    help="output folder: <analysis>.parquet, figures (PNG, SVG), report.html, shards/ (resumable)")
     a.add_argument("--threshold", type=float, default=None, metavar="T",
-                   help="tau for the routes (default 0.04 for task-heads, 0.01 for bottom-to-top)")
+                   help="tau (default 0.03 for task-heads as in figs. 6-7, 0.01 for bottom-to-top as in fig. 9a)")
     a.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "greater-than-00"],
                    help="task-heads: the task (greater-than uses YY=01 as contrast, greater-than-00 uses YY=00)")
     a.add_argument("--n", type=int, default=100, help="task-heads: number of generated examples (default 100)")
@@ -54,6 +48,27 @@ def add_parser(subparsers) -> None:
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     a.set_defaults(func=cmd_analyze)
+    r = subparsers.add_parser(
+        "reproduce",
+        help="run every analysis of the paper and the patching comparison; one report with a verdict per claim",
+        description="Runs the paper's programme on one model (task heads, vectors, bottom-to-top, head roles, "
+                    "periods, domains, SVD, routes vs patching) and writes OUT/report.html and OUT/claims.json: a "
+                    "row per claim of the paper with the number on this model, its 95%% interval and a verdict. "
+                    "Resumable: rerun the same command after an interruption.",
+        epilog="example: flowroutes reproduce --size quick --out reproduce/",
+    )
+    r.add_argument("--model", default=None, metavar="M",
+                   help="hub id (local cache), model folder or .gguf; default: the embedded SmolLM2-135M-Instruct")
+    r.add_argument("--size", default="quick", choices=["quick", "paper"],
+                   help="quick: 48 texts per domain, 48 task examples, 16 patching examples (minutes on a CPU); "
+                        "paper: every shipped text (the paper used 1000 per domain), 200 task examples, 50 for "
+                        "patching")
+    r.add_argument("--out", default="flowroutes-reproduce", metavar="DIR", help="output folder (resumable)")
+    r.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    r.add_argument("--no-patching", action="store_true", help="skip the routes-vs-patching comparison")
+    r.add_argument("--no-progress", action="store_true", help="no progress lines")
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    r.set_defaults(func=cmd_reproduce)
 
 
 def _heads(text: str) -> list[tuple[int, int]]:
@@ -72,10 +87,14 @@ def _heads(text: str) -> list[tuple[int, int]]:
 def cmd_analyze(args) -> int:
     from ..cli import quiet_transformers
     from ..errors import FlowroutesError
-    from .run import ANALYSES, Options, analyze
+    from .run import Options, analysis, analyze, check_out, check_ray_address
 
-    if args.analysis not in ANALYSES:
-        raise FlowroutesError(f"unknown analysis '{args.analysis}': choose one of {', '.join(ANALYSES)}")
+    analysis(args.analysis)  # an unknown name fails here, before anything loads
+    check_out(args.out)
+    if args.ray is not None:
+        check_ray_address(args.ray)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise FlowroutesError(f"--threshold must be in (0, 1), not {args.threshold}")
     for name in ("n", "batch_size", "shard_size", "limit", "max_tokens"):
         value = getattr(args, name)
         if value is not None and value < (2 if name == "max_tokens" else 1):
@@ -92,4 +111,24 @@ def cmd_analyze(args) -> int:
         text = str(value)
         print(f"  {key}: {text[:160] + ' ...' if len(text) > 160 else text}")
     print(f"wrote {args.out}/report.html")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from ..cli import quiet_transformers
+    from ..errors import FlowroutesError
+    from .reproduce import reproduce
+    from .run import Options, check_out
+
+    if args.batch_size < 1:
+        raise FlowroutesError(f"--batch-size must be a positive integer, not {args.batch_size}")
+    check_out(args.out)
+    quiet_transformers()
+    doc = reproduce(args.model, size=args.size, out=args.out, options=Options(batch_size=args.batch_size),
+                    progress=not args.no_progress, patching=not args.no_patching)
+    for claim in doc["claims"]:
+        est = claim["estimate"]
+        value = f"{est['value']} {est['ci95']}" if est else "-"
+        print(f"  {claim['verdict']:>16}  {claim['claim']:<28} {value}")
+    print(f"{doc['verdicts']}; wrote {args.out}/report.html and {args.out}/claims.json")
     return 0

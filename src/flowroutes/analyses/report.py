@@ -27,6 +27,9 @@ class Result:
     summary: dict = field(default_factory=dict)
     figures: dict[str, tuple[Figure, str]] = field(default_factory=dict)  # name -> (figure, caption)
     extra_tables: dict[str, object] = field(default_factory=dict)  # name -> pyarrow.Table
+    data: dict = field(default_factory=dict, repr=False)  # in-memory arrays other analyses' claims read; not written
+    paper: str = ""  # the sentence of the paper the analysis implements
+    paper_size: str = ""  # the sample the paper used (the summary gives the one actually run)
 
     def write(self, out: Path) -> list[Path]:
         """Write table.parquet (+ extra tables), each figure as PNG and SVG, summary.json and report.html."""
@@ -62,10 +65,13 @@ class Result:
             "td,th{border:1px solid #ccc;padding:2px 8px;font-size:90%}</style></head><body>",
             f"<h1>{html.escape(self.title)}</h1>",
             f"<p>{html.escape(self.explanation)}</p>",
+            (f"<blockquote>{html.escape(self.paper)}</blockquote>" if self.paper else ""),
+            (f"<p><i>The paper's sample:</i> {html.escape(self.paper_size)}</p>" if self.paper_size else ""),
             "<h2>Summary</h2><table>",
         ]
         for key, value in self.summary.items():
-            text = json.dumps(value, default=_json_default) if not isinstance(value, str) else value
+            text = value if isinstance(value, str) else (str(value) if hasattr(value, "to_dict") else
+                                                         json.dumps(value, default=_json_default))
             if len(text) > 400:
                 text = text[:400] + " ..."
             parts.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(text)}</td></tr>")
@@ -85,11 +91,25 @@ def _plain(text: str) -> str:
 
 
 def _json_default(obj):
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return str(obj)
+
+
+def freq_table(mats: dict[str, np.ndarray]):
+    """One row per head (layer, head, 0-based) with a column per [L, H] matrix."""
+    import pyarrow as pa
+
+    first = next(iter(mats.values()))
+    n_layers, n_heads = first.shape
+    cols = {"layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers)}
+    for name, mat in mats.items():
+        cols[name] = np.asarray(mat, dtype=np.float64).ravel()
+    return pa.table(cols)
 
 
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
@@ -134,11 +154,16 @@ def _rect(x, y, colour):
     return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor=colour, linewidth=2)
 
 
-def layer_lines(series: dict[str, np.ndarray], ylabel: str, title: str) -> Figure:
+def layer_lines(series: dict[str, np.ndarray], ylabel: str, title: str,
+                bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Figure:
+    """One line per series over layers; `bands` (name -> (low, high)) shades 95% intervals."""
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
     for name, values in series.items():
-        ax.plot(np.arange(len(values)), values, marker="o", ms=3, label=_plain(name))
+        line = ax.plot(np.arange(len(values)), values, marker="o", ms=3, label=_plain(name))[0]
+        if bands and name in bands:
+            low, high = bands[name]
+            ax.fill_between(np.arange(len(values)), low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -1,0 +1,156 @@
+"""Head roles (sec. 4.3): previous-token and subword-merging heads, defined by contributions (not attention
+weights); the claims that previous-token heads lead their layers and that subword-merging heads exist.
+
+Summarises corpus rows (rows.corpus_rows); never runs the model itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import compute, report
+from .base import Analysis, Claim, Context, untestable
+from .rows import column, list_column
+from .stats import mean_ci, paired_ci
+
+PAPER = ("We refer to a head as the previous token head if in at least 70% of the cases it puts more than half of "
+         "its influence on the previous token. [...] for a subword merging head (i) in at least 70% of the cases, "
+         "later subwords put more than half of their influence on previous subwords of the same word, (ii) in at "
+         "least 70% of the cases, for the first subword this head's overall influence is no more than 0.005%.")
+SHARE, FREQUENCY, FIRST_INFLUENCE = 0.5, 0.7, 5e-5
+
+
+def roles(table, n_layers: int, n_heads: int) -> dict:
+    """Role masks [L, H] and the per-row indicators behind them (for intervals).
+
+    Cases: previous-token: every prediction with p >= 1; merging (i): every later subword; (ii): every first
+    subword with p >= 1. A share that is NaN (the head had no influence at all) counts as "not more than half".
+    """
+    n_heads_total = n_layers * n_heads
+    positions = column(table, "position")
+    subword = column(table, "subword")
+    docs = column(table, "doc")
+    prev = list_column(table, "previous")
+    same = list_column(table, "same_word")
+    total = list_column(table, "vector")[:, :n_heads_total]
+    cases_prev = positions > 0
+    later = subword == "later"
+    first = (subword == "first") & cases_prev
+    ind_prev = (np.nan_to_num(prev[cases_prev], nan=-1.0) > SHARE).astype(float)  # [N1, L*H]
+    ind_merge = (np.nan_to_num(same[later], nan=-1.0) > SHARE).astype(float)  # [N2, L*H]
+    ind_quiet = (total[first] <= FIRST_INFLUENCE).astype(float)  # [N3, L*H]
+    masks = compute.head_roles(prev[cases_prev].reshape(-1, n_layers, n_heads),
+                               same[later].reshape(-1, n_layers, n_heads),
+                               total[first].reshape(-1, n_layers, n_heads), SHARE, FREQUENCY, FIRST_INFLUENCE)
+    return {**masks, "ind_previous": ind_prev, "docs_previous": docs[cases_prev], "ind_merging": ind_merge,
+            "docs_merging": docs[later], "ind_quiet": ind_quiet, "docs_quiet": docs[first]}
+
+
+def summarize(ctx: Context) -> report.Result:
+    table, n_layers, n_heads = ctx.table, ctx.n_layers, ctx.n_heads
+    r = roles(table, n_layers, n_heads)
+    boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed}
+    summary = dict(ctx.counts)
+    summary["paper_sample"] = ANALYSIS.paper_size
+    for key, label in (("previous_token", "previous_token_heads"), ("subword_merging", "subword_merging_heads")):
+        heads = list(zip(*np.nonzero(r[key])))
+        ind = r["ind_previous"] if key == "previous_token" else r["ind_merging"]
+        docs = r["docs_previous"] if key == "previous_token" else r["docs_merging"]
+        summary[label] = [{"head": f"L{a}H{b}", "share_of_cases": mean_ci(ind[:, a * n_heads + b], docs, **boot)[0]}
+                          for a, b in heads]
+    summary["cases"] = {"previous (p >= 1)": len(r["ind_previous"]), "later subwords": len(r["ind_merging"]),
+                        "first subwords": len(r["ind_quiet"])}
+    marks = {"gold": r["previous_token"], "red": r["subword_merging"]}
+    fig = report.heatmaps([r["previous_frequency"], r["merging_frequency"], r["first_quiet_frequency"]],
+                          ["cases with > 1/2 influence on previous token", "later subwords: > 1/2 on own word",
+                           "first subwords: influence <= 0.005%"], marks=marks,
+                          suptitle="gold: previous-token heads, red: subword-merging heads")
+    roles_table = report.freq_table({"previous_frequency": r["previous_frequency"],
+                                     "merging_frequency": r["merging_frequency"],
+                                     "first_quiet_frequency": r["first_quiet_frequency"],
+                                     "previous_token": r["previous_token"].astype(float),
+                                     "subword_merging": r["subword_merging"].astype(float)})
+    explanation = (
+        "Head roles from contributions, not attention weights (sec. 4.3). A previous-token head puts more than "
+        "half of its influence on the previous token in at least 70% of the predictions. A subword-merging head "
+        "(i) puts more than half of its influence on previous subwords of the same word for at least 70% of "
+        "later subwords, (ii) has an overall influence of at most 0.005% for at least 70% of first subwords, "
+        "and is not a previous-token head. Intervals resample texts."
+    )
+    return report.Result("head_roles", "Head roles", explanation, table, summary,
+                         {"head-roles": (fig, "How often each head meets each part of the role definitions.")},
+                         {"head_roles_per_head": roles_table}, data=r, paper=PAPER, paper_size=ANALYSIS.paper_size)
+
+
+def stream_activity(table, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """[N, L*H] 0/1: head h of layer l affects the residual stream (l, p) of the row's prediction, i.e. one of its
+    sub-edges into x^{l+1,A}_p has importance >= tau (sec. 4, "Setting"); and the rows' texts [N]."""
+    return (list_column(table, "head_max") >= tau).astype(float), column(table, "doc")
+
+
+def claims(results: dict) -> list[Claim]:
+    res = results.get("head-roles")
+    btt = results.get("bottom-to-top")
+    out = []
+    statement = ("almost all of them [previous token heads] are by far the most important attention heads in the "
+                 "corresponding layers")
+    key, section = "previous-token-heads-lead", "4.3, fig. 9a"
+    if res is None or btt is None:
+        out.append(untestable(key, section, statement, "needs the head-roles and bottom-to-top analyses"))
+    else:
+        out.append(leader_claim(res.data["previous_token"], btt.data["active"], btt.data["docs"], statement))
+    statement = ("the model has several such [subword merging] heads in the bottom part of the network, and these "
+                 "heads are among the most important heads in the corresponding layers")
+    key = "subword-merging-heads"
+    if res is None:
+        out.append(untestable(key, section, statement, "the head-roles analysis was not run"))
+    else:
+        out.append(merging_claim(res.data, statement))
+    return out
+
+
+def leader_claim(prev: np.ndarray, active: np.ndarray, docs: np.ndarray, statement: str) -> Claim:
+    """Share of previous-token heads whose stream-activity frequency (tau = 0.01, fig. 9a) is the highest of their
+    layer; the interval resamples texts (the ranking may change), n is the number of heads."""
+    n_layers, n_heads = prev.shape
+    heads = np.flatnonzero(prev.ravel())
+    measure = "share of previous-token heads that are the most active head of their layer (fig. 9a frequency)"
+    if len(heads) == 0:
+        return untestable("previous-token-heads-lead", "4.3, fig. 9a", statement,
+                          "no head meets the previous-token definition on this model", measure)
+
+    def share(freq):
+        mat = freq.reshape(n_layers, n_heads)
+        return np.mean([mat[h // n_heads, h % n_heads] >= mat[h // n_heads].max() for h in heads])
+
+    est = paired_ci(share, active, docs, unit="texts", n_boot=300)[0]
+    est = type(est)(est.value, est.low, est.high, len(heads), est.units, f"heads ({est.units} texts resampled)")
+    verdict = "holds" if est.value >= 0.75 and est.low >= 0.5 else "does not hold"
+    why = ("'almost all' read as: at least 75% of them lead their layer, and at least 50% in 95% of resamples; "
+           f"{len(heads)} previous-token head(s)")
+    return Claim("previous-token-heads-lead", "4.3, fig. 9a", statement, measure, est, verdict, why)
+
+
+def merging_claim(r: dict, statement: str) -> Claim:
+    """The best candidate head's share of later subwords with > 1/2 influence on the own word, and whether any
+    head meets the full definition in the bottom half of the layers."""
+    n_layers, n_heads = r["subword_merging"].shape
+    measure = "share of later subwords that put > 1/2 of the head's influence on their word (best candidate head)"
+    if len(r["ind_merging"]) == 0:
+        return untestable("subword-merging-heads", "4.3, fig. 9a", statement, "no word has a later subword", measure)
+    cand = np.where(r["previous_token"].ravel(), -1.0, r["merging_frequency"].ravel())
+    best = int(np.argmax(cand))
+    est = mean_ci(r["ind_merging"][:, best], r["docs_merging"], unit="texts")[0]
+    found = [(a, b) for a, b in zip(*np.nonzero(r["subword_merging"]))]
+    bottom = [h for h in found if h[0] < n_layers / 2]
+    verdict = "holds" if bottom else "does not hold"
+    why = (f"{len(found)} head(s) meet the definition ({', '.join(f'L{a}H{b}' for a, b in found) or 'none'}), "
+           f"{len(bottom)} in the bottom half; best candidate L{best // n_heads}H{best % n_heads}")
+    return Claim("subword-merging-heads", "4.3, fig. 9a", statement, measure, est, verdict, why)
+
+
+ANALYSIS = Analysis(
+    name="head-roles", title="Head roles",
+    help="previous-token and subword-merging heads, from contributions (sec. 4.3)",
+    paper=PAPER, paper_size="1000 sentences from C4, Llama 2-7B", kind="corpus", summarize=summarize, claims=claims,
+)
