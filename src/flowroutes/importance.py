@@ -118,6 +118,15 @@ def attention_proximities_torch(
     return out
 
 
+def _auto_kernel(f: torch.Tensor) -> str:
+    """kernel="auto": numba on CPU, Triton for float32 on CUDA (when triton is importable), else torch."""
+    if f.device.type == "cpu":
+        return "numba"
+    from .kernels_gpu import triton_available
+
+    return "triton" if f.device.type == "cuda" and f.dtype == torch.float32 and triton_available() else "torch"
+
+
 def attention_proximities(
     alpha: torch.Tensor,
     f: torch.Tensor,
@@ -128,16 +137,24 @@ def attention_proximities(
     out: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sub-edge proximities [H, R, T] by the fused numba kernel ("numba", the default on CPU) or the
-    chunked torch reference ("torch", the default on GPU). Same arguments as `attention_proximities_torch`;
-    `out` (zeros, [H, R, T] float32) receives the result when given."""
+    """Sub-edge proximities [H, R, T] by the fused numba kernel ("numba", the default on CPU), the fused Triton
+    kernel ("triton", the default for float32 on CUDA where triton is installed) or the chunked torch reference
+    ("torch"). Same arguments as `attention_proximities_torch`; `out` (zeros, [H, R, T] float32) receives the
+    result when given."""
     if kernel == "auto":
-        kernel = "numba" if f.device.type == "cpu" else "torch"
+        kernel = _auto_kernel(f)
     if kernel == "torch":
         result = attention_proximities_torch(alpha, f, y, rows, chunk_elements, scale)
         return result if out is None else out.copy_(result)
+    if kernel == "triton":
+        if f.dtype != torch.float32:
+            raise ValueError(f"kernel='triton' computes in float32, got {f.dtype}: use kernel='torch'")
+        from .kernels_gpu import sub_edge_proximities_cuda
+
+        result = sub_edge_proximities_cuda(alpha, f, y, rows, scale)
+        return result if out is None else out.copy_(result)
     if kernel != "numba":
-        raise ValueError(f"kernel must be 'auto', 'numba' or 'torch', got {kernel!r}")
+        raise ValueError(f"kernel must be 'auto', 'numba', 'triton' or 'torch', got {kernel!r}")
     import numba
 
     from .kernels import sub_edge_proximities

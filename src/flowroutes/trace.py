@@ -203,7 +203,8 @@ def trace(
         ints, or a list of them) to skip tokenisation.
     lazy: return a `LazyTrace` that computes attention rows only when routes ask for them (models with
         parallel blocks are traced in full: a `Trace` comes back).
-    kernel: "auto" (fused numba kernel on CPU), "numba", or "torch" (the chunked reference path).
+    kernel: "auto" (fused numba kernel on CPU, fused Triton kernel on CUDA), "numba", "triton", or "torch"
+        (the chunked reference path).
     precision: "float32" (default, whatever the model's dtype) or "float64" (importances computed and stored
         in float64, by the torch path).
     prune: a tolerance > 0 skips sub-edges whose proximity is bounded (alpha ||f||_1) too small to change any

@@ -1,0 +1,137 @@
+"""The Triton sub-edge kernel equals the numba kernel: its algorithm in plain torch everywhere, the kernel itself
+on CUDA (those tests are skipped without a GPU and triton)."""
+
+import numpy as np
+import pytest
+import torch
+from models import TINY_MODELS, word_tokenizer
+
+import flowroutes
+from flowroutes import kernels_gpu
+from flowroutes.importance import _auto_kernel, attention_proximities
+from flowroutes.kernels import sub_edge_proximities
+from flowroutes.kernels_gpu import sub_edge_proximities_blocked, triton_available
+
+needs_cuda = pytest.mark.skipif(not triton_available(), reason="needs a CUDA device and triton")
+
+
+def random_case(n_heads, n_tok, d, rows, seed, scaled=False, zeros=True):
+    """alpha [H, R, T] (causal, row-stochastic, some exact zeros), f [H, T, d], y [R, d], rows, scale."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    logits = torch.randn(n_heads, len(rows), n_tok, generator=gen)
+    causal = torch.arange(n_tok)[None, :] <= rows[:, None]
+    alpha = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
+    if zeros:  # whole sources with zero attention, as the numba kernel skips them
+        alpha[:, :, 1::3] = 0.0
+    f = torch.randn(n_heads, n_tok, d, generator=gen)
+    y = 3 * torch.randn(len(rows), d, generator=gen)
+    y[:, 0] = 0.0  # sign(0) = +1
+    scale = (0.5 + torch.rand(len(rows), d, generator=gen)) if scaled else None
+    return alpha, f, y, rows, scale
+
+
+def numba_reference(alpha, f, y, rows, scale=None):
+    return torch.from_numpy(sub_edge_proximities(alpha.numpy(), f.numpy(), y.numpy(), rows.numpy(),
+                                                 scale=None if scale is None else scale.numpy()))
+
+
+CASES = [  # n_heads, n_tok, d, rows, scaled
+    (3, 11, 7, list(range(11)), False),
+    (2, 37, 20, list(range(37)), True),
+    (4, 29, 9, [0, 3, 4, 17, 28], False),
+    (1, 1, 5, [0], False),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_blocked_algorithm_equals_the_numba_kernel(case):
+    n_heads, n_tok, d, rows, scaled = CASES[case]
+    alpha, f, y, rows, scale = random_case(n_heads, n_tok, d, rows, seed=case, scaled=scaled)
+    expected = numba_reference(alpha, f, y, rows, scale)
+    for block_m, block_n in ((4, 8), (16, 4), (64, 64)):  # several tiles per axis, tiles past the ends
+        got = sub_edge_proximities_blocked(alpha, f, y, rows, scale, block_m, block_n)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+        acausal = torch.arange(n_tok)[None, :] > rows[:, None]
+        assert not got[:, acausal].any()  # nothing written past each target
+
+
+@pytest.mark.parametrize("family", sorted(TINY_MODELS))
+def test_traces_through_the_kernel_algorithm_equal_numba_traces(family, monkeypatch):
+    """kernel="triton" dispatches to the kernel; with its algorithm standing in for it on CPU, every
+    importance equals the numba kernel's."""
+    loaded = flowroutes.load_model(TINY_MODELS[family](), tokenizer=word_tokenizer())
+    ids = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12, 40, 41]
+    calls = []
+
+    def blocked(*args, **kwargs):
+        calls.append(1)
+        return sub_edge_proximities_blocked(*args, **kwargs, block_m=4, block_n=8)
+
+    monkeypatch.setattr(kernels_gpu, "sub_edge_proximities_cuda", blocked)
+    via_kernel = flowroutes.trace(loaded, input_ids=ids, kernel="triton")
+    assert len(calls) == loaded.adapter.n_layers
+    numba = flowroutes.trace(loaded, input_ids=ids, kernel="numba")
+    for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
+        np.testing.assert_allclose(getattr(via_kernel, name), getattr(numba, name), atol=1e-5, err_msg=name)
+    lazy = flowroutes.trace(loaded, input_ids=ids, kernel="triton", lazy=True)
+    np.testing.assert_allclose(lazy.full().attention, numba.attention, atol=1e-5)
+
+
+def test_the_triton_kernel_refuses_what_it_cannot_compute():
+    alpha, f, y, rows, _ = random_case(2, 5, 3, range(5), seed=0)
+    with pytest.raises(ValueError, match="float32"):
+        attention_proximities(alpha.double(), f.double(), y.double(), rows, kernel="triton")
+    with pytest.raises(ValueError, match="CUDA"):
+        kernels_gpu.sub_edge_proximities_cuda(alpha, f, y, rows)
+    assert _auto_kernel(f) == "numba"
+
+
+# --- on the GPU -----------------------------------------------------------------------------------
+
+
+@needs_cuda
+def test_auto_picks_the_triton_kernel_on_cuda():
+    f = torch.zeros(1, 2, 3, device="cuda")
+    assert _auto_kernel(f) == "triton"
+    assert _auto_kernel(f.double()) == "torch"
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", range(len(CASES) + 2))
+def test_cuda_kernel_equals_the_numba_kernel(case):
+    if case < len(CASES):
+        n_heads, n_tok, d, rows, scaled = CASES[case]
+    elif case == len(CASES):
+        n_heads, n_tok, d, rows, scaled = 8, 300, 96, list(range(300)), False
+    else:  # a Llama-sized node: many tiles, d past any tile shape
+        n_heads, n_tok, d, rows, scaled = 4, 200, 2048, list(range(0, 200, 3)), True
+    alpha, f, y, rows, scale = random_case(n_heads, n_tok, d, rows, seed=10 + case, scaled=scaled)
+    expected = numba_reference(alpha, f, y, rows, scale)
+    dev = [None if t is None else t.cuda() for t in (alpha, f, y, rows, scale)]
+    got = kernels_gpu.sub_edge_proximities_cuda(*dev).cpu()
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    acausal = torch.arange(n_tok)[None, :] > rows[:, None]
+    assert not got[:, acausal].any()
+    # the reference path on the GPU agrees too
+    ref = attention_proximities(*dev[:4], kernel="torch", scale=dev[4]).cpu()
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+@needs_cuda
+@pytest.mark.parametrize("family", sorted(TINY_MODELS))
+def test_cuda_traces_equal_cpu_traces(family):
+    cpu = flowroutes.load_model(TINY_MODELS[family](), tokenizer=word_tokenizer())
+    gpu = flowroutes.load_model(TINY_MODELS[family](), tokenizer=word_tokenizer(), device="cuda")
+    ids = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12, 40, 41]
+    expected = flowroutes.trace(cpu, input_ids=ids)  # numba
+    for kernel in ("auto", "triton", "torch"):
+        got = flowroutes.trace(gpu, input_ids=ids, kernel=kernel)
+        for name in ("attention", "attention_residual", "ffn", "ffn_residual", "top_probs"):
+            np.testing.assert_allclose(getattr(got, name), getattr(expected, name), atol=1e-5,
+                                       err_msg=f"{kernel}: {name}")
+    batched = flowroutes.trace(gpu, ["w1 w2 w3 w4 w5 w6 w7", "w8 w9"])
+    for tr, text in zip(batched, ["w1 w2 w3 w4 w5 w6 w7", "w8 w9"]):
+        np.testing.assert_allclose(tr.attention, flowroutes.trace(cpu, text).attention, atol=1e-5)
+    lazy = flowroutes.trace(gpu, input_ids=ids, lazy=True)
+    np.testing.assert_allclose(lazy.full().attention, expected.attention, atol=1e-5)
