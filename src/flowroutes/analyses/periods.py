@@ -1,0 +1,342 @@
+"""Periods acting as BOS (appendix D, figs. 9b, 14, 15): the first period of each text, the blocks of its own
+residual stream, and how much later tokens' attention and contribution it receives next to the first token.
+
+The first-period positions are selected by what they are (rows.first_period: the first token that is '.' up to
+spaces, after position 0), never by their importance: the paper's outlier cluster "corresponds to the first period
+in a text". Summarises corpus rows (rows.corpus_rows); the model runs only for the fig. 14 example routes.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from . import report
+from .base import Analysis, Claim, Context, untestable
+from .rows import column, list_column
+from .stats import Estimate, difference_ci, mean_ci, paired_ci
+
+PAPER = ("Figure 9b shows the average importance of model components for examples in this cluster. We see that for "
+         "these examples, the residual stream ignores all attention and FFN blocks in all the layers except for the "
+         "first and last few: for most of the layers, contributions of all model components are near zero. [...] up "
+         "to the last three layers, this residual stream takes the role of the BOS token and future tokens treat "
+         "this residual stream as such.")
+STATEMENT = ("up to the last three layers, this residual stream takes the role of the BOS token and future tokens "
+             "treat this residual stream as such")
+KEY, SECTION = "first-period-bos", "App. D, figs. 9b, 14, 15"
+TAU = 0.01  # fig. 14: "even for a rather small threshold tau = 0.01"
+EXAMPLES = 2  # fig. 14 shows two texts
+SHORT = 30  # example texts whose first period comes within this many tokens are preferred (readable pictures)
+TRIES = 8  # at most this many texts are tried for the examples
+WHERE = ("first", "period", "other")
+
+
+def middle_layers(n_layers: int) -> np.ndarray:
+    """The layers except the first two and the last three ("except for the first and last few", "up to the last
+    three layers"); every layer when the model has fewer than six."""
+    mid = np.arange(2, n_layers - 3)
+    return mid if len(mid) else np.arange(n_layers)
+
+
+def selections(table) -> dict[str, np.ndarray]:
+    """Boolean row masks: `period` (a text's first period, position >= 1), `other` (every other position >= 1;
+    position 0 is the BOS stand-in) and `later` (positions after their text's first period)."""
+    pos = column(table, "position").astype(np.int64)
+    first = column(table, "first_period").astype(np.int64)
+    period = (first >= 1) & (pos == first)
+    return {"period": period, "other": (pos >= 1) & ~period, "later": (first >= 1) & (pos > first)}
+
+
+def blocks(table, n_layers: int, n_heads: int) -> dict[str, np.ndarray]:
+    """Per row: `heads` [N, L*H] (sum_j of each head's sub-edge importances), `attention` [N, L] (their sum over
+    the heads of a layer: the attention block's total) and `ffn` [N, L]."""
+    n_heads_total = n_layers * n_heads
+    vec = list_column(table, "vector") if table.num_rows else np.zeros((0, n_heads_total + n_layers))
+    assert vec.shape[1] == n_heads_total + n_layers, f"vector has {vec.shape[1]} entries, not L*H + L"
+    heads = vec[:, :n_heads_total]
+    return {"heads": heads, "attention": heads.reshape(len(vec), n_layers, n_heads).sum(axis=-1),
+            "ffn": vec[:, n_heads_total:]}
+
+
+def _nan(k: int, unit: str = "texts") -> list[Estimate]:
+    return [Estimate(float("nan"), float("nan"), float("nan"), 0, 0, unit) for _ in range(k)]
+
+
+def means(values: np.ndarray, docs: np.ndarray, boot: dict) -> list[Estimate]:
+    """mean_ci per column of values [N, K], resampling texts; NaN estimates when there is no row."""
+    return mean_ci(values, docs, **boot) if len(values) else _nan(values.shape[1])
+
+
+def differences(a: np.ndarray, docs_a: np.ndarray, b: np.ndarray, docs_b: np.ndarray, boot: dict) -> list[Estimate]:
+    """mean(a) - mean(b) per column, the two groups resampled independently; NaN estimates when one is empty."""
+    return difference_ci(a, docs_a, b, docs_b, **boot) if len(a) and len(b) else _nan(a.shape[1])
+
+
+def paired(x: np.ndarray, y: np.ndarray, docs: np.ndarray, boot: dict) -> Estimate:
+    """Mean over columns of mean(x) - mean(y), x and y [N, M] on the same rows, resampled together."""
+    m = x.shape[1]
+    if not len(x) or not m:
+        return _nan(1)[0]
+    return paired_ci(lambda v: v[:m].mean() - v[m:].mean(), np.concatenate([x, y], axis=1), docs, **boot)[0]
+
+
+def summarize(ctx: Context) -> report.Result:
+    table, n_layers, n_heads = ctx.table, ctx.n_layers, ctx.n_heads
+    boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed}
+    tau = ctx.opts.threshold or TAU
+    sel = selections(table)
+    docs = column(table, "doc")
+    b = blocks(table, n_layers, n_heads)
+    mid = middle_layers(n_layers)
+    per, oth, lat = sel["period"], sel["other"], sel["later"]
+
+    # fig. 9b and the "untouched" observation: own blocks at first periods vs every other position
+    layers = {}
+    for part in ("heads", "attention", "ffn"):
+        layers[part] = {"period": means(b[part][per], docs[per], boot), "other": means(b[part][oth], docs[oth], boot)}
+        if part != "heads":
+            layers[part]["difference"] = differences(b[part][per], docs[per], b[part][oth], docs[oth], boot)
+    own = (b["attention"] + b["ffn"])[:, mid].mean(axis=1, keepdims=True)  # [N, 1] blocks of the middle layers
+    quiet_period = means(own[per], docs[per], boot)[0]
+    quiet_other = means(own[oth], docs[oth], boot)[0]
+    quiet = differences(own[per], docs[per], own[oth], docs[oth], boot)[0]  # (a)
+
+    # appendix D: where later tokens' attention and contribution go, per layer
+    shares = {}
+    for kind in ("contrib", "attn"):
+        if f"{kind}_period" not in table.column_names:
+            continue
+        cols = {w: list_column(table, f"{kind}_{w}")[lat] if table.num_rows else np.zeros((0, n_layers))
+                for w in WHERE}
+        shares[kind] = {"columns": cols, **{w: means(cols[w], docs[lat], boot) for w in WHERE}}
+    bos = {}
+    for kind, s in shares.items():
+        c = s["columns"]
+        bos[kind] = {"period - other": paired(c["period"][:, mid], c["other"][:, mid], docs[lat], boot),
+                     "period - first": paired(c["period"][:, mid], c["first"][:, mid], docs[lat], boot)}
+    gets_more = bos["contrib"]["period - other"] if "contrib" in bos else _nan(1)[0]  # (b)
+
+    n_texts = len(set(docs.tolist()))
+    period_docs = len(set(docs[per].tolist()))
+    tokens = table.column("token").to_pylist() if table.num_rows else []
+    summary = dict(ctx.counts)
+    summary.update({
+        "paper_sample": ANALYSIS.paper_size,
+        "texts": n_texts, "texts_with_a_first_period": period_docs,
+        "first_periods (the paper: 823 of the 826 points of its cluster)": int(per.sum()),
+        "first_period_tokens": dict(collections.Counter(repr(tokens[i]) for i in np.flatnonzero(per))),
+        "other_positions (position >= 1)": int(oth.sum()), "positions_after_a_first_period": int(lat.sum()),
+        "middle_layers": [int(x) for x in mid],
+        "middle layers: attention + FFN importance per layer at first periods": quiet_period,
+        "middle layers: attention + FFN importance per layer at other positions": quiet_other,
+        "(a) middle layers: first periods minus other positions": quiet,
+        "(b) middle layers: contribution share on the first period minus per other token": gets_more,
+    })
+    for kind, est in bos.items():
+        name = "contribution" if kind == "contrib" else "attention-weight"
+        summary[f"middle layers: {name} share on the first period minus on the first token"] = est["period - first"]
+        if kind != "contrib":
+            summary[f"middle layers: {name} share on the first period minus per other token"] = est["period - other"]
+    summary["layers where first periods' blocks are quieter (attention and FFN, both intervals below 0)"] = [
+        layer for layer in range(n_layers)
+        if layers["attention"]["difference"][layer].below(0) and layers["ffn"]["difference"][layer].below(0)]
+    for kind, s in shares.items():
+        for w in WHERE:
+            summary[f"per layer: {kind}_{w}"] = s[w]
+
+    figures = block_figures(layers, n_layers, n_heads) if per.any() else {}
+    figures.update(share_figures(shares) if lat.any() else {})
+    examples, routes = [], []
+    if ctx.loaded is None:
+        summary["routes (fig. 14)"] = "no model in this process (the rows came from shards or Ray workers)"
+    elif per.any():
+        found, examples, routes = example_routes(ctx.loaded, table, sel, tau)
+        figures.update(found)
+        summary["routes (fig. 14)"] = examples
+    extra = {"periods_layers": layer_table(layers, shares, n_layers),
+             "periods_heads": head_table(layers["heads"], n_layers, n_heads)}
+    explanation = (
+        "Appendix D looks at the outlier cluster of fig. 8, which 'corresponds to the first period in a text'. Here "
+        "that cluster is selected by definition: the first token of each text that is '.' (up to spaces), after "
+        "position 0, whatever its importances; the other positions are every other prediction except position 0 (the "
+        "BOS token, or the first token where the tokenizer adds none). Fig. 9b: mean importance of each head (the sum "
+        "of its sub-edge importances into the position's stream), of each attention block (the sum over its heads) "
+        "and of each FFN block, at first periods and at the other positions. Appendix D's BOS claim: for positions "
+        "after the first period, the share of the attention block's contribution (and of the head-averaged "
+        "attention weights) that comes from the first token, from the first period, and from an average other "
+        f"earlier token, per layer. Fig. 14: the routes (tau = {tau}) of the first period of up to {EXAMPLES} texts. "
+        f"The claim is judged on the middle layers {mid[0]}-{mid[-1]} (all but the first two and the last three). "
+        "Every interval is a 95% bootstrap interval resampling texts."
+    )
+    data = {"boot": boot, "middle": mid, "layers": layers, "shares": {k: {w: s[w] for w in WHERE}
+                                                                    for k, s in shares.items()},
+            "bos": bos, "quiet": quiet, "gets_more": gets_more, "n_period": int(per.sum()), "n_later": int(lat.sum()),
+            "n_other": int(oth.sum()), "examples": examples, "routes": routes}
+    return report.Result("periods", "Periods acting as BOS", explanation, table, summary, figures, extra, data=data,
+                         paper=PAPER, paper_size=ANALYSIS.paper_size)
+
+
+def _values(ests: list[Estimate]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.array([getattr(e, k) for e in ests]) for k in ("value", "low", "high"))
+
+
+def block_figures(layers: dict, n_layers: int, n_heads: int) -> dict:
+    heads = [np.reshape(_values(layers["heads"][g])[0], (n_layers, n_heads)) for g in ("period", "other")]
+    heat = report.heatmaps(heads, ["first periods", "other positions (p >= 1)"], shared=True,
+                           suptitle="mean head importance")
+    series, bands = {}, {}
+    for part, label in (("attention", "attention block"), ("ffn", "FFN")):
+        for group, name in (("period", "first periods"), ("other", "other positions")):
+            value, low, high = _values(layers[part][group])
+            series[f"{label}, {name}"] = value
+            bands[f"{label}, {name}"] = (low, high)
+    lines = report.layer_lines(series, "mean importance", "Own blocks of the position's stream (fig. 9b)", bands=bands)
+    return {"periods-heads": (heat, "Mean importance of every head at first periods and at the other positions "
+                                    "(fig. 9b), one colour scale; x: head, y: layer."),
+            "periods-blocks": (lines, "Mean importance of the attention block (sum over heads) and of the FFN block "
+                                      "per layer at first periods and at the other positions, 95% intervals.")}
+
+
+def share_figures(shares: dict) -> dict:
+    out = {}
+    for kind, title in (("contrib", "attention-block contribution"), ("attn", "attention weights (head mean)")):
+        if kind not in shares:
+            continue
+        series, bands = {}, {}
+        for w, name in zip(WHERE, ("first token (BOS)", "first period", "an average other token")):
+            value, low, high = _values(shares[kind][w])
+            series[name], bands[name] = value, (low, high)
+        fig = report.layer_lines(series, "share", f"Later tokens' {title}: where it comes from", bands=bands)
+        out[f"periods-{kind}-shares"] = (fig, f"Share of the {title} into positions after the first period that comes "
+                                              "from the first token, from the first period and from an average other "
+                                              "earlier token, per layer, 95% intervals (appendix D, fig. 15).")
+    return out
+
+
+def layer_table(layers: dict, shares: dict, n_layers: int):
+    import pyarrow as pa
+
+    cols = {"layer": np.arange(n_layers)}
+    named = [(f"{part}_{group}", layers[part][group]) for part in ("attention", "ffn")
+             for group in ("period", "other", "difference")]
+    named += [(f"{kind}_{w}", shares[kind][w]) for kind in shares for w in WHERE]
+    for name, ests in named:
+        cols[name], cols[f"{name}_low"], cols[f"{name}_high"] = _values(ests)
+    return pa.table(cols)
+
+
+def head_table(heads: dict, n_layers: int, n_heads: int):
+    mats = {}
+    for group in ("period", "other"):
+        value, low, high = _values(heads[group])
+        mats.update({group: value.reshape(n_layers, n_heads), f"{group}_low": low.reshape(n_layers, n_heads),
+                     f"{group}_high": high.reshape(n_layers, n_heads)})
+    return report.freq_table(mats)
+
+
+# --- fig. 14: the routes of a few first periods ----------------------------------------------------------------
+
+def token_ids(tokenizer, tokens: list[str]) -> tuple[list[int] | None, str]:
+    """Token ids that decode one by one to `tokens` (the rows keep each token's text, not its id): the joined text
+    re-tokenised (with or without its first token, the BOS text), else each token text encoded alone."""
+    for text in ("".join(tokens), "".join(tokens[1:])):
+        if text.strip():
+            ids = list(tokenizer(text)["input_ids"])
+            if [tokenizer.decode([i]) for i in ids] == tokens:
+                return ids, "the text re-tokenised"
+    ids = []
+    for text in tokens:
+        enc = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(enc) != 1 or tokenizer.decode(enc) != text:
+            return None, f"token {text!r} is not one token of this tokenizer on its own"
+        ids.append(enc[0])
+    return ids, "token by token (a token text may stand for more than one id)"
+
+
+def own_stream_layers(routes, position: int) -> list[int]:
+    """Layers whose attention or FFN block has an edge into the stream of `position` in the routes."""
+    return sorted({e.layer for e in routes.edges if e.kind in ("attention", "ffn")
+                   and int(e.target.rsplit("@", 1)[1]) == position})
+
+
+def example_routes(loaded, table, sel: dict, tau: float) -> tuple[dict, list, list]:
+    """Routes at tau of the first period of up to EXAMPLES texts (short ones first): figures, a summary per text
+    (or why it was skipped), and the Routes."""
+    import flowroutes
+    from flowroutes.figures import routes_figure
+
+    docs = column(table, "doc")
+    pos = column(table, "position").astype(np.int64)
+    tokens = table.column("token").to_pylist()
+    per = np.flatnonzero(sel["period"])
+    order = sorted(per, key=lambda i: (pos[i] > SHORT, docs[i]))
+    figures, examples, routes = {}, [], []
+    for i in order[:TRIES]:
+        if len(routes) == EXAMPLES:
+            break
+        doc, q = docs[i].item(), int(pos[i])
+        rows = np.flatnonzero((docs == docs[i]) & (pos <= q))
+        rows = rows[np.argsort(pos[rows])]
+        if pos[rows].tolist() != list(range(q + 1)):
+            examples.append({"doc": doc, "skipped": "the rows lack some positions before the first period"})
+            continue
+        prefix = [tokens[r] for r in rows]
+        ids, how = token_ids(loaded.tokenizer, prefix)
+        if ids is None:
+            examples.append({"doc": doc, "skipped": how})
+            continue
+        rt = flowroutes.trace(loaded, input_ids=ids, top_k=1).routes(tau, position=q)
+        own = own_stream_layers(rt, q)
+        routes.append(rt)
+        untouched = [layer for layer in range(rt.n_layers) if layer not in own]
+        examples.append({"doc": doc, "first_period": q, "prefix": "".join(prefix), "ids": how,
+                         "edges": len(rt.edges), "layers with a block on its own stream": len(own),
+                         "untouched layers (no block on its own stream)": untouched})
+        figures[f"periods-routes-doc{doc}"] = (
+            routes_figure(rt), f"Routes (tau = {tau}) of the first period of text {doc} (fig. 14): no attention or "
+                               f"FFN block of layers {untouched} reaches its own stream (of {rt.n_layers} layers).")
+    return figures, examples, routes
+
+
+# --- the claim ---------------------------------------------------------------------------------------------------
+
+def claims(results: dict) -> list[Claim]:
+    res = results.get("periods")
+    if res is None:
+        return [untestable(KEY, SECTION, STATEMENT, "the periods analysis was not run")]
+    d = res.data
+    mid = d["middle"]
+    layers = f"{mid[0]}-{mid[-1]}" if len(mid) > 1 else str(mid[0])
+    measure = (f"over the middle layers {layers} (all but the first two and the last three): share of later tokens' "
+               "attention-block contribution that comes from the first period minus the mean share per other "
+               "earlier token (not the first token), paired over the same predictions")
+    if d["n_period"] == 0:
+        return [untestable(KEY, SECTION, STATEMENT, "no text has a first period after position 0 (a token that is "
+                           "'.' up to spaces): there is no first-period cluster to look at", measure)]
+    if d["n_later"] == 0:
+        return [untestable(KEY, SECTION, STATEMENT, "every first period is the last token of its text: no later "
+                           "token can attend to it", measure)]
+    quiet, more = d["quiet"], d["gets_more"]
+    if not (np.isfinite(quiet.value) and np.isfinite(more.value)):
+        return [untestable(KEY, SECTION, STATEMENT, "no other positions to compare the first periods with, or no "
+                           "contribution shares in the rows", measure)]
+    a, b = quiet.below(0.0), more.above(0.0)
+    first = d["bos"]["contrib"]["period - first"]
+    why = (f"rule: holds when, averaged over the middle layers {layers}, (a) the first period's own blocks are "
+           "quieter than other positions' (mean attention + FFN importance per layer, first periods minus other "
+           "positions >= 1, interval below 0) AND (b) later tokens give the first period a larger share of their "
+           "attention-block contribution than an average other earlier token (the estimate, interval above 0). "
+           f"(a) = {quiet}: {'below 0' if a else 'not below 0'}; (b): {'above 0' if b else 'not above 0'}. "
+           f"For reference, the first period's share minus the first token's share: {first}.")
+    return [Claim(KEY, SECTION, STATEMENT, measure, more, "holds" if a and b else "does not hold", why)]
+
+
+ANALYSIS = Analysis(
+    name="periods", title="Periods acting as BOS",
+    help="first period of each text: its own blocks vs other positions, later tokens' attention to it (app. D)",
+    paper=PAPER,
+    paper_size=("Llama 2-7B, every prediction of 1000 C4 sentences; the outlier cluster of the fig. 8 t-SNE: 826 "
+                "datapoints, 823 of them the first period of a text (footnote)"),
+    kind="corpus", summarize=summarize, claims=claims, default_threshold=TAU,
+)

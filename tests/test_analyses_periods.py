@@ -1,0 +1,266 @@
+"""Appendix D (periods acting as BOS) on hand-built corpus rows, and the row helpers it rests on.
+
+Layout of the hand-built corpus: L = 7 layers (middle layers 2 and 3), H = 2 heads, texts of 5 tokens with the
+first period at position 2 (texts 0, 1) or 3 (text 2), and text 3 (4 tokens) without a period.
+"""
+
+import numpy as np
+import pytest
+
+from flowroutes.analyses import periods, rows
+from flowroutes.analyses.base import Context
+from flowroutes.analyses.run import Options
+
+L, H = 7, 2
+MID = (2, 3)
+NAN = float("nan")
+TEXTS = [(0, 5, 2), (1, 5, 2), (2, 5, 3), (3, 4, -1)]  # (doc, tokens, first period)
+
+# the ordinary stream x: head h of layer l has importance 0.01 (l + 1) (h + 1), so the attention block has
+# 0.03 (l + 1); the FFN has 0.1 + 0.02 l
+HEADS_X = np.array([[0.01 * (layer + 1) * (h + 1) for h in range(H)] for layer in range(L)])
+FFN_X = np.array([0.1 + 0.02 * layer for layer in range(L)])
+
+
+def vector(scale=1.0, quiet_middle=False):
+    heads, ffn = HEADS_X * scale, FFN_X * scale
+    if quiet_middle:
+        heads, ffn = heads.copy(), ffn.copy()
+        heads[list(MID)] = 0.0
+        ffn[list(MID)] = 0.0
+    return np.concatenate([heads.ravel(), ffn]).astype(np.float32)
+
+
+def corpus(period_quiet=True, period_share=(0.1, 0.4), first_share=(0.6, 0.3), no_periods=False,
+           period_scale=1.0, attn=True):
+    """Rows for TEXTS. After the first period, position p (p - 1 other sources: 1..p without q) gets the shares
+    period_share / first_share (outside / inside the middle layers) and the rest spread evenly over the others
+    (period_share None: the period is one of p sources like the others). Text 3's positions have twice the
+    importance x, first periods period_scale times x. Position 0 has importance 5 everywhere and rows that no
+    statistic should read carry misleading shares."""
+    cols = {k: [] for k in ("doc", "domain", "position", "token", "first_period", "vector")}
+    for kind in ("contrib", "attn") if attn else ("contrib",):
+        for w in ("first", "period", "other"):
+            cols[f"{kind}_{w}"] = []
+    middle = np.isin(np.arange(L), MID)
+    for doc, n_tok, q in TEXTS:
+        q = -1 if no_periods else q
+        for p in range(n_tok):
+            cols["doc"].append(doc)
+            cols["domain"].append("general")
+            cols["position"].append(p)
+            cols["token"].append("." if p == q else f" w{p}")
+            cols["first_period"].append(q)
+            if p == 0:
+                vec = np.full(L * H + L, 5.0, dtype=np.float32)
+            elif p == q:
+                vec = vector(period_scale, quiet_middle=period_quiet)
+            else:
+                vec = vector(2.0 if doc == 3 else 1.0)
+            cols["vector"].append(vec)
+            if q >= 1 and p > q:
+                first = np.where(middle, first_share[1], first_share[0])
+                if period_share is None:
+                    per = other = (1.0 - first) / p
+                else:
+                    per = np.where(middle, period_share[1], period_share[0])
+                    other = (1.0 - per - first) / (p - 1)
+            else:  # not after a first period: misleading numbers that no statistic may use
+                per, first, other = np.full(L, NAN), np.full(L, 0.05), np.full(L, 0.9)
+            for kind in ("contrib", "attn") if attn else ("contrib",):
+                # attention weights: the same with 0.1 moved from the period to the first token
+                shift = 0.0 if kind == "contrib" else 0.1
+                cols[f"{kind}_first"].append((first + shift).astype(np.float32))
+                cols[f"{kind}_period"].append((per - shift).astype(np.float32))
+                cols[f"{kind}_other"].append(other.astype(np.float32))
+    return rows.table_from_columns(cols)
+
+
+def run(table, loaded=None, n_layers=L, n_heads=H):
+    ctx = Context(table, n_layers, n_heads, Options(n_boot=200, seed=0), {"texts": 4}, loaded)
+    res = periods.ANALYSIS.summarize(ctx)
+    return res, periods.ANALYSIS.claims({"periods": res})
+
+
+def values(ests):
+    return np.array([e.value for e in ests])
+
+
+# --- rows.first_period and rows.source_shares ---------------------------------------------------------------------
+
+def test_first_period():
+    assert rows.first_period(["<s>", "The", " cat", ".", " It", "."]) == 3
+    assert rows.first_period([".", "a", " .\n", "."]) == 2  # position 0 is the BOS stand-in; spaces do not count
+    assert rows.first_period(["a", "...", " b", ".."]) == -1  # an ellipsis is no period
+    assert rows.first_period(["a"]) == -1
+
+
+def test_source_shares_one_layer():
+    # one layer, T = 4, first period q = 2; row p holds the weights into target p (upper triangle: junk)
+    w = np.array([[[2, 0, 0, 7],
+                   [1, 3, 0, 0],
+                   [1, 1, 2, 9],
+                   [2, 1, 4, 3]]], dtype=float)
+    s = rows.source_shares(w, 2)
+    # p=0: all on itself; p=1: 1/4 first, other {1}: 3/4; p=2: 1/4 first, other {1}: 1/4 (2/4 on the period
+    # itself, which is no "period share" yet); p=3 (total 10): first .2, period .4, other {1, 3}: (.1 + .3) / 2
+    np.testing.assert_allclose(s["first"], [[1.0, 0.25, 0.25, 0.2]])
+    np.testing.assert_allclose(s["period"], [[NAN, NAN, NAN, 0.4]])
+    np.testing.assert_allclose(s["other"], [[NAN, 0.75, 0.25, 0.2]])
+    # no period: other sources are 1..p: p=2: (.25 + .5) / 2; p=3: (.1 + .4 + .3) / 3
+    s = rows.source_shares(w, -1)
+    np.testing.assert_allclose(s["period"], np.full((1, 4), NAN))
+    np.testing.assert_allclose(s["other"], [[NAN, 0.75, 0.375, 0.8 / 3]])
+
+
+# --- the analysis ------------------------------------------------------------------------------------------------
+
+def test_middle_layers():
+    assert periods.middle_layers(7).tolist() == [2, 3]
+    assert periods.middle_layers(32).tolist() == list(range(2, 29))
+    assert periods.middle_layers(4).tolist() == [0, 1, 2, 3]  # too few layers: all of them
+
+
+def test_selection_is_the_first_period_not_low_importance():
+    table = corpus()
+    sel = periods.selections(table)
+    pos = rows.column(table, "position")
+    docs = rows.column(table, "doc")
+    assert list(zip(docs[sel["period"]], pos[sel["period"]])) == [(0, 2), (1, 2), (2, 3)]
+    assert sel["other"].sum() == 12  # 3 + 3 + 3 + 3 positions >= 1 that are no first period
+    assert list(zip(docs[sel["later"]], pos[sel["later"]])) == [(0, 3), (0, 4), (1, 3), (1, 4), (2, 4)]
+    # a period that is as busy as any other token is still selected
+    assert periods.selections(corpus(period_quiet=False))["period"].sum() == 3
+
+
+def test_quiet_period_that_later_tokens_use_holds():
+    res, (claim,) = run(corpus())
+    d = res.data
+    # fig. 9b: attention block = 0.03 (l + 1), zero in the middle layers at first periods; the other positions are
+    # 9 rows of x and 3 rows (text 3) of 2x: mean 1.25x; position 0 (importance 5) is left out
+    np.testing.assert_allclose(values(d["layers"]["attention"]["period"]), [0.03, 0.06, 0, 0, 0.15, 0.18, 0.21],
+                               atol=1e-6)
+    np.testing.assert_allclose(values(d["layers"]["attention"]["other"]), [0.0375 * (k + 1) for k in range(L)],
+                               atol=1e-6)
+    np.testing.assert_allclose(values(d["layers"]["ffn"]["period"]), [0.1, 0.12, 0, 0, 0.18, 0.2, 0.22], atol=1e-6)
+    np.testing.assert_allclose(values(d["layers"]["ffn"]["other"]), [1.25 * (0.1 + 0.02 * k) for k in range(L)],
+                               atol=1e-6)
+    np.testing.assert_allclose(values(d["layers"]["heads"]["period"])[:4], [0.01, 0.02, 0.02, 0.04], atol=1e-6)
+    # layer 2 at first periods: 0 against 1.25 * 0.09; its difference is below 0, layer 0 (1.0x vs 1.25x) too
+    diff = d["layers"]["attention"]["difference"]
+    assert diff[2].value == pytest.approx(-0.1125, abs=1e-6) and diff[2].below(0)
+    # (a) middle layers, attention + FFN: first periods 0; x rows ((0.09 + 0.14) + (0.12 + 0.16)) / 2 = 0.255,
+    # 2x rows 0.51, pooled 1.25 * 0.255 = 0.31875
+    assert res.summary["middle layers: attention + FFN importance per layer at first periods"].value == 0.0
+    assert res.summary["middle layers: attention + FFN importance per layer at other positions"].value == \
+        pytest.approx(0.31875, abs=1e-6)
+    assert d["quiet"].value == pytest.approx(-0.31875, abs=1e-6) and d["quiet"].high <= -0.255 + 1e-6
+    # shares after the first period (5 rows: p = 3, 4, 3, 4, 4 with 2, 3, 2, 3, 3 other sources): the period
+    # gets 0.4 in the middle layers, 0.1 elsewhere; an other token (0.3 / 2, 0.3 / 3, ...) 0.12 on average
+    contrib = d["shares"]["contrib"]
+    np.testing.assert_allclose(values(contrib["period"]), [0.1, 0.1, 0.4, 0.4, 0.1, 0.1, 0.1], atol=1e-6)
+    np.testing.assert_allclose(values(contrib["first"]), [0.6, 0.6, 0.3, 0.3, 0.6, 0.6, 0.6], atol=1e-6)
+    np.testing.assert_allclose(values(contrib["other"]), np.full(L, 0.12), atol=1e-6)
+    np.testing.assert_allclose(values(d["shares"]["attn"]["period"]), [0.0, 0.0, 0.3, 0.3, 0.0, 0.0, 0.0], atol=1e-6)
+    assert contrib["period"][2].n == 5 and contrib["period"][2].units == 3
+    # (b) 0.4 - 0.12; resampling texts, an other token's mean share stays within [0.1, 0.125]
+    assert claim.key == "first-period-bos" and claim.verdict == "holds"
+    assert claim.estimate.value == pytest.approx(0.28, abs=1e-6)
+    assert 0.275 - 1e-6 <= claim.estimate.low <= claim.estimate.high <= 0.3 + 1e-6
+    assert d["bos"]["contrib"]["period - first"].value == pytest.approx(0.1, abs=1e-6)
+    assert d["bos"]["attn"]["period - other"].value == pytest.approx(0.3 - 0.12, abs=1e-6)
+    assert "(a) = -0.319" in claim.why and "below 0" in claim.why
+    assert res.summary["first_periods (the paper: 823 of the 826 points of its cluster)"] == 3
+    # outside the middle layers first periods have x against 1.25x, but a third of the resamples draw no text 3
+    # (0.75 ** 4): there the difference is 0, so the interval reaches 0
+    assert res.summary["layers where first periods' blocks are quieter (attention and FFN, both intervals below 0)"] \
+        == [2, 3]
+    assert {"periods-heads", "periods-blocks", "periods-contrib-shares", "periods-attn-shares"} <= set(res.figures)
+    assert res.summary["routes (fig. 14)"].startswith("no model")
+    layer_rows = res.extra_tables["periods_layers"].to_pydict()
+    assert layer_rows["contrib_period"][3] == pytest.approx(0.4, abs=1e-6)
+
+
+def test_period_like_any_other_token_does_not_hold():
+    # first periods are 1.5 times as busy as x and get the same share as any other earlier token
+    res, (claim,) = run(corpus(period_quiet=False, period_scale=1.5, period_share=None, first_share=(0.4, 0.4)))
+    # (a) middle layers: 1.5 * 0.255 - 1.25 * 0.255; the other positions' mean moves between 0.255 and 0.51
+    assert res.data["quiet"].value == pytest.approx(0.06375, abs=1e-6)
+    assert res.data["quiet"].low < 0 < res.data["quiet"].high
+    # shares 0.6 / p for the period and every other token: p = 3: 0.2, p = 4: 0.15; the mean 0.17 for both
+    np.testing.assert_allclose(values(res.data["shares"]["contrib"]["period"]), np.full(L, 0.17), atol=1e-6)
+    assert claim.estimate.value == 0.0 and claim.estimate.low == 0.0 and claim.estimate.high == 0.0
+    assert claim.verdict == "does not hold"
+    assert "(a) = 0.064 [" in claim.why
+    assert "not below 0" in claim.why and "not above 0" in claim.why
+
+
+def test_period_quiet_but_not_attended_does_not_hold():
+    # (a) holds, but the period gets 0.05 while an other token gets 0.2 / 2 = 0.1 (p = 3) or 0.2 / 3 (p = 4):
+    # mean (2 * 0.1 + 3 * 0.0667) / 5 = 0.08
+    res, (claim,) = run(corpus(period_share=(0.05, 0.05), first_share=(0.75, 0.75)))
+    assert res.data["quiet"].below(0)
+    assert claim.estimate.value == pytest.approx(0.05 - 0.08, abs=1e-6)
+    assert claim.estimate.high < 0
+    assert claim.verdict == "does not hold" and "(a) = -0.319" in claim.why and "not above 0" in claim.why
+
+
+def test_no_period_cannot_be_tested():
+    res, (claim,) = run(corpus(no_periods=True))
+    assert claim.verdict == "cannot be tested" and claim.estimate is None
+    assert "no text has a first period" in claim.why
+    assert res.data["n_period"] == 0 and res.figures == {}
+    (claim,) = periods.ANALYSIS.claims({})
+    assert claim.verdict == "cannot be tested" and "not run" in claim.why
+
+
+def test_summary_serialises():
+    import json
+
+    from flowroutes.analyses import report
+
+    res, _ = run(corpus(attn=False))
+    text = json.dumps(res.summary, default=report._json_default)
+    assert '"value": -0.31875' in text
+    assert "attn" not in res.data["shares"]
+
+
+# --- fig. 14 with a tiny model -----------------------------------------------------------------------------------
+
+def test_example_routes_with_a_tiny_model():
+    import sys
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    import flowroutes
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from models import VOCAB, tiny_llama
+
+    vocab = {f"w{i}": i for i in range(VOCAB - 2)}
+    vocab.update({".": VOCAB - 2, "[UNK]": VOCAB - 1})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    loaded = flowroutes.load_model(tiny_llama(), tokenizer=PreTrainedTokenizerFast(tokenizer_object=tok,
+                                                                                    unk_token="[UNK]"))
+    n_layers, n_heads = loaded.n_layers, loaded.n_heads
+    cols = {"doc": [], "position": [], "token": [], "first_period": [], "vector": []}
+    for doc, toks in ((0, ["w1", "w2", ".", "w3"]), (1, ["w5", "zzz", ".", "w4"])):
+        for p, t in enumerate(toks):
+            cols["doc"].append(doc)
+            cols["position"].append(p)
+            cols["token"].append(t)
+            cols["first_period"].append(2)
+            cols["vector"].append(np.full(n_layers * n_heads + n_layers, 0.1, dtype=np.float32))
+    res, _ = run(rows.table_from_columns(cols), loaded, n_layers, n_heads)
+    shown, skipped = res.summary["routes (fig. 14)"]
+    assert skipped == {"doc": 1, "skipped": "token 'zzz' is not one token of this tokenizer on its own"}
+    assert shown["doc"] == 0 and shown["first_period"] == 2 and shown["prefix"] == "w1w2."
+    (rt,) = res.data["routes"]
+    assert rt.token_texts == ["w1", "w2", "."] and rt.position == 2
+    assert "periods-routes-doc0" in res.figures
+    expected = periods.own_stream_layers(flowroutes.trace(loaded, input_ids=[1, 2, VOCAB - 2]).routes(0.01, 2), 2)
+    assert shown["layers with a block on its own stream"] == len(expected)
+    assert shown["untouched layers (no block on its own stream)"] == [x for x in range(n_layers) if x not in expected]
