@@ -269,6 +269,7 @@ def example_routes(loaded, table, sel: dict, tau: float) -> tuple[dict, list, li
     docs = column(table, "doc")
     pos = column(table, "position").astype(np.int64)
     tokens = table.column("token").to_pylist()
+    token_id = table.column("token_id").to_pylist() if "token_id" in table.column_names else None
     per = np.flatnonzero(sel["period"])
     order = sorted(per, key=lambda i: (pos[i] > SHORT, docs[i]))
     figures, examples, routes = {}, [], []
@@ -282,7 +283,10 @@ def example_routes(loaded, table, sel: dict, tau: float) -> tuple[dict, list, li
             examples.append({"doc": doc, "skipped": "the rows lack some positions before the first period"})
             continue
         prefix = [tokens[r] for r in rows]
-        ids, how = token_ids(loaded.tokenizer, prefix)
+        if token_id is not None:
+            ids, how = [int(token_id[r]) for r in rows], "the rows' token ids"
+        else:
+            ids, how = token_ids(loaded.tokenizer, prefix)
         if ids is None:
             examples.append({"doc": doc, "skipped": how})
             continue

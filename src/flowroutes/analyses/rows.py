@@ -81,6 +81,7 @@ def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None =
         cols["domain"].append(item["domain"])
         cols["position"].append(p)
         cols["token"].append(tr.token_texts[p])
+        cols["token_id"].append(int(tr.input_ids[p]))
         cols["next_token"].append(tr.token_texts[p + 1] if nxt is not None else "")
         cols["word"].append(text[spans[w][0]:spans[w][1]] if w >= 0 else "")
         cols["subword"].append("first" if p == 0 or w != word_ids[p - 1] else "later")

@@ -121,7 +121,11 @@ def difference_ci(a: np.ndarray, groups_a: np.ndarray | None, b: np.ndarray, gro
     va, ra = replicates(a, groups_a, n_boot, seed)
     vb, rb = replicates(b, groups_b, n_boot, seed + 1)
     na, nb = len(a), len(b)
-    return interval(va - vb, ra - rb, na + nb, _units(groups_a, na) + _units(groups_b, nb), unit)
+    if groups_a is not None and groups_b is not None:  # the two samples may share units (e.g. texts)
+        units = len(np.unique(np.concatenate([np.asarray(groups_a), np.asarray(groups_b)])))
+    else:
+        units = _units(groups_a, na) + _units(groups_b, nb)
+    return interval(va - vb, ra - rb, na + nb, units, unit)
 
 
 def paired_ci(fn: Callable[[np.ndarray], np.ndarray], values: np.ndarray, groups: np.ndarray | None,
