@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
         help="run every analysis of the paper and the patching comparison; one report with a verdict per claim",
         description="Runs the paper's programme on one model (task heads, vectors, bottom-to-top, head roles, "
                     "periods, domains, SVD, routes vs patching) and writes OUT/report.html and OUT/claims.json: a "
-                    "row per claim of the paper with the number on this model, its 95%% interval and a verdict. "
+                    "row per claim of the paper with the number on this model, its 95% interval and a verdict. "
                     "Resumable: rerun the same command after an interruption.",
         epilog="example: flowroutes reproduce --size quick --out reproduce/",
     )
