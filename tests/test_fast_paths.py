@@ -111,3 +111,59 @@ def test_the_kernel_leaves_torch_threads_alone(tiny):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_predictions_at_the_last_position_or_none_leave_everything_else_as_the_default(tiny):
+    """predictions="last"/"none": the LM head sees only those positions; importances and the predictions that
+    are made equal the default trace's."""
+    prompts = ["w1 w2 w3 w4 w5 w6 w7", "w8 w9", "w10 w11 w12 w1 w2"]
+    default = flowroutes.trace(tiny, prompts, batch_size=3)
+    head = tiny.model.get_output_embeddings()
+    seen = []
+    handle = head.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[:-1])))
+    try:
+        last = flowroutes.trace(tiny, prompts, batch_size=3, predictions="last")
+        none = flowroutes.trace(tiny, prompts, batch_size=3, predictions="none")
+        lazy = flowroutes.trace(tiny, prompts[0], lazy=True, predictions="last")
+    finally:
+        handle.remove()
+    assert seen == [(3, 1), (3, 0), (1, 1)]  # batch x positions at the LM head
+    for ref, got_last, got_none in zip(default, last, none):
+        for got in (got_last, got_none):
+            for name in ("attention", "attention_residual", "ffn", "ffn_residual", "degenerate_attention"):
+                np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+            assert got.tokens == ref.tokens
+        np.testing.assert_array_equal(got_last.top_ids[-1], ref.top_ids[-1])
+        np.testing.assert_allclose(got_last.top_probs[-1], ref.top_probs[-1], rtol=1e-6)
+        assert got_last.top_tokens[-1] == ref.top_tokens[-1]
+        assert (got_last.top_ids[:-1] == -1).all() and np.isnan(got_last.top_probs[:-1]).all()
+        assert got_last.top_tokens[:-1] == [[]] * (ref.n_tokens - 1)
+        assert (got_none.top_ids == -1).all() and got_none.top_tokens == [[]] * ref.n_tokens
+        assert got_last.meta["predictions"] == "last" and "predictions" not in ref.meta
+        route_last, route_ref = got_last.routes(0.04), ref.routes(0.04)
+        assert_same_routes(route_last, route_ref)
+        assert route_last.top_tokens == route_ref.top_tokens
+    np.testing.assert_array_equal(lazy.top_ids[-1], default[0].top_ids[-1])
+    assert_same_routes(lazy.routes(0.04), default[0].routes(0.04))
+
+
+def test_predictions_must_be_all_last_or_none(tiny):
+    with pytest.raises(flowroutes.FlowroutesError, match="predictions"):
+        flowroutes.trace(tiny, input_ids=[1, 2, 3], predictions="first")
+
+
+def test_predictions_of_a_model_that_cannot_skip_the_lm_head(tiny, monkeypatch):
+    """A forward without `logits_to_keep`: the positions are picked from the full logits instead."""
+    full_forward = tiny.model.forward
+
+    def forward(input_ids=None, use_cache=None):
+        return full_forward(input_ids=input_ids, use_cache=use_cache)
+
+    prompts = ["w1 w2 w3 w4 w5 w6 w7", "w8 w9"]
+    default = flowroutes.trace(tiny, prompts)
+    monkeypatch.setattr(tiny.model, "forward", forward)
+    for got, ref in zip(flowroutes.trace(tiny, prompts, predictions="last"), default):
+        np.testing.assert_array_equal(got.top_ids[-1], ref.top_ids[-1])
+        np.testing.assert_array_equal(got.top_probs[-1], ref.top_probs[-1])
+        np.testing.assert_array_equal(got.attention, ref.attention)
+        assert (got.top_ids[:-1] == -1).all()

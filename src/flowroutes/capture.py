@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ def run_with_capture(
     keep_attention_call: bool = False,
     record: bool = False,
     whole_batch: bool = False,
+    logit_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run `input_ids` [B, T] (or [T]) through the model, calling `on_block` once per block and prompt.
 
@@ -135,7 +137,9 @@ def run_with_capture(
     carries what `attention_rows` needs to run its attention module again. With `record` (see
     `can_record`), the forward pass runs sdpa and keeps each attention's inputs instead of its weights
     (`BlockCapture.alpha` is None; `attention_rows` computes the rows asked for). With `whole_batch`,
-    `on_block` is called once per block with the batch axis kept ([B, ...] tensors).
+    `on_block` is called once per block with the batch axis kept ([B, ...] tensors). With `logit_positions`
+    ([B, K] positions, [K] for 1-D input_ids), the LM head runs at those positions only and the logits are
+    [(B,) K, vocab].
     """
     batched = input_ids.ndim == 2
     ids = input_ids if batched else input_ids[None]
@@ -233,14 +237,19 @@ def run_with_capture(
             handles.append(mods.ffn.register_forward_hook(on_ffn))
     device = next(model.parameters()).device
     recorded: dict = {}
+    keep = None if logit_positions is None else logit_positions.reshape(n_batch, logit_positions.shape[-1]).to(device)
+    slicing = keep is not None and "logits_to_keep" in inspect.signature(model.forward).parameters
     try:
         with torch.no_grad(), (recording_attention(model) if record else eager_attention(model)) as rec:
             recorded = rec if record else {}
-            out = model(input_ids=ids.to(device), use_cache=False)
+            out = model(input_ids=ids.to(device), use_cache=False, **({"logits_to_keep": keep} if slicing else {}))
     finally:
         for h in handles:
             h.remove()
-    logits = out.logits.detach().float()
+    logits = out.logits.detach()
+    if keep is not None and not slicing:  # a model that cannot skip the LM head: pick the positions afterwards
+        logits = torch.take_along_dim(logits, keep[..., None], dim=1)
+    logits = logits.float()
     return logits if batched else logits[0]
 
 

@@ -30,9 +30,9 @@ class _TraceBase:
     token_texts: list[str]  # each token decoded alone (e.g. ' Mary'), for display
     ffn: np.ndarray  # [L, T] importance of the FFN edge into x^{l+1}_p
     ffn_residual: np.ndarray  # [L, T] importance of the residual edge into x^{l+1}_p
-    top_ids: np.ndarray  # [T, k] the model's top next tokens at every position
-    top_probs: np.ndarray  # [T, k]
-    top_tokens: list[list[str]]  # [T][k] decoded
+    top_ids: np.ndarray  # [T, k] the model's top next tokens at every position (-1 where not predicted)
+    top_probs: np.ndarray  # [T, k] (NaN where not predicted)
+    top_tokens: list[list[str]]  # [T][k] decoded ([] where not predicted)
     degenerate_ffn: np.ndarray  # [L, T] bool: both proximities of x^{l+1}_p were 0
     parallel: list[bool] | None = None  # per layer: attention and FFN both read x^l (no x^{l+1,A} node)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -194,6 +194,7 @@ def trace(
     progress: bool = False,
     precision: str = "float32",
     prune: float = 0.0,
+    predictions: str = "all",
 ):
     """Trace prompts: forward passes, then eq. 1 for every node of the information flow graph.
 
@@ -209,7 +210,12 @@ def trace(
         in float64, by the torch path).
     prune: a tolerance > 0 skips sub-edges whose proximity is bounded (alpha ||f||_1) too small to change any
         importance by more than it; every importance stays within `prune` of the exact one (0: exact).
+    predictions: where the model's top-k next tokens are computed: "all" positions (default), only the "last"
+        of each prompt, or "none"; the LM head runs only there. Positions left out have top_ids -1, top_probs
+        NaN and no top_tokens. Importances do not depend on it.
     """
+    if predictions not in PREDICTIONS:
+        raise FlowroutesError(f"predictions must be one of {', '.join(map(repr, PREDICTIONS))}, got {predictions!r}")
     if not 0.0 <= prune < 1.0:
         raise FlowroutesError(f"prune must be a tolerance in [0, 1), got {prune}: try 1e-4")
     if precision not in ("float32", "float64"):
@@ -237,7 +243,7 @@ def trace(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             traces = _trace_batch(loaded, [texts[i] for i in chunk], [id_lists[i] for i in chunk], top_k, kernel,
-                                  chunk_elements, precision, prune)
+                                  chunk_elements, precision, prune, predictions)
             for i, tr in zip(chunk, traces):
                 out[i] = tr
             bar.update(len(chunk))
@@ -253,8 +259,8 @@ def trace(
         ids = tokenize(loaded, prompt, add_special_tokens)
     ids = _check_ids(loaded, ids)
     if lazy:
-        return _trace_lazy(loaded, prompt, ids, top_k, kernel, prune)
-    return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements, precision, prune)[0]
+        return _trace_lazy(loaded, prompt, ids, top_k, kernel, prune, predictions)
+    return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements, precision, prune, predictions)[0]
 
 
 def _progress(total: int, enabled: bool):
@@ -283,30 +289,55 @@ def _pad_right(id_lists: list[torch.Tensor], pad_id: int) -> torch.Tensor:
     return batch
 
 
-def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: torch.Tensor, top_k: int) -> dict:
+PREDICTIONS = ("all", "last", "none")
+
+
+def _logit_positions(predictions: str, lengths: list[int]) -> torch.Tensor | None:
+    """Where the LM head runs: None (everywhere) or [B, K] positions."""
+    if predictions == "all":
+        return None
+    if predictions == "last":
+        return torch.tensor([[n - 1] for n in lengths], dtype=torch.long)
+    return torch.zeros(len(lengths), 0, dtype=torch.long)
+
+
+def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: torch.Tensor, top_k: int,
+                 positions: list[int] | None = None) -> dict:
+    """logits: [T, V], or [K, V] at `positions` (the other positions get no prediction)."""
     k = min(top_k, logits.shape[-1])
     top_probs, top_ids = [], []
     for chunk in logits.split(256):  # [<=256, V] at a time: no [T, V] temporaries
         values, indices = chunk.topk(k, dim=-1)
         top_probs.append(torch.exp(values - torch.logsumexp(chunk, dim=-1, keepdim=True)))  # softmax of the top k
         top_ids.append(indices)
-    top_probs, top_ids = torch.cat(top_probs), torch.cat(top_ids)  # [T, k]
+    top_probs = torch.cat(top_probs) if top_probs else torch.zeros(0, k)  # [T, k] or [K, k]
+    top_ids = torch.cat(top_ids) if top_ids else torch.zeros(0, k, dtype=torch.long)
     tok = loaded.tokenizer
     id_list = ids.tolist()
+    ids_np, probs_np = top_ids.cpu().numpy(), top_probs.cpu().numpy()
+    top_tokens = [[tok.decode([i]) for i in row] for row in top_ids.tolist()]
+    if positions is not None:  # spread the predicted rows over a [T, k] table
+        n = len(id_list)
+        table_ids, table_probs = np.full((n, k), -1, ids_np.dtype), np.full((n, k), np.nan, probs_np.dtype)
+        table_ids[positions], table_probs[positions] = ids_np, probs_np
+        table_tokens: list[list[str]] = [[] for _ in range(n)]
+        for p, row in zip(positions, top_tokens):
+            table_tokens[p] = row
+        ids_np, probs_np, top_tokens = table_ids, table_probs, table_tokens
     return dict(
         model_name=loaded.name,
         prompt=prompt,
         input_ids=np.asarray(id_list, dtype=np.int64),
         tokens=list(tok.convert_ids_to_tokens(id_list)),
         token_texts=[tok.decode([i]) for i in id_list],
-        top_ids=top_ids.cpu().numpy(),
-        top_probs=top_probs.cpu().numpy(),
-        top_tokens=[[tok.decode([i]) for i in row] for row in top_ids.tolist()],
+        top_ids=ids_np,
+        top_probs=probs_np,
+        top_tokens=top_tokens,
     )
 
 
 def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, precision="float32",
-                 prune=0.0) -> list[Trace]:
+                 prune=0.0, predictions="all") -> list[Trace]:
     adapter = loaded.adapter
     np_dtype, torch_dtype = (np.float64, torch.float64) if precision == "float64" else (np.float32, torch.float32)
     n_layers, n_heads = adapter.n_layers, adapter.n_heads
@@ -361,12 +392,17 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
             a["degenerate_ffn"][layer] = f_degen.cpu().numpy()
 
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, whole_batch=True)  # [B, T_max, V]
+    keep = _logit_positions(predictions, lengths)
+    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, whole_batch=True,
+                              logit_positions=keep)  # [B, T_max, V], or [B, K, V] at `keep`
     meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "prune": prune,
             "precision": precision}
+    if predictions != "all":
+        meta["predictions"] = predictions
     return [
-        Trace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]], top_k), **arrays[b], meta=dict(meta),
-              parallel=_parallel_flags(adapter))
+        Trace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]] if keep is None else logits[b], top_k,
+                             None if keep is None else keep[b].tolist()),
+              **arrays[b], meta=dict(meta), parallel=_parallel_flags(adapter))
         for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
     ]
 
@@ -375,11 +411,12 @@ def _parallel_flags(adapter) -> list[bool]:
     return [adapter.is_parallel(layer) for layer in range(adapter.n_layers)]
 
 
-def _trace_lazy(loaded, prompt, ids, top_k, kernel, prune=0.0) -> LazyTrace | Trace:
+def _trace_lazy(loaded, prompt, ids, top_k, kernel, prune=0.0, predictions="all") -> LazyTrace | Trace:
     adapter = loaded.adapter
     if any(_parallel_flags(adapter)):
         # a parallel block's FFN importance needs the whole node's normalisation: trace in full
-        return _trace_batch(loaded, [prompt], [ids], top_k, kernel, CHUNK_ELEMENTS, prune=prune)[0]
+        return _trace_batch(loaded, [prompt], [ids], top_k, kernel, CHUNK_ELEMENTS, prune=prune,
+                            predictions=predictions)[0]
     n_layers, n_tok = adapter.n_layers, int(ids.numel())
     ffn = np.zeros((n_layers, n_tok), dtype=np.float32)
     ffn_residual = np.zeros((n_layers, n_tok), dtype=np.float32)
@@ -401,10 +438,14 @@ def _trace_lazy(loaded, prompt, ids, top_k, kernel, prune=0.0) -> LazyTrace | Tr
         ffn_residual[cap.layer] = f_res.cpu().numpy()
         degenerate_ffn[cap.layer] = f_degen.cpu().numpy()
 
-    logits = run_with_capture(loaded, ids, on_block, keep_attention_call=True, record=can_record(loaded))
+    keep = _logit_positions(predictions, [n_tok])
+    logits = run_with_capture(loaded, ids, on_block, keep_attention_call=True, record=can_record(loaded),
+                              logit_positions=None if keep is None else keep[0])
+    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "lazy": True}
+    if predictions != "all":
+        meta["predictions"] = predictions
     return LazyTrace(
-        **_base_fields(loaded, prompt, ids, logits, top_k), ffn=ffn, ffn_residual=ffn_residual,
-        degenerate_ffn=degenerate_ffn, meta={"model_type": getattr(loaded.model.config, "model_type", None),
-                                             "kernel": kernel, "lazy": True},
+        **_base_fields(loaded, prompt, ids, logits, top_k, None if keep is None else keep[0].tolist()), ffn=ffn,
+        ffn_residual=ffn_residual, degenerate_ffn=degenerate_ffn, meta=meta,
         n_heads=adapter.n_heads, loaded=loaded, activations=acts, kernel=kernel, prune=prune,
     )
