@@ -109,7 +109,8 @@ def corpus_rows(loaded, items: list[dict], batch_size: int = 8, use_spacy: bool 
 
     if not items:
         return pa.table({})
-    traces = flowroutes.trace(loaded, input_ids=[it["ids"] for it in items], batch_size=batch_size, top_k=1)
+    traces = flowroutes.trace(loaded, input_ids=[it["ids"] for it in items], batch_size=batch_size, top_k=1,
+                              predictions="none")  # the rows use the next token of the text, not the model's
     alphas = mean_attention(loaded, [it["ids"] for it in items], batch_size) if attention_weights else None
     cols = collections.defaultdict(list)
     for k, (it, tr) in enumerate(zip(items, traces)):
@@ -155,7 +156,7 @@ def task_rows(loaded, items: list[dict], tau: float = 0.03, batch_size: int = 8)
 
     examples = [TaskExample(**it["example"]) for it in items]
     prompts = [e.prompt for e in examples] + [e.contrastive for e in examples]
-    traces = flowroutes.trace(loaded, prompts, batch_size=batch_size, top_k=200) if items else []
+    traces = flowroutes.trace(loaded, prompts, batch_size=batch_size, top_k=200, predictions="last") if items else []
     cols = collections.defaultdict(list)
     n_layers, n_heads = loaded.n_layers, loaded.n_heads
     for k, tr in enumerate(traces):
