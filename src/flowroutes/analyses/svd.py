@@ -1,0 +1,283 @@
+"""What heads write (sec. 5.2, fig. 11): the thin SVD W_OV = U S V^T of every head, each right singular vector
+v_i put through the final norm and projected on the unembedding, and the tokens it promotes; the heads shown are
+the domain-specific heads of the domains analysis when it ran before; the claim of sec. 5.2.
+
+`svd_rows` reads the weights (the model, no text); `summarize` and `claims` read rows only.
+L layers, H heads, d the residual width, V the vocabulary, r = d_head the rank of W_OV.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import FlowroutesError
+from . import report
+from .base import Analysis, Claim, Context, untestable
+from .domains import GENERAL, NON_ENGLISH, POOLED
+from .rows import column
+from .stats import difference_ci
+
+PAPER = ("If we project these right singular vectors to the unembedding matrix (v_i^T W_U), we get an "
+         "interpretation of the attention head's influence in terms of concepts (i.e., tokens) it promotes in the "
+         "residual stream [after applying layer normalization first]. [...] Figure 11: Top 6 tokens after projecting "
+         "singular values of W_OV^h onto the unembedding matrix.")
+SHOWN_PER_DOMAIN = 2  # heads shown in the figure per domain (code, non-English, addition), most specific first
+SHOWN_DOMAINS = ("code", POOLED, "addition")
+N_LARGEST = 6  # without a domains result: the heads with the largest first singular value
+CLAIM_HEADS = 5  # the claim reads the top tokens of the 5 most specific heads of code and of non-English
+#: topic -> (domains whose texts define its tokens, reference domains): a token belongs to a topic when it is
+#: relatively more frequent among the topic's input tokens than among the reference's
+TOPICS = {"code": (("code",), (GENERAL,)), POOLED: (NON_ENGLISH, ("english", GENERAL))}
+SCHEMA = pa.schema([("layer", pa.int64()), ("head", pa.int64()), ("vector", pa.int64()),
+                    ("singular_value", pa.float64()), ("rank", pa.int64()), ("token_id", pa.int64()),
+                    ("token", pa.string()), ("score", pa.float64())])
+
+
+def thin_svd(a, b):
+    """Singular values [r] and right singular vectors [r, d'] (rows) of W = a @ b, a: [d, r], b: [r, d'], r << d.
+
+    W = Qa Ra Rb^T Qb^T (QR of a and of b^T), so the SVD of the small r x r matrix Ra Rb^T = Um S Vm^T gives
+    W = (Qa Um) S (Qb Vm)^T without ever forming or decomposing the d x d' matrix.
+    """
+    import torch
+
+    _qa, ra = torch.linalg.qr(a)  # [d, r], [r, r]
+    qb, rb = torch.linalg.qr(b.T)  # [d', r], [r, r]
+    _um, s, vmt = torch.linalg.svd(ra @ rb.T)  # [r, r], [r], [r, r]
+    return s, vmt @ qb.T  # [r], [r, d']
+
+
+def final_norm_map(adapter):
+    """(apply, has_bias): apply(v [n, d]) -> [n, d], the final norm's action on directions v, as the unembedding
+    sees them ("after applying layer normalization first").
+
+    apply(v) = (N(c v) - N(-c v)) / (2 c), c = sqrt(d), with the norm N itself (a float32 copy): its additive bias
+    cancels (a constant, the same for every direction), its scale and centring stay. For RMSNorm (Llama) this is
+    v * g / sqrt(1 + eps), i.e. v_i^T diag(g) W_U up to a factor 1 - 5e-7; for LayerNorm it also centres v; for
+    Gemma's (1 + w) norm the gain is 1 + w. Never touches the model's own module.
+    """
+    import copy
+
+    import torch
+
+    norm = copy.deepcopy(adapter.final_norm()).float().eval()
+    has_bias = getattr(norm, "bias", None) is not None
+    param = next(norm.parameters(), None)
+
+    def apply(v):
+        c = float(v.shape[-1]) ** 0.5
+        x = v.float().to(param.device) if param is not None else v.float()
+        with torch.no_grad():
+            return (norm(c * x) - norm(-c * x)) / (2.0 * c)
+
+    return apply, has_bias
+
+
+def svd_rows(loaded, heads: list[int], k: int = 4, top: int = 6) -> pa.Table:
+    """For each head (flat index layer * H + head): the thin SVD of W_OV = W_V^{kv(h)} W_O^h, and for its first k
+    right singular vectors (singular values above 1e-6 of the largest) the `top` tokens of N(v_i) W_U^T, with N the
+    final norm (`final_norm_map`). Singular vectors have no sign: each is oriented so that its strongest token
+    score is positive. One row per (head, vector, rank)."""
+    import torch
+
+    adapter = loaded.adapter
+    n_heads = adapter.n_heads
+    w_u = adapter.unembedding().detach().float()  # [V, d]
+    project, _ = final_norm_map(adapter)
+    tok = loaded.tokenizer
+    cols = collections.defaultdict(list)
+    cache = {}
+    with torch.no_grad():
+        for flat in heads:
+            layer, head = divmod(int(flat), n_heads)
+            if layer not in cache:
+                cache = {layer: adapter.ov_weights(layer)}
+            ov = cache[layer]
+            s, vt = thin_svd(ov.value[adapter.kv_head(head)].double(), ov.output[head].double())  # [r], [r, d]
+            n = min(k, int((s > s[0] * 1e-6).sum())) if len(s) and s[0] > 0 else 0
+            if n == 0:
+                continue
+            logits = project(vt[:n]).to(w_u.device) @ w_u.T  # [n, V]
+            flip = torch.where(logits.max(dim=-1).values >= -logits.min(dim=-1).values, 1.0, -1.0)  # [n]
+            logits = logits * flip[:, None]
+            top_ids = logits.topk(min(top, logits.shape[-1]), dim=-1).indices  # [n, top]
+            for i in range(n):
+                for rank, tid in enumerate(top_ids[i].tolist()):
+                    cols["layer"].append(layer)
+                    cols["head"].append(head)
+                    cols["vector"].append(i)
+                    cols["singular_value"].append(float(s[i]))
+                    cols["rank"].append(rank)
+                    cols["token_id"].append(int(tid))
+                    cols["token"].append(tok.decode([tid]))
+                    cols["score"].append(float(logits[i, tid]))
+    return pa.Table.from_pydict({name: cols[name] for name in SCHEMA.names}, schema=SCHEMA)
+
+
+def domain_heads(specific: dict, per_domain: int = SHOWN_PER_DOMAIN) -> tuple[list[tuple[int, int]], dict]:
+    """The `per_domain` most specific heads of code, non-English and addition (each head once, in that order) and
+    head -> the domain it was picked for."""
+    heads, labels = [], {}
+    for domain in SHOWN_DOMAINS:
+        picked = 0
+        for h in specific.get(domain, []):
+            h = (int(h[0]), int(h[1]))
+            if picked == per_domain:
+                break
+            if h not in labels:
+                heads.append(h)
+                labels[h] = domain
+                picked += 1
+    return heads, labels
+
+
+def summarize(ctx: Context) -> report.Result:
+    table = ctx.table
+    if table.num_rows == 0:
+        raise FlowroutesError("the svd analysis got no singular vectors (every W_OV is zero?)")
+    layer, head, vec = column(table, "layer"), column(table, "head"), column(table, "vector")
+    sv, tokens = column(table, "singular_value"), table.column("token").to_pylist()
+    domains = ctx.inputs.get("domains")
+    labels: dict = {}
+    if getattr(ctx.opts, "heads", None):
+        heads, source = [(int(a), int(b)) for a, b in ctx.opts.heads], "the heads asked for (--heads)"
+    else:
+        heads = []
+        if domains is not None:
+            heads, labels = domain_heads(domains.data.get("specific_heads", {}))
+            source = (f"the {SHOWN_PER_DOMAIN} most specific heads of code, non-English and addition (domains "
+                      "analysis: mean importance in the domain minus in general)")
+        if not heads:
+            first = vec == 0
+            best = sorted({(int(a), int(b), float(s)) for a, b, s in zip(layer[first], head[first], sv[first])},
+                          key=lambda t: (-t[2], t[0], t[1]))
+            heads, source = [(a, b) for a, b, _ in best[:N_LARGEST]], f"the {N_LARGEST} largest first singular values"
+    rows = [["head", "specific to", "sigma", "top tokens"]]
+    top_tokens = {}
+    for a, b in heads:
+        for i in sorted(set(vec[(layer == a) & (head == b)].tolist())):
+            sel = np.flatnonzero((layer == a) & (head == b) & (vec == i))
+            shown = [tokens[j] for j in sel]
+            rows.append([f"L{a}H{b} v{i}", labels.get((a, b), ""), f"{sv[sel[0]]:.2f}",
+                         " | ".join(repr(t)[1:-1] for t in shown)])
+            top_tokens[f"L{a}H{b} v{i} (sigma {sv[sel[0]]:.3g})"] = shown
+    if len(rows) == 1:
+        raise FlowroutesError("none of the heads to show exist in this model: give heads as LAYER.HEAD, 0-based")
+    boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed}
+    summary = dict(ctx.counts)
+    summary["paper_sample"] = ANALYSIS.paper_size
+    summary["heads_shown"] = [list(h) for h in heads]
+    summary["heads_from"] = source
+    if ctx.loaded is not None:
+        norm = ctx.loaded.adapter.final_norm()
+        _, has_bias = final_norm_map(ctx.loaded.adapter)
+        summary["final_norm"] = (f"{type(norm).__name__}: applied to each singular vector before W_U"
+                                 + ("; its bias is left out (a constant, the same for every direction)"
+                                    if has_bias else "; no bias"))
+    summary["top_tokens"] = top_tokens
+    if domains is not None:
+        measure = topic_measure(table, domains, boot)
+        summary["topic tokens (claim svd-topic-tokens)"] = measure if isinstance(measure, str) else {
+            "difference": measure["estimate"], **{f"{k}: difference": v for k, v in measure["parts"].items()},
+            "heads": measure["heads"]}
+    fig = report.text_table(rows, "top tokens of W_OV right singular vectors, final norm applied, projected on W_U")
+    explanation = (
+        "For every head, the thin SVD W_OV = U S V^T of W_V^{kv(h)} W_O^h (the map from a source token's normalised "
+        "residual to what the head adds to the target's); each right singular vector v_i goes through the final "
+        "norm's scale (and centring; its bias is left out) and is projected on the unembedding, and the tokens "
+        "with the largest scores are shown, each vector's sign chosen so that its strongest score is positive "
+        f"(sec. 5.2, fig. 11). The table holds every head; the figure shows {source}."
+    )
+    data = {"heads_shown": heads, "labels": labels, "boot": boot}
+    return report.Result("svd", "What heads write: W_OV singular vectors", explanation, table, summary,
+                         {"svd-top-tokens": (fig, "Top tokens per singular vector (fig. 11).")}, data=data,
+                         paper=PAPER, paper_size=ANALYSIS.paper_size)
+
+
+def domain_vocabulary(tokens: np.ndarray, domains: np.ndarray, target, reference) -> set[str]:
+    """Token texts relatively more frequent among the input tokens of the `target` domains' texts than among those
+    of the `reference` domains (count / number of tokens, compared per token)."""
+    t = collections.Counter(tokens[np.isin(domains, list(target))].tolist())
+    r = collections.Counter(tokens[np.isin(domains, list(reference))].tolist())
+    nt, nr = sum(t.values()), sum(r.values())
+    if nt == 0 or nr == 0:
+        return set()
+    return {w for w, c in t.items() if c / nt > r.get(w, 0) / nr}
+
+
+def topic_measure(table: pa.Table, domains: report.Result, boot: dict) -> dict | str:
+    """Share of the top tokens of the topic heads (the CLAIM_HEADS most specific heads of code and of non-English)
+    that belong to their topic, minus the same share, against the same topics, for every other head of the table.
+
+    A token belongs to code when it is relatively more frequent among the code texts' tokens than among the general
+    texts'; to non-English when it is more frequent among the russian/italian/spanish tokens than among the English
+    and general ones. Units: heads (resampled). Returns a reason string when it cannot be measured."""
+    specific = domains.data.get("specific_heads", {})
+    tokens = column(domains.table, "token").astype(str)
+    doms = column(domains.table, "domain").astype(str)
+    present = set(doms.tolist())
+    keys = np.array([f"L{a}H{b}" for a, b in zip(column(table, "layer"), column(table, "head"))])
+    svd_tokens = table.column("token").to_pylist()
+    vocab, topic_heads = {}, {}
+    for name, (target, reference) in TOPICS.items():
+        tgt, ref = [g for g in target if g in present], [g for g in reference if g in present]
+        heads = [f"L{a}H{b}" for a, b in specific.get(name, [])[:CLAIM_HEADS]]
+        heads = [h for h in heads if h in set(keys.tolist())]
+        if tgt and ref and heads:
+            vocab[name] = domain_vocabulary(tokens, doms, tgt, ref)
+            topic_heads[name] = heads
+    if not vocab:
+        return "the domains run has no code or non-English domain (with heads more important there than in general)"
+    base = ~np.isin(keys, sorted(set().union(*topic_heads.values())))
+    if not base.any():
+        return "every head of the table is a topic head: no other heads to compare with"
+    a, ga, b, gb, parts = [], [], [], [], {}
+    for name, words in vocab.items():
+        hit = np.array([t in words for t in svd_tokens], dtype=np.float64)
+        sel = np.isin(keys, topic_heads[name])
+        parts[name] = difference_ci(hit[sel], keys[sel], hit[base], keys[base], unit="heads", **boot)[0]
+        a.append(hit[sel])
+        ga.append(np.char.add(f"{name}:", keys[sel]))
+        b.append(hit[base])
+        gb.append(keys[base])
+    est = difference_ci(np.concatenate(a), np.concatenate(ga), np.concatenate(b), np.concatenate(gb), unit="heads",
+                        **boot)[0]
+    return {"estimate": est, "parts": parts, "heads": topic_heads,
+            "vocabulary_sizes": {k: len(v) for k, v in vocab.items()}, "baseline_heads": int(len(set(keys[base])))}
+
+
+def claims(results: dict) -> list[Claim]:
+    res = results.get("svd")
+    if res is None:
+        return []
+    key, section = "svd-topic-tokens", "5.2, fig. 11"
+    statement = ("code-specific heads promote tokens related to coding and technology [...] Heads most active for "
+                 "non-English promote tokens in multiple languages, avoiding English ones")
+    measure = (f"share of the top tokens (all shown singular vectors) of the {CLAIM_HEADS} most code-specific and "
+               f"{CLAIM_HEADS} most non-English-specific heads that belong to their topic (a token relatively more "
+               "frequent in the code texts than in general ones; in russian/italian/spanish than in English and "
+               "general ones), minus the same share for every other head; interval resamples heads")
+    domains = results.get("domains")
+    if domains is None:
+        return [untestable(key, section, statement, "needs the domains analysis of the same run (its domain-specific "
+                           "heads and texts)", measure)]
+    m = topic_measure(res.table, domains, res.data.get("boot", {}))
+    if isinstance(m, str):
+        return [untestable(key, section, statement, m, measure)]
+    est = m["estimate"]
+    holds = est.above(0.0)
+    why = ("holds when the interval lies above 0; it " + ("does" if holds else "does not") + ". Per topic: "
+           + "; ".join(f"{k} {v} (heads {', '.join(m['heads'][k])}; {m['vocabulary_sizes'][k]} topic tokens)"
+                       for k, v in m["parts"].items()) + f"; {m['baseline_heads']} other heads")
+    return [Claim(key, section, statement, measure, est, "holds" if holds else "does not hold", why)]
+
+
+ANALYSIS = Analysis(
+    name="svd", title="What heads write: W_OV singular vectors",
+    help="top tokens of each head's W_OV right singular vectors through the final norm and W_U (fig. 11)",
+    paper=PAPER, paper_size="Llama 2-7B, the code- and non-English-specific heads of fig. 10", kind="weights",
+    summarize=summarize, claims=claims,
+)
