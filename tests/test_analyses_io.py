@@ -170,3 +170,89 @@ def test_ray_local_two_workers_give_the_same_table(tiny_folder, tmp_path):
     a, b = single.table.to_pydict(), spread.table.to_pydict()
     assert a["doc"] == b["doc"] and a["token"] == b["token"] and a["position"] == b["position"]
     np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), rtol=1e-5, atol=1e-6)
+
+
+# --- shards: concurrent runs, locks, durability ---------------------------------------------------------------------
+def _squares(calls):
+    def compute(start, stop):
+        calls.append((start, stop))
+        return pa.table({"item": list(range(start, stop))})
+
+    return compute
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+import pyarrow as pa
+from flowroutes.analyses.shards import run_shards
+
+def slow(start, stop):
+    print("computing", start, flush=True)
+    time.sleep(float(sys.argv[2]))
+    return pa.table({"item": list(range(start, stop))})
+
+run_shards(6, slow, Path(sys.argv[1]), 2, {"run": 1}, progress=False)
+print("done", flush=True)
+"""
+
+
+def _holder(folder, pause):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(pause)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("computing")  # it holds the lock now
+    return proc
+
+
+def test_a_second_run_on_the_same_folder_is_refused_or_waits(tmp_path):
+    import socket
+
+    from flowroutes.analyses.shards import run_shards
+
+    proc = _holder(tmp_path, 0.5)
+    try:
+        with pytest.raises(FlowroutesError, match=rf"in use by another run \(pid {proc.pid} on "
+                                                  rf"{socket.gethostname()}, started .*\): wait for it"):
+            run_shards(6, _squares([]), tmp_path, 2, {"run": 1}, progress=False)
+        calls = []  # waiting instead: the first run computes every shard, the second none
+        table = run_shards(6, _squares(calls), tmp_path, 2, {"run": 1}, progress=False, lock_wait=120)
+        assert calls == [] and table.column("item").to_pylist() == list(range(6))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
+    from flowroutes.analyses.shards import LOCK, run_shards
+
+    proc = _holder(tmp_path, 60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == proc.pid  # its lock file is still there
+    calls = []
+    table = run_shards(6, _squares(calls), tmp_path, 2, {"run": 1}, progress=False)
+    assert calls == [(0, 2), (2, 4), (4, 6)] and table.num_rows == 6
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_shards_reach_the_disk_before_their_rename(tmp_path, monkeypatch):
+    from flowroutes.analyses.shards import run_shards
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    run_shards(2, _squares([]), tmp_path, 2, {"run": 1}, progress=False)
+    (moved,) = [e for e in events if e[0] == "replace" and e[2].endswith("shard-000000.parquet")]
+    at = events.index(moved)
+    assert ("fsync", moved[1]) in events[:at]  # the temp file's bytes were flushed before it became the shard
+    assert ("fsync", str(tmp_path)) in events[at:]  # and then the folder's new entry

@@ -1,0 +1,63 @@
+"""Durable atomic file writes: a temp file in the same folder, flushed to disk (fsync), then renamed over the
+target, and the folder's entry flushed too. A reader sees the old file or the whole new one, also after a crash
+or a power cut; a killed writer leaves at most a hidden `.NAME.*.tmp` file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _usual_mode(path: str) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # mkstemp makes 0600 files; results are for everyone who may read the folder
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk, where the platform allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_with(path: Path, write: Callable[[str], None], *, fsync: bool = True) -> None:
+    """Write `path` atomically: `write(tmp_name)` fills a temp file next to it, which then replaces `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        _usual_mode(tmp)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+        if fsync:
+            fsync_folder(path.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write `data` to `path` atomically (and durably unless fsync=False)."""
+
+    def put(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    write_with(path, put, fsync=fsync)
