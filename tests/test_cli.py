@@ -148,3 +148,75 @@ def test_cli_on_the_default_model(tmp_path):
     assert "' Mary'" in proc.stdout.split("top next tokens:")[1].splitlines()[1]
     data = json.loads(Path(out / "routes.json").read_text())
     assert data["model"] == "SmolLM2-135M-Instruct" and data["n_layers"] == 30
+
+
+# --- option errors: one line, exit code 2, before any model loads -------------------------------------------------
+@pytest.mark.parametrize("argv, pattern", [
+    (["trace"], "the following arguments are required: prompt"),
+    (["trace", "hi", "--threshold", "lots"], "argument --threshold: invalid float value: 'lots'"),
+    (["trace", "hi", "--bogus"], "unrecognized arguments: --bogus"),
+    (["serve", "--port", "eighty"], "argument --port: invalid int value"),
+    (["nosuch"], "invalid choice: 'nosuch'"),
+    (["compare-patching", "--task", "sudoku"], "argument --task: invalid choice"),
+])
+def test_argparse_errors_are_one_line(capsys, argv, pattern):
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, pattern)
+    assert "--help" in err  # and where to look
+
+
+def test_trace_refuses_to_overwrite_earlier_routes(capsys, tmp_path, tiny_folder):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "routes.svg").write_text("<svg>an earlier run</svg>")
+    code, _, err = run_cli(capsys, "trace", "w1 w2", "--model", str(tmp_path / "no-model"), "--out", str(out))
+    assert_one_line_error(code, err, "already holds routes.svg: pass --force")  # before the model load
+    assert (out / "routes.svg").read_text() == "<svg>an earlier run</svg>"
+    code, _, err = run_cli(capsys, "trace", "w1 w2", "--model", str(tiny_folder), "--out", str(out), "--force")
+    assert code == 0, err
+    assert (out / "routes.svg").read_bytes().startswith(b"<?xml") and (out / "routes.json").is_file()
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--out", "{file}/sub"], "which is a file"),
+    (["--top", "-1"], "--top must be 0 or more"),
+])
+def test_trace_options_checked_before_the_model_loads(capsys, tmp_path, argv, pattern):
+    (tmp_path / "file").write_text("x")
+    argv = [a.replace("{file}", str(tmp_path / "file")) for a in argv]
+    code, _, err = run_cli(capsys, "trace", "hi", "--model", str(tmp_path / "no-model"), *argv)
+    assert_one_line_error(code, err, pattern)
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--port", "70000"], "--port must be 1..65535, got 70000"),
+    (["--port", "0"], "--port must be 1..65535"),
+    (["--cache-mb", "0"], "--cache-mb must be"),
+    (["--min-threshold", "1.5"], "--min-threshold must be in (0, 1)"),
+    (["--max-edges", "-5"], "--max-edges must be a positive integer"),
+    (["--config", '{"host": 8050}'], "'host' must be a string, got 8050"),
+    (["--config", '{"port": true}'], "'port' must be an integer, got True"),
+    (["--config", '{"cache_size": false}'], "'cache_size' must be an integer, got False"),
+    (["--config", '{"no_auth": 1}'], "'no_auth' must be true or false, got 1"),
+    (["--config", '{"min_threshold": "0.01"}'], "'min_threshold' must be a number"),
+    (["--config", '{"port": 80.5}'], "'port' must be an integer"),
+])
+def test_serve_options_and_config_values_are_checked(capsys, tmp_path, argv, pattern):
+    if argv[0] == "--config":
+        (tmp_path / "serve.json").write_text(argv[1])
+        argv = ["--config", str(tmp_path / "serve.json")]
+    code, _, err = run_cli(capsys, "serve", "--model", str(tmp_path / "no-model"), *argv)
+    assert_one_line_error(code, err, pattern)
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--acdc-threshold", "-0.1"], "--acdc-threshold is a share of the clean - contrastive gap in [0, 1], got -0.1"),
+    (["--acdc-threshold", "nan"], "--acdc-threshold is a share"),
+    (["--acdc-threshold", "3"], "--acdc-threshold is a share"),
+    (["--min-accuracy", "1.5"], "--min-accuracy is a share of examples in [0, 1], got 1.5"),
+    (["--min-accuracy", "-1"], "--min-accuracy is a share"),
+])
+def test_compare_patching_options_checked_before_the_model_loads(capsys, tmp_path, argv, pattern):
+    code, _, err = run_cli(capsys, "compare-patching", "--model", str(tmp_path / "no-model"), "--out",
+                           str(tmp_path / "o"), *argv)
+    assert_one_line_error(code, err, pattern)

@@ -1,6 +1,8 @@
-"""The `flowroutes` command: a thin layer over the API. Bad input: one line on stderr, exit code 2.
+"""The `flowroutes` command: a thin layer over the API. Bad input (options included): one line on stderr, exit
+code 2, before any model loads.
 
-Tracebacks only with --debug. Output files are written atomically (temp file, then rename).
+Tracebacks only with --debug. Output files are written atomically (temp file, fsync, then rename); existing
+outputs are replaced only with --force.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import importlib
 import importlib.util
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import FlowroutesError
+from .fileio import write_atomic  # noqa: F401 - re-exported: other modules import it from here
 
 #: modules that add a subcommand: each has `add_parser(subparsers)`, which calls `set_defaults(func=...)`
 #: with a function taking the parsed args and returning an exit code. They must import lightly.
@@ -22,8 +24,17 @@ COMMAND_MODULES = ("flowroutes.analyses.cli", "flowroutes.patching.cli", "flowro
 DEFAULT_PROMPT_HINT = 'flowroutes trace "When Mary and John went to the store, John gave a drink to"'
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, whose errors are one line (`flowroutes: error: ...`) and exit code 2, like every other error.
+    Subcommand parsers are made of the same class."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        self.exit(2, f"flowroutes: error: {text} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="flowroutes",
         description="Explain a language model's next-token prediction by its information flow routes "
         "(Ferrando & Voita, 2024).",
@@ -60,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for routes.json, routes.svg and routes.png (created if missing; "
                         "default ./flowroutes-out)")
     t.add_argument("--top", type=int, default=5, metavar="K", help="how many active heads to list (default 5)")
+    t.add_argument("--force", action="store_true", help="replace routes.* files already in --out")
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     t.set_defaults(func=cmd_trace)
     for name in COMMAND_MODULES:  # further commands live with their feature; each adds its own parser
@@ -70,21 +82,6 @@ def _parser() -> argparse.ArgumentParser:
         if found:
             importlib.import_module(name).add_parser(sub)
     return parser
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def quiet_transformers() -> None:
@@ -103,6 +100,13 @@ def out_folder(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
+    for parent in (out, *out.parents):  # the nearest existing folder must be a folder we may write in
+        if parent.exists():
+            if not parent.is_dir():
+                raise FlowroutesError(f"--out {out} is inside {parent}, which is a file: pass a folder path")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise FlowroutesError(f"--out {out}: cannot write in {parent}: pass a folder you may write to")
+            break
     return out
 
 
@@ -128,7 +132,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
     _validate_threshold("--threshold", args.threshold)
     _validate_threshold("--attention-threshold", args.attention_threshold)
     _validate_threshold("--ffn-threshold", args.ffn_threshold)
+    if args.top < 0:
+        raise FlowroutesError(f"--top must be 0 or more, got {args.top}")
     out = out_folder(args.out)
+    names = ("routes.json", "routes.svg", "routes.png")
+    there = [n for n in names if (out / n).exists()]
+    if there and not args.force:
+        raise FlowroutesError(f"{out} already holds {', '.join(there)}: pass --force to replace them, or another --out")
 
     from .figures import render_routes
     from .trace import trace
@@ -153,7 +163,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
           f"tau_ffn={routes.ffn_threshold}]")
     if tr.n_degenerate:
         print(f"note: {tr.n_degenerate} node(s) had all-zero proximities; their parts share importance equally")
-    weights = list(routes.head_weights().items())[: max(0, args.top)]
+    weights = list(routes.head_weights().items())[: args.top]
     if weights:
         print("most important active heads (summed renormalised importance in the routes):")
         for (layer, head), w in weights:
@@ -170,7 +180,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2, its one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
