@@ -294,6 +294,22 @@ def test_bad_input_shown_on_the_page(page, server):
     assert page.locator("#graph svg").count() == 0
 
 
+def test_a_server_with_a_token_works_from_its_printed_address(page, tiny_folder):
+    with ServerThread(Settings(models={"m": str(tiny_folder)}, allowed_hosts=["*"], token="tok-123",
+                               max_edges=5)) as srv:
+        page.goto(srv.url + "/")
+        assert "access token" in page.inner_text("body")  # without the token: nothing but the refusal
+        page.goto(srv.url + "/?token=tok-123&prompt=" + PROMPT.replace(" ", "+"))
+        wait_render(page, 0)  # the page, its script and every API call ride on the cookie the address set
+        assert page.locator("#graph svg").count() == 1
+        assert page.locator("#graph svg .edge").count() <= 5
+        assert "the strongest of" in page.inner_text("#summary")  # over the edge budget, and the page says so
+        assert "token" not in page.url  # the address bar no longer shows it
+        with page.expect_download() as dl:
+            page.click("#download-svg")
+        assert b"<svg" in open(dl.value.path(), "rb").read()[:500]
+
+
 def test_page_shows_an_error_when_the_server_is_gone(page, tiny_folder):
     with ServerThread(Settings(models={"m": str(tiny_folder)})) as srv:
         page.goto(srv.url + "/")
@@ -331,7 +347,8 @@ def test_twenty_parallel_requests_all_correct(tiny_folder, reference):
                for k, p in enumerate(prompts)]
     want = [as_json(flowroutes.trace(reference, q["prompt"]).routes(q["threshold"], q["position"]).to_dict())
             for q in queries]
-    with ServerThread(Settings(models={"m": str(tiny_folder)}, cache_size=64)) as srv:
+    # a queue of 20: every request waits its turn (the default queue of 8 would answer some with 503)
+    with ServerThread(Settings(models={"m": str(tiny_folder)}, cache_size=64, max_queue=20)) as srv:
         start = threading.Barrier(20)
 
         def ask(q):

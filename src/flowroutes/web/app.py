@@ -1,14 +1,26 @@
 """The explorer's HTTP API (FastAPI) and static page. Every answer is JSON except downloads and the page.
 
 Routes come from the cached Trace of (model, prompt): a threshold or position change costs no forward pass.
-Errors answer {"detail": one line}: 404 unknown model, 413 prompt too long, 422 other bad input.
+Errors answer {"detail": one line}: 400 bad Host, 401 missing token, 403 cross-site, 404 unknown model or file,
+413 prompt or body too long, 422 other bad input, 503 busy (with Retry-After), 500 a bug (logged with an id).
+
+Work per request is bounded: thresholds below `Settings.min_threshold` are refused, a routes answer keeps at most
+`max_edges` edges (the strongest, and says so), pictures are drawn one at a time and only up to `max_render_edges`
+edges and `max_render_pixels` pixels, and forward passes queue per model up to `max_queue` requests.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import logging
+import math
+import os
 import re
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Literal
 
@@ -18,12 +30,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import FlowroutesError
-from .store import NotFound, PromptTooLong, Settings, Store
+from .guard import HostCheck, SameOrigin, TokenCheck
+from .store import Busy, NotFound, PromptTooLong, Settings, Store
 
 STATIC = Path(__file__).parent / "static"
 FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(png|svg)")
+log = logging.getLogger("flowroutes.web")
 
 
 class RoutesQuery(BaseModel):
@@ -72,12 +87,75 @@ class LensQuery(PromptQuery):
     position: int
 
 
+def check_thresholds(settings: Settings, q: RoutesQuery) -> None:
+    """Refuse, before any forward pass, thresholds outside (0, 1) or below the server's minimum."""
+    for name, value in (("threshold", q.threshold), ("attention_threshold", q.attention_threshold),
+                        ("ffn_threshold", q.ffn_threshold)):
+        if value is None:
+            continue
+        if not 0.0 < value < 1.0:
+            raise FlowroutesError(f"{name} must be in (0, 1), got {value}: try 0.04 (the paper's default)")
+        if value < settings.min_threshold:
+            raise FlowroutesError(f"{name} {value:g} is below this server's minimum of {settings.min_threshold:g}: "
+                                  "raise it (`flowroutes trace` draws any threshold)")
+
+
 def _routes(store: Store, q: RoutesQuery, prompt: str | None = None):
     """(slot, trace, routes) of the query (of `prompt` instead of q.prompt when given)."""
+    check_thresholds(store.settings, q)
     slot = store.slot(q.model)
     tr = slot.entry(q.prompt if prompt is None else prompt).trace
     return slot, tr, tr.routes(q.threshold, q.position, attention_threshold=q.attention_threshold,
                                ffn_threshold=q.ffn_threshold, renormalize=q.renormalize)
+
+
+def strongest(routes, max_edges: int):
+    """(routes with at most `max_edges` edges, None or what was cut). Over the budget, the `max_edges` strongest
+    edges are kept, then only those still connected to the explained node x^L_position (walking down)."""
+    n = len(routes.edges)
+    if n <= max_edges:
+        return routes, None
+    from ..routes import residual_id
+
+    ranked = sorted(range(n), key=lambda i: -routes.edges[i].weight)[:max_edges]
+    into: dict[str, list[int]] = {}
+    for i in ranked:
+        into.setdefault(routes.edges[i].target, []).append(i)
+    top = residual_id(routes.n_layers, routes.position)
+    reached, stack, used = {top}, [top], set()
+    while stack:
+        for i in into.get(stack.pop(), ()):
+            used.add(i)
+            source = routes.edges[i].source
+            if source not in reached:
+                reached.add(source)
+                stack.append(source)
+    cut = dataclasses.replace(routes, edges=[e for i, e in enumerate(routes.edges) if i in used],
+                              nodes=[nd for nd in routes.nodes if nd.id in reached])
+    return cut, {"edges": n, "kept": len(cut.edges), "max_edges": max_edges}
+
+
+def render(routes, fmt: str, settings: Settings, gate: threading.Semaphore) -> bytes:
+    """The routes picture (as `flowroutes trace` draws it), within the render budget: at most
+    `max_render_edges` edges and `max_render_pixels` pixels (a lower resolution beyond), one picture at a time,
+    waiting at most `render_wait_s` for the one being drawn."""
+    if len(routes.edges) > settings.max_render_edges:
+        raise FlowroutesError(f"these routes have {len(routes.edges)} edges; this server draws at most "
+                              f"{settings.max_render_edges}: raise the threshold, or use `flowroutes trace`")
+    if not gate.acquire(timeout=settings.render_wait_s):
+        raise Busy(f"another picture has been drawing for over {settings.render_wait_s:g} s: try again shortly",
+                   retry_after=max(1, int(settings.render_wait_s)))
+    try:
+        from ..figures import routes_figure
+
+        fig = routes_figure(routes)
+        width, height = fig.get_size_inches()
+        dpi = min(fig.dpi, math.sqrt(settings.max_render_pixels / (width * height)))
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi)
+        return buf.getvalue()
+    finally:
+        gate.release()
 
 
 def _check_block(tr, layer: int, position: int, head: int | None = None) -> int:
@@ -105,13 +183,32 @@ def create_app(settings: Settings) -> FastAPI:
     from . import internals as ins
 
     store = Store(settings)
-    app = FastAPI(title="flowroutes explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="flowroutes explorer", docs_url=None, redoc_url=None, openapi_url=None,
+                  max_body_size=settings.body_limit)
     app.state.store = store
+    renders = app.state.render_gate = threading.Semaphore(1)  # one picture at a time: drawing is slow
+    app.add_middleware(SameOrigin)
+    if settings.token:
+        app.add_middleware(TokenCheck, token=settings.token)
+    app.add_middleware(HostCheck, allowed_hosts=list(settings.allowed_hosts))  # outermost: checked first
 
     @app.exception_handler(FlowroutesError)
     def on_bad_input(_request: Request, exc: FlowroutesError):
+        if isinstance(exc, Busy):
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
         status = 413 if isinstance(exc, PromptTooLong) else 404 if isinstance(exc, NotFound) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    def on_http(_request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 413:
+            detail = (f"the request body is over {settings.body_limit} bytes, more than any accepted prompt needs: "
+                      "send a shorter prompt")
+        elif exc.status_code == 404:
+            detail = "not found: this server serves the explorer page and its /api/ endpoints"
+        else:
+            detail = str(exc.detail)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     def on_invalid(_request: Request, exc: RequestValidationError):
@@ -122,27 +219,36 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "bad request: " + "; ".join(parts)}, status_code=422)
 
     @app.exception_handler(Exception)
-    def on_crash(_request: Request, exc: Exception):
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    def on_crash(request: Request, exc: Exception):
+        # the details (paths, values) go to the server's log, never to the browser
+        error_id = uuid.uuid4().hex[:10]
+        log.error("internal error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error {error_id}: the server's log has the details"},
+                            status_code=500)
 
+    # cheap endpoints are async: they answer on the event loop even when every worker thread waits for a model
     @app.get("/")
-    def index():
+    async def index():
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/config")
-    def config():
+    async def config():
         return JSONResponse({"models": list(store.slots), "default": store.default,
                              "max_prompt_tokens": settings.max_prompt_tokens,
-                             "max_prompt_chars": settings.max_prompt_chars})
+                             "max_prompt_chars": settings.max_prompt_chars,
+                             "min_threshold": settings.min_threshold, "max_edges": settings.max_edges})
 
     @app.post("/api/routes")
     def routes(q: RoutesQuery):
         start = time.perf_counter()
+        check_thresholds(settings, q)
         slot = store.slot(q.model)
         passes = slot.forward_passes
         _, tr, r = _routes(store, q)
+        r, cut = strongest(r, settings.max_edges)
         body = {
             "routes": r.to_dict(),
+            "truncated": cut,
             "model": slot.name,
             "positions": [{"position": p, "token": t, "top": tr.top_tokens[p][0], "prob": float(tr.top_probs[p][0])}
                           for p, t in enumerate(tr.token_texts)],
@@ -159,14 +265,17 @@ def create_app(settings: Settings) -> FastAPI:
         q = RoutesQuery(model=model, prompt=prompt, position=position, threshold=threshold,
                         attention_threshold=attention_threshold, ffn_threshold=ffn_threshold, renormalize=renormalize)
         _, _, r = _routes(store, q)
+        headers = {"Content-Disposition": f'attachment; filename="routes.{format}"'}
         if format == "json":
+            if len(r.edges) > settings.max_edges:  # a download is the whole graph or nothing
+                raise FlowroutesError(f"these routes have {len(r.edges)} edges; this server sends at most "
+                                      f"{settings.max_edges}: raise the threshold, or use `flowroutes trace`")
             data, media = r.to_json().encode(), "application/json"
         else:
-            from ..figures import render_routes
-
-            data, media = render_routes(r, format), "image/svg+xml" if format == "svg" else "image/png"
-        return Response(data, media_type=media,
-                        headers={"Content-Disposition": f'attachment; filename="routes.{format}"'})
+            data = render(r, format, settings, renders)
+            media = "image/svg+xml" if format == "svg" else "image/png"
+            headers["Content-Security-Policy"] = "sandbox"
+        return Response(data, media_type=media, headers=headers)
 
     @app.post("/api/heads")
     def heads(q: HeadsQuery):
@@ -225,6 +334,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/api/contrast")
     def contrast(q: ContrastQuery):
+        check_thresholds(settings, q)
         _, _, a = _routes(store, q)
         _, _, b = _routes(store, q, prompt=q.prompt_b)
         diff = np.zeros((a.n_layers, a.n_heads))  # [L, H] head weight in A minus in B
@@ -232,7 +342,10 @@ def create_app(settings: Settings) -> FastAPI:
             diff[layer, h] += w
         for (layer, h), w in b.head_weights().items():
             diff[layer, h] -= w
-        return JSONResponse({"a": a.to_dict(), "b": b.to_dict(), "head_difference": _matrix(diff)})
+        a, cut_a = strongest(a, settings.max_edges)
+        b, cut_b = strongest(b, settings.max_edges)
+        return JSONResponse({"a": a.to_dict(), "b": b.to_dict(), "head_difference": _matrix(diff),
+                             "truncated": {"a": cut_a, "b": cut_b} if cut_a or cut_b else None})
 
     @app.post("/api/heatmaps")
     def heatmaps(q: RoutesQuery):
@@ -244,31 +357,52 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"tokens": tr.token_texts, "head_weights": _matrix(heads),
                              "head_importance": _matrix(into), "ffn": _matrix(tr.ffn)})  # ffn: [L, T]
 
+    def inside(folder: Path, name: str) -> Path | None:
+        """folder/name resolved, if it is a regular file inside the folder (a link out of it is refused)."""
+        root = Path(os.path.realpath(folder))
+        path = Path(os.path.realpath(root / name))
+        return path if path.is_relative_to(root) and path.is_file() else None
+
     def analysis_figures(folder: Path) -> list[str]:
-        return sorted(f.name for f in folder.iterdir() if f.is_file() and FIGURE_NAME.fullmatch(f.name))
+        try:
+            names = sorted(f.name for f in folder.iterdir())
+        except OSError:
+            return []
+        return [n for n in names if FIGURE_NAME.fullmatch(n) and inside(folder, n) is not None]
+
+    def summary_of(folder: Path) -> dict:
+        path = inside(folder, "summary.json")
+        if path is None:
+            return {}
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            return {"error": "summary.json is not valid JSON"}
+        return summary if isinstance(summary, dict) else {"error": "summary.json does not hold an object"}
 
     @app.get("/api/analyses")
-    def analyses():
+    async def analyses():
         out = []
         for i, name in enumerate(settings.analyses):
             folder = Path(name)
-            summary = {}
-            if (folder / "summary.json").is_file():
-                try:
-                    summary = json.loads((folder / "summary.json").read_text())
-                except ValueError:
-                    summary = {"error": "summary.json is not valid JSON"}
+            summary = summary_of(folder)
             short = {k: (v if len(json.dumps(v)) <= 300 else json.dumps(v)[:300] + " ...") for k, v in summary.items()}
             out.append({"id": i, "name": folder.name, "summary": short,
                         "figures": [f for f in analysis_figures(folder) if f.endswith(".png")]})
         return JSONResponse({"analyses": out})
 
     @app.get("/api/analyses/{index}/{name}")
-    def analysis_figure(index: int, name: str):
-        # only a file listed in a configured folder; the name is matched against the listing, never joined blindly
+    async def analysis_figure(index: int, name: str):
+        # only a file listed in a configured folder; the name is matched against the listing, never joined blindly,
+        # and a link that leads out of the folder is not listed
         if not 0 <= index < len(settings.analyses) or name not in analysis_figures(Path(settings.analyses[index])):
             raise NotFound(f"no figure {name!r} in analysis {index}")
-        return FileResponse(Path(settings.analyses[index]) / name)
+        path = inside(Path(settings.analyses[index]), name)
+        if path is None:
+            raise NotFound(f"no figure {name!r} in analysis {index}")
+        # an SVG may hold scripts: sandboxed, it cannot run them with this server's origin
+        headers = {"Content-Security-Policy": "sandbox"} if name.endswith(".svg") else None
+        return FileResponse(path, headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

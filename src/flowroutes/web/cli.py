@@ -1,18 +1,25 @@
 """`flowroutes serve`: start the local routes explorer. Imports FastAPI, uvicorn and torch only when it runs.
 
 Binds 127.0.0.1 unless told otherwise; the page may load only the models named here or in the config file.
+Every option and config value is checked before any model loads; a bad one is one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from pathlib import Path
 
 from ..errors import FlowroutesError
 
-CONFIG_KEYS = {"models", "host", "port", "max_prompt_tokens", "max_prompt_chars", "cache_size", "analyses"}
+#: config keys (JSON / TOML) and the type each must have; command-line options of the same name win
+CONFIG_TYPES = {"models": list, "analyses": list, "host": str, "port": int, "max_prompt_tokens": int,
+                "max_prompt_chars": int, "cache_size": int, "cache_mb": int, "min_threshold": float, "max_edges": int,
+                "max_queue": int, "no_auth": bool}
+CONFIG_KEYS = set(CONFIG_TYPES)
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def add_parser(subparsers) -> None:
@@ -26,17 +33,33 @@ def add_parser(subparsers) -> None:
     s.add_argument("--model", action="append", default=None, metavar="M",
                    help="a model the page may load (repeatable): a Hugging Face id in the local cache, a model "
                         "folder or a .gguf file; default: the embedded SmolLM2-135M-Instruct")
-    s.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=None, help="port (default 8050)")
+    s.add_argument("--host", default=None,
+                   help="address to bind (default 127.0.0.1: this machine only); any other address needs the "
+                        "access token printed at start (or --no-auth)")
+    s.add_argument("--port", type=int, default=None, help="port, 1..65535 (default 8050)")
     s.add_argument("--config", default=None, metavar="FILE",
                    help="a JSON or TOML file with any of: models (list), analyses (list), host, port, "
-                        "max_prompt_tokens, max_prompt_chars, cache_size; command-line options win")
+                        "max_prompt_tokens, max_prompt_chars, cache_size, cache_mb, min_threshold, max_edges, "
+                        "max_queue, no_auth; command-line options win")
     s.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
                    help="longest prompt accepted, in tokens (default 256); longer ones get HTTP 413")
     s.add_argument("--max-prompt-chars", type=int, default=None, metavar="N",
                    help="longest prompt accepted, in characters (default 4000)")
     s.add_argument("--cache-size", type=int, default=None, metavar="N",
                    help="how many traced prompts per model to keep in memory (default 4)")
+    s.add_argument("--cache-mb", type=int, default=None, metavar="MB",
+                   help="memory for cached traces per model, in MB (default 1024); the least recently used "
+                        "prompts are dropped beyond it")
+    s.add_argument("--min-threshold", type=float, default=None, metavar="T",
+                   help="lowest route threshold the page may ask for (default 0.005); lower ones get HTTP 422")
+    s.add_argument("--max-edges", type=int, default=None, metavar="N",
+                   help="most edges per routes answer (default 5000): beyond it the strongest are sent, and the "
+                        "page says so")
+    s.add_argument("--max-queue", type=int, default=None, metavar="N",
+                   help="requests that may wait for one model's forward pass (default 8); more get HTTP 503")
+    s.add_argument("--no-auth", action="store_true", default=None,
+                   help="with a --host other than loopback, serve without the access token (anyone who can reach "
+                        "the address can use the models)")
     s.add_argument("--analyses", action="append", default=None, metavar="DIR",
                    help="a folder written by `flowroutes analyze --out DIR` whose figures the Analyses view shows "
                         "(repeatable)")
@@ -68,33 +91,66 @@ def read_config(path: str) -> dict:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
             raise FlowroutesError(f"config file {path}: '{key}' must be a list of strings")
+    for key, value in data.items():
+        kind = CONFIG_TYPES[key]
+        ok = (isinstance(value, bool) if kind is bool else  # true / false, never 0 / 1
+              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+              isinstance(value, kind) and not isinstance(value, bool))
+        if not ok:
+            want = {bool: "true or false", float: "a number", int: "an integer", str: "a string",
+                    list: "a list of strings"}[kind]
+            raise FlowroutesError(f"config file {path}: '{key}' must be {want}, got {value!r}")
     return data
 
 
+def _positive(name: str, value, upper: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (upper is not None and value > upper):
+        span = f"1..{upper}" if upper is not None else "a positive integer"
+        raise FlowroutesError(f"--{name.replace('_', '-')} must be {span}, got {value!r}")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
 def settings_from_args(args: argparse.Namespace):
-    """(Settings, host, port) from the options and the config file."""
-    from .store import Settings
+    """(Settings, host, port) from the options and the config file, all checked (FlowroutesError otherwise)."""
+    from .store import LOOPBACK_HOSTS, MAX_CACHE_SIZE, Settings
 
     conf = read_config(args.config) if args.config else {}
 
     def pick(name: str, default):
-        value = getattr(args, name)
+        value = getattr(args, name, None)
         return conf.get(name, default) if value is None else value
 
     models = args.model or conf.get("models") or []
     specs = {m: m for m in models} if models else {"SmolLM2-135M-Instruct": None}
-    for key in ("max_prompt_tokens", "max_prompt_chars", "cache_size", "port"):
-        value = pick(key, 1)
-        if not isinstance(value, int) or value < 1:
-            raise FlowroutesError(f"{key.replace('_', '-')} must be a positive integer, got {value!r}")
+    numbers = {key: _positive(key, pick(key, default), upper) for key, default, upper in (
+        ("max_prompt_tokens", 256, None), ("max_prompt_chars", 4000, None), ("cache_size", 4, MAX_CACHE_SIZE),
+        ("cache_mb", 1024, 1 << 30), ("max_edges", 5000, None), ("max_queue", 8, None), ("port", 8050, 65535))}
+    tau = pick("min_threshold", 0.005)
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau < 1.0:
+        raise FlowroutesError(f"--min-threshold must be in (0, 1), got {tau!r}: the default is 0.005")
+    host = pick("host", "127.0.0.1")
+    if not isinstance(host, str) or (host.strip() != host):
+        raise FlowroutesError(f"--host must be an address or a host name, got {host!r}")
+    no_auth = bool(pick("no_auth", False))
     analyses = args.analyses or conf.get("analyses") or []
     for folder in analyses:
         if not Path(folder).is_dir():
             raise FlowroutesError(f"analysis folder {folder} not found: pass a folder written by flowroutes analyze")
-    settings = Settings(models=specs, max_prompt_tokens=pick("max_prompt_tokens", 256),
-                        max_prompt_chars=pick("max_prompt_chars", 4000), cache_size=pick("cache_size", 4),
-                        analyses=[str(Path(f).resolve()) for f in analyses])
-    return settings, pick("host", "127.0.0.1"), pick("port", 8050)
+    if host in WILDCARD_HOSTS:
+        allowed = ["*"]  # any name reaches it: the token is what protects it
+    else:
+        allowed = list(LOOPBACK_HOSTS) + ([host] if host not in LOOPBACK_HOSTS else [])
+    token = None if is_loopback(host) or no_auth else secrets.token_urlsafe(24)
+    settings = Settings(models=specs, max_prompt_tokens=numbers["max_prompt_tokens"],
+                        max_prompt_chars=numbers["max_prompt_chars"], cache_size=numbers["cache_size"],
+                        cache_bytes=numbers["cache_mb"] << 20, min_threshold=float(tau),
+                        max_edges=numbers["max_edges"], max_queue=numbers["max_queue"],
+                        analyses=[str(Path(f).resolve()) for f in analyses], allowed_hosts=allowed, token=token)
+    return settings, host, numbers["port"]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -110,8 +166,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for slot in app.state.store.slots.values():
             print(f"loading {slot.name}...", file=sys.stderr)
             slot.loaded  # noqa: B018 - load now, so the first page view does not wait
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {host}: anyone who can reach this address can run the models", file=sys.stderr)
-    print(f"flowroutes explorer on http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}", file=sys.stderr)
+    shown = "127.0.0.1" if host in WILDCARD_HOSTS else f"[{host}]" if ":" in host else host
+    if not is_loopback(host):
+        who = "anyone who can reach this address" + (" and knows the token" if settings.token else "")
+        print(f"warning: serving on {host or 'every address'}: {who} can run the models", file=sys.stderr)
+    query = f"/?token={settings.token}" if settings.token else ""
+    print(f"flowroutes explorer on http://{shown}:{port}{query}", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

@@ -1,19 +1,27 @@
-"""The explorer's shared state: the configured models (loaded once, each behind its own lock) and a small LRU
-of traces per (model, prompt), so that threshold and position changes never rerun the model.
+"""The explorer's shared state: the configured models (loaded once, each behind its own lock) and a cache of
+traces per (model, prompt), bounded in bytes, so that threshold and position changes never rerun the model.
 
 Only names configured on the command line or in the config file map to models; nothing else reaches the disk.
+Requests that need a model's forward pass queue for it; beyond `Settings.max_queue` of them per model the
+server answers 503 at once, so that waiting requests never hold every worker thread.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import FlowroutesError
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_CACHE_SIZE = 10_000  # --cache-size above this is refused: the byte budget is the real bound
 
 
 class PromptTooLong(FlowroutesError):
@@ -28,6 +36,14 @@ class UnknownModel(NotFound):
     """The browser asked for a model that is not configured (HTTP 404)."""
 
 
+class Busy(FlowroutesError):
+    """Too many requests wait for the same work (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass
 class Settings:
     """What `flowroutes serve` was told. `models` maps a display name to what `load_model` accepts
@@ -36,9 +52,39 @@ class Settings:
     models: dict[str, Any]
     max_prompt_tokens: int = 256
     max_prompt_chars: int = 4000
-    cache_size: int = 4
+    cache_size: int = 4  # at most this many traced prompts per model ...
+    cache_bytes: int = 1 << 30  # ... and at most this many bytes of traces and internals per model
     top_k: int = 10
     analyses: list[str] = field(default_factory=list)  # folders written by `flowroutes analyze --out DIR`
+    min_threshold: float = 0.005  # lower route thresholds are refused (the page's slider stops there)
+    max_edges: int = 5000  # a routes answer keeps at most this many edges (the strongest) and says so
+    max_render_edges: int = 2000  # SVG / PNG downloads of larger routes are refused
+    max_render_pixels: int = 16_000_000  # a PNG wider than this is drawn at a lower resolution
+    render_wait_s: float = 30.0  # one picture is drawn at a time; a request waits at most this long to start
+    max_queue: int = 8  # requests per model that may wait for (or hold) its forward pass; beyond: HTTP 503
+    max_body_bytes: int | None = None  # request bodies; None: enough for two prompts of max_prompt_chars
+    allowed_hosts: list[str] = field(default_factory=lambda: list(LOOPBACK_HOSTS))  # Host headers; "*": any
+    token: str | None = None  # when set, every request must carry it (cookie, ?token= or Authorization)
+
+    @property
+    def body_limit(self) -> int:
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return max(65_536, 16 * self.max_prompt_chars + 4096)  # JSON may spend 6 bytes on one character
+
+
+def nbytes(obj: Any) -> int:
+    """Bytes held by the numpy arrays of a dataclass (a Trace, Internals), lists of arrays included."""
+    if obj is None:
+        return 0
+    total = 0
+    values = [getattr(obj, f.name) for f in fields(obj)] if is_dataclass(obj) else list(vars(obj).values())
+    for value in values:
+        if isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, (list, tuple)):
+            total += sum(v.nbytes for v in value if isinstance(v, np.ndarray))
+    return total
 
 
 @dataclass
@@ -47,18 +93,28 @@ class Entry:
 
     trace: Any
     internals: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # computes the internals once
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes(self.trace) + nbytes(self.internals)
 
 
 class ModelSlot:
-    """One configured model: loaded on first use, traced one prompt at a time (the capture hooks the model)."""
+    """One configured model: loaded on first use, traced one prompt at a time (the capture hooks the model).
+
+    Each prompt is traced once: concurrent requests for a prompt being traced wait for that trace. Every request
+    that waits for the model counts against `max_queue`; the cache holds at most `cache_bytes` (LRU)."""
 
     def __init__(self, name: str, spec: Any, settings: Settings):
         self.name, self.spec, self.settings = name, spec, settings
         self.lock = threading.Lock()  # serialises loading and every forward pass on this model
         self._loaded = None
         self._cache: OrderedDict[str, Entry] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # guards _cache, _pending, waiting
+        self._pending: dict[str, Future] = {}  # prompts being traced now
+        self.waiting = 0  # requests waiting for (or holding) this model's forward pass
+        self._seconds_per_pass = 1.0  # running estimate, for Retry-After
         self.forward_passes = 0  # how many traces were computed (the cache saves the rest)
 
     @property
@@ -71,6 +127,11 @@ class ModelSlot:
                     self._loaded = self.spec if isinstance(self.spec, LoadedModel) else load_model(self.spec)
         return self._loaded
 
+    @property
+    def cached_bytes(self) -> int:
+        with self._cache_lock:
+            return sum(e.nbytes for e in self._cache.values())
+
     def _check_length(self, prompt: str) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise FlowroutesError("the prompt is empty: type some text whose next token the model should predict")
@@ -78,6 +139,41 @@ class ModelSlot:
         if len(prompt) > limit:
             raise PromptTooLong(f"the prompt has {len(prompt)} characters; this server accepts at most {limit}: "
                                 "shorten it (or restart with a larger --max-prompt-chars)")
+
+    # --- the queue ----------------------------------------------------------------------------------------
+    def _admit(self) -> None:
+        """Count one more request waiting for the model, or refuse it (503) when the queue is full.
+        The caller holds _cache_lock."""
+        limit = max(1, self.settings.max_queue)
+        if self.waiting >= limit:
+            retry = int(min(60, max(1, math.ceil(self._seconds_per_pass * self.waiting))))
+            raise Busy(f"model {self.name} is busy with {self.waiting} requests: try again in {retry} s", retry)
+        self.waiting += 1
+
+    def _leave(self) -> None:
+        with self._cache_lock:
+            self.waiting -= 1
+
+    def _timed(self, work):
+        start = time.perf_counter()
+        out = work()
+        self._seconds_per_pass = 0.7 * self._seconds_per_pass + 0.3 * (time.perf_counter() - start)
+        return out
+
+    # --- the cache ----------------------------------------------------------------------------------------
+    def _store(self, prompt: str, made: Entry) -> None:
+        """Cache `made` unless it alone is over the byte budget; evict the least recently used beyond the limits.
+        The caller holds _cache_lock."""
+        budget, count = self.settings.cache_bytes, max(1, min(self.settings.cache_size, MAX_CACHE_SIZE))
+        if made.nbytes > budget:
+            self._cache.pop(prompt, None)
+            return
+        self._cache[prompt] = made
+        self._cache.move_to_end(prompt)
+        total = sum(e.nbytes for e in self._cache.values())
+        while len(self._cache) > count or total > budget:
+            _, old = self._cache.popitem(last=False)
+            total -= old.nbytes
 
     def entry(self, prompt: str) -> Entry:
         """The cached entry of `prompt`, tracing it (one forward pass) if it is not cached."""
@@ -87,12 +183,32 @@ class ModelSlot:
             if hit is not None:
                 self._cache.move_to_end(prompt)
                 return hit
+            self._admit()
+            job = self._pending.get(prompt)
+            owner = job is None
+            if owner:
+                job = self._pending[prompt] = Future()
+        try:
+            if not owner:  # someone traces this prompt now: wait for their answer (or their error)
+                return job.result()
+            try:
+                made = self._trace(prompt)
+            except BaseException as exc:
+                with self._cache_lock:
+                    del self._pending[prompt]
+                job.set_exception(exc)
+                raise
+            with self._cache_lock:  # cached and no longer pending in one step: no window for a second trace
+                self._store(prompt, made)
+                del self._pending[prompt]
+            job.set_result(made)
+            return made
+        finally:
+            self._leave()
+
+    def _trace(self, prompt: str) -> Entry:
         loaded = self.loaded
         with self.lock:
-            with self._cache_lock:  # another request may have traced it while we waited
-                hit = self._cache.get(prompt)
-            if hit is not None:
-                return hit
             from ..trace import tokenize, trace
 
             ids = tokenize(loaded, prompt)
@@ -100,26 +216,31 @@ class ModelSlot:
             if ids.numel() > limit:
                 raise PromptTooLong(f"the prompt has {ids.numel()} tokens; this server accepts at most {limit}: "
                                     "shorten it (or restart with a larger --max-prompt-tokens)")
-            tr = trace(loaded, prompt, top_k=self.settings.top_k)
+            tr = self._timed(lambda: trace(loaded, prompt, top_k=self.settings.top_k))
             self.forward_passes += 1
-            made = Entry(trace=tr)
-        with self._cache_lock:
-            self._cache[prompt] = made
-            self._cache.move_to_end(prompt)
-            while len(self._cache) > max(1, self.settings.cache_size):
-                self._cache.popitem(last=False)
-        return made
+        return Entry(trace=tr)
 
     def internals(self, prompt: str):
         """The `Internals` of `prompt` (a second, hooked forward pass, done once per cached prompt)."""
         from .internals import capture_internals
 
         got = self.entry(prompt)
-        if got.internals is None:
-            with self.lock:
+        if got.internals is not None:
+            return got.internals
+        with self._cache_lock:
+            self._admit()
+        try:
+            with got.lock:  # one capture per entry; the others wait for it
                 if got.internals is None:
-                    got.internals = capture_internals(self.loaded, np.asarray(got.trace.input_ids))
-        return got.internals
+                    with self.lock:
+                        it = self._timed(lambda: capture_internals(self.loaded, np.asarray(got.trace.input_ids)))
+                    got.internals = it
+                    with self._cache_lock:
+                        if self._cache.get(prompt) is got:
+                            self._store(prompt, got)  # the entry grew: evict by its new size
+            return got.internals
+        finally:
+            self._leave()
 
 
 class Store:

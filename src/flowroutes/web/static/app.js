@@ -34,7 +34,9 @@ async function api(path, body) {
     let data = null;
     try { data = await res.json(); } catch (e) { data = null; }
     if (!res.ok) {
-      const detail = data && data.detail ? data.detail : `the server answered HTTP ${res.status}`;
+      const detail = data && data.detail ? data.detail
+        : res.status === 413 ? "the request is larger than this server accepts: shorten the prompt"
+        : `the server answered HTTP ${res.status}`;
       throw new Error(`${detail} (HTTP ${res.status})`);
     }
     return data;
@@ -365,7 +367,8 @@ async function loadRoutes() {
     el("b", { text: `next token after ${show(r.token_texts[r.position])}: ` }, $("#predictions"));
     for (const p of r.prediction) el("span", { class: "prediction", text: `${show(p.token)} ${(100 * p.prob).toFixed(1)}%` }, $("#predictions"));
     const nAtt = r.edges.filter((e) => e.kind === "attention").length;
-    $("#summary").textContent = `${r.nodes.length} nodes, ${r.edges.length} edges (${nAtt} attention), ${r.active_heads.length} active heads`;
+    $("#summary").textContent = `${r.nodes.length} nodes, ${r.edges.length} edges (${nAtt} attention), ${r.active_heads.length} active heads`
+      + (data.truncated ? ` (the strongest of ${data.truncated.edges} edges: this server sends at most ${data.truncated.max_edges}; raise the threshold to see whole routes)` : "");
     drawRoutes($("#graph"), r, true);
     $("#status").textContent = `${data.model}: ${data.cached ? "cached trace" : "new forward pass"}, server ${data.server_ms.toFixed(1)} ms`;
     downloadLinks();
@@ -392,6 +395,7 @@ async function loadContrast() {
       drawRoutes($(id), r, false).setAttribute("style", "width:100%;height:auto");
     }
     $("#contrast-diff").textContent = "";
+    if (d.truncated) el("p", { class: "hint", text: "Routes over this server's edge budget show only their strongest edges: raise the threshold to see them whole." }, $("#contrast-diff"));
     heatmap($("#contrast-diff"), d.head_difference, { id: "heat-contrast", diverging: true, rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_difference), colLabels: heads(d.head_difference) });
   });
 }
@@ -459,6 +463,9 @@ async function init() {
     showError("cannot reach the flowroutes server: is `flowroutes serve` running?"); return;
   }
   for (const m of conf.models) el("option", { value: m, text: m }, $("#model"));
+  for (const id of ["threshold", "attention-threshold", "ffn-threshold"]) {  // the server refuses lower thresholds
+    $(`#${id}`).min = Math.max(Number($(`#${id}`).min), conf.min_threshold || 0);
+  }
   if (!conf.models.includes(state.model)) state.model = conf.default;
   syncControls();
   if (!state.prompt) $("#prompt").value = "When Mary and John went to the store, John gave a drink to";
