@@ -67,7 +67,8 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
 
     say("corpus rows")
     t0 = time.perf_counter()
-    corpus, counts = compute_rows("corpus", loaded, source, opts, out_dir, sources=sources, shards_dir=shards)
+    corpus, counts = compute_rows("corpus", loaded, source, opts, out_dir, sources=sources, shards_dir=shards,
+                                  attention_domains=("general",))  # only periods reads them, on general text
     timings["corpus rows"] = time.perf_counter() - t0
     general = corpus.filter(np.asarray(column(corpus, "domain") == "general"))
     general_counts = {"texts": int(len(set(column(general, "doc").tolist()))), "predictions": general.num_rows,

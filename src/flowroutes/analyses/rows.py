@@ -61,7 +61,7 @@ def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None =
     previous / same_word [L*H]: head shares on the previous token / earlier subwords of the word (sec. 4.3);
     contrib_* [L]: shares of the attention block's contribution into x^{l+1,A}_p from the first token, the first
     period and an average other token; attn_* [L]: the same for attention weights averaged over heads, when
-    `alpha_mean` [L, T, T] is given (appendix D).
+    `alpha_mean` [L, T, T] is given (appendix D; NaN otherwise).
     """
     text = item["text"]
     word_ids = compute.token_words(item["offsets"], text, spans)
@@ -72,7 +72,10 @@ def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None =
     part = compute.head_shares(tr, word_ids)
     q = first_period(tr.token_texts)
     contrib = source_shares(tr.attention.sum(axis=1), q)  # heads summed: [L, T, T]
-    attn = source_shares(alpha_mean, q) if alpha_mean is not None else None
+    if alpha_mean is not None:
+        attn = source_shares(alpha_mean, q)
+    else:  # not measured for this text: NaN, so that every shard has the same columns
+        attn = dict.fromkeys(("first", "period", "other"), np.full((n_layers, n_tok), np.nan))
     cols = collections.defaultdict(list)
     for p in range(n_tok):
         w = word_ids[p]
@@ -93,16 +96,14 @@ def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None =
         cols["previous"].append(part["previous"][:, :, p].ravel())
         cols["same_word"].append(part["same_word"][:, :, p].ravel())
         for name, shares in (("contrib", contrib), ("attn", attn)):
-            if shares is None:
-                continue
             for where in ("first", "period", "other"):
                 cols[f"{name}_{where}"].append(shares[where][:, p].astype(np.float32))
     return cols
 
 
-def corpus_rows(loaded, items: list[dict], batch_size: int = 8, use_spacy: bool = True,
-                attention_weights: bool = True) -> pa.Table:
-    """One row per prediction (every position of every text in `items`); see `prediction_rows`."""
+def corpus_rows(loaded, items: list[dict], batch_size: int = 8, use_spacy: bool = True) -> pa.Table:
+    """One row per prediction (every position of every text in `items`); see `prediction_rows`. Attention weights
+    (one more forward pass) are measured for the items whose "attention" is true (default: all)."""
     import flowroutes
 
     from .data import words_and_pos
@@ -111,11 +112,12 @@ def corpus_rows(loaded, items: list[dict], batch_size: int = 8, use_spacy: bool 
         return pa.table({})
     traces = flowroutes.trace(loaded, input_ids=[it["ids"] for it in items], batch_size=batch_size, top_k=1,
                               predictions="none")  # the rows use the next token of the text, not the model's
-    alphas = mean_attention(loaded, [it["ids"] for it in items], batch_size) if attention_weights else None
+    wanted = [k for k, it in enumerate(items) if it.get("attention", True)]
+    alphas = dict(zip(wanted, mean_attention(loaded, [items[k]["ids"] for k in wanted], batch_size)))
     cols = collections.defaultdict(list)
     for k, (it, tr) in enumerate(zip(items, traces)):
         spans, tags = words_and_pos(it["text"], use_spacy)
-        for key, values in prediction_rows(tr, it, spans, tags, alphas[k] if alphas else None).items():
+        for key, values in prediction_rows(tr, it, spans, tags, alphas.get(k)).items():
             cols[key].extend(values)
     return table_from_columns(cols)
 
@@ -127,6 +129,8 @@ def mean_attention(loaded, id_lists: list[list[int]], batch_size: int) -> list[n
     from ..capture import run_with_capture
 
     out = []
+    if not id_lists:
+        return out
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     for start in range(0, len(id_lists), batch_size):
         chunk = id_lists[start:start + batch_size]

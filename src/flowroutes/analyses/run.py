@@ -192,14 +192,19 @@ class _Job:
 
 
 def compute_rows(kind: str, loaded, source, opts: Options, out: Path | None, sources=(), task: str | None = None,
-                 tau: float | None = None, shards_dir: Path | None = None) -> tuple[pa.Table, dict]:
-    """The rows of one kind and counts describing them. Shards go to `shards_dir` (default out/shards)."""
+                 tau: float | None = None, shards_dir: Path | None = None,
+                 attention_domains: tuple[str, ...] | None = None) -> tuple[pa.Table, dict]:
+    """The rows of one kind and counts describing them. Shards go to `shards_dir` (default out/shards).
+    attention_domains: corpus domains whose attention weights are measured (None: all)."""
     folder = shards_dir if shards_dir is not None else (out / "shards" if out is not None else None)
     # one sub-folder per kind of rows: a reproduce run shares them between analyses
     if kind == "corpus":
         items, counts = corpus_items(loaded, sources, opts)
+        for it in items:
+            it["attention"] = attention_domains is None or it["domain"] in attention_domains
         job_opts = {"batch_size": opts.batch_size, "use_spacy": opts.spacy}
-        digest = hashlib.sha256(json.dumps([[i["domain"], i["ids"]] for i in items]).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([[i["domain"], i["ids"], i["attention"]] for i in items]).encode()
+                                ).hexdigest()
         job = _Job("corpus", source, job_opts, items, loaded)
         table = _shards(job, len(items), {"data": digest, **job_opts}, loaded, opts, folder, "corpus")
         counts["predictions"] = table.num_rows
