@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.flowroutes-installed
 PROMPT := When Mary and John went to the store, John gave a drink to
 
-.PHONY: setup browser demo test lint bench clean
+.PHONY: setup browser demo reproduce test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/flowroutes trace "$(PROMPT)" --out demo
 	@echo "open demo/routes.png or demo/routes.svg to see the routes"
 
+# the paper's programme on the embedded model: reproduce/report.html, one verdict per claim (minutes on 2 cores)
+reproduce: setup
+	HF_HUB_OFFLINE=1 $(BIN)/flowroutes reproduce --size quick --out reproduce
+
 test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
@@ -37,4 +41,4 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trace_speed.py
 
 clean:
-	rm -rf $(VENV) demo
+	rm -rf $(VENV) demo reproduce
