@@ -110,26 +110,32 @@ def _routes(store: Store, q: RoutesQuery, prompt: str | None = None):
 
 
 def strongest(routes, max_edges: int):
-    """(routes with at most `max_edges` edges, None or what was cut). Over the budget, the `max_edges` strongest
-    edges are kept, then only those still connected to the explained node x^L_position (walking down)."""
+    """(routes with at most `max_edges` edges, None or what was cut). Over the budget, edges are kept in order of
+    their importance for the prediction: an edge's score is its weight times the best product of weights on a
+    path from it up to the explained node x^L_position (weights are <= 1). Taken best first from the top, the kept
+    edges stay connected to the explained node, and the strongest routes come whole."""
+    import heapq
+
     n = len(routes.edges)
     if n <= max_edges:
         return routes, None
     from ..routes import residual_id
 
-    ranked = sorted(range(n), key=lambda i: -routes.edges[i].weight)[:max_edges]
     into: dict[str, list[int]] = {}
-    for i in ranked:
-        into.setdefault(routes.edges[i].target, []).append(i)
+    for i, e in enumerate(routes.edges):
+        into.setdefault(e.target, []).append(i)
     top = residual_id(routes.n_layers, routes.position)
-    reached, stack, used = {top}, [top], set()
-    while stack:
-        for i in into.get(stack.pop(), ()):
-            used.add(i)
-            source = routes.edges[i].source
-            if source not in reached:
-                reached.add(source)
-                stack.append(source)
+    heap = [(-routes.edges[i].weight, i) for i in into.get(top, ())]
+    heapq.heapify(heap)
+    reached, used = {top}, set()
+    while heap and len(used) < max_edges:
+        score, i = heapq.heappop(heap)
+        used.add(i)
+        source = routes.edges[i].source
+        if source not in reached:  # first reached by its best path: expand it
+            reached.add(source)
+            for j in into.get(source, ()):
+                heapq.heappush(heap, (score * routes.edges[j].weight, j))
     cut = dataclasses.replace(routes, edges=[e for i, e in enumerate(routes.edges) if i in used],
                               nodes=[nd for nd in routes.nodes if nd.id in reached])
     return cut, {"edges": n, "kept": len(cut.edges), "max_edges": max_edges}
