@@ -134,7 +134,8 @@ def run_lock(folder: Path, *, wait: float = 0.0) -> Iterator[None]:
     try:
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
         os.ftruncate(fd, 0)
-        os.pwrite(fd, info, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, info)
         yield
     finally:
         if fcntl is None:
