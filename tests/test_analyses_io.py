@@ -126,6 +126,15 @@ def test_cli_bad_input(tmp_path):
     p = _cli(["analyze", "sideways", "--out", str(tmp_path / "o")])
     _out, err = p.communicate(timeout=120)
     assert p.returncode == 2 and "unknown analysis 'sideways'" in err
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    # refused before the model or the data load: a missing model would otherwise be the first error
+    for args, words in ((["--ray", "local:x"], "positive integer"), (["--out", str(afile)], "is a file"),
+                        (["--out", str(afile / "sub")], "is a file"), (["--threshold", "2"], "(0, 1)")):
+        out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
+        p = _cli(["analyze", "vectors", "--model", str(tmp_path / "missing"), *args, *out])
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode == 2 and err.strip().count("\n") == 0 and words in err, (args, err)
     assert not (tmp_path / "o").exists()
 
 

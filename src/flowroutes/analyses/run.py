@@ -97,16 +97,10 @@ def make_options(options: Options | None, **kwargs) -> Options:
 
 
 def check_ray_address(address: str) -> None:
-    """--ray: 'local', 'local:N' (N CPUs) or a cluster address (host:port or ray://host:port), checked before
-    any model loads."""
-    import re
+    """--ray: 'local', 'local:N' (N CPUs) or a cluster address, checked before any model loads."""
+    from .shards import parse_ray_address
 
-    if address == "local" or re.fullmatch(r"local:[1-9][0-9]*", address):
-        return
-    if re.fullmatch(r"(ray://)?[A-Za-z0-9._-]+:[0-9]{1,5}", address) or address == "auto":
-        return
-    raise FlowroutesError(f"--ray {address!r} is not 'local', 'local:N' (N CPUs), 'auto' or a cluster address "
-                          "HOST:PORT")
+    parse_ray_address(address)
 
 
 def check_out(out) -> Path | None:
@@ -256,7 +250,8 @@ def _shards(job: _Job, n_items: int, fingerprint: dict, loaded, opts: Options, f
 
 
 def _model_id(loaded) -> Any:
-    from ..models import loading
+    """The model in a run's fingerprint: its config and a hash of its weights (a retrained model in a folder of
+    the same name never reuses old shards)."""
+    from ..models.loading import model_fingerprint
 
-    fingerprint = getattr(loading, "model_fingerprint", None)  # config + weights hash, where available
-    return fingerprint(loaded) if fingerprint is not None else loaded.name
+    return {"name": loaded.name, **model_fingerprint(loaded)}
