@@ -110,7 +110,7 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
         "claims": [c.to_dict() for c in claims],
         "verdicts": {v: sum(c.verdict == v for c in claims) for v in ("holds", "does not hold", "cannot be tested")},
     }
-    from ..cli import write_atomic
+    from ..fileio import write_atomic
 
     write_atomic(out_dir / "claims.json", json.dumps(doc, indent=1, default=report._json_default).encode())
     write_atomic(out_dir / "report.html", claims_html(doc, claims, results).encode("utf-8"))
@@ -162,7 +162,7 @@ def patching_summary(loaded, out_dir: Path, n: int, opts: Options) -> dict:
     effect = np.asarray(res.table.column("patching_effect").to_pylist(), dtype=np.float64)
     saved = {"key": key, "summary": json.loads(json.dumps(res.summary, default=report._json_default)),
              "active": active, "effect": effect.tolist()}
-    from ..cli import write_atomic
+    from ..fileio import write_atomic
 
     write_atomic(cache, json.dumps(saved).encode())
     return saved
