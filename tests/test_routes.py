@@ -44,41 +44,41 @@ def edge_set(routes):
 
 def test_routes_by_hand():
     r = hand_trace().routes(threshold=0.125, position=-1)
-    k = 0.9375  # sum of the kept parts of x2A@2
+    k = 0.9375  # sum of the kept parts of x1A@2
     expected = {
-        ("x2A@2", "x2@2", "ffn"): (0.3125, {}),
-        ("x2A@2", "x2@2", "residual"): (0.6875, {}),
-        ("x1@1", "x2A@2", "attention"): (round(0.25 / k, 9), {0: round(0.25 / k, 9)}),
-        ("x1@2", "x2A@2", "attention"): (round(0.4375 / k, 9), {0: round(0.125 / k, 9), 1: round(0.3125 / k, 9)}),
-        ("x1@2", "x2A@2", "residual"): (round(0.25 / k, 9), {}),
-        ("x1A@1", "x1@1", "residual"): (0.9375, {}),
-        ("x1A@2", "x1@2", "ffn"): (0.5, {}),
-        ("x1A@2", "x1@2", "residual"): (0.5, {}),
-        ("x0@0", "x1A@1", "attention"): (0.5, {0: 0.5}),
-        ("x0@1", "x1A@1", "residual"): (0.5, {}),
-        ("x0@2", "x1A@2", "residual"): (1.0, {}),
+        ("x1A@2", "x2@2", "ffn"): (0.3125, {}),
+        ("x1A@2", "x2@2", "residual"): (0.6875, {}),
+        ("x1@1", "x1A@2", "attention"): (round(0.25 / k, 9), {0: round(0.25 / k, 9)}),
+        ("x1@2", "x1A@2", "attention"): (round(0.4375 / k, 9), {0: round(0.125 / k, 9), 1: round(0.3125 / k, 9)}),
+        ("x1@2", "x1A@2", "residual"): (round(0.25 / k, 9), {}),
+        ("x0A@1", "x1@1", "residual"): (0.9375, {}),
+        ("x0A@2", "x1@2", "ffn"): (0.5, {}),
+        ("x0A@2", "x1@2", "residual"): (0.5, {}),
+        ("x0@0", "x0A@1", "attention"): (0.5, {0: 0.5}),
+        ("x0@1", "x0A@1", "residual"): (0.5, {}),
+        ("x0@2", "x0A@2", "residual"): (1.0, {}),
     }
     assert edge_set(r) == expected
     assert sorted(n.id for n in r.nodes) == sorted(
-        ["x2@2", "x2A@2", "x1@1", "x1@2", "x1A@1", "x1A@2", "x0@0", "x0@1", "x0@2"])
+        ["x2@2", "x1A@2", "x1@1", "x1@2", "x0A@1", "x0A@2", "x0@0", "x0@1", "x0@2"])
     assert r.active_heads == [(0, 0), (1, 0), (1, 1)]
     assert r.position == 2
     # every kept attention node's incoming weights sum to 1 after renormalisation
-    for target in ("x2A@2", "x1A@1", "x1A@2"):
+    for target in ("x1A@2", "x0A@1", "x0A@2"):
         assert sum(e.weight for e in r.edges if e.target == target) == pytest.approx(1.0)
 
 
 def test_routes_without_renormalisation_and_with_separate_thresholds():
     r = hand_trace().routes(0.125, 2, renormalize=False, ffn_threshold=0.5)
     got = edge_set(r)
-    assert ("x2A@2", "x2@2", "ffn") not in got  # 0.3125 < 0.5
-    assert got[("x1@2", "x2A@2", "attention")] == (0.4375, {0: 0.125, 1: 0.3125})
-    assert ("x1A@1", "x1@1", "residual") in got  # 0.9375 >= 0.5
-    assert ("x1A@2", "x1@2", "ffn") in got  # 0.5 == 0.5 is kept
-    # tau_attn = 0.3 keeps one sub-edge of x2A@2 (head 1, 0.3125; the residual 0.25 goes): renormalised to 1
+    assert ("x1A@2", "x2@2", "ffn") not in got  # 0.3125 < 0.5
+    assert got[("x1@2", "x1A@2", "attention")] == (0.4375, {0: 0.125, 1: 0.3125})
+    assert ("x0A@1", "x1@1", "residual") in got  # 0.9375 >= 0.5
+    assert ("x0A@2", "x1@2", "ffn") in got  # 0.5 == 0.5 is kept
+    # tau_attn = 0.3 keeps one sub-edge of x1A@2 (head 1, 0.3125; the residual 0.25 goes): renormalised to 1
     r = hand_trace().routes(0.125, 2, attention_threshold=0.3)
-    att_edges = {k: v for k, v in edge_set(r).items() if k[1] == "x2A@2"}
-    assert att_edges == {("x1@2", "x2A@2", "attention"): (1.0, {1: 1.0})}
+    att_edges = {k: v for k, v in edge_set(r).items() if k[1] == "x1A@2"}
+    assert att_edges == {("x1@2", "x1A@2", "attention"): (1.0, {1: 1.0})}
 
 
 def test_routes_from_another_position_and_bad_arguments():
@@ -95,13 +95,43 @@ def test_routes_from_another_position_and_bad_arguments():
 def test_json_round_trip_and_networkx():
     r = hand_trace().routes(0.125)
     data = json.loads(r.to_json())
-    assert data["schema"] == "flowroutes.routes" and data["version"] == 1
+    assert data["schema"] == "flowroutes.routes" and data["version"] == 2
     back = Routes.from_json(r.to_json())
     assert back == r
     g = r.to_networkx()
     assert g.number_of_nodes() == len(r.nodes) and g.number_of_edges() == len(r.edges)
-    assert g.nodes["x1@2"]["position"] == 2 and g.edges["x2A@2", "x2@2", "ffn"]["weight"] == 0.3125
+    assert g.nodes["x1@2"]["position"] == 2 and g.edges["x1A@2", "x2@2", "ffn"]["weight"] == 0.3125
     with pytest.raises(FlowroutesError, match="schema"):
         Routes.from_json('{"nodes": []}')
     with pytest.raises(FlowroutesError, match="version"):
         Routes.from_json(json.dumps({**data, "version": 99}))
+
+
+def test_one_layer_convention_for_nodes_and_edges():
+    """Schema v2: an edge's layer is its block, which is its source node's layer and its attention target's."""
+    r = hand_trace().routes(0.125)
+    nodes = {n.id: n for n in r.nodes}
+    for e in r.edges:
+        assert nodes[e.source].layer == e.layer
+        target = nodes[e.target]
+        assert target.layer == (e.layer if target.kind == "attention" else e.layer + 1)
+        assert target.id == (f"x{target.layer}A@{target.position}" if target.kind == "attention"
+                             else f"x{target.layer}@{target.position}")
+    assert {n.layer for n in r.nodes if n.kind == "attention"} == {0, 1}  # blocks 0 and 1 of L = 2
+    assert max(n.layer for n in r.nodes) == 2 and nodes["x2@2"].kind == "residual"  # the top x^L
+    assert {(e.layer, h) for e in r.edges for h in e.heads} == set(r.active_heads)
+
+
+def test_version_1_files_are_read_in_the_new_convention():
+    r = hand_trace().routes(0.125)
+    v1 = json.loads(r.to_json())
+    v1["version"] = 1
+    old_id = {}  # version 1 numbered attention nodes 1..L, the paper's x^{lA} after block l-1
+    for n in v1["nodes"]:
+        if n["kind"] == "attention":
+            old_id[n["id"]] = f"x{n['layer'] + 1}A@{n['position']}"
+            n["id"], n["layer"] = old_id[n["id"]], n["layer"] + 1
+    for e in v1["edges"]:
+        e["source"], e["target"] = old_id.get(e["source"], e["source"]), old_id.get(e["target"], e["target"])
+    assert {n["id"] for n in v1["nodes"] if n["kind"] == "attention"} == {"x2A@2", "x1A@1", "x1A@2"}
+    assert Routes.from_json(json.dumps(v1)) == r

@@ -1,8 +1,9 @@
 """Pictures of routes in the paper's figure-1 style: tokens along x, layers along y.
 
-Residual-stream nodes are dots, attention edges are blue lines from source to target token, FFN
-blocks are pink squares between x^{lA} and x^l, residual edges are grey verticals; widths and
-colours follow importance. Reads `Routes` only; returns bytes (SVG or PNG) or draws on an Axes.
+Residual-stream nodes are dots, attention edges are blue lines from source to target token (a token reading
+itself: a short arc beside the residual line), FFN blocks are pink squares between x^{lA} and x^{l+1},
+residual edges are grey verticals; widths and colours follow importance. Reads `Routes` only; returns bytes
+(SVG or PNG) or draws on an Axes.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def draw_routes(routes: Routes, ax) -> None:
 
     for e in routes.edges:
         x0, y0, x1, y1 = pos[e.source], levels[e.source], pos[e.target], levels[e.target]
-        if e.kind == "attention":
+        if e.kind == "attention" and x0 == x1:  # a token reading itself: an arc left of the residual line
+            xs = [x0, x0 - 0.18, x1]
+            ax.plot(xs, [y0, (y0 + y1) / 2, y1], color=cmap(0.35 + 0.65 * min(1.0, e.weight)), lw=_width(e.weight),
+                    alpha=0.9, zorder=2, solid_capstyle="round")
+        elif e.kind == "attention":
             ax.plot([x0, x1], [y0, y1], color=cmap(0.35 + 0.65 * min(1.0, e.weight)), lw=_width(e.weight),
                     alpha=0.9, zorder=2, solid_capstyle="round")
         elif e.kind == "residual":
@@ -63,8 +68,8 @@ def draw_routes(routes: Routes, ax) -> None:
     step = 1 if n_layers <= 16 else 2
     ticks = list(range(0, n_layers + 1, step))
     ax.set_yticks([2 * t for t in ticks])
-    ax.set_yticklabels(["emb" if t == 0 else str(t) for t in ticks], fontsize=8)
-    ax.set_ylabel("layer (residual stream after it)")
+    ax.set_yticklabels(["x0 (emb)" if t == 0 else f"x{t}" for t in ticks], fontsize=8)
+    ax.set_ylabel("residual x^l: the input of block l")
     ax.set_xlim(-0.7, n_tok - 0.3)
     ax.set_ylim(-0.8, top_y + 1.2)
     for side in ("top", "right"):

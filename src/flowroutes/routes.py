@@ -3,8 +3,12 @@
 Reads a `Trace`'s arrays; writes plain data with a documented, versioned JSON schema (docs/schema.md)
 and a networkx view. No model, no torch.
 
-Nodes: residual x^l_p (id "x{l}@{p}", l = 0..L, 0 = embeddings) and the residual after block b's
-attention x^{b+1,A}_p (id "x{b+1}A@{p}"). Edges carry `layer` = the 0-based block they pass through.
+One layer convention (schema version 2): `layer` l always means block l (0-based), which reads the residual x^l,
+whose attention writes x^{lA} and whose FFN writes x^{l+1}; head (l, h) is printed LlHh. Nodes: residual x^l_p
+(id "x{l}@{p}", layer l = 0..L, 0 = the embeddings, L = the top) and the residual after block l's attention
+x^{lA}_p (id "x{l}A@{p}", layer l = 0..L-1; the paper's x^{(l+1)A}). Edges carry the `layer` of the block they
+pass through, which is also the layer of their source node. Version 1 files (attention nodes numbered 1..L,
+the paper's way) are read and converted.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ import numpy as np
 from .errors import FlowroutesError
 
 SCHEMA = "flowroutes.routes"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
 class Node:
     id: str
-    kind: str  # "residual" (x^l) or "attention" (x^{lA}, after the attention block of layer l)
-    layer: int  # residual: 0..L (0 = embeddings); attention: 1..L (paper's l)
+    kind: str  # "residual" (x^l, the input of block l) or "attention" (x^{lA}, after the attention of block l)
+    layer: int  # the block: residual 0..L (0 = embeddings, L = top); attention 0..L-1
     position: int
 
 
@@ -34,14 +39,14 @@ class Edge:
     source: str
     target: str
     kind: str  # "attention" | "residual" | "ffn"
-    layer: int  # 0-based block the edge passes through
+    layer: int  # the block the edge passes through (0-based; the layer of its source node)
     weight: float
     heads: dict[int, float] = field(default_factory=dict)  # attention only: head -> its part of weight
 
 
 def level(node: Node) -> int:
-    """Height of a node in the graph: x^0 = 0, x^{1A} = 1, x^1 = 2, ..., x^L = 2L."""
-    return 2 * node.layer - (node.kind == "attention")
+    """Height of a node in the graph: x^0 = 0, x^{0A} = 1, x^1 = 2, ..., x^{(L-1)A} = 2L - 1, x^L = 2L."""
+    return 2 * node.layer + (node.kind == "attention")
 
 
 def residual_id(layer: int, position: int) -> str:
@@ -49,7 +54,24 @@ def residual_id(layer: int, position: int) -> str:
 
 
 def attention_id(layer: int, position: int) -> str:
+    """Id of x^{lA}_p, the residual after block `layer`'s attention (0-based; the paper's x^{(layer+1)A})."""
     return f"x{layer}A@{position}"
+
+
+def _v1_to_v2(data: dict) -> dict:
+    """A version-1 routes dict in version 2's convention: attention nodes were numbered 1..L (the paper's
+    x^{lA} after block l-1); now they carry their block, like edges. Residual nodes and edges are unchanged."""
+    renamed: dict[str, str] = {}
+    nodes = []
+    for n in data["nodes"]:
+        if n["kind"] == "attention":
+            new = attention_id(n["layer"] - 1, n["position"])
+            renamed[n["id"]] = new
+            n = {**n, "id": new, "layer": n["layer"] - 1}
+        nodes.append(n)
+    edges = [{**e, "source": renamed.get(e["source"], e["source"]), "target": renamed.get(e["target"], e["target"])}
+             for e in data["edges"]]
+    return {**data, "version": 2, "nodes": nodes, "edges": edges}
 
 
 @dataclass
@@ -122,11 +144,13 @@ class Routes:
         data = json.loads(text) if isinstance(text, str) else text
         if data.get("schema") != SCHEMA:
             raise FlowroutesError("not a flowroutes routes file (its 'schema' field is missing or different)")
-        if data.get("version") != SCHEMA_VERSION:
+        if data.get("version") not in READABLE_VERSIONS:
             raise FlowroutesError(
                 f"routes schema version {data.get('version')} is not readable by this flowroutes "
-                f"(reads version {SCHEMA_VERSION}); upgrade flowroutes"
+                f"(reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade flowroutes"
             )
+        if data["version"] == 1:
+            data = _v1_to_v2(data)
         return cls(
             nodes=[Node(**n) for n in data["nodes"]],
             edges=[
@@ -182,8 +206,8 @@ def extract_routes(
 ) -> Routes:
     """Walk down from x^L_position, keeping edges whose importance is >= the threshold.
 
-    x^l_p  -> x^{lA}_p: the FFN edge and the residual edge, each kept if its importance >= ffn_threshold.
-    x^{lA}_p -> x^{l-1}_j: sub-edges (and the residual edge) with importance < attention_threshold are
+    x^{l+1}_p -> x^{lA}_p: the FFN edge and the residual edge, each kept if its importance >= ffn_threshold.
+    x^{lA}_p -> x^l_j: sub-edges (and the residual edge) with importance < attention_threshold are
     dropped, the kept ones renormalised to sum to 1 (unless `renormalize` is False), then summed over
     heads into one attention edge per source j. Nodes reached by a kept edge are walked in turn.
     """
@@ -247,11 +271,11 @@ def extract_routes(
             kept = [(k, float(w)) for k, w in (("ffn", trace.ffn[block, p]), ("residual", trace.ffn_residual[block, p]))
                     if w >= tau_f]
             if kept:
-                src, _ = add_node("attention", layer, p)
+                src, _ = add_node("attention", block, p)
                 for k, w in kept:
                     edges.append(Edge(src, residual_id(layer, p), k, block, w))
                 attention_frontier.add(p)
-        frontier = attention_parts(block, sorted(attention_frontier), lambda p, layer=layer: attention_id(layer, p))
+        frontier = attention_parts(block, sorted(attention_frontier), lambda p, block=block: attention_id(block, p))
 
     kind_order = {"attention": 0, "residual": 1, "ffn": 2}
     edges.sort(key=lambda e: (e.layer, nodes[e.target].kind != "attention", nodes[e.target].position,
