@@ -167,3 +167,23 @@ def test_predictions_of_a_model_that_cannot_skip_the_lm_head(tiny, monkeypatch):
         np.testing.assert_array_equal(got.top_probs[-1], ref.top_probs[-1])
         np.testing.assert_array_equal(got.attention, ref.attention)
         assert (got.top_ids[:-1] == -1).all()
+
+
+@pytest.mark.parametrize("family", ["llama", "gptj", "gemma2", "falcon_new_arch", "gpt2"])
+@pytest.mark.parametrize("prune", [0.0, 1e-2])
+def test_one_kernel_call_per_block_equals_the_reference_path_prompt_by_prompt(family, prune):
+    """The whole batch goes through the fused kernel in one call per block (sequential and parallel blocks,
+    post-norm scales, pruning): each trace equals the chunked torch reference run on its prompt alone."""
+    from families import tiny_family
+    from models import word_tokenizer
+
+    loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+    prompts = ["w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11", "w8 w9", "w10 w11 w12 w1 w2", "w3", "w4 w5 w6 w7 w8 w9"]
+    batched = flowroutes.trace(loaded, prompts, batch_size=5, prune=prune)
+    for text, tr in zip(prompts, batched):
+        ref = flowroutes.trace(loaded, text, kernel="torch", prune=prune)
+        assert_same_trace(tr, ref)
+        for name in ("degenerate_attention", "degenerate_ffn"):
+            np.testing.assert_array_equal(getattr(tr, name), getattr(ref, name))
+        np.testing.assert_allclose(tr.attention.sum(axis=(1, 3)) + tr.attention_residual
+                                   + (tr.ffn * np.array(tr.parallel)[:, None]), 1.0, atol=1e-5)

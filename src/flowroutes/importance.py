@@ -9,6 +9,9 @@ norm's beta make `const`, which belongs to the node but to no edge. Does not run
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from .models.base import Adapter, OVWeights
@@ -79,6 +82,24 @@ def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | N
     if ov.output_bias is not None:
         const = const + ov.output_bias.to(dtype)
     return f, const
+
+
+def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, adapter: Adapter,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """f_h(x_j) as [H, N, d] for the N rows of `normed` [..., d], in `dtype` (what `head_values` computes, without
+    its constant): one matrix product for the values of every head, one batched product for the outputs. Only
+    this block's W_V and W_O are converted to `dtype` (a half-precision model keeps its own weights)."""
+    d = normed.shape[-1]
+    lin = normed.reshape(-1, d).to(dtype)
+    if norm_bias is not None:
+        lin = lin - norm_bias.to(dtype)  # x_j L
+    n_kv, _, dh = ov.value.shape
+    w_v = ov.value.to(dtype).permute(1, 0, 2).reshape(d, n_kv * dh)  # [d, KV*dh]
+    v = (lin @ w_v).view(-1, n_kv, dh)  # [N, KV, dh]
+    kv_of_head = [adapter.kv_head(h) for h in range(adapter.n_heads)]
+    if kv_of_head != list(range(n_kv)):
+        v = v.index_select(1, torch.tensor(kv_of_head, device=v.device))  # [N, H, dh]
+    return torch.bmm(v.transpose(0, 1), ov.output.to(dtype))  # [H, N, d]
 
 
 def attention_proximities_torch(
@@ -155,23 +176,15 @@ def attention_proximities(
         return result if out is None else out.copy_(result)
     if kernel != "numba":
         raise ValueError(f"kernel must be 'auto', 'numba', 'triton' or 'torch', got {kernel!r}")
-    import numba
-
     from .kernels import sub_edge_proximities
 
     def np32(t: torch.Tensor):
         return t.detach().float().cpu().numpy()
 
     target = None if out is None or out.device.type != "cpu" else out.numpy()
-    # numba's OpenMP layer shares the process's OpenMP state with torch: use torch's thread count and give it
-    # back afterwards (without this, torch set to 1 thread runs on 2 after the kernel and oversubscribes)
-    threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
+    with numba_threads():
         result = sub_edge_proximities(np32(alpha), np32(f), np32(y), rows.cpu().numpy(), target,
                                       None if scale is None else np32(scale))
-    finally:
-        torch.set_num_threads(threads)
     if out is not None and target is None:
         return out.copy_(torch.from_numpy(result))
     return out if out is not None else torch.from_numpy(result).to(f.device)
@@ -236,6 +249,71 @@ def attention_importance(
     return sub, res_imp, degenerate, extra_imp
 
 
+@contextlib.contextmanager
+def numba_threads() -> Iterator[int]:
+    """Run numba kernels on torch's thread count (yielded), and give torch its count back afterwards: numba's
+    OpenMP layer shares the process's OpenMP state with torch (without this, torch set to 1 thread runs on 2
+    after a kernel and oversubscribes)."""
+    import numba
+
+    threads = torch.get_num_threads()
+    n_threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n_threads)
+    try:
+        yield n_threads
+    finally:
+        torch.set_num_threads(threads)
+
+
+def batch_attention_importance(
+    alpha: torch.Tensor,
+    f: torch.Tensor,
+    x_in: torch.Tensor,
+    y: torch.Tensor,
+    rows: torch.Tensor,
+    n_rows: list[int] | torch.Tensor,
+    scale: torch.Tensor | None = None,
+    extra: torch.Tensor | None = None,
+    prune: float = 0.0,
+    out: torch.Tensor | None = None,
+):
+    """`attention_importance` for a whole batch in one call of the fused numba kernel (float32, CPU).
+
+    alpha: [B, H, R, T] the attention rows of targets rows[b, i] (i < n_rows[b], ascending per prompt), f: [H, B, T, d]
+    (`head_values_by_head` of the batch's [B, T, d]), x_in, y, scale, extra: [B, R, d] at those rows (x^{l-1}, the
+    node, the post-norm diagonal, a parallel block's FFN update); out: an optional [B, H, R, T] float32 buffer whose
+    entries past each row's target (j > rows[b, i]) are 0. Returns (sub [B, H, R, T], residual [B, R],
+    degenerate [B, R] bool, extra [B, R] or None); entries of rows i >= n_rows[b] are meaningless.
+    """
+    from .kernels import batch_importances, proximities
+
+    n_batch, n_heads, n_slots, n_tok = alpha.shape
+    rows = rows.to(torch.long)
+    y_np = y.detach().float().numpy()
+    with numba_threads() as n_threads:
+        res = torch.from_numpy(proximities(x_in.detach().float().numpy(), y_np))  # [B, R] float64
+        extra_prox = None if extra is None else torch.from_numpy(proximities(extra.detach().float().numpy(), y_np))
+        known = res if extra_prox is None else res + extra_prox
+        if prune > 0:
+            if scale is None:
+                bound = alpha * f.abs().sum(-1).transpose(0, 1)[:, :, None, :]  # [B, H, R, T]
+            else:
+                bound = alpha * torch.einsum("hbtd,brd->bhrt", f.abs(), scale.abs())
+            cap = prune * known.float() / (n_heads * (rows + 1))  # [B, R]: see `prunable`
+            alpha = alpha.masked_fill(bound <= cap.to(bound.dtype)[:, None, :, None], 0.0)
+        if out is None:
+            out = torch.zeros(n_batch, n_heads, n_slots, n_tok, dtype=torch.float32)
+        inv, degenerate = batch_importances(
+            alpha.detach().float().numpy(), f.detach().float().numpy(), y_np, rows.numpy(),
+            torch.as_tensor(n_rows).numpy(), known.numpy(), int(extra is not None), out.numpy(),
+            None if scale is None else scale.detach().float().numpy(), n_threads)
+    inv_t, degenerate_t = torch.from_numpy(inv), torch.from_numpy(degenerate)
+    share = 1.0 / (n_heads * (rows.double() + 1) + 1 + (extra is not None))  # [B, R]: 0/0 nodes share equally
+    res_imp = torch.where(degenerate_t, share, res * inv_t).float()
+    extra_imp = None if extra_prox is None else torch.where(degenerate_t, share, extra_prox * inv_t).float()
+    return out, res_imp, degenerate_t, extra_imp
+
+
 def prunable(
     alpha: torch.Tensor, f: torch.Tensor, known: torch.Tensor, rows: torch.Tensor, tolerance: float,
     scale: torch.Tensor | None = None,
@@ -268,3 +346,4 @@ def ffn_importance(x_mid: torch.Tensor, ffn_out: torch.Tensor, y: torch.Tensor):
     prox = torch.stack([proximity(ffn_out, y), proximity(x_mid, y)], dim=1)  # [T, 2]
     imp, degenerate = normalise(prox, 2)
     return imp[:, 0], imp[:, 1], degenerate
+

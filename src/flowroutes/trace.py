@@ -15,7 +15,14 @@ import torch
 
 from .capture import BlockCapture, attention_rows, can_record, run_with_capture
 from .errors import FlowroutesError
-from .importance import CHUNK_ELEMENTS, attention_importance, ffn_importance, head_values
+from .importance import (
+    CHUNK_ELEMENTS,
+    attention_importance,
+    batch_attention_importance,
+    ffn_importance,
+    head_values,
+    head_values_by_head,
+)
 from .models.loading import LoadedModel, load_model
 
 
@@ -336,60 +343,84 @@ def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: to
     )
 
 
+def _batched_kernel(kernel: str, precision: str, device: torch.device) -> bool:
+    """Whether a block's importances go to the fused numba kernel for the whole batch in one call."""
+    return precision == "float32" and (kernel == "numba" or (kernel == "auto" and device.type == "cpu"))
+
+
 def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, precision="float32",
                  prune=0.0, predictions="all") -> list[Trace]:
     adapter = loaded.adapter
     np_dtype, torch_dtype = (np.float64, torch.float64) if precision == "float64" else (np.float32, torch.float32)
     n_layers, n_heads = adapter.n_layers, adapter.n_heads
     lengths = [int(i.numel()) for i in id_lists]
-    arrays = []
-    for n_tok in lengths:
-        arrays.append(dict(
-            attention=np.zeros((n_layers, n_heads, n_tok, n_tok), dtype=np_dtype),
-            attention_residual=np.zeros((n_layers, n_tok), dtype=np_dtype),
-            ffn=np.zeros((n_layers, n_tok), dtype=np_dtype),
-            ffn_residual=np.zeros((n_layers, n_tok), dtype=np_dtype),
-            degenerate_attention=np.zeros((n_layers, n_tok), dtype=bool),
-            degenerate_ffn=np.zeros((n_layers, n_tok), dtype=bool),
-        ))
+    n_batch, t_max = len(lengths), max(lengths)
+    attention = [np.zeros((n_layers, n_heads, n_tok, n_tok), dtype=np_dtype) for n_tok in lengths]
+    # per layer, every prompt at once ([L, B, T_max]); each trace gets its own rows at the end
+    per_node = {name: np.zeros((n_layers, n_batch, t_max), dtype=np_dtype)
+                for name in ("attention_residual", "ffn", "ffn_residual")}
+    per_node |= {name: np.zeros((n_layers, n_batch, t_max), dtype=bool)
+                 for name in ("degenerate_attention", "degenerate_ffn")}
+    buffer: list[torch.Tensor] = []  # [B, H, T_max, T_max] sub-edges of one block, reused block after block
 
     def on_block(batch: BlockCapture) -> None:  # one block, every prompt of the batch: tensors [B, ...]
         layer = batch.layer
-        f_all, _const = head_values(batch.normed.to(torch_dtype), adapter.ov_weights(layer),
-                                    adapter.input_norm_bias(layer), adapter)  # [B, H, T, d]
-        if not batch.parallel:  # the FFN nodes of the whole batch at once: rows [B * T_max]
-            d = batch.x_out.shape[-1]
-            ffn_all = [t.reshape(len(lengths), -1) for t in ffn_importance(
-                batch.x_mid.to(torch_dtype).reshape(-1, d), batch.ffn_out.to(torch_dtype).reshape(-1, d),
-                batch.x_out.to(torch_dtype).reshape(-1, d))]  # 3 x [B, T_max]
-        for b, (n_tok, a) in enumerate(zip(lengths, arrays)):
-
-            def take(t, b=b, n_tok=n_tok):  # this prompt's rows, in the precision of the importances
-                return None if t is None else t[b, :n_tok].to(torch_dtype)
-
-            x_in, x_out, ffn_out, x_mid = (take(t) for t in (batch.x_in, batch.x_out, batch.ffn_out, batch.x_mid))
-            alpha = batch.alpha[b, :, :n_tok, :n_tok].to(torch_dtype)
-            f = f_all[b, :, :n_tok]
-            scale = adapter.attention_post_scale(layer, take(batch.attn_raw))
-            on_cpu = alpha.device.type == "cpu"
-            # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
-            y = x_out if batch.parallel else x_mid
-            sub, res, degen, ffn_imp = attention_importance(
-                alpha, f, x_in, y, kernel=kernel, chunk_elements=chunk_elements,
-                out=torch.from_numpy(a["attention"][layer]) if on_cpu else None, scale=scale,
-                extra=ffn_out if batch.parallel else None, prune=prune,
-            )
-            if not on_cpu:
-                a["attention"][layer] = sub.cpu().numpy()
-            a["attention_residual"][layer] = res.cpu().numpy()
-            a["degenerate_attention"][layer] = degen.cpu().numpy()
-            if batch.parallel:
-                f_imp, f_res, f_degen = ffn_imp, res, degen
+        d = batch.x_out.shape[-1]
+        f = head_values_by_head(batch.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter,
+                                torch_dtype).view(n_heads, n_batch, t_max, d)  # [H, B, T, d]
+        # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
+        y = batch.x_out if batch.parallel else batch.x_mid
+        extra = batch.ffn_out if batch.parallel else None
+        scale = adapter.attention_post_scale(layer, batch.attn_raw)  # [B, T, d] or None
+        if _batched_kernel(kernel, precision, f.device):
+            if n_batch == 1:  # straight into the trace's own array
+                out = torch.from_numpy(attention[0][layer])[None]
             else:
-                f_imp, f_res, f_degen = (t[b, :n_tok] for t in ffn_all)
-            a["ffn"][layer] = f_imp.cpu().numpy()
-            a["ffn_residual"][layer] = f_res.cpu().numpy()
-            a["degenerate_ffn"][layer] = f_degen.cpu().numpy()
+                if not buffer:
+                    buffer.append(torch.zeros(n_batch, n_heads, t_max, t_max, dtype=torch.float32))
+                out = buffer[0]
+            rows = torch.arange(t_max).expand(n_batch, t_max)
+            cpu = [None if t is None else t.cpu() for t in (batch.alpha, f, batch.x_in, y, scale, extra)]
+            sub, res, degen, extra_imp = batch_attention_importance(
+                cpu[0], cpu[1], cpu[2], cpu[3], rows, lengths, scale=cpu[4], extra=cpu[5], prune=prune, out=out)
+            if n_batch > 1:
+                sub_np = sub.numpy()
+                for b, n_tok in enumerate(lengths):
+                    attention[b][layer] = sub_np[b, :, :n_tok, :n_tok]
+            res, degen = res.numpy(), degen.numpy()
+            extra_imp = None if extra_imp is None else extra_imp.numpy()
+        else:  # the torch or Triton kernel, or float64: prompt by prompt
+            res = np.zeros((n_batch, t_max), np_dtype)
+            degen = np.zeros((n_batch, t_max), bool)
+            extra_imp = None if extra is None else np.zeros((n_batch, t_max), np_dtype)
+            for b, n_tok in enumerate(lengths):
+
+                def take(t, b=b, n_tok=n_tok):  # this prompt's rows, in the precision of the importances
+                    return None if t is None else t[b, :n_tok].to(torch_dtype)
+
+                alpha = batch.alpha[b, :, :n_tok, :n_tok].to(torch_dtype)
+                on_cpu = alpha.device.type == "cpu"
+                sub, r, g, e = attention_importance(
+                    alpha, f[:, b, :n_tok], take(batch.x_in), take(y), kernel=kernel, chunk_elements=chunk_elements,
+                    out=torch.from_numpy(attention[b][layer]) if on_cpu else None, scale=take(scale),
+                    extra=take(extra), prune=prune,
+                )
+                if not on_cpu:
+                    attention[b][layer] = sub.cpu().numpy()
+                res[b, :n_tok], degen[b, :n_tok] = r.cpu().numpy(), g.cpu().numpy()
+                if e is not None:
+                    extra_imp[b, :n_tok] = e.cpu().numpy()
+        per_node["attention_residual"][layer] = res
+        per_node["degenerate_attention"][layer] = degen
+        if batch.parallel:
+            per_node["ffn"][layer], per_node["ffn_residual"][layer] = extra_imp, res
+            per_node["degenerate_ffn"][layer] = degen
+        else:  # the FFN nodes of the whole batch at once: rows [B * T_max]
+            ffn_all = ffn_importance(batch.x_mid.to(torch_dtype).reshape(-1, d),
+                                     batch.ffn_out.to(torch_dtype).reshape(-1, d),
+                                     batch.x_out.to(torch_dtype).reshape(-1, d))
+            for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
+                per_node[name][layer] = t.reshape(n_batch, t_max).cpu().numpy()
 
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     keep = _logit_positions(predictions, lengths)
@@ -399,10 +430,12 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
             "precision": precision}
     if predictions != "all":
         meta["predictions"] = predictions
+    parallel = _parallel_flags(adapter)
     return [
         Trace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]] if keep is None else logits[b], top_k,
                              None if keep is None else keep[b].tolist()),
-              **arrays[b], meta=dict(meta), parallel=_parallel_flags(adapter))
+              attention=attention[b], **{name: a[:, b, : lengths[b]].copy() for name, a in per_node.items()},
+              meta=dict(meta), parallel=list(parallel))
         for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
     ]
 
