@@ -211,9 +211,44 @@ def extract_routes(
     dropped, the kept ones renormalised to sum to 1 (unless `renormalize` is False), then summed over
     heads into one attention edge per source j. Nodes reached by a kept edge are walked in turn.
     """
+    return extract_routes_many([trace], [position], attention_threshold, ffn_threshold, renormalize)[0]
+
+
+def extract_routes_many(
+    traces: list, positions: list[int], attention_threshold: float, ffn_threshold: float, renormalize: bool = True,
+    fetch=None,
+) -> list[Routes]:
+    """`extract_routes` of several traces, walked in lock-step from the top layer down: before the walks read the
+    attention rows of a block, `fetch(block, [(trace, targets), ...])` gets every walk's request for that block at
+    once (lazy traces compute them together and memoise them)."""
     tau_a = _check_threshold("the attention threshold", attention_threshold)
     tau_f = _check_threshold("the FFN threshold", ffn_threshold)
-    pos = trace.resolve_position(position)
+    walks = [_walk(trace, trace.resolve_position(p), tau_a, tau_f, renormalize) for trace, p in zip(traces, positions)]
+    results: list[Routes | None] = [None] * len(walks)
+    pending: dict[int, tuple[int, list[int]]] = {}  # walk -> the (block, targets) whose rows it waits for
+
+    def advance(k: int, answer=None) -> None:
+        try:
+            pending[k] = walks[k].send(answer) if answer is not None else next(walks[k])
+        except StopIteration as done:
+            pending.pop(k, None)
+            results[k] = done.value
+
+    for k in range(len(walks)):
+        advance(k)
+    while pending:
+        block = max(b for b, _ in pending.values())  # every walk goes down block by block
+        ready = [k for k, (b, _) in pending.items() if b == block]
+        if fetch is not None:
+            fetch(block, [(traces[k], pending[k][1]) for k in ready])
+        for k in ready:
+            advance(k, traces[k].attention_rows(block, pending[k][1]))
+    return results
+
+
+def _walk(trace, pos: int, tau_a: float, tau_f: float, renormalize: bool):
+    """The walk of one trace as a generator: yields (block, targets) when it needs that block's attention rows,
+    is sent `trace.attention_rows(block, targets)` back, and returns the Routes."""
     n_layers = trace.n_layers
 
     nodes: dict[str, Node] = {}
@@ -226,11 +261,11 @@ def extract_routes(
             nodes[nid] = Node(nid, kind, layer, p)
         return nid, new
 
-    def attention_parts(block: int, targets: list[int], target_of, extra=None) -> set[int]:
+    def attention_parts(block: int, targets: list[int], rows, target_of, extra=None) -> set[int]:
         """Edges into the nodes `target_of(p)` from x^block_j: sub-edges and residual thresholded by tau_attn
         (and, for a parallel block, the FFN by tau_ffn), the kept parts renormalised together."""
         reached: set[int] = set()
-        sub_rows, res_rows = trace.attention_rows(block, targets)  # [H, R, T], [R]
+        sub_rows, res_rows = rows  # trace.attention_rows(block, targets): [H, R, T], [R]
         for i, p in enumerate(targets):
             target = target_of(p)
             sub = sub_rows[:, i, : p + 1].astype(np.float64)  # [H, p+1]
@@ -263,7 +298,9 @@ def extract_routes(
         if not frontier:
             break
         if trace.is_parallel(block):  # x^l_p = x^{l-1}_p + attention + FFN(x^{l-1}_p): one node
-            frontier = attention_parts(block, sorted(frontier), lambda p, layer=layer: residual_id(layer, p),
+            targets = sorted(frontier)
+            rows = yield block, targets
+            frontier = attention_parts(block, targets, rows, lambda p, layer=layer: residual_id(layer, p),
                                        extra=trace.ffn)
             continue
         attention_frontier = set()
@@ -275,7 +312,11 @@ def extract_routes(
                 for k, w in kept:
                     edges.append(Edge(src, residual_id(layer, p), k, block, w))
                 attention_frontier.add(p)
-        frontier = attention_parts(block, sorted(attention_frontier), lambda p, block=block: attention_id(block, p))
+        targets = sorted(attention_frontier)
+        if not targets:
+            break
+        rows = yield block, targets
+        frontier = attention_parts(block, targets, rows, lambda p, block=block: attention_id(block, p))
 
     kind_order = {"attention": 0, "residual": 1, "ffn": 2}
     edges.sort(key=lambda e: (e.layer, nodes[e.target].kind != "attention", nodes[e.target].position,
