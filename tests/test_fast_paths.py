@@ -187,3 +187,47 @@ def test_one_kernel_call_per_block_equals_the_reference_path_prompt_by_prompt(fa
             np.testing.assert_array_equal(getattr(tr, name), getattr(ref, name))
         np.testing.assert_allclose(tr.attention.sum(axis=(1, 3)) + tr.attention_residual
                                    + (tr.ffn * np.array(tr.parallel)[:, None]), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "mistral", "gpt_neo", "bloom", "gptj"])
+def test_batched_lazy_routes_equal_the_unbatched_full_path(family, monkeypatch):
+    """trace(model, prompts, lazy=True): one forward pass per batch, then the routes of every prompt walked together,
+    each block's rows of all prompts in one kernel call; routes and rows equal each prompt's own full trace."""
+    import importlib
+
+    from families import tiny_family
+    from models import word_tokenizer
+
+    from flowroutes import importance
+
+    trace_module = importlib.import_module("flowroutes.trace")
+    loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+    prompts = ["w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11", "w8 w9", "w10 w11 w12 w1 w2 w3 w40", "w3", "w4 w5 w6 w7 w8 w9"]
+    full = [flowroutes.trace(loaded, text) for text in prompts]
+    calls = []
+    kernel = importance.batch_attention_importance
+    monkeypatch.setattr(trace_module, "batch_attention_importance", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    forward = []
+    handle = loaded.model.register_forward_hook(lambda *_: forward.append(1))
+    try:
+        lazy = flowroutes.trace(loaded, prompts, lazy=True, batch_size=8)
+    finally:
+        handle.remove()
+    assert len(forward) == 1
+    parallel = any(full[0].parallel)
+    assert all(isinstance(tr, flowroutes.Trace if parallel else LazyTrace) for tr in lazy)
+    for tau in (0.04, 0.1):  # (the second walk reuses the rows the first one computed)
+        calls.clear()
+        got = lazy.routes(tau)
+        if not parallel:
+            assert (0 if tau == 0.1 else 1) <= len(calls) <= loaded.n_layers  # at most one kernel call per block
+        for r, ref in zip(got, full):
+            assert_same_routes(r, ref.routes(tau), atol=1e-5)
+    positions = [3, 0, -2, 0, 5]
+    for r, ref, p in zip(lazy.routes(0.04, positions), full, positions):
+        assert_same_routes(r, ref.routes(0.04, p), atol=1e-5)
+    if not parallel:
+        assert 0 < lazy[0].n_computed_rows < loaded.n_layers * full[0].n_tokens
+        for tr, ref in zip(lazy, full):
+            assert_same_trace(tr.full(), ref)
+            assert_same_routes(tr.routes(0.02, 1 % ref.n_tokens), ref.routes(0.02, 1 % ref.n_tokens), atol=1e-5)

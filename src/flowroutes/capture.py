@@ -21,7 +21,8 @@ from .models.loading import LoadedModel
 
 @dataclass
 class BlockCapture:
-    """What one decoder block did, for one prompt (no batch axis). All float32 on the model's device."""
+    """What one decoder block did, for one prompt (no batch axis). All float32 (or the dtype that
+    `run_with_capture` was asked for) on the device of the block."""
 
     layer: int
     x_in: torch.Tensor  # [T, d]     x^{l-1}, the residual the block reads
@@ -128,6 +129,7 @@ def run_with_capture(
     record: bool = False,
     whole_batch: bool = False,
     logit_positions: torch.Tensor | None = None,
+    dtype: torch.dtype | None = torch.float32,
 ) -> torch.Tensor:
     """Run `input_ids` [B, T] (or [T]) through the model, calling `on_block` once per block and prompt.
 
@@ -139,7 +141,8 @@ def run_with_capture(
     (`BlockCapture.alpha` is None; `attention_rows` computes the rows asked for). With `whole_batch`,
     `on_block` is called once per block with the batch axis kept ([B, ...] tensors). With `logit_positions`
     ([B, K] positions, [K] for 1-D input_ids), the LM head runs at those positions only and the logits are
-    [(B,) K, vocab].
+    [(B,) K, vocab]. `dtype`: what the captured tensors are converted to (None: the model's own, e.g. to keep
+    a half-precision model's activations at half the memory; consumers upcast them where they compute).
     """
     batched = input_ids.ndim == 2
     ids = input_ids if batched else input_ids[None]
@@ -150,7 +153,8 @@ def run_with_capture(
     n_batch, n_tok = ids.shape
 
     def grab(tensor) -> torch.Tensor:
-        t = _first(tensor).detach().to(torch.float32, copy=True)  # a copy: modules may update in place later
+        t = _first(tensor).detach()
+        t = t.to(dtype or t.dtype, copy=True)  # a copy: modules may update in place later
         return t.reshape(n_batch, n_tok, -1) if t.ndim == 2 else t  # [B, T, d] (OPT flattens to [B*T, d])
 
     def hidden_arg(args, kwargs) -> torch.Tensor:
@@ -176,7 +180,8 @@ def run_with_capture(
                     "the model's attention implementation does not return attention weights; "
                     "load it with attn_implementation='eager'"
                 )
-            state["alpha"] = weights.detach().float()  # [B, H, T, T]
+            weights = weights.detach()
+            state["alpha"] = weights.to(dtype or weights.dtype)  # [B, H, T, T]
             state["attn_raw"] = grab(out)
 
         def on_attention_call(_m, args, kwargs):
@@ -208,7 +213,7 @@ def run_with_capture(
                 call = ("record", inputs)  # replaces (args, kwargs), which would keep the module's input alive
             x_mid = state.pop("x_mid", None)
             if "ffn_out" not in state:  # the FFN adds the residual itself (BLOOM): derive its update
-                state["ffn_out"] = x_out - x_mid
+                state["ffn_out"] = x_out.float() - x_mid.float()
             if "normed" not in state:  # the attention reads the residual itself (OLMo 2)
                 state["normed"] = state["x_in"]
             if whole_batch:
@@ -273,3 +278,32 @@ def attention_rows(loaded: LoadedModel, layer: int, call: tuple, rows: torch.Ten
     with torch.no_grad(), eager_attention(loaded.model):
         out = module(*args, **kwargs)
     return out[1][0].detach().float()[:, rows]
+
+
+def attention_rows_batch(loaded: LoadedModel, layer: int, call: tuple, prompts: torch.Tensor,
+                         rows: torch.Tensor) -> torch.Tensor:
+    """The attention weights [B', H, R, T] (float32) of block `layer` for prompts `prompts` [B'] of a captured batch
+    and, for each, the target positions rows[b'] [B', R] (as `attention_rows` for one prompt): the family's eager
+    function on those query rows only, or the module run again on the whole batch and indexed."""
+    module = loaded.adapter.attention_module(layer)
+    n_sel = prompts.shape[0]
+    if call[0] == "record":
+        if call[1] is None:
+            raise RuntimeError(f"no attention inputs were recorded for layer {layer}")
+        query, key, value, mask, kwargs = call[1]
+        dev = query.device
+        sel, pick = prompts.to(dev), rows.to(dev)
+        q = query[sel[:, None], :, pick].transpose(1, 2)  # [B', H, R, dh]
+        rows_mask = None
+        if mask is not None:
+            m = mask[sel.to(mask.device)] if mask.shape[0] > 1 else mask.expand(n_sel, *mask.shape[1:])
+            rows_mask = m[torch.arange(n_sel, device=m.device)[:, None], :, pick.to(m.device)].transpose(1, 2)
+        with torch.no_grad():
+            _, weights = _eager_function(module)(module, q, key[sel], value[sel], rows_mask, **kwargs)
+        return weights.detach().float()
+    args, kwargs = call
+    with torch.no_grad(), eager_attention(loaded.model):
+        out = module(*args, **kwargs)
+    weights = out[1].detach()[prompts.to(out[1].device)]  # [B', H, T, T]
+    picked = weights[torch.arange(n_sel, device=weights.device)[:, None], :, rows.to(weights.device)]  # [B', R, H, T]
+    return picked.transpose(1, 2).float()

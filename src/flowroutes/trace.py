@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import BlockCapture, attention_rows, can_record, run_with_capture
+from .capture import BlockCapture, attention_rows_batch, can_record, run_with_capture
 from .errors import FlowroutesError
 from .importance import (
     CHUNK_ELEMENTS,
     attention_importance,
     batch_attention_importance,
     ffn_importance,
-    head_values,
     head_values_by_head,
 )
 from .models.loading import LoadedModel, load_model
@@ -120,17 +119,79 @@ class Trace(_TraceBase):
         return self.attention[layer][:, positions], self.attention_residual[layer, positions]
 
 
+class _LazyBatch:
+    """What the attention rows of a batch of lazy traces need, per block: x^{l-1} and x^{lA} [B, T, d] in the
+    model's own dtype, what the attention needs to compute weights again (its recorded inputs or its call), the
+    post-norm diagonal where there is one, and LN(x^{l-1}) where the block's input norm cannot give it again."""
+
+    def __init__(self, loaded, lengths: list[int], kernel: str, prune: float):
+        self.loaded, self.lengths, self.kernel, self.prune = loaded, lengths, kernel, prune
+        self.x_in: list[torch.Tensor] = []
+        self.x_mid: list[torch.Tensor] = []
+        self.normed: list[torch.Tensor | None] = []
+        self.call: list = []
+        self.scale: list[torch.Tensor | None] = []
+
+    def compute(self, layer: int, requests: list[tuple[int, list[int]]]) -> list[tuple]:
+        """Importances into x^{layer+1,A}_p of prompts b at positions p, for requests [(b, [p, ...]), ...] (positions
+        ascending): one attention call and one kernel call for all of them. Returns per request (sub [H, R, T_b],
+        residual [R], degenerate [R])."""
+        adapter = self.loaded.adapter
+        n_heads = adapter.n_heads
+        sel = torch.tensor([b for b, _ in requests])
+        n_rows = [len(p) for _, p in requests]
+        rows = torch.tensor([p + [p[-1]] * (max(n_rows) - len(p)) for _, p in requests])  # [B', R], padded
+        x_in = self.x_in[layer][sel.to(self.x_in[layer].device)]  # [B', T, d] in the model's dtype
+        normed = self.normed[layer]
+        with torch.no_grad():
+            if normed is None:  # not kept: the block's input norm gives it again, bit for bit
+                normed = adapter.block_modules(layer).input_norm(x_in)
+            else:
+                normed = normed[sel.to(normed.device)]
+            n_sel, n_tok, d = normed.shape
+            f = head_values_by_head(normed.float(), adapter.ov_weights(layer), adapter.input_norm_bias(layer),
+                                    adapter).view(n_heads, n_sel, n_tok, d)  # [H, B', T, d]
+            alpha = attention_rows_batch(self.loaded, layer, self.call[layer], sel, rows)  # [B', H, R, T]
+        pick = (torch.arange(n_sel)[:, None], rows)
+
+        def at_rows(t):  # [B', R, d] float32 on the CPU
+            return None if t is None else t.to("cpu", torch.float32)[pick]
+
+        x_mid = self.x_mid[layer][sel.to(self.x_mid[layer].device)]
+        scale = None if self.scale[layer] is None else self.scale[layer][sel.to(self.scale[layer].device)]
+        out = []
+        if _batched_kernel(self.kernel, "float32", f.device):
+            sub, res, degen, _ = batch_attention_importance(alpha.cpu(), f.cpu(), at_rows(x_in), at_rows(x_mid), rows,
+                                                            n_rows, scale=at_rows(scale), prune=self.prune)
+            sub, res, degen = sub.numpy(), res.numpy(), degen.numpy()
+            for k, (b, positions) in enumerate(requests):
+                n = len(positions)
+                out.append((sub[k, :, :n, : self.lengths[b]], res[k, :n], degen[k, :n]))
+            return out
+        for k, (b, positions) in enumerate(requests):  # the torch or Triton kernel: prompt by prompt
+            n, n_b = len(positions), self.lengths[b]
+            sub, res, degen, _ = attention_importance(
+                alpha[k, :, :n, :n_b], f[:, k, :n_b], x_in[k, :n_b].float(), x_mid[k, :n_b].float(),
+                rows=rows[k, :n].to(f.device), kernel=self.kernel, alpha_rows=True, prune=self.prune,
+                scale=None if scale is None else scale[k, :n_b].float())
+            out.append((sub.cpu().numpy(), res.cpu().numpy(), degen.cpu().numpy()))
+        return out
+
+
 @dataclass(kw_only=True)
 class LazyTrace(_TraceBase):
     """A trace whose attention importances are computed only for the rows (layer, target) asked for.
 
     `routes()` asks only for the rows its top-down walk reaches; rows are memoised. `full()` computes the
-    rest and returns a `Trace`. Holds the block activations ([L, T, d] each), never [L, H, T, T] weights.
+    rest and returns a `Trace`. Holds the block activations ([L, T, d] each, in the model's dtype), never
+    [L, H, T, T] weights. The prompts of one batched call share their activations (`batch`, row `index`);
+    `LazyTraces.routes` walks all of their routes at once.
     """
 
     n_heads: int
     loaded: Any = field(repr=False)
-    activations: dict[str, list] = field(repr=False)  # x_in, x_mid, normed, call: one entry per layer
+    batch: _LazyBatch = field(repr=False)
+    index: int = 0
     kernel: str = "auto"
     prune: float = 0.0
     _rows: dict[tuple[int, int], tuple[np.ndarray, float, bool]] = field(default_factory=dict, repr=False)
@@ -139,25 +200,11 @@ class LazyTrace(_TraceBase):
     def n_computed_rows(self) -> int:
         return len(self._rows)
 
+    def missing_rows(self, layer: int, positions: list[int]) -> list[int]:
+        return sorted({p for p in positions if (layer, p) not in self._rows})
+
     def attention_rows(self, layer: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        missing = sorted({p for p in positions if (layer, p) not in self._rows})
-        if missing:
-            acts = self.activations
-            adapter = self.loaded.adapter
-            normed = acts["normed"][layer]
-            if normed is None:  # not kept: the block's input norm gives it again, bit for bit
-                with torch.no_grad():
-                    normed = adapter.block_modules(layer).input_norm(acts["x_in"][layer][None])[0].float()
-            f, _ = head_values(normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer),
-                               adapter)
-            rows = torch.tensor(missing, device=f.device)
-            alpha = attention_rows(self.loaded, layer, acts["call"][layer], rows)  # [H, R, T]
-            sub, res, degen, _ = attention_importance(alpha, f, acts["x_in"][layer], acts["x_mid"][layer],
-                                                      rows=rows, kernel=self.kernel, scale=acts["scale"][layer],
-                                                      alpha_rows=True, prune=self.prune)
-            sub_np, res_np, degen_np = sub.cpu().numpy(), res.cpu().numpy(), degen.cpu().numpy()
-            for i, p in enumerate(missing):
-                self._rows[(layer, p)] = (sub_np[:, i].copy(), float(res_np[i]), bool(degen_np[i]))
+        fetch_rows(layer, [(self, positions)])
         got = [self._rows[(layer, p)] for p in positions]
         sub = np.stack([g[0] for g in got], axis=1) if got else np.zeros((self.n_heads, 0, self.n_tokens), np.float32)
         return sub, np.array([g[1] for g in got], dtype=np.float32)
@@ -174,6 +221,43 @@ class LazyTrace(_TraceBase):
             degenerate[layer] = [self._rows[(layer, p)][2] for p in everything]
         base = {f.name: getattr(self, f.name) for f in fields(_TraceBase)}
         return Trace(**base, attention=attention, attention_residual=residual, degenerate_attention=degenerate)
+
+
+def fetch_rows(layer: int, requests: list[tuple[LazyTrace, list[int]]]) -> None:
+    """Compute and memoise the rows (layer, p) that lazy traces lack, for requests [(trace, positions), ...]: the
+    traces of one batched call together, in one attention call and one kernel call."""
+    groups: dict[int, tuple[_LazyBatch, list]] = {}
+    for tr, positions in requests:
+        missing = tr.missing_rows(layer, positions)
+        if missing:
+            groups.setdefault(id(tr.batch), (tr.batch, []))[1].append((tr, missing))
+    for batch, items in groups.values():
+        results = batch.compute(layer, [(tr.index, missing) for tr, missing in items])
+        for (tr, missing), (sub, res, degen) in zip(items, results):
+            for i, p in enumerate(missing):
+                tr._rows[(layer, p)] = (sub[:, i].copy(), float(res[i]), bool(degen[i]))
+
+
+class LazyTraces(list):
+    """The lazy traces of several prompts (`trace(model, prompts, lazy=True)`), a list of `LazyTrace`s."""
+
+    def routes(self, threshold: float = 0.04, position: int | list[int] = -1, *,
+               attention_threshold: float | None = None, ffn_threshold: float | None = None,
+               renormalize: bool = True) -> list:
+        """Every trace's routes (as `LazyTrace.routes`), walked together: each block's rows are computed for all
+        prompts of a batch at once. `position`: one for all, or one per trace."""
+        from .routes import extract_routes_many
+
+        positions = position if isinstance(position, (list, tuple)) else [position] * len(self)
+        if len(positions) != len(self):
+            raise FlowroutesError(f"got {len(positions)} positions for {len(self)} traces: give one, or one per trace")
+
+        def fetch(block, requests):  # traces of models with parallel blocks are full `Trace`s
+            fetch_rows(block, [(t, p) for t, p in requests if isinstance(t, LazyTrace)])
+
+        return extract_routes_many(
+            list(self), list(positions), threshold if attention_threshold is None else attention_threshold,
+            threshold if ffn_threshold is None else ffn_threshold, renormalize, fetch=fetch)
 
 
 def tokenize(loaded: LoadedModel, prompt: str, add_special_tokens: bool | None = None) -> torch.Tensor:
@@ -235,8 +319,6 @@ def trace(
         and not (isinstance(input_ids, (np.ndarray, torch.Tensor)) and np.ndim(input_ids) == 1)
     )
     if many:
-        if lazy:
-            raise FlowroutesError("lazy traces are built one prompt at a time: call trace(model, text, lazy=True)")
         if input_ids is not None:
             id_lists = [_check_ids(loaded, torch.as_tensor(i, dtype=torch.long).reshape(-1)) for i in input_ids]
             texts = [loaded.tokenizer.decode(i.tolist()) for i in id_lists]
@@ -245,12 +327,16 @@ def trace(
             id_lists = [_check_ids(loaded, tokenize(loaded, t, add_special_tokens)) for t in texts]
         # batches of similar lengths waste little on padding; results come back in the caller's order
         order = sorted(range(len(texts)), key=lambda i: int(id_lists[i].numel()))
-        out: list[Trace | None] = [None] * len(texts)
+        out = (LazyTraces if lazy else list)([None] * len(texts))
         bar = _progress(len(texts), progress)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            traces = _trace_batch(loaded, [texts[i] for i in chunk], [id_lists[i] for i in chunk], top_k, kernel,
-                                  chunk_elements, precision, prune, predictions)
+            texts_b, ids_b = [texts[i] for i in chunk], [id_lists[i] for i in chunk]
+            if lazy:
+                traces = _trace_lazy(loaded, texts_b, ids_b, top_k, kernel, prune, predictions)
+            else:
+                traces = _trace_batch(loaded, texts_b, ids_b, top_k, kernel, chunk_elements, precision, prune,
+                                      predictions)
             for i, tr in zip(chunk, traces):
                 out[i] = tr
             bar.update(len(chunk))
@@ -266,7 +352,7 @@ def trace(
         ids = tokenize(loaded, prompt, add_special_tokens)
     ids = _check_ids(loaded, ids)
     if lazy:
-        return _trace_lazy(loaded, prompt, ids, top_k, kernel, prune, predictions)
+        return _trace_lazy(loaded, [prompt], [ids], top_k, kernel, prune, predictions)[0]
     return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements, precision, prune, predictions)[0]
 
 
@@ -444,41 +530,47 @@ def _parallel_flags(adapter) -> list[bool]:
     return [adapter.is_parallel(layer) for layer in range(adapter.n_layers)]
 
 
-def _trace_lazy(loaded, prompt, ids, top_k, kernel, prune=0.0, predictions="all") -> LazyTrace | Trace:
+def _trace_lazy(loaded, prompts, id_lists, top_k, kernel, prune=0.0, predictions="all") -> list[LazyTrace | Trace]:
+    """Lazy traces of a batch of prompts: one forward pass; per block, the FFN nodes of every prompt and what the
+    attention rows need later."""
     adapter = loaded.adapter
     if any(_parallel_flags(adapter)):
         # a parallel block's FFN importance needs the whole node's normalisation: trace in full
-        return _trace_batch(loaded, [prompt], [ids], top_k, kernel, CHUNK_ELEMENTS, prune=prune,
-                            predictions=predictions)[0]
-    n_layers, n_tok = adapter.n_layers, int(ids.numel())
-    ffn = np.zeros((n_layers, n_tok), dtype=np.float32)
-    ffn_residual = np.zeros((n_layers, n_tok), dtype=np.float32)
-    degenerate_ffn = np.zeros((n_layers, n_tok), dtype=bool)
-    acts: dict[str, list] = {"x_in": [], "x_mid": [], "normed": [], "call": [], "scale": []}
+        return _trace_batch(loaded, prompts, id_lists, top_k, kernel, CHUNK_ELEMENTS, prune=prune,
+                            predictions=predictions)
+    n_layers = adapter.n_layers
+    lengths = [int(i.numel()) for i in id_lists]
+    n_batch, t_max = len(lengths), max(lengths)
+    per_node = {name: np.zeros((n_layers, n_batch, t_max), dtype=np.float32) for name in ("ffn", "ffn_residual")}
+    per_node["degenerate_ffn"] = np.zeros((n_layers, n_batch, t_max), dtype=bool)
+    batch = _LazyBatch(loaded, lengths, kernel, prune)
 
-    def on_block(cap: BlockCapture) -> None:
+    def on_block(cap: BlockCapture) -> None:  # tensors [B, ...] in the model's dtype
         # keep what the attention rows need later; drop the weights now
-        acts["x_in"].append(cap.x_in)
-        acts["x_mid"].append(cap.x_mid)
+        batch.x_in.append(cap.x_in)
+        batch.x_mid.append(cap.x_mid)
         recorded = cap.attention_call is not None and cap.attention_call[0] == "record"
         # with recorded attention inputs, the normed states are recomputed on demand (one [T, d] less per layer)
         has_norm = adapter.block_modules(cap.layer).input_norm is not None
-        acts["normed"].append(None if recorded and has_norm else cap.normed)
-        acts["call"].append(cap.attention_call)
-        acts["scale"].append(adapter.attention_post_scale(cap.layer, cap.attn_raw))
-        f_imp, f_res, f_degen = ffn_importance(cap.x_mid, cap.ffn_out, cap.x_out)
-        ffn[cap.layer] = f_imp.cpu().numpy()
-        ffn_residual[cap.layer] = f_res.cpu().numpy()
-        degenerate_ffn[cap.layer] = f_degen.cpu().numpy()
+        batch.normed.append(None if recorded and has_norm else cap.normed)
+        batch.call.append(cap.attention_call)
+        batch.scale.append(adapter.attention_post_scale(cap.layer, cap.attn_raw.float()))
+        d = cap.x_out.shape[-1]
+        ffn_all = ffn_importance(*(t.float().reshape(-1, d) for t in (cap.x_mid, cap.ffn_out, cap.x_out)))
+        for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
+            per_node[name][cap.layer] = t.reshape(n_batch, t_max).cpu().numpy()
 
-    keep = _logit_positions(predictions, [n_tok])
-    logits = run_with_capture(loaded, ids, on_block, keep_attention_call=True, record=can_record(loaded),
-                              logit_positions=None if keep is None else keep[0])
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    keep = _logit_positions(predictions, lengths)
+    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, keep_attention_call=True,
+                              record=can_record(loaded), whole_batch=True, logit_positions=keep, dtype=None)
     meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "lazy": True}
     if predictions != "all":
         meta["predictions"] = predictions
-    return LazyTrace(
-        **_base_fields(loaded, prompt, ids, logits, top_k, None if keep is None else keep[0].tolist()), ffn=ffn,
-        ffn_residual=ffn_residual, degenerate_ffn=degenerate_ffn, meta=meta,
-        n_heads=adapter.n_heads, loaded=loaded, activations=acts, kernel=kernel, prune=prune,
-    )
+    return [
+        LazyTrace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]] if keep is None else logits[b], top_k,
+                                 None if keep is None else keep[b].tolist()),
+                  **{name: a[:, b, : lengths[b]].copy() for name, a in per_node.items()}, meta=dict(meta),
+                  n_heads=adapter.n_heads, loaded=loaded, batch=batch, index=b, kernel=kernel, prune=prune)
+        for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
+    ]
