@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
                         "default ./flowroutes-out)")
     t.add_argument("--top", type=int, default=5, metavar="K", help="how many active heads to list (default 5)")
     t.add_argument("--force", action="store_true", help="replace routes.* files already in --out")
+    t.add_argument("--format", choices=("flowroutes", "circuit-tracer"), default="flowroutes",
+                   help="flowroutes: routes.json, .svg, .png; circuit-tracer: <slug>.json and graph-metadata.json, "
+                        "the graph files circuit-tracer's local viewer serves (docs/interop.md)")
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     t.set_defaults(func=cmd_trace)
     for name in COMMAND_MODULES:  # further commands live with their feature; each adds its own parser
@@ -136,6 +139,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise FlowroutesError(f"--top must be 0 or more, got {args.top}")
     out = out_folder(args.out)
     names = ("routes.json", "routes.svg", "routes.png")
+    if args.format == "circuit-tracer":
+        from .circuit_tracer import slug_for
+
+        names = (f"{slug_for(args.prompt, args.position, args.model or '')}.json",)
     there = [n for n in names if (out / n).exists()]
     if there and not args.force:
         raise FlowroutesError(f"{out} already holds {', '.join(there)}: pass --force to replace them, or another --out")
@@ -169,6 +176,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         for (layer, head), w in weights:
             print(f"  L{layer}H{head}  {w:.3f}")
 
+    if args.format == "circuit-tracer":
+        from .circuit_tracer import write_circuit_tracer
+
+        path = write_circuit_tracer(routes, out, names[0][: -len(".json")])
+        print(f"wrote {path} and {out / 'graph-metadata.json'} (circuit-tracer's viewer: serve(data_dir='{out}'))")
+        return 0
     svg, png = render_routes(routes, "svg"), render_routes(routes, "png")
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "routes.json", routes.to_json().encode())

@@ -87,7 +87,9 @@ def load_model(
     """Load a model to trace.
 
     source: None (embedded SmolLM2-135M-Instruct), a hub id, a local folder, a `.gguf` path, an
-    already-loaded `transformers` model (pass `tokenizer=` too), or a `LoadedModel` (returned as is).
+    already-loaded `transformers` model (pass `tokenizer=` too), a TransformerLens `TransformerBridge` or
+    `HookedTransformer` (traced as the equivalent transformers model, see `models/transformer_lens.py`; its own
+    tokenizer unless `tokenizer=`), or a `LoadedModel` (returned as is).
     """
     if isinstance(source, LoadedModel):
         return source
@@ -95,6 +97,10 @@ def load_model(
     if source is None:
         model, tok = _load_embedded(dtype)
         name, files = EMBEDDED_NAME, (embedded_gguf_path(),)  # the GGUF is the weights, cached copy or not
+    elif _transformer_lens_kind(source) is not None:  # a TransformerBridge or HookedTransformer
+        from .transformer_lens import from_transformer_lens
+
+        model, tok, name = from_transformer_lens(source, tokenizer)
     elif isinstance(source, torch.nn.Module):
         if tokenizer is None:
             raise FlowroutesError("an already-loaded model needs its tokenizer: load_model(model, tokenizer=tok)")
@@ -108,8 +114,8 @@ def load_model(
             files = tuple(sorted(path.glob("*.safetensors")))
     else:
         raise FlowroutesError(
-            f"cannot load a model from a {type(source).__name__}: pass a hub id, a folder, a .gguf path "
-            "or a transformers model"
+            f"cannot load a model from a {type(source).__name__}: pass a hub id, a folder, a .gguf path, "
+            "a transformers model or a TransformerLens model"
         )
     if tokenizer is not None:
         tok = tokenizer
@@ -120,6 +126,13 @@ def load_model(
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tok, adapter=adapter, name=str(name), weight_files=files)
+
+
+def _transformer_lens_kind(source: Any) -> str | None:
+    """'bridge' or 'hooked' for TransformerLens models, recognised by class (transformer_lens is not imported)."""
+    from .transformer_lens import transformer_lens_kind
+
+    return transformer_lens_kind(source)
 
 
 def _adapter_for(model: Any) -> Adapter:
