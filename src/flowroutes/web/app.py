@@ -58,6 +58,7 @@ class ContrastQuery(RoutesQuery):
 class PromptQuery(BaseModel):
     model: str | None = None
     prompt: str
+    normalize: bool = True  # promoted tokens and lens through the final norm (off: raw W_U)
 
 
 class HeadsQuery(PromptQuery):
@@ -82,9 +83,26 @@ class NeuronQuery(BlockQuery):
 
 
 class LensQuery(PromptQuery):
-    layer: int = Field(description="residual: 0..L (x^l); attention: 1..L (x^{lA})")
+    layer: int = Field(description="residual: 0..L (x^l, the input of block l); attention: 0..L-1 (x^{lA})")
     kind: Literal["residual", "attention"] = "residual"
     position: int
+    normalize: bool = True  # the final norm before the unembedding (off: raw W_U x)
+
+
+class TargetQuery(PromptQuery):
+    position: int = -1
+    target: str | int | None = None  # a token's text (one token) or id; None: the top prediction
+    target_b: str | int | None = None  # explain the logit difference target - target_b
+    normalize: bool = True
+
+
+class InterveneQuery(RoutesQuery):
+    component: dict  # {"kind": "head", layer, head} | {"kind": "ffn", layer} | {"kind": "edge", layer, source,
+    #                   target, heads}
+    mode: Literal["zero", "mean", "patch"] = "zero"
+    prompt_b: str | None = None
+    target: str | int | None = None
+    target_b: str | int | None = None
 
 
 def check_thresholds(settings: Settings, q: RoutesQuery) -> None:
@@ -180,6 +198,54 @@ def _block(store, q, head: int | None = None):
     return slot, tr, p, slot.internals(q.prompt)
 
 
+def display_texts(slot, tr) -> list[str]:
+    """Each token as the page shows it: characters spread over several tokens (emoji) shown whole."""
+    from .internals import token_display
+
+    got = getattr(tr, "_display", None)
+    if got is None:
+        got = token_display(slot.loaded, np.asarray(tr.input_ids))
+        try:
+            tr._display = got
+        except AttributeError:
+            pass
+    return got
+
+
+def positions(slot, tr) -> list[dict]:
+    """Per position: its token (as shown) and the model's top prediction there (as shown)."""
+    from .internals import token_bytes
+
+    shown = display_texts(slot, tr)
+    return [{"position": p, "token": shown[p], "top": token_bytes(slot.loaded, int(tr.top_ids[p][0]))
+             if "\ufffd" in tr.top_tokens[p][0] else tr.top_tokens[p][0], "prob": float(tr.top_probs[p][0])}
+            for p in range(len(tr.token_texts))]
+
+
+def predictions(slot, tr, p: int, k: int = 5) -> list[dict]:
+    from .internals import token_bytes
+
+    return [{"token": token_bytes(slot.loaded, int(i)), "id": int(i), "prob": float(pr)}
+            for i, pr in zip(tr.top_ids[p][:k], tr.top_probs[p][:k])]
+
+
+def resolve_token(loaded, value, what: str) -> int:
+    """A token id from the page: an id, or a text that is exactly one token of this tokenizer."""
+    vocab = loaded.adapter.unembedding().shape[0]
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("#").isdigit()
+                                  and value.strip().startswith("#")):
+        tid = int(str(value).strip().lstrip("#"))
+        if not 0 <= tid < vocab:
+            raise FlowroutesError(f"{what} token id {tid} is out of range: use 0..{vocab - 1}")
+        return tid
+    ids = loaded.tokenizer(value, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        pieces = " + ".join(repr(loaded.tokenizer.decode([i])) for i in ids) or "nothing"
+        raise FlowroutesError(f"{what} {value!r} is {len(ids)} tokens for this tokenizer ({pieces}): choose one token "
+                              "(a leading space often matters), or give its id as #123")
+    return int(ids[0])
+
+
 def _matrix(a: np.ndarray, digits: int = 5) -> list:
     return np.round(a.astype(np.float64), digits).tolist()
 
@@ -242,7 +308,8 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"models": list(store.slots), "default": store.default,
                              "max_prompt_tokens": settings.max_prompt_tokens,
                              "max_prompt_chars": settings.max_prompt_chars,
-                             "min_threshold": settings.min_threshold, "max_edges": settings.max_edges})
+                             "min_threshold": settings.min_threshold, "max_edges": settings.max_edges,
+                             "max_drawn_edges": settings.max_drawn_edges})
 
     @app.post("/api/routes")
     def routes(q: RoutesQuery):
@@ -256,8 +323,9 @@ def create_app(settings: Settings) -> FastAPI:
             "routes": r.to_dict(),
             "truncated": cut,
             "model": slot.name,
-            "positions": [{"position": p, "token": t, "top": tr.top_tokens[p][0], "prob": float(tr.top_probs[p][0])}
-                          for p, t in enumerate(tr.token_texts)],
+            "positions": positions(slot, tr),
+            "display": display_texts(slot, tr),
+            "prediction": predictions(slot, tr, r.position),
             "cached": slot.forward_passes == passes,
         }
         ms = (time.perf_counter() - start) * 1000
@@ -302,17 +370,17 @@ def create_app(settings: Settings) -> FastAPI:
     def head(q: HeadQuery):
         slot, tr, p, it = _block(store, q, q.head)
         out = ins.head_output(slot.loaded, it, q.layer, q.head, p)
-        return JSONResponse({"layer": q.layer, "head": q.head, "position": p, "tokens": tr.token_texts,
+        return JSONResponse({"layer": q.layer, "head": q.head, "position": p, "tokens": display_texts(slot, tr),
                              "attention": _matrix(it.alpha[q.layer, q.head]),  # [T, T] alpha[p, j]
                              "contribution": _matrix(tr.attention[q.layer, q.head]),  # [T, T] importance x_j -> x^A_p
-                             **ins.promoted_tokens(slot.loaded, out)})
+                             **ins.promoted_tokens(slot.loaded, out, normalize=q.normalize)})
 
     @app.post("/api/ffn")
     def ffn(q: BlockQuery):
         slot, tr, p, it = _block(store, q)
         return JSONResponse({"layer": q.layer, "position": p, "importance": float(tr.ffn[q.layer, p]),
                              **ins.top_neurons(slot.loaded, it, q.layer, p),
-                             **ins.promoted_tokens(slot.loaded, it.ffn_out[q.layer, p])})
+                             **ins.promoted_tokens(slot.loaded, it.ffn_out[q.layer, p], normalize=q.normalize)})
 
     @app.post("/api/neuron")
     def neuron(q: NeuronQuery):
@@ -320,38 +388,144 @@ def create_app(settings: Settings) -> FastAPI:
         vec = ins.neuron_output(slot.loaded, it, q.layer, p, q.neuron)
         return JSONResponse({"layer": q.layer, "position": p, "neuron": q.neuron,
                              "activation": float(it.neurons[q.layer, p, q.neuron]),
-                             **ins.promoted_tokens(slot.loaded, vec)})
+                             **ins.promoted_tokens(slot.loaded, vec, normalize=q.normalize)})
 
     @app.post("/api/lens")
     def lens(q: LensQuery):
         slot = store.slot(q.model)
         tr = slot.entry(q.prompt).trace
         n_layers = tr.n_layers
-        low = 1 if q.kind == "attention" else 0
-        if not low <= q.layer <= n_layers:
-            raise FlowroutesError(f"layer {q.layer} is out of range for a {q.kind} node: use {low}..{n_layers}")
+        high = n_layers - 1 if q.kind == "attention" else n_layers
+        if not 0 <= q.layer <= high:
+            raise FlowroutesError(f"layer {q.layer} is out of range for a {q.kind} node: use 0..{high}")
         p = tr.resolve_position(q.position)
         it = slot.internals(q.prompt)
-        now = it.mid[q.layer - 1, p] if q.kind == "attention" else it.residual[q.layer, p]
-        before = it.residual[q.layer - 1, p] if q.layer >= 1 else None
-        return JSONResponse({"layer": q.layer, "kind": q.kind, "position": p,
-                             "before": None if before is None else f"x{q.layer - 1}",
-                             "top": ins.lens_view(slot.loaded, now, before)})
+        if q.kind == "attention":  # x^{lA}: compared with x^l, the block's input
+            now, before, name = it.mid[q.layer, p], it.residual[q.layer, p], f"x{q.layer}"
+        else:  # x^l: compared with x^{(l-1)A}, or x^{l-1} for a parallel block
+            now = it.residual[q.layer, p]
+            if q.layer == 0:
+                before, name = None, None
+            elif tr.is_parallel(q.layer - 1):
+                before, name = it.residual[q.layer - 1, p], f"x{q.layer - 1}"
+            else:
+                before, name = it.mid[q.layer - 1, p], f"x{q.layer - 1}A"
+        return JSONResponse({"layer": q.layer, "kind": q.kind, "position": p, "before": name,
+                             "top": ins.lens_view(slot.loaded, now, before, normalize=q.normalize)})
+
+    @app.post("/api/target")
+    def target(q: TargetQuery):
+        slot = store.slot(q.model)
+        tr = slot.entry(q.prompt).trace
+        p = tr.resolve_position(q.position)
+        loaded = slot.loaded
+        t = int(tr.top_ids[p][0]) if q.target in (None, "") else resolve_token(loaded, q.target, "the target")
+        o = None if q.target_b in (None, "") else resolve_token(loaded, q.target_b, "the second target")
+        if o == t:
+            raise FlowroutesError("the two targets are the same token: choose two different tokens")
+        it = slot.internals(q.prompt)
+        direction = ins.target_direction(loaded, t, o)
+        dla = ins.direct_logit_attribution(loaded, it, p, direction)
+        logits = it.logits[p].astype(np.float64)
+        logit = float(logits[t] - (logits[o] if o is not None else 0.0))
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        show = [{"id": i, "token": ins.token_bytes(loaded, i), "prob": float(probs[i]),
+                 "rank": int((probs > probs[i]).sum())} for i in ([t] if o is None else [t, o])]
+        return JSONResponse({"position": p, "targets": show, "difference": o is not None, "logit": logit,
+                             "lens": ins.lens_chart(loaded, it, p, t, o, normalize=q.normalize), **dla,
+                             "note": "the routes do not depend on the target: eq. 1 compares each part with the "
+                                     "sum it builds, not with any token's logit"})
+
+    @app.post("/api/intervene")
+    def intervene_(q: InterveneQuery):
+        from .interventions import build, logits_at, task_batch, traced_as_intervened
+
+        start = time.perf_counter()
+        check_thresholds(settings, q)
+        slot = store.slot(q.model)
+        tr = slot.entry(q.prompt).trace
+        p = tr.resolve_position(q.position)
+        loaded = slot.loaded
+        ids = np.asarray(tr.input_ids)
+        ids_b = None
+        if q.mode == "patch":
+            if not q.prompt_b or not q.prompt_b.strip():
+                raise FlowroutesError("patching needs a second prompt (prompt B) to patch from: type one")
+            ids_b = np.asarray(slot.entry(q.prompt_b).trace.input_ids)
+        t = int(tr.top_ids[p][0]) if q.target in (None, "") else resolve_token(loaded, q.target, "the target")
+        o = None if q.target_b in (None, "") else resolve_token(loaded, q.target_b, "the second target")
+        it = slot.internals(q.prompt)
+
+        def work(model):
+            from ..trace import trace as run_trace
+
+            batch = task_batch(ids, ids_b, t, o)
+            heads, ffn = build(model, it, ids, ids_b, q.component, q.mode, batch)
+            after = logits_at(model, ids, heads, ffn, p)
+            from ..patching.core import intervene_ffn
+
+            with traced_as_intervened(model, heads), intervene_ffn(model, ffn):
+                new = run_trace(model, q.prompt, top_k=settings.top_k)
+            return after, new
+
+        after, new = slot.exclusive(work)
+        before = it.logits[p].astype(np.float64)
+
+        def summary(logits: np.ndarray) -> dict:
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            out = {"logit": float(logits[t]), "prob": float(probs[t]), "rank": int((probs > probs[t]).sum()),
+                   "top": [{"token": ins.token_bytes(loaded, int(i)), "prob": float(probs[i])}
+                           for i in np.argsort(-probs, kind="stable")[:5]]}
+            if o is not None:
+                out["difference"] = float(logits[t] - logits[o])
+            return out
+
+        r = new.routes(q.threshold, p, attention_threshold=q.attention_threshold, ffn_threshold=q.ffn_threshold,
+                       renormalize=q.renormalize)
+        r, cut = strongest(r, settings.max_edges)
+        ms = (time.perf_counter() - start) * 1000
+        return JSONResponse({"position": p, "target": ins.token_bytes(loaded, t),
+                             "target_b": None if o is None else ins.token_bytes(loaded, o),
+                             "component": q.component, "mode": q.mode, "before": summary(before),
+                             "after": summary(after.astype(np.float64)), "routes": r.to_dict(), "truncated": cut,
+                             "server_ms": ms})
 
     @app.post("/api/contrast")
     def contrast(q: ContrastQuery):
         check_thresholds(settings, q)
-        _, _, a = _routes(store, q)
-        _, _, b = _routes(store, q, prompt=q.prompt_b)
-        diff = np.zeros((a.n_layers, a.n_heads))  # [L, H] head weight in A minus in B
-        for (layer, h), w in a.head_weights().items():
-            diff[layer, h] += w
-        for (layer, h), w in b.head_weights().items():
-            diff[layer, h] -= w
-        a, cut_a = strongest(a, settings.max_edges)
-        b, cut_b = strongest(b, settings.max_edges)
-        return JSONResponse({"a": a.to_dict(), "b": b.to_dict(), "head_difference": _matrix(diff),
-                             "truncated": {"a": cut_a, "b": cut_b} if cut_a or cut_b else None})
+        slot = store.slot(q.model)
+        out = {"a": None, "b": None, "errors": {"a": None, "b": None}, "sides": {"a": None, "b": None}}
+        weights, cuts = {}, {}
+        for side, prompt in (("a", q.prompt), ("b", q.prompt_b)):
+            try:
+                tr = slot.entry(prompt).trace
+                r = tr.routes(q.threshold, q.position, attention_threshold=q.attention_threshold,
+                              ffn_threshold=q.ffn_threshold, renormalize=q.renormalize)
+            except Busy:
+                raise
+            except FlowroutesError as exc:  # one side's problem, named; the other side is still drawn
+                if isinstance(exc, (PromptTooLong, NotFound)):
+                    raise
+                out["errors"][side] = f"prompt {side.upper()}: {exc}"
+                continue
+            weights[side] = r.head_weights()
+            cut, cuts[side] = strongest(r, settings.max_edges)
+            out[side] = cut.to_dict()
+            out["sides"][side] = {"display": display_texts(slot, tr), "prediction": predictions(slot, tr, r.position),
+                                  "token_ids": [int(i) for i in np.asarray(tr.input_ids)]}
+        diff = None
+        if len(weights) == 2:
+            diff = np.zeros((out["a"]["n_layers"], out["a"]["n_heads"]))  # [L, H] head weight in A minus in B
+            for (layer, h), w in weights["a"].items():
+                diff[layer, h] += w
+            for (layer, h), w in weights["b"].items():
+                diff[layer, h] -= w
+            diff = _matrix(diff)
+        out["head_difference"] = diff
+        out["truncated"] = {"a": cuts.get("a"), "b": cuts.get("b")} if any(cuts.values()) else None
+        return JSONResponse(out)
 
     @app.post("/api/heatmaps")
     def heatmaps(q: RoutesQuery):
@@ -360,7 +534,7 @@ def create_app(settings: Settings) -> FastAPI:
         for (layer, h), w in r.head_weights().items():
             heads[layer, h] = w
         into = tr.attention[:, :, r.position, :].sum(axis=-1)  # [L, H] raw importance into x^A_p
-        return JSONResponse({"tokens": tr.token_texts, "head_weights": _matrix(heads),
+        return JSONResponse({"tokens": display_texts(store.slot(q.model), tr), "head_weights": _matrix(heads),
                              "head_importance": _matrix(into), "ffn": _matrix(tr.ffn)})  # ffn: [L, T]
 
     def inside(folder: Path, name: str) -> Path | None:

@@ -94,47 +94,52 @@ def _decode(loaded: LoadedModel, ids) -> list[str]:
     return [loaded.tokenizer.decode([int(i)]) for i in ids]
 
 
-def logit_lens(loaded: LoadedModel, vector: np.ndarray) -> np.ndarray:
-    """Next-token probabilities [V] read off a residual state [d]: softmax(W_U final_norm(x))."""
+def logit_lens(loaded: LoadedModel, vector: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """Next-token probabilities [V] read off a residual state [d]: softmax(W_U final_norm(x)) (normalize=False:
+    softmax(W_U x), without the final norm)."""
     with torch.no_grad():
-        x = torch.as_tensor(vector, dtype=torch.float32)[None]  # [1, d]
-        norm = final_norm(loaded)
-        param = next(norm.parameters())
-        logits = loaded.model.get_output_embeddings()(norm(x.to(param.device, param.dtype)))[0].float()  # [V]
+        head = loaded.model.get_output_embeddings()
+        param = head.weight
+        x = torch.as_tensor(vector, dtype=torch.float32)[None].to(param.device, param.dtype)  # [1, d]
+        if normalize:
+            x = final_norm(loaded)(x)
+        logits = head(x)[0].float()  # [V]
         return torch.softmax(logits, dim=-1).cpu().numpy()
 
 
-def lens_view(loaded: LoadedModel, now: np.ndarray, before: np.ndarray | None, k: int = 10) -> list[dict]:
+def lens_view(loaded: LoadedModel, now: np.ndarray, before: np.ndarray | None, k: int = 10,
+              normalize: bool = True) -> list[dict]:
     """Top-k tokens of the logit lens of `now` [d], each with its rank in the lens of `before` (None: no before)."""
-    probs = logit_lens(loaded, now)  # [V]
+    probs = logit_lens(loaded, now, normalize)  # [V]
     top = np.argsort(-probs, kind="stable")[:k]
     ranks_before = None
     if before is not None:
-        prev = logit_lens(loaded, before)
+        prev = logit_lens(loaded, before, normalize)
         order = np.argsort(-prev, kind="stable")
         ranks_before = np.empty_like(order)
         ranks_before[order] = np.arange(order.size)  # token id -> rank (0 = top)
     return [
-        {"token": t, "id": int(i), "prob": float(probs[i]), "rank": r,
+        {"token": token_bytes(loaded, int(i)), "id": int(i), "prob": float(probs[i]), "rank": r,
          "rank_before": None if ranks_before is None else int(ranks_before[i])}
-        for r, (i, t) in enumerate(zip(top, _decode(loaded, top)))
+        for r, i in enumerate(top)
     ]
 
 
-def promoted_tokens(loaded: LoadedModel, vector: np.ndarray, k: int = 8) -> dict[str, list[dict]]:
+def promoted_tokens(loaded: LoadedModel, vector: np.ndarray, k: int = 8, normalize: bool = True) -> dict:
     """Tokens a component's output [d] promotes and suppresses: the largest / smallest entries of
-    W_U (gamma * v), gamma = the final norm's elementwise weight (its centring, scale and bias left out)."""
+    W_U (gamma * v), gamma = the final norm's elementwise weight (its centring, scale and bias left out);
+    normalize=False: of W_U v."""
     with torch.no_grad():
         w_u = unembedding(loaded).detach().float().cpu()  # [V, d]
         v = torch.as_tensor(vector, dtype=torch.float32)
-        gamma = getattr(final_norm(loaded), "weight", None)
+        gamma = getattr(final_norm(loaded), "weight", None) if normalize else None
         if gamma is not None:
             v = v * gamma.detach().float().cpu()
         scores = (w_u @ v).numpy()  # [V]
     order = np.argsort(-scores, kind="stable")
 
     def rows(ids) -> list[dict]:
-        return [{"token": t, "id": int(i), "score": float(scores[i])} for i, t in zip(ids, _decode(loaded, ids))]
+        return [{"token": token_bytes(loaded, int(i)), "id": int(i), "score": float(scores[i])} for i in ids]
 
     return {"promote": rows(order[:k]), "suppress": rows(order[::-1][:k])}
 
@@ -181,3 +186,171 @@ def neuron_output(loaded: LoadedModel, internals: Internals, layer: int, positio
     if not 0 <= neuron < w_out.shape[0]:
         raise FlowroutesError(f"neuron {neuron} is out of range: block {layer} has {w_out.shape[0]} neurons")
     return float(internals.neurons[layer, position, neuron]) * w_out[neuron].detach().float().cpu().numpy()
+
+
+# --- explaining any token: logit lens chart and direct logit attribution ------------------------------------------
+def target_direction(loaded: LoadedModel, target: int, other: int | None = None) -> np.ndarray:
+    """The unembedding row of `target` [d], or the difference of the rows of `target` and `other`."""
+    w_u = unembedding(loaded).detach().float().cpu().numpy()  # [V, d]
+    return w_u[target] - (w_u[other] if other is not None else 0.0)
+
+
+def final_norm_linear(loaded: LoadedModel, top: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray]:
+    """The final norm linearised at its own scale at the top residual x^L_p [d]: (centred, diag [d], bias [d]),
+    so that N(x^L_p) = diag * P(x^L_p) + bias, P centring (LayerNorm) or the identity (RMSNorm). Checked against
+    the norm itself: a norm of another kind is refused rather than approximated."""
+    norm = final_norm(loaded)
+    name = type(norm).__name__
+    centred = isinstance(norm, torch.nn.LayerNorm) or ("LayerNorm" in name and "RMS" not in name)
+    eps = getattr(norm, "eps", None)
+    if eps is None:
+        eps = getattr(norm, "variance_epsilon", 1e-6)
+    x = top.astype(np.float64)
+    px = x - x.mean() if centred else x
+    sigma = float(np.sqrt((px ** 2).mean() + float(eps)))
+    weight = getattr(norm, "weight", None)
+    gain = np.ones_like(x) if weight is None else weight.detach().double().cpu().numpy()
+    if "Gemma" in name:
+        gain = gain + 1.0  # Gemma's norms scale by (1 + w)
+    bias = getattr(norm, "bias", None)
+    b = np.zeros_like(x) if bias is None else bias.detach().double().cpu().numpy()
+    diag = gain / sigma
+    with torch.no_grad():
+        param = next(norm.parameters(), None)
+        want = norm(torch.as_tensor(top, dtype=torch.float32)[None].to(
+            param.device if param is not None else "cpu"))[0].double().cpu().numpy()
+    if not np.allclose(diag * px + b, want, rtol=1e-3, atol=1e-3 * (np.abs(want).max() + 1e-6)):
+        raise FlowroutesError(f"the final norm ({name}) is neither a LayerNorm nor an RMSNorm: direct logit "
+                              "attribution is not available for this model")
+    return centred, diag, b
+
+
+def head_outputs_at(loaded: LoadedModel, internals: Internals, layer: int,
+                    position: int) -> tuple[np.ndarray, np.ndarray]:
+    """(every head's write into x^{lA}_position (as `head_output`) [H, d], the attention block's constant [d])."""
+    adapter = loaded.adapter
+    with torch.no_grad():
+        normed = torch.as_tensor(internals.normed[layer])  # [T, d]
+        ov = adapter.ov_weights(layer)
+        f, const = head_values(normed.to(ov.value.device), ov, adapter.input_norm_bias(layer), adapter)  # [H, T, d]
+        a = torch.as_tensor(internals.alpha[layer, :, position]).to(f.device)  # [H, T]
+        out = torch.einsum("ht,htd->hd", a.float(), f.float()).cpu().numpy()  # [H, d]
+        const = const.float().reshape(-1).cpu().numpy()
+    scale = internals.post_scale[layer]
+    if scale is not None:
+        out, const = out * scale[position], const * scale[position]
+    return out, const
+
+
+def direct_logit_attribution(loaded: LoadedModel, internals: Internals, position: int, direction: np.ndarray) -> dict:
+    """Each component's direct effect on the logit (or logit difference) of `direction` [d] at `position`: its
+    output through the final norm linearised at its own scale (at x^L_position), dotted with `direction`.
+
+    heads [L][H], ffn [L], attention constants [L] (biases of the attention block), embeddings (x^0), and bias
+    (the final norm's bias); these add up to the logit read off x^L (tested) up to the unembedding's own bias."""
+    n_layers = internals.alpha.shape[0]
+    centred, diag, b = final_norm_linear(loaded, internals.residual[n_layers, position])
+    u = diag * direction.astype(np.float64)  # [d]: the linear map's transpose applied to the direction
+
+    def score(v: np.ndarray) -> np.ndarray:  # [..., d] -> [...]
+        v = v.astype(np.float64)
+        if centred:
+            v = v - v.mean(axis=-1, keepdims=True)
+        return v @ u
+
+    heads, ffn, consts = [], [], []
+    for layer in range(n_layers):
+        outs, const = head_outputs_at(loaded, internals, layer, position)
+        heads.append(score(outs).tolist())
+        consts.append(float(score(const)))
+        ffn.append(float(score(internals.ffn_out[layer, position])))
+    return {"heads": heads, "ffn": ffn, "attention_constant": consts,
+            "embedding": float(score(internals.residual[0, position])), "bias": float(b @ direction)}
+
+
+def lens_chart(loaded: LoadedModel, internals: Internals, position: int, target: int, other: int | None = None,
+               normalize: bool = True) -> list[dict]:
+    """Per residual state x^0..x^L (and after each attention, x^{lA}) at `position`: the target's probability
+    and rank in the logit lens, its logit (or the logit difference with `other`). normalize=False skips the
+    final norm (raw W_U x)."""
+    rows = []
+    n_layers = internals.alpha.shape[0]
+    states = []
+    for layer in range(n_layers + 1):
+        states.append(("residual", layer, internals.residual[layer, position]))
+        if layer < n_layers:
+            states.append(("attention", layer, internals.mid[layer, position]))
+    vecs = np.stack([s[2] for s in states])  # [S, d]
+    with torch.no_grad():
+        x = torch.as_tensor(vecs, dtype=torch.float32)
+        if normalize:
+            norm = final_norm(loaded)
+            param = next(norm.parameters(), None)
+            x = norm(x.to(param.device, param.dtype) if param is not None else x)
+        logits = loaded.model.get_output_embeddings()(x.to(next(loaded.model.parameters()).device)).float().cpu()
+        probs = torch.softmax(logits, dim=-1).numpy()
+        logits = logits.numpy()
+    for (kind, layer, _), lg, pr in zip(states, logits, probs):
+        rank = int((pr > pr[target]).sum())
+        row = {"kind": kind, "layer": layer, "prob": float(pr[target]), "rank": rank, "logit": float(lg[target])}
+        if other is not None:
+            row["difference"] = float(lg[target] - lg[other])
+            row["prob_other"] = float(pr[other])
+        rows.append(row)
+    return rows
+
+
+def token_display(loaded: LoadedModel, ids) -> list[str]:
+    """What to show for each token: its text, with characters that span several tokens (emoji, CJK in byte-level
+    BPE) shown whole. A token that ends inside a character gets the character and '(1/3)'-style marks."""
+    tok = loaded.tokenizer
+    ids = [int(i) for i in ids]
+    out = [tok.decode([i]) for i in ids]
+    p = 0
+    while p < len(ids):
+        if "\ufffd" not in out[p]:
+            p += 1
+            continue
+        for n in range(2, 9):  # smallest run starting at p whose text is whole
+            if p + n > len(ids):
+                break
+            text = tok.decode(ids[p:p + n])
+            if "\ufffd" not in text:
+                for k in range(n):
+                    out[p + k] = text if n == 1 else f"{text}({k + 1}/{n})"
+                p += n
+                break
+        else:
+            out[p] = token_bytes(loaded, ids[p])
+            p += 1
+    return out
+
+
+def token_bytes(loaded: LoadedModel, token: int) -> str:
+    """A token that is part of a character, shown as its bytes (byte-level BPE) or its raw form."""
+    text = loaded.tokenizer.decode([int(token)])
+    if "\ufffd" not in text:
+        return text
+    raw = loaded.tokenizer.convert_ids_to_tokens(int(token))
+    try:
+        data = bytes(_UNICODE_TO_BYTE[c] for c in raw)
+    except (KeyError, TypeError):
+        return f"<{raw}>"
+    whole = data.decode("utf-8", errors="replace").replace("\ufffd", "")
+    return whole + "<" + " ".join(f"{b:02X}" for b in data if b >= 0x80) + ">" if data else f"<{raw}>"
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable character for each byte (GPT-2's table), inverted: character -> byte."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_UNICODE_TO_BYTE = _byte_level_alphabet()

@@ -59,6 +59,7 @@ class Settings:
     min_threshold: float = 0.005  # lower route thresholds are refused (the page's slider stops there)
     max_edges: int = 5000  # a routes answer keeps at most this many edges (the strongest) and says so
     max_render_edges: int = 2000  # SVG / PNG downloads of larger routes are refused
+    max_drawn_edges: int = 1500  # the page draws this many edges one by one (clickable); the rest as one path
     max_render_pixels: int = 16_000_000  # a PNG wider than this is drawn at a lower resolution
     render_wait_s: float = 30.0  # one picture is drawn at a time; a request waits at most this long to start
     max_queue: int = 8  # requests per model that may wait for (or hold) its forward pass; beyond: HTTP 503
@@ -239,6 +240,18 @@ class ModelSlot:
                         if self._cache.get(prompt) is got:
                             self._store(prompt, got)  # the entry grew: evict by its new size
             return got.internals
+        finally:
+            self._leave()
+
+
+    def exclusive(self, work):
+        """Run `work(loaded)` holding this model's lock (it may hook the model), counted against the queue."""
+        loaded = self.loaded
+        with self._cache_lock:
+            self._admit()
+        try:
+            with self.lock:
+                return self._timed(lambda: work(loaded))
         finally:
             self._leave()
 

@@ -1,18 +1,27 @@
 // flowroutes explorer: draws the routes the server sends (SVG), opens inspect views, keeps the state in the URL.
 // Plain JavaScript, no build step. Talks only to this server's /api; never reaches other hosts.
+// One layer convention everywhere (docs/schema.md): layer l is block l, which reads x^l, whose attention writes
+// x^{lA} and whose FFN writes x^{l+1}; its heads are LlHh.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 const SVGNS = "http://www.w3.org/2000/svg";
 const VIEWS = ["graph", "contrast", "heatmaps", "analyses"];
+const MAX_THRESHOLD = 0.5;   // the sliders' top
+let SVG_EDGE_LIMIT = 1500; // edges drawn one by one (clickable); the rest go into one path per kind (server's setting)
 const state = {
   model: "", prompt: "", position: -1, threshold: 0.04, attention_threshold: 0.04, ffn_threshold: 0.04,
-  separate: false, renormalize: true, view: "graph", prompt_b: "",
+  separate: false, renormalize: true, view: "graph", prompt_b: "", target: "", target_b: "", normalize: true,
+  collapse: false,
 };
+let conf = { min_threshold: 0.005 };
 let current = null; // last /api/routes answer
 let renders = 0;    // bumped after each drawn answer (tests wait on it)
 let busy = 0;
 let seq = 0;        // newest routes request; older answers are dropped
+let generation = 0; // bumped by every new trace, position or model: inspect answers of older ones are dropped
+let lastIntervention = null;
+let dla = null;     // direct logit attribution of the explained position (colours the routes)
 
 // ---------- plumbing ----------
 function setBusy(delta) {
@@ -22,6 +31,11 @@ function setBusy(delta) {
 function showError(message) {
   const box = $("#error");
   if (message) { box.textContent = message; box.hidden = false; } else { box.textContent = ""; box.hidden = true; }
+}
+function showNote(message, add = false) {
+  const box = $("#note");
+  const text = add && box.textContent ? `${box.textContent}; ${message}` : message;
+  if (text) { box.textContent = text; box.hidden = false; } else { box.textContent = ""; box.hidden = true; }
 }
 async function api(path, body) {
   setBusy(1);
@@ -49,6 +63,14 @@ async function api(path, body) {
     setBusy(-1);
   }
 }
+// a spinner on the part being computed while `fn` runs
+async function computing(part, fn) {
+  const box = typeof part === "string" ? $(part) : part;
+  box.classList.add("loading");
+  const spin = el("div", { class: "spinner", role: "status", "aria-label": "computing" });
+  box.prepend(spin);
+  try { return await fn(); } finally { spin.remove(); box.classList.remove("loading"); }
+}
 function routesQuery() {
   const q = { model: state.model, prompt: state.prompt, position: state.position, threshold: state.threshold,
               renormalize: state.renormalize };
@@ -61,21 +83,39 @@ function writeUrl() {
   p.set("threshold", state.threshold); p.set("renormalize", state.renormalize ? "1" : "0"); p.set("view", state.view);
   if (state.separate) { p.set("attention_threshold", state.attention_threshold); p.set("ffn_threshold", state.ffn_threshold); }
   if (state.prompt_b) p.set("prompt_b", state.prompt_b);
+  if (state.target) p.set("target", state.target);
+  if (state.target_b) p.set("target_b", state.target_b);
+  if (!state.normalize) p.set("normalize", "0");
   history.replaceState(null, "", `${location.pathname}?${p.toString()}`);
 }
+// values from the address are checked: a threshold outside the sliders' range is clamped and the page says so
 function readUrl() {
   const p = new URLSearchParams(location.search);
-  const num = (k, d) => (p.has(k) && !Number.isNaN(Number(p.get(k))) ? Number(p.get(k)) : d);
+  const notes = [];
+  const low = conf.min_threshold || 0.005;
+  const tau = (k, d) => {
+    if (!p.has(k)) return d;
+    const v = Number(p.get(k));
+    if (!Number.isFinite(v)) { notes.push(`${k}=${p.get(k)} from the link is not a number: using ${d}`); return d; }
+    const c = Math.min(MAX_THRESHOLD, Math.max(low, v));
+    if (c !== v) notes.push(`${k}=${p.get(k)} from the link is outside [${low}, ${MAX_THRESHOLD}]: using ${c}`);
+    return c;
+  };
   if (p.has("model")) state.model = p.get("model");
   state.prompt = p.get("prompt") || "";
   state.prompt_b = p.get("prompt_b") || "";
-  state.position = Math.trunc(num("position", -1));
-  state.threshold = num("threshold", 0.04);
+  const pos = Number(p.get("position"));
+  state.position = p.has("position") && Number.isInteger(pos) ? pos : -1;
+  if (p.has("position") && !Number.isInteger(pos)) notes.push(`position=${p.get("position")} from the link is not a whole number: showing the last position`);
+  state.threshold = tau("threshold", 0.04);
   state.separate = p.has("attention_threshold") || p.has("ffn_threshold");
-  state.attention_threshold = num("attention_threshold", state.threshold);
-  state.ffn_threshold = num("ffn_threshold", state.threshold);
+  state.attention_threshold = tau("attention_threshold", state.threshold);
+  state.ffn_threshold = tau("ffn_threshold", state.threshold);
   state.renormalize = p.get("renormalize") !== "0";
+  state.normalize = p.get("normalize") !== "0";
+  state.target = p.get("target") || ""; state.target_b = p.get("target_b") || "";
   state.view = VIEWS.includes(p.get("view")) ? p.get("view") : "graph";
+  return notes;
 }
 function syncControls() {
   $("#model").value = state.model; $("#prompt").value = state.prompt; $("#prompt-b").value = state.prompt_b;
@@ -84,10 +124,15 @@ function syncControls() {
     $(`#${id}`).value = state[key]; $(`#${id}-value`).textContent = Number(state[key]).toFixed(3);
   }
   $("#separate").checked = state.separate; $("#separate-controls").hidden = !state.separate;
+  $("#threshold").disabled = state.separate; // with separate thresholds the main one is not used
+  $("#threshold-label").title = state.separate ? "not used while separate thresholds are on" : "";
+  $("#threshold-label").classList.toggle("unused", state.separate);
   $("#renormalize").checked = state.renormalize;
+  $("#normalize").checked = state.normalize;
+  $("#target").value = state.target; $("#target-b").value = state.target_b;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === state.view);
   for (const v of VIEWS) $(`#view-${v}`).hidden = v !== state.view;
-  $("#inspector").hidden = state.view !== "graph";
+  $("#inspector").hidden = !["graph", "contrast"].includes(state.view);
 }
 function el(tag, attrs = {}, parent = null, ns = null) {
   const node = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
@@ -99,6 +144,14 @@ function el(tag, attrs = {}, parent = null, ns = null) {
 }
 const svgEl = (tag, attrs, parent) => el(tag, attrs, parent, SVGNS);
 const show = (t) => JSON.stringify(t);
+// Enter or space on a focusable element does what a click does
+function activatable(node, label, action) {
+  node.setAttribute("tabindex", "0");
+  node.setAttribute("role", "button");
+  node.setAttribute("aria-label", label);
+  node.addEventListener("click", action);
+  node.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); action(ev); } });
+}
 
 // ---------- the routes graph ----------
 function blue(w) { // light to dark blue with importance
@@ -106,41 +159,91 @@ function blue(w) { // light to dark blue with importance
   const c0 = [158, 202, 225], c1 = [8, 48, 107];
   return `rgb(${c0.map((c, i) => Math.round(c + (c1[i] - c) * t)).join(",")})`;
 }
+function diverging(v, max) { // red for positive, blue for negative
+  const t = max > 0 ? Math.max(-1, Math.min(1, v / max)) : 0;
+  return t >= 0 ? `rgb(${[215, Math.round(215 - 170 * t), Math.round(215 - 170 * t)].join(",")})`
+                : `rgb(${[Math.round(215 + 170 * t), Math.round(215 + 170 * t), 215].join(",")})`;
+}
 const width = (w) => 0.6 + 4 * Math.max(0, Math.min(1, w));
+const pos = (id) => Number(id.split("@")[1]);
 
-function drawRoutes(container, routes, interactive) {
+// draws `routes` in `container` with pan and zoom; opts: interactive, ctx (whose prompt), xcols (position ->
+// column, for aligned contrast graphs), ncols, display (token texts as shown), collapse, dla
+function drawRoutes(container, routes, opts = {}) {
   container.textContent = "";
   const L = routes.n_layers, T = routes.tokens.length;
-  const dx = Math.max(46, Math.min(110, 1000 / T)), dy = Math.max(7, Math.min(22, 720 / (2 * L)));
-  const left = 48, top = 16, bottom = 80;
-  const W = left + dx * T + 10, H = top + dy * 2 * L + bottom;
-  const svg = svgEl("svg", { class: "routes", width: W, height: H, viewBox: `0 0 ${W} ${H}`,
-                             "data-edges": routes.edges.length, "data-nodes": routes.nodes.length }, container);
-  const X = (p) => left + dx * p + dx / 2;
+  const display = opts.display || routes.token_texts;
+  const xcols = opts.xcols || routes.tokens.map((_, p) => p);
+  const ncols = opts.ncols || T;
+  const dx = Math.max(46, Math.min(110, 1000 / ncols)), dy = Math.max(7, Math.min(22, 720 / (2 * L)));
+  const left = 48, top = 24, bottom = 80;
+  // column widths: columns without any node collapse when asked
+  const used = new Set(routes.nodes.map((n) => xcols[n.position]));
+  const colW = Array.from({ length: ncols }, (_, c) => (opts.collapse && !used.has(c) ? 12 : dx));
+  const colX = [];
+  let acc = left;
+  for (const w of colW) { colX.push(acc + w / 2); acc += w; }
+  const W = acc + 10, H = top + dy * 2 * L + bottom;
+  const frame = el("div", { class: "graph-frame", tabindex: "0", "aria-label": "routes graph: arrows pan, + and - zoom, f fits" }, container);
+  const tools = el("div", { class: "graph-tools" }, frame);
+  const svg = svgEl("svg", { class: "routes", width: "100%", height: Math.min(H, Math.max(320, window.innerHeight * 0.72)),
+                             "data-edges": routes.edges.length, "data-nodes": routes.nodes.length,
+                             "data-width": W, "data-height": H }, frame);
+  const view = svgEl("g", { class: "viewport" }, svg);
+  const X = (p) => colX[xcols[p]];
   const Y = (lv) => top + (2 * L - lv) * dy;
-  const levelOf = (n) => 2 * n.layer - (n.kind === "attention" ? 1 : 0);
+  const levelOf = (n) => 2 * n.layer + (n.kind === "attention" ? 1 : 0);
   const nodes = new Map(routes.nodes.map((n) => [n.id, n]));
-  const grid = svgEl("g", { class: "grid" }, svg);
+  const grid = svgEl("g", { class: "grid" }, view);
+  const catcher = svgEl("rect", { class: "catcher", x: 0, y: 0, width: W, height: H, fill: "transparent" }, grid);
   for (let l = 0; l <= L; l++) {
     if (l % Math.max(1, Math.round(L / 15)) === 0 || l === L) {
-      svgEl("text", { x: 4, y: Y(2 * l) + 4, text: `x${l}` }, grid);
+      svgEl("text", { x: 4, y: Y(2 * l) + 4, class: "axis-label", text: `x${l}` }, grid);
     }
-    svgEl("line", { x1: left, x2: W - 10, y1: Y(2 * l), y2: Y(2 * l), stroke: "#f1f1f1" }, grid);
+    svgEl("line", { x1: left, x2: W - 10, y1: Y(2 * l), y2: Y(2 * l), class: "gridline" }, grid);
   }
-  routes.token_texts.forEach((t, p) => {
-    const label = svgEl("text", { x: X(p), y: Y(0) + 14, "text-anchor": "end",
-                                  transform: `rotate(-40 ${X(p)} ${Y(0) + 14})`, text: show(t) }, grid);
-    if (p === routes.position) label.setAttribute("style", "fill:#d62728;font-weight:bold");
+  routes.tokens.forEach((_, p) => {
+    if (colW[xcols[p]] < dx) return;
+    const label = svgEl("text", { x: X(p), y: Y(0) + 14, "text-anchor": "end", class: "token-label",
+                                  "data-position": p, transform: `rotate(-40 ${X(p)} ${Y(0) + 14})`, text: show(display[p]) }, grid);
+    if (p === routes.position) label.classList.add("explained");
   });
-  const edgesG = svgEl("g", { class: "edges" }, svg);
+  // edges: the strongest SVG_EDGE_LIMIT one by one, the rest in one path per kind (drawn, not clickable)
+  const order = routes.edges.map((e, i) => i);
+  let bulk = new Set();
+  if (routes.edges.length > SVG_EDGE_LIMIT) {
+    order.sort((a, b) => routes.edges[b].weight - routes.edges[a].weight);
+    bulk = new Set(order.slice(SVG_EDGE_LIMIT));
+  }
+  const edgesG = svgEl("g", { class: "edges" }, view);
+  const bulkPaths = { attention: [], residual: [], ffn: [] };
+  const dlaMax = opts.dla ? Math.max(1e-9, ...opts.dla.heads.flat().map(Math.abs), ...opts.dla.ffn.map(Math.abs)) : 0;
   routes.edges.forEach((e, i) => {
     const s = nodes.get(e.source), t = nodes.get(e.target);
     const x0 = X(s.position), y0 = Y(levelOf(s)), x1 = X(t.position), y1 = Y(levelOf(t));
+    const self = e.kind === "attention" && s.position === t.position;
+    const bow = -dx * 0.32;
+    if (bulk.has(i)) {
+      if (self) bulkPaths.attention.push(`M${x0},${y0} Q${x0 + bow},${(y0 + y1) / 2} ${x1},${y1}`);
+      else if (e.kind === "ffn") bulkPaths.ffn.push(`M${x0},${y0} L${x0 + dx * 0.22},${(y0 + y1) / 2} L${x1},${y1}`);
+      else bulkPaths[e.kind].push(`M${x0},${y0} L${x1},${y1}`);
+      return;
+    }
     const heads = e.heads ? Object.entries(e.heads).map(([h, w]) => `L${e.layer}H${h} ${w.toFixed(3)}`).join(", ") : "";
     const tip = `${e.kind} edge ${e.source} -> ${e.target}, block ${e.layer}, weight ${e.weight.toFixed(3)}${heads ? ": " + heads : ""}`;
     let g;
-    if (e.kind === "attention") {
-      g = svgEl("line", { x1: x0, y1: y0, x2: x1, y2: y1, stroke: blue(0.3 + 0.7 * e.weight), "stroke-width": width(e.weight),
+    let colour = null;
+    if (opts.dla && t.position === routes.position) { // direct logit attribution of what this edge carries
+      colour = e.kind === "ffn" ? diverging(opts.dla.ffn[e.layer], dlaMax)
+        : e.kind === "attention" ? diverging(Object.keys(e.heads).reduce((a, h) => a + opts.dla.heads[e.layer][h], 0), dlaMax) : null;
+    }
+    if (e.kind === "attention" && self) { // a token reading itself: an arc beside the residual line
+      g = svgEl("path", { d: `M${x0},${y0} Q${x0 + bow},${(y0 + y1) / 2} ${x1},${y1}`, fill: "none",
+                          stroke: colour || blue(0.3 + 0.7 * e.weight), "stroke-width": Math.max(2.2, width(e.weight)),
+                          "stroke-linecap": "round", opacity: 0.95 }, edgesG);
+      g.classList.add("self");
+    } else if (e.kind === "attention") {
+      g = svgEl("line", { x1: x0, y1: y0, x2: x1, y2: y1, stroke: colour || blue(0.3 + 0.7 * e.weight), "stroke-width": width(e.weight),
                           "stroke-linecap": "round", opacity: 0.9 }, edgesG);
     } else if (e.kind === "residual") {
       g = svgEl("line", { x1: x0, y1: y0, x2: x1, y2: y1, stroke: "#8a8a8a", "stroke-width": width(e.weight), opacity: 0.7 },
@@ -150,63 +253,155 @@ function drawRoutes(container, routes, interactive) {
       const xm = x0 + dx * 0.22, ym = (y0 + y1) / 2, size = 5 + 6 * Math.min(1, e.weight);
       svgEl("path", { d: `M${x0},${y0} L${xm},${ym} L${x1},${y1}`, fill: "none", stroke: "#e377c2",
                       "stroke-width": width(e.weight), opacity: 0.85 }, g);
-      svgEl("rect", { class: "ffn-block", x: xm - size / 2, y: ym - size, width: size, height: 2 * size, fill: "#e377c2",
+      svgEl("rect", { class: "ffn-block", x: xm - size / 2, y: ym - size, width: size, height: 2 * size, fill: colour || "#e377c2",
                       stroke: "#a0327a" }, g);
     }
-    g.setAttribute("class", `edge edge-${e.kind}`);
+    g.classList.add("edge", `edge-${e.kind}`);
     g.dataset.index = i;
     svgEl("title", { text: tip }, g);
-    if (interactive) g.addEventListener("click", () => { select(g); onEdge(e, s, t); });
+    if (opts.interactive) activatable(g, tip, () => { select(g); onEdge(e, s, t, opts.ctx); });
   });
-  const nodesG = svgEl("g", { class: "nodes" }, svg);
+  for (const [kind, parts] of Object.entries(bulkPaths)) {
+    if (!parts.length) continue;
+    svgEl("path", { class: `bulk bulk-${kind}`, d: parts.join(" "), fill: "none", "data-count": parts.length,
+                    stroke: kind === "attention" ? blue(0.35) : kind === "ffn" ? "#e377c2" : "#8a8a8a",
+                    "stroke-width": 0.7, opacity: 0.6 }, edgesG);
+  }
+  const nodesG = svgEl("g", { class: "nodes" }, view);
   for (const n of routes.nodes) {
     const c = svgEl("circle", { cx: X(n.position), cy: Y(levelOf(n)), r: n.kind === "residual" ? 3.2 : 2.4,
-                                fill: n.kind === "residual" ? "#333" : "#1f4e9c",
                                 class: `node node-${n.kind}`, "data-id": n.id }, nodesG);
-    svgEl("title", { text: `${n.id}  (${n.kind}, layer ${n.layer}, token ${show(routes.token_texts[n.position])})` }, c);
-    if (interactive) c.addEventListener("click", () => { select(c); onNode(n); });
+    const tip = `${n.id}  (${n.kind === "attention" ? `after block ${n.layer}'s attention` : n.layer === 0 ? "embedding" : `input of block ${n.layer}`}, token ${show(display[n.position])})`;
+    svgEl("title", { text: tip }, c);
+    if (opts.interactive) activatable(c, tip, () => { select(c); onNode(n, opts.ctx); });
   }
-  svgEl("circle", { cx: X(routes.position), cy: Y(2 * L), r: 7, fill: "none", stroke: "#d62728", "stroke-width": 1.5 }, svg);
+  svgEl("circle", { class: "explained-marker", cx: X(routes.position), cy: Y(2 * L), r: 7, fill: "none", stroke: "#d62728", "stroke-width": 1.5 }, view);
+  if (bulk.size) {
+    el("div", { class: "hint bulk-note", text: `${routes.edges.length} edges: the ${SVG_EDGE_LIMIT} strongest are drawn one by one and can be clicked; the other ${bulk.size} are drawn faint and cannot (raise τ to click them)` }, container);
+  }
+  // anything outside the routes can be inspected too: a click on an empty spot opens the nearest state, faded
+  if (opts.interactive) {
+    catcher.addEventListener("click", (ev) => {
+      const pt = toGraph(ev);
+      let best = 0;
+      routes.tokens.forEach((_, p) => { if (Math.abs(X(p) - pt.x) < Math.abs(X(best) - pt.x)) best = p; });
+      const lv = Math.max(0, Math.min(2 * L, Math.round(2 * L - (pt.y - top) / dy)));
+      const layer = Math.floor(lv / 2), kind = lv % 2 ? "attention" : "residual";
+      if (kind === "attention" && routes.blocks && routes.blocks[layer] === "parallel") return;
+      const id = kind === "attention" ? `x${layer}A@${best}` : `x${layer}@${best}`;
+      onNode({ id, kind, layer, position: best, outside: !nodes.has(id) }, opts.ctx);
+    });
+  }
+  // ---- pan and zoom ----
+  const vp = { k: 1, x: 0, y: 0 };
+  const apply = () => view.setAttribute("transform", `translate(${vp.x},${vp.y}) scale(${vp.k})`);
+  function toGraph(ev) {
+    const r = svg.getBoundingClientRect();
+    return { x: (ev.clientX - r.left - vp.x) / vp.k, y: (ev.clientY - r.top - vp.y) / vp.k };
+  }
+  const size = () => ({ w: svg.clientWidth || svg.getBoundingClientRect().width, h: svg.clientHeight || svg.getBoundingClientRect().height });
+  function fit() {
+    const { w, h } = size();
+    vp.k = Math.min(1.5, w / W, h / H); vp.x = (w - W * vp.k) / 2; vp.y = (h - H * vp.k) / 2; apply();
+  }
+  function centre() { // the explained position in the middle, at full size (or the whole graph when it fits)
+    const { w, h } = size();
+    if (W <= w && H <= h) { fit(); return; }
+    vp.k = 1; vp.x = Math.min(0, Math.max(w - W, w / 2 - X(routes.position))); vp.y = 0; apply();
+  }
+  function zoom(f, cx, cy) {
+    const k = Math.max(0.05, Math.min(8, vp.k * f));
+    vp.x = cx - (cx - vp.x) * (k / vp.k); vp.y = cy - (cy - vp.y) * (k / vp.k); vp.k = k; apply();
+  }
+  const button = (text, title, fn) => { const b = el("button", { type: "button", title, text }, tools); b.addEventListener("click", fn); return b; };
+  button("fit", "show the whole graph", fit).classList.add("fit");
+  button("centre", "the explained position at full size", centre).classList.add("centre");
+  button("+", "zoom in", () => { const { w, h } = size(); zoom(1.25, w / 2, h / 2); });
+  button("\u2212", "zoom out", () => { const { w, h } = size(); zoom(0.8, w / 2, h / 2); });
+  svg.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const r = svg.getBoundingClientRect();
+    zoom(ev.deltaY < 0 ? 1.15 : 1 / 1.15, ev.clientX - r.left, ev.clientY - r.top);
+  }, { passive: false });
+  let drag = null;
+  svg.addEventListener("pointerdown", (ev) => { drag = { x: ev.clientX, y: ev.clientY, vx: vp.x, vy: vp.y, moved: false }; });
+  svg.addEventListener("pointermove", (ev) => {
+    if (!drag || !(ev.buttons & 1)) return;
+    const mx = ev.clientX - drag.x, my = ev.clientY - drag.y;
+    if (Math.abs(mx) + Math.abs(my) > 4) drag.moved = true;
+    if (drag.moved) { vp.x = drag.vx + mx; vp.y = drag.vy + my; apply(); }
+  });
+  svg.addEventListener("click", (ev) => { if (drag && drag.moved) { ev.stopPropagation(); ev.preventDefault(); } drag = null; }, true);
+  frame.addEventListener("keydown", (ev) => {
+    if (ev.target !== frame) return;
+    const step = 60, { w, h } = size();
+    const keys = { ArrowLeft: () => { vp.x += step; apply(); }, ArrowRight: () => { vp.x -= step; apply(); },
+                   ArrowUp: () => { vp.y += step; apply(); }, ArrowDown: () => { vp.y -= step; apply(); },
+                   "+": () => zoom(1.25, w / 2, h / 2), "=": () => zoom(1.25, w / 2, h / 2), "-": () => zoom(0.8, w / 2, h / 2),
+                   f: fit, c: centre };
+    if (keys[ev.key]) { ev.preventDefault(); keys[ev.key](); }
+  });
+  const start = opts.fit ? fit : centre;
+  requestAnimationFrame(start);
+  start();
+  svg.fit = fit; svg.centre = centre; svg.viewport = vp;
   return svg;
 }
 
 function select(element) {
-  for (const old of document.querySelectorAll("#graph .selected")) old.classList.remove("selected");
-  element.classList.add("selected");
+  for (const old of document.querySelectorAll("svg.routes .selected")) old.classList.remove("selected");
+  if (element) element.classList.add("selected");
 }
 
 // ---------- heatmaps (canvas) ----------
+// opts.scale: "global" (one maximum), "row" (each row its own maximum: layer 0 no longer flattens the rest) or
+// "log" (log10 of the magnitude over 4 decades)
 function heatmap(parent, matrix, opts = {}) {
   const rows = matrix.length, cols = rows ? matrix[0].length : 0;
   const cell = opts.cell || Math.max(3, Math.min(22, Math.floor(260 / Math.max(rows, cols, 1))));
   const labelled = Boolean(opts.rowLabels || opts.colLabels) && Math.max(rows, cols) <= 80;
-  const left = labelled ? 64 : 0, top = labelled ? 52 : 0;
   const wrap = el("div", { class: "heatwrap" }, parent);
   if (opts.title) el("div", { class: "heat-title", text: opts.title }, wrap);
-  const right = labelled && opts.colLabels ? 40 : 0;
+  const scale = opts.scale || "global";
+  const font = `${Math.min(11, Math.max(7, cell - 2))}px sans-serif`;
+  const measure = document.createElement("canvas").getContext("2d");
+  measure.font = font;
+  const cut = (t) => { const s = String(t); return s.length > 14 ? s.slice(0, 13) + "\u2026" : s; };
+  const widest = (labels) => (labels ? Math.max(0, ...labels.map((t) => measure.measureText(cut(t)).width)) : 0);
+  const colExtent = labelled && opts.colLabels ? Math.ceil(widest(opts.colLabels) * Math.sin(Math.PI / 3) + 8) : 0;
+  const left = labelled && opts.rowLabels ? Math.ceil(widest(opts.rowLabels) + 8) : 0;
+  const top = labelled ? Math.max(colExtent, 8) : 0;
+  const right = labelled && opts.colLabels ? Math.ceil(widest(opts.colLabels) * 0.5 + 6) : 0;
   const canvas = el("canvas", { class: "heat", width: left + cols * cell + right, height: top + rows * cell }, wrap);
   if (opts.id) canvas.id = opts.id;
-  canvas.dataset.left = left; canvas.dataset.top = top; canvas.dataset.cell = cell;
+  canvas.dataset.left = left; canvas.dataset.top = top; canvas.dataset.cell = cell; canvas.dataset.labelExtent = colExtent;
+  canvas.dataset.scale = scale;
   const ctx = canvas.getContext("2d");
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
   let max = 0;
   for (const r of matrix) for (const v of r) max = Math.max(max, Math.abs(v));
+  const rowMax = matrix.map((r) => Math.max(0, ...r.map(Math.abs)));
+  const norm = (v, i) => {
+    if (scale === "row") return rowMax[i] > 0 ? v / rowMax[i] : 0;
+    if (scale === "log") {
+      if (max <= 0 || v === 0) return 0;
+      const t = Math.max(0, 1 + Math.log10(Math.abs(v) / max) / 4);
+      return Math.sign(v) * t;
+    }
+    return max > 0 ? v / max : 0;
+  };
+  const colour = (v) => (opts.diverging ? (v >= 0 ? [255, Math.round(255 * (1 - v)), Math.round(255 * (1 - v))]
+                                                  : [Math.round(255 * (1 + v)), Math.round(255 * (1 + v)), 255])
+                                        : [Math.round(255 - 247 * v), Math.round(255 - 207 * v), Math.round(255 - 148 * v)]);
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
-      const v = max > 0 ? matrix[i][j] / max : 0;
-      let rgb;
-      if (opts.diverging) rgb = v >= 0 ? [255, Math.round(255 * (1 - v)), Math.round(255 * (1 - v))]
-                                       : [Math.round(255 * (1 + v)), Math.round(255 * (1 + v)), 255];
-      else rgb = [Math.round(255 - 247 * v), Math.round(255 - 207 * v), Math.round(255 - 148 * v)];
-      ctx.fillStyle = `rgb(${rgb.join(",")})`;
+      ctx.fillStyle = `rgb(${colour(norm(matrix[i][j], i)).join(",")})`;
       ctx.fillRect(left + j * cell, top + i * cell, cell, cell);
     }
   }
   if (labelled) {
-    ctx.fillStyle = "#444";
-    ctx.font = `${Math.min(11, Math.max(7, cell - 2))}px sans-serif`;
-    const cut = (t) => String(t).slice(0, 10);
+    ctx.fillStyle = getComputedStyle(document.body).getPropertyValue("--muted").trim() || "#444";
+    ctx.font = font;
     ctx.textAlign = "right"; ctx.textBaseline = "middle";
     if (opts.rowLabels) opts.rowLabels.forEach((t, i) => ctx.fillText(cut(t), left - 3, top + i * cell + cell / 2));
     if (opts.colLabels) {
@@ -216,7 +411,20 @@ function heatmap(parent, matrix, opts = {}) {
       });
     }
   }
-  const info = el("div", { class: "hint", text: opts.legend || `max ${max.toPrecision(3)} (hover a cell for its value)` }, wrap);
+  // the colour legend: what the lightest and darkest colours mean
+  const legend = el("div", { class: "legend" }, wrap);
+  const bar = el("canvas", { class: "legend-bar", width: 160, height: 10 }, legend);
+  const bctx = bar.getContext("2d");
+  for (let x = 0; x < 160; x++) {
+    const v = opts.diverging ? (x / 159) * 2 - 1 : x / 159;
+    bctx.fillStyle = `rgb(${colour(v).join(",")})`; bctx.fillRect(x, 0, 1, 10);
+  }
+  const lo = opts.diverging ? -max : 0;
+  const words = scale === "row" ? (opts.diverging ? "-row max .. +row max (each row its own scale)" : "0 .. each row's max (each row its own scale)")
+    : scale === "log" ? `${opts.diverging ? "-" : ""}${max.toPrecision(3)} .. 1e-4 of it .. ${max.toPrecision(3)} (log scale)`
+    : `${lo.toPrecision(3)} .. ${max.toPrecision(3)}`;
+  el("span", { class: "legend-text", text: words }, legend);
+  const info = el("div", { class: "hint", text: opts.legend || "hover a cell for its value" }, wrap);
   canvas.addEventListener("mousemove", (ev) => {
     const i = Math.floor((ev.offsetY - top) / cell), j = Math.floor((ev.offsetX - left) / cell);
     if (i >= 0 && j >= 0 && i < rows && j < cols) {
@@ -228,40 +436,61 @@ function heatmap(parent, matrix, opts = {}) {
 }
 
 // ---------- inspector ----------
-function inspector(title) {
+// ctx: whose prompt a panel shows ({prompt, label, display}); every panel belongs to one trace (generation)
+function mainCtx() {
+  return { prompt: state.prompt, label: "", display: current ? current.display : [], routes: current ? current.routes : null, gen: generation };
+}
+function resetInspector() {
+  generation++;
+  select(null);
   const box = $("#inspector");
   box.textContent = "";
-  el("h3", { text: title }, box);
+  el("p", { class: "hint", text: "Click an attention edge, an FFN block (pink) or a node to inspect it; a click beside the routes opens what lies there, faded." }, box);
+}
+function inspector(title, ctx, outside = false) {
+  const box = $("#inspector");
+  box.textContent = "";
+  box.dataset.generation = ctx.gen;
+  const h = el("h3", { id: "inspector-title", text: (ctx.label ? `${ctx.label}: ` : "") + title }, box);
+  if (outside) { box.classList.add("outside"); el("p", { class: "hint", text: "outside the routes (shown for reference)" }, box); } else box.classList.remove("outside");
+  h.dataset.prompt = ctx.prompt;
   return box;
 }
+const stale = (ctx) => ctx.gen !== generation;
 function tokenList(parent, label, rows, cls) {
   const div = el("div", { class: `tokens ${cls}-list` }, parent);
   el("b", { text: `${label}: ` }, div);
   for (const r of rows) el("span", { class: cls, title: `${r.score.toFixed(3)}`, text: show(r.token) }, div);
 }
-const base = () => ({ model: state.model, prompt: state.prompt });
+const base = (ctx) => ({ model: state.model, prompt: ctx.prompt, normalize: state.normalize });
 
 async function guarded(fn) {
   try { showError(""); await fn(); } catch (err) { showError(err.message); }
 }
-function onEdge(e, s, t) {
-  if (e.kind === "attention") guarded(() => inspectHeads(e.layer, t.position, s.position, e.heads));
-  else if (e.kind === "ffn") guarded(() => inspectFfn(e.layer, t.position));
+const inInspector = (fn) => guarded(() => computing("#inspector", fn));
+function onEdge(e, s, t, ctx) {
+  if (e.kind === "attention") inInspector(() => inspectHeads(e.layer, t.position, s.position, e.heads, ctx));
+  else if (e.kind === "ffn") inInspector(() => inspectFfn(e.layer, t.position, ctx));
   else {
-    const box = inspector(`Residual edge ${e.source} -> ${e.target}`);
-    el("p", { text: `importance ${e.weight.toFixed(4)} (block ${e.layer})` }, box);
+    const box = inspector(`Residual edge ${e.source} -> ${e.target} (block ${e.layer})`, ctx);
+    el("p", { text: `importance ${e.weight.toFixed(4)}` }, box);
   }
 }
-function onNode(n) {
-  if (n.kind === "attention") guarded(() => inspectHeads(n.layer - 1, n.position, null, null, n));
-  else guarded(() => inspectLens(n));
+function onNode(n, ctx) {
+  if (n.kind === "attention") inInspector(() => inspectHeads(n.layer, n.position, null, null, ctx, n));
+  else inInspector(() => inspectLens(n, ctx));
 }
-async function inspectHeads(layer, target, source, edgeHeads, node = null) {
-  const data = await api("/api/heads", { ...base(), layer, position: target, source });
-  const toks = current.routes.token_texts;
-  const what = source === null ? `into x${layer + 1}A@${target}` : `${show(toks[source])} (${source}) -> ${show(toks[target])} (${target})`;
-  const box = inspector(`Heads of block ${layer}, ${what}`);
-  el("p", { class: "hint", text: "Heads ranked by importance (eq. 1, before thresholds). Click a head for its maps." }, box);
+function rowAction(tr, label, fn) {
+  activatable(tr, label, fn);
+  tr.setAttribute("role", "row");
+}
+async function inspectHeads(layer, target, source, edgeHeads, ctx, node = null) {
+  const data = await api("/api/heads", { ...base(ctx), layer, position: target, source });
+  if (stale(ctx)) return;
+  const toks = ctx.display;
+  const what = source === null ? `into x${layer}A@${target}` : `${show(toks[source])} (${source}) -> ${show(toks[target])} (${target})`;
+  const box = inspector(`Heads of block ${layer}, ${what}`, ctx, Boolean(node && node.outside));
+  el("p", { class: "hint", text: `Block ${layer} reads x${layer} and writes x${layer}A. Heads ranked by importance (eq. 1, before thresholds). Click a head (or Enter) for its maps.` }, box);
   const table = el("table", { class: "rank heads" }, box);
   el("tr", {}, table).innerHTML = "<th>head</th><th>importance</th><th>in routes</th>";
   for (const h of data.heads) {
@@ -270,20 +499,25 @@ async function inspectHeads(layer, target, source, edgeHeads, node = null) {
     el("td", { text: h.importance.toFixed(4) }, tr);
     const kept = edgeHeads && edgeHeads[h.head] !== undefined ? edgeHeads[h.head].toFixed(3) : "";
     el("td", { text: kept }, tr);
-    tr.addEventListener("click", () => {
+    rowAction(tr, `head L${layer}H${h.head}`, () => {
       for (const r of table.querySelectorAll("tr.chosen")) r.classList.remove("chosen");
       tr.classList.add("chosen");
-      guarded(() => inspectHead(layer, h.head, target, headView));
+      guarded(() => computing(headView, () => inspectHead(layer, h.head, target, headView, ctx)));
     });
+  }
+  if (source !== null && edgeHeads) {
+    interventionBar(box, `the edge ${source} -> ${target} of block ${layer}`,
+                    { kind: "edge", layer, source, target, heads: Object.keys(edgeHeads).map(Number) }, ctx, ["zero"]);
   }
   const headView = el("div", { id: "head-view" }, box);
   if (node) {
     const lensBox = el("div", { id: "lens-of-node" }, box);
-    await inspectLens(node, lensBox);
+    await inspectLens(node, ctx, lensBox);
   }
 }
-async function inspectHead(layer, head, target, box) {
-  const data = await api("/api/head", { ...base(), layer, head, position: target });
+async function inspectHead(layer, head, target, box, ctx) {
+  const data = await api("/api/head", { ...base(ctx), layer, head, position: target });
+  if (stale(ctx)) return;
   box.textContent = "";
   el("h3", { id: "head-title", text: `L${layer}H${head}` }, box);
   const toks = data.tokens.map(show);
@@ -291,16 +525,19 @@ async function inspectHead(layer, head, target, box) {
                                  rowLabels: toks, colLabels: toks, rowName: "target", colName: "source" });
   heatmap(box, data.contribution, { id: "heat-contribution", title: "contribution (importance of x_j -> x^A_p through this head)",
                                     rowLabels: toks, colLabels: toks, rowName: "target", colName: "source" });
-  el("p", { class: "hint", text: `what the head writes at position ${target} ${show(data.tokens[target])}, projected on the unembedding:` }, box);
+  el("p", { class: "hint", text: `what the head writes at position ${target} ${show(data.tokens[target])}, projected on the unembedding${state.normalize ? " (through the final norm's weight)" : " (raw)"}:` }, box);
   tokenList(box, "promotes", data.promote, "promote");
   tokenList(box, "suppresses", data.suppress, "suppress");
+  interventionBar(box, `head L${layer}H${head}`, { kind: "head", layer, head }, ctx);
 }
-async function inspectFfn(layer, position) {
-  const data = await api("/api/ffn", { ...base(), layer, position });
-  const box = inspector(`FFN of block ${layer} at position ${position} ${show(current.routes.token_texts[position])}`);
+async function inspectFfn(layer, position, ctx) {
+  const data = await api("/api/ffn", { ...base(ctx), layer, position });
+  if (stale(ctx)) return;
+  const box = inspector(`FFN of block ${layer} at position ${position} ${show(ctx.display[position])}`, ctx);
   el("p", { text: `importance ${data.importance.toFixed(4)}, output norm ${data.ffn_norm.toFixed(3)}` }, box);
   tokenList(box, "promotes", data.promote, "promote");
   tokenList(box, "suppresses", data.suppress, "suppress");
+  interventionBar(box, `the FFN of block ${layer}`, { kind: "ffn", layer }, ctx);
   el("p", { class: "hint", text: "Top neurons by contribution: activation x (output row . FFN output / |FFN output|). Click one." }, box);
   const table = el("table", { class: "rank neurons" }, box);
   el("tr", {}, table).innerHTML = "<th>neuron</th><th>activation</th><th>contribution</th>";
@@ -310,19 +547,22 @@ async function inspectFfn(layer, position) {
     el("td", { text: `N${n.neuron}` }, tr);
     el("td", { text: n.activation.toFixed(3) }, tr);
     el("td", { text: n.score.toFixed(3) }, tr);
-    tr.addEventListener("click", () => guarded(async () => {
-      const d = await api("/api/neuron", { ...base(), layer, position, neuron: n.neuron });
+    rowAction(tr, `neuron ${n.neuron}`, () => guarded(() => computing(neuronView, async () => {
+      const d = await api("/api/neuron", { ...base(ctx), layer, position, neuron: n.neuron });
+      if (stale(ctx)) return;
       neuronView.textContent = "";
       el("h3", { text: `L${layer}N${n.neuron} (activation ${d.activation.toFixed(3)})` }, neuronView);
       tokenList(neuronView, "promotes", d.promote, "promote");
       tokenList(neuronView, "suppresses", d.suppress, "suppress");
-    }));
+    })));
   }
 }
-async function inspectLens(n, into = null) {
-  const data = await api("/api/lens", { ...base(), layer: n.layer, kind: n.kind, position: n.position });
-  const box = into || inspector(`Logit lens of ${n.id}`);
-  if (into) el("h3", { text: `Logit lens of ${n.id}` }, box);
+async function inspectLens(n, ctx, into = null) {
+  const data = await api("/api/lens", { ...base(ctx), layer: n.layer, kind: n.kind, position: n.position });
+  if (stale(ctx)) return;
+  const name = `Logit lens of ${n.id}${state.normalize ? "" : " (without the final norm)"}`;
+  const box = into || inspector(name, ctx, Boolean(n.outside));
+  if (into) el("h3", { text: name }, box);
   const table = el("table", { class: "rank lens" }, box);
   el("tr", {}, table).innerHTML = `<th>rank</th><th>token</th><th>prob</th><th>rank in ${data.before || "-"}</th>`;
   for (const r of data.top) {
@@ -333,6 +573,129 @@ async function inspectLens(n, into = null) {
     const moved = r.rank_before === null ? "" : r.rank_before > r.rank ? "up" : r.rank_before < r.rank ? "down" : "";
     el("td", { class: moved, text: r.rank_before === null ? "" : `${r.rank_before + 1}${moved === "up" ? " \u2191" : moved === "down" ? " \u2193" : ""}` }, tr);
   }
+}
+
+// ---------- interventions ----------
+function interventionBar(box, what, component, ctx, modes = ["zero", "mean", "patch"]) {
+  const bar = el("div", { class: "intervene-bar" }, box);
+  el("b", { text: `Intervene on ${what}: ` }, bar);
+  const mode = el("select", { class: "intervene-mode", "aria-label": "intervention" }, bar);
+  for (const m of modes) el("option", { value: m, text: { zero: "zero it", mean: "mean-ablate it", patch: "patch it from prompt B" }[m] }, mode);
+  const go = el("button", { type: "button", class: "intervene-run", text: "Run" }, bar);
+  go.addEventListener("click", () => guarded(() => computing("#intervention", () => runIntervention(component, mode.value, ctx))));
+}
+async function runIntervention(component, mode, ctx) {
+  if (ctx.label) throw new Error("interventions run on prompt A: trace it in the graph view");
+  const body = { ...routesQuery(), component, mode, prompt_b: state.prompt_b || $("#prompt-b").value || null,
+                 target: state.target || null, target_b: state.target_b || null };
+  const gen = ctx.gen;
+  const d = await api("/api/intervene", body);
+  if (gen !== generation) return;
+  lastIntervention = { component, mode, prompt_b: body.prompt_b, target: body.target, target_b: body.target_b };
+  const box = $("#intervention");
+  box.hidden = false;
+  box.textContent = "";
+  const name = component.kind === "head" ? `head L${component.layer}H${component.head}` : component.kind === "ffn" ? `the FFN of block ${component.layer}`
+    : `the edge ${component.source} -> ${component.target} of block ${component.layer} (heads ${component.heads.join(", ")})`;
+  el("h3", { id: "intervention-title", text: `${mode === "zero" ? "Zeroed" : mode === "mean" ? "Mean-ablated" : "Patched from prompt B"}: ${name}` }, box);
+  const t = el("table", { class: "rank intervention-numbers" }, box);
+  const diff = d.target_b !== null;
+  el("tr", {}, t).innerHTML = `<th></th><th>p(${show(d.target)})</th><th>logit</th>${diff ? `<th>logit ${show(d.target)} - ${show(d.target_b)}</th>` : ""}<th>rank</th><th>top tokens</th>`;
+  for (const [label, v] of [["before", d.before], ["after", d.after]]) {
+    const tr = el("tr", { class: `row-${label}` }, t);
+    el("td", { text: label }, tr);
+    el("td", { class: "prob", text: v.prob.toFixed(4) }, tr);
+    el("td", { class: "logit", text: v.logit.toFixed(4) }, tr);
+    if (diff) el("td", { class: "difference", text: v.difference.toFixed(4) }, tr);
+    el("td", { text: v.rank + 1 }, tr);
+    el("td", { text: v.top.map((x) => `${show(x.token)} ${(100 * x.prob).toFixed(1)}%`).join(", ") }, tr);
+  }
+  const change = el("p", { class: "change" }, box);
+  change.textContent = `change: probability ${(d.after.prob - d.before.prob >= 0 ? "+" : "")}${(d.after.prob - d.before.prob).toFixed(4)}, logit ${(d.after.logit - d.before.logit >= 0 ? "+" : "")}${(d.after.logit - d.before.logit).toFixed(4)}`;
+  el("p", { class: "hint", text: "The new routes are traced on the intervened model; an intervened head's new output counts like the block's constant (no edges)." }, box);
+  const pair = el("div", { class: "pair" }, box);
+  const old = el("div", {}, pair), now = el("div", {}, pair);
+  el("h3", { text: "routes before" }, old); el("h3", { text: "routes after" }, now);
+  drawRoutes(el("div", { id: "routes-before" }, old), current.routes, { display: current.display, fit: true });
+  drawRoutes(el("div", { id: "routes-after" }, now), d.routes, { display: current.display, fit: true });
+}
+
+// ---------- explaining any token ----------
+async function loadTarget() {
+  if (!current) return;
+  const gen = generation;
+  const d = await api("/api/target", { model: state.model, prompt: state.prompt, position: current.routes.position,
+                                       target: state.target || null, target_b: state.target_b || null, normalize: state.normalize });
+  if (gen !== generation) return;
+  dla = d;
+  const box = $("#target-view");
+  box.textContent = "";
+  const names = d.targets.map((t) => show(t.token));
+  el("h3", { id: "target-title", text: d.difference ? `Explaining the logit difference ${names[0]} - ${names[1]} (${d.logit.toFixed(3)})` : `Explaining ${names[0]}: p = ${d.targets[0].prob.toFixed(4)}, rank ${d.targets[0].rank + 1}` }, box);
+  el("p", { class: "hint note-target", text: "The routes do not change with the target: eq. 1 measures each part against the state it builds, not against any token. The chart and the colours below do." }, box);
+  lensChart(box, d);
+  const L = d.heads.length;
+  const matrix = d.heads.map((row, l) => [...row, d.ffn[l]]);
+  const cols = [...d.heads[0].map((_, h) => `H${h}`), "FFN"];
+  heatmap(box, matrix, { id: "heat-dla", diverging: true, cell: 14, rowLabels: d.heads.map((_, l) => `L${l}`), colLabels: cols,
+                         rowName: "block", colName: "component", title: `direct logit attribution at position ${d.position} (red: raises ${d.difference ? "the difference" : names[0]}, blue: lowers it)` });
+  el("p", { class: "hint", text: `embeddings ${d.embedding.toFixed(3)}, attention constants ${d.attention_constant.reduce((a, b) => a + b, 0).toFixed(3)}, final norm bias ${d.bias.toFixed(3)}; all parts add up to ${d.logit.toFixed(3)}. ${L} blocks.` }, box);
+  drawRoutes($("#graph"), current.routes, { interactive: true, ctx: mainCtx(), display: current.display, collapse: state.collapse, dla: d });
+}
+function lensChart(parent, d) {
+  const rows = d.lens;
+  const W = 360, H = 150, left = 34, bottom = 22;
+  const canvas = el("canvas", { id: "lens-chart", width: W, height: H, "data-points": rows.length }, parent);
+  const ctx = canvas.getContext("2d");
+  const key = d.difference ? "difference" : "prob";
+  const vals = rows.map((r) => r[key]);
+  const lo = d.difference ? Math.min(0, ...vals) : 0, hi = d.difference ? Math.max(0, ...vals) : 1;
+  const X = (i) => left + (i / Math.max(1, rows.length - 1)) * (W - left - 8);
+  const Y = (v) => 6 + (1 - (v - lo) / Math.max(1e-9, hi - lo)) * (H - bottom - 6);
+  ctx.strokeStyle = "#999"; ctx.beginPath(); ctx.moveTo(left, Y(lo)); ctx.lineTo(W - 8, Y(lo)); ctx.stroke();
+  ctx.strokeStyle = "#d62728"; ctx.lineWidth = 2; ctx.beginPath();
+  vals.forEach((v, i) => (i ? ctx.lineTo(X(i), Y(v)) : ctx.moveTo(X(i), Y(v))));
+  ctx.stroke();
+  ctx.fillStyle = getComputedStyle(document.body).getPropertyValue("--muted").trim() || "#444";
+  ctx.font = "10px sans-serif";
+  ctx.fillText(hi.toPrecision(2), 2, 12); ctx.fillText(lo.toPrecision(2), 2, Y(lo));
+  ctx.fillText("x0", left, H - 6); ctx.fillText(`x${(rows.length - 1) / 2}`, W - 30, H - 6);
+  const table = el("table", { class: "rank lens-chart-table" }, parent);
+  el("tr", {}, table).innerHTML = `<th>state</th><th>p</th><th>rank</th>${d.difference ? "<th>logit diff</th>" : "<th>logit</th>"}`;
+  for (const r of rows.filter((x) => x.kind === "residual")) {
+    const tr = el("tr", { class: "lens-chart-row" }, table);
+    el("td", { text: `x${r.layer}` }, tr); el("td", { text: r.prob.toFixed(4) }, tr);
+    el("td", { text: r.rank + 1 }, tr); el("td", { text: (d.difference ? r.difference : r.logit).toFixed(3) }, tr);
+  }
+  el("div", { class: "hint", text: `${d.difference ? "logit difference" : "probability"} of the target through the logit lens, x0 (embeddings) to the top${state.normalize ? "" : " (without the final norm)"}` }, parent);
+}
+
+// ---------- the code of the current view ----------
+function pythonCode() {
+  const py = (v) => JSON.stringify(v);
+  const lines = ["import flowroutes", "from flowroutes.figures import render_routes", "",
+                 `model = flowroutes.load_model(${py(state.model)})`,
+                 `tr = flowroutes.trace(model, ${py(state.prompt)})`];
+  const args = [`threshold=${state.threshold}`, `position=${current ? current.routes.position : state.position}`];
+  if (state.separate) args.push(`attention_threshold=${state.attention_threshold}`, `ffn_threshold=${state.ffn_threshold}`);
+  if (!state.renormalize) args.push("renormalize=False");
+  lines.push(`routes = tr.routes(${args.join(", ")})`, 'open("routes.svg", "wb").write(render_routes(routes, "svg"))');
+  if (lastIntervention && lastIntervention.component.kind === "head" && lastIntervention.mode !== "mean") {
+    const c = lastIntervention.component;
+    lines.push("", "# the last intervention, with flowroutes.patching (metric: the target's logit"
+               + (lastIntervention.target_b ? " minus the second target's)" : ")"),
+               "import torch", "from flowroutes.patching.core import TaskBatch, run_metric",
+               "from flowroutes.patching.methods import ablation_values",
+               `target = model.tokenizer(${py(lastIntervention.target || (current ? current.routes.prediction[0].token : ""))}, add_special_tokens=False)["input_ids"][0]`,
+               lastIntervention.target_b ? `other = [model.tokenizer(${py(lastIntervention.target_b)}, add_special_tokens=False)["input_ids"][0]]` : "other = []",
+               "ids = torch.as_tensor(tr.input_ids)[None]",
+               lastIntervention.mode === "patch" ? `ids_b = torch.as_tensor(flowroutes.trace(model, ${py(lastIntervention.prompt_b)}).input_ids)[None]` : "ids_b = ids",
+               'batch = TaskBatch(ids, ids_b, torch.tensor([ids.shape[1]]), [[target]], [other], "logit_diff", [None])',
+               `values = ablation_values(model, batch, ${py(lastIntervention.mode)})[0][${c.layer}]`,
+               `mask = torch.zeros(1, model.adapter.n_heads); mask[0, ${c.head}] = 1`,
+               `print(run_metric(model, batch).item(), run_metric(model, batch, {${c.layer}: (mask, values)}).item())`);
+  }
+  return lines.join("\n");
 }
 
 // ---------- main flows ----------
@@ -348,15 +711,25 @@ function downloadLinks() {
     a.classList.remove("disabled");
   }
 }
-async function loadRoutes() {
+function newTrace() { // a new prompt, position or model: nothing of the old one stays on the page
+  resetInspector();
+  dla = null;
+  lastIntervention = null;
+  for (const id of ["#target-view", "#intervention"]) { $(id).textContent = ""; }
+  $("#intervention").hidden = true;
+}
+async function loadRoutes(opts = {}) {
   if (!state.prompt.trim()) { showError("the prompt is empty: type some text"); return; }
   const mine = ++seq;
+  if (opts.reset) newTrace();
   writeUrl();
   $("#status").textContent = "tracing...";
+  $("#run").disabled = true;
   try {
-    const data = await api("/api/routes", routesQuery());
+    const data = await computing("#view-graph", () => api("/api/routes", routesQuery()));
     if (mine !== seq) return;
     showError("");
+    if (current && (current.routes.prompt !== data.routes.prompt || current.routes.position !== data.routes.position)) newTrace();
     current = data;
     const r = data.routes;
     const sel = $("#position");
@@ -364,51 +737,94 @@ async function loadRoutes() {
     for (const p of data.positions) el("option", { value: p.position, text: `${p.position}: ${show(p.token)} -> ${show(p.top)}` }, sel);
     sel.value = r.position;
     $("#predictions").textContent = "";
-    el("b", { text: `next token after ${show(r.token_texts[r.position])}: ` }, $("#predictions"));
-    for (const p of r.prediction) el("span", { class: "prediction", text: `${show(p.token)} ${(100 * p.prob).toFixed(1)}%` }, $("#predictions"));
+    el("b", { text: `next token after ${show(data.display[r.position])}: ` }, $("#predictions"));
+    for (const p of data.prediction) {
+      const chip = el("span", { class: "prediction", text: `${show(p.token)} ${(100 * p.prob).toFixed(1)}%` }, $("#predictions"));
+      activatable(chip, `explain ${p.token}`, () => { state.target = p.token; syncControls(); guarded(() => computing("#target-view", loadTarget)); });
+    }
     const nAtt = r.edges.filter((e) => e.kind === "attention").length;
-    $("#summary").textContent = `${r.nodes.length} nodes, ${r.edges.length} edges (${nAtt} attention), ${r.active_heads.length} active heads`
+    const nSelf = r.edges.filter((e) => e.kind === "attention" && pos(e.source) === pos(e.target)).length;
+    $("#summary").textContent = `${r.nodes.length} nodes, ${r.edges.length} edges (${nAtt} attention, ${nSelf} of them a token reading itself), ${r.active_heads.length} active heads`
       + (data.truncated ? ` (the strongest of ${data.truncated.edges} edges: this server sends at most ${data.truncated.max_edges}; raise the threshold to see whole routes)` : "");
-    drawRoutes($("#graph"), r, true);
+    drawRoutes($("#graph"), r, { interactive: true, ctx: mainCtx(), display: data.display, collapse: state.collapse, dla });
     $("#status").textContent = `${data.model}: ${data.cached ? "cached trace" : "new forward pass"}, server ${data.server_ms.toFixed(1)} ms`;
     downloadLinks();
+    if (state.target || state.target_b) await guarded(() => computing("#target-view", loadTarget));
     renders++;
     document.body.dataset.renders = renders;
     if (state.view === "heatmaps") await loadHeatmaps();
     if (state.view === "contrast" && state.prompt_b.trim()) await loadContrast();
   } catch (err) {
     if (mine !== seq) return;
+    if (opts.fromLink && state.position !== -1 && /position .* out of range/.test(err.message)) {
+      showNote(`position ${state.position} from the link is out of range for this prompt: showing the last position`, true);
+      state.position = -1;
+      $("#run").disabled = false;
+      await loadRoutes();
+      return;
+    }
     showError(err.message);
     current = null; // no stale graph or downloads for a query that failed
+    newTrace();
     for (const id of ["#status", "#graph", "#summary", "#predictions"]) $(id).textContent = "";
     downloadLinks();
     renders++;
     document.body.dataset.renders = renders;
+  } finally {
+    if (mine === seq) $("#run").disabled = false;
   }
+}
+// tokens shared by A and B get one column (longest common subsequence of token ids)
+function align(a, b) {
+  const n = a.length, m = b.length;
+  const dp = Array.from({ length: n + 1 }, () => new Int32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) dp[i][j] = a[i] === b[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
+  const ca = [], cb = [];
+  let i = 0, j = 0, col = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && a[i] === b[j]) { ca.push(col); cb.push(col); i++; j++; } else if (j >= m || (i < n && dp[i + 1][j] >= dp[i][j + 1])) { ca.push(col); i++; } else { cb.push(col); j++; }
+    col++;
+  }
+  return { a: ca, b: cb, n: col };
 }
 async function loadContrast() {
   if (!state.prompt_b.trim()) { showError("the second prompt is empty: type text to compare with"); return; }
   writeUrl();
-  await guarded(async () => {
+  await guarded(() => computing("#view-contrast", async () => {
     const d = await api("/api/contrast", { ...routesQuery(), prompt_b: state.prompt_b });
-    for (const [id, r] of [["#contrast-a", d.a], ["#contrast-b", d.b]]) {
-      drawRoutes($(id), r, false).setAttribute("style", "width:100%;height:auto");
+    resetInspector();
+    const cols = d.a && d.b ? align(d.sides.a.token_ids, d.sides.b.token_ids) : null;
+    for (const [side, label, prompt] of [["a", "A", state.prompt], ["b", "B", state.prompt_b]]) {
+      const box = $(`#contrast-${side}`);
+      box.textContent = "";
+      if (d.errors[side]) { el("p", { class: "side-error", role: "alert", text: d.errors[side] }, box); continue; }
+      const s = d.sides[side], routes = d[side], cut = d.truncated && d.truncated[side];
+      const pred = el("div", { class: "side-predictions" }, box);
+      el("b", { text: `next token after ${show(s.display[routes.position])}: ` }, pred);
+      for (const p of s.prediction) el("span", { class: "prediction", text: `${show(p.token)} ${(100 * p.prob).toFixed(1)}%` }, pred);
+      if (cut) el("p", { class: "hint", text: `the strongest ${cut.kept} of ${cut.edges} edges (over this server's budget)` }, box);
+      const ctx = { prompt, label: `prompt ${label}`, display: s.display, gen: generation };
+      drawRoutes(el("div", { class: "contrast-graph" }, box), routes,
+                 { interactive: true, ctx, display: s.display, xcols: cols ? cols[side] : null, ncols: cols ? cols.n : null, fit: true });
     }
     $("#contrast-diff").textContent = "";
-    if (d.truncated) el("p", { class: "hint", text: "Routes over this server's edge budget show only their strongest edges: raise the threshold to see them whole." }, $("#contrast-diff"));
-    heatmap($("#contrast-diff"), d.head_difference, { id: "heat-contrast", diverging: true, rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_difference), colLabels: heads(d.head_difference) });
-  });
+    if (d.head_difference) {
+      heatmap($("#contrast-diff"), d.head_difference, { id: "heat-contrast", diverging: true, rowName: "layer", colName: "head", cell: 14,
+                                                      rowLabels: layers(d.head_difference), colLabels: heads(d.head_difference), scale: state.heatScale });
+    }
+  }));
 }
 const layers = (m) => m.map((_, l) => `L${l}`);
 const heads = (m) => (m.length ? m[0].map((_, h) => `H${h}`) : []);
 async function loadHeatmaps() {
-  await guarded(async () => {
+  await guarded(() => computing("#view-heatmaps", async () => {
     const d = await api("/api/heatmaps", routesQuery());
+    const scale = $("#heat-scale").value;
     for (const id of ["#heat-heads", "#heat-head-importance", "#heat-ffn"]) $(id).textContent = "";
-    heatmap($("#heat-heads"), d.head_weights, { id: "heat-routes-heads", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_weights), colLabels: heads(d.head_weights) });
-    heatmap($("#heat-head-importance"), d.head_importance, { id: "heat-raw-heads", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_importance), colLabels: heads(d.head_importance) });
-    heatmap($("#heat-ffn"), d.ffn, { id: "heat-ffn-map", rowName: "layer", colName: "token", rowLabels: layers(d.ffn), colLabels: d.tokens.map(show), cell: 14 });
-  });
+    heatmap($("#heat-heads"), d.head_weights, { id: "heat-routes-heads", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_weights), colLabels: heads(d.head_weights), scale });
+    heatmap($("#heat-head-importance"), d.head_importance, { id: "heat-raw-heads", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_importance), colLabels: heads(d.head_importance), scale });
+    heatmap($("#heat-ffn"), d.ffn, { id: "heat-ffn-map", rowName: "layer", colName: "token", rowLabels: layers(d.ffn), colLabels: d.tokens.map(show), cell: 14, scale });
+  }));
 }
 
 let analysesShown = false;
@@ -454,30 +870,51 @@ function onThreshold() {
 async function init() {
   document.body.dataset.busy = "0";
   document.body.dataset.renders = "0";
-  readUrl();
-  let conf;
   try {
     const res = await fetch("/api/config");
     conf = await res.json();
   } catch (err) {
     showError("cannot reach the flowroutes server: is `flowroutes serve` running?"); return;
   }
+  if (conf.max_drawn_edges) SVG_EDGE_LIMIT = conf.max_drawn_edges;
+  const notes = readUrl();
+  showNote(notes.join("; "));
   for (const m of conf.models) el("option", { value: m, text: m }, $("#model"));
   for (const id of ["threshold", "attention-threshold", "ffn-threshold"]) {  // the server refuses lower thresholds
     $(`#${id}`).min = Math.max(Number($(`#${id}`).min), conf.min_threshold || 0);
   }
   if (!conf.models.includes(state.model)) state.model = conf.default;
   syncControls();
+  resetInspector();
   if (!state.prompt) $("#prompt").value = "When Mary and John went to the store, John gave a drink to";
-  $("#query").addEventListener("submit", (ev) => { ev.preventDefault(); state.prompt = $("#prompt").value; state.position = -1; loadRoutes(); });
+  $("#query").addEventListener("submit", (ev) => {
+    ev.preventDefault(); showNote(""); state.prompt = $("#prompt").value; state.position = -1; loadRoutes({ reset: true });
+  });
   $("#prompt").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("#run").click(); } });
-  $("#model").addEventListener("change", () => { state.model = $("#model").value; state.position = -1; if (state.prompt) loadRoutes(); });
-  $("#position").addEventListener("change", () => { state.position = Number($("#position").value); loadRoutes(); });
+  $("#model").addEventListener("change", () => { state.model = $("#model").value; state.position = -1; current = null; newTrace(); if (state.prompt) loadRoutes({ reset: true }); });
+  $("#position").addEventListener("change", () => { state.position = Number($("#position").value); newTrace(); loadRoutes({ reset: true }); });
   for (const id of ["threshold", "attention-threshold", "ffn-threshold"]) $(`#${id}`).addEventListener("input", onThreshold);
   $("#separate").addEventListener("change", () => {
-    state.separate = $("#separate").checked; $("#separate-controls").hidden = !state.separate; if (current) loadRoutes();
+    state.separate = $("#separate").checked;
+    if (state.separate) { state.attention_threshold = state.threshold; state.ffn_threshold = state.threshold; }
+    syncControls(); if (current) loadRoutes(); else writeUrl();
   });
   $("#renormalize").addEventListener("change", () => { state.renormalize = $("#renormalize").checked; if (current) loadRoutes(); });
+  $("#normalize").addEventListener("change", () => { state.normalize = $("#normalize").checked; writeUrl(); if (dla) guarded(() => computing("#target-view", loadTarget)); });
+  $("#collapse").addEventListener("change", () => {
+    state.collapse = $("#collapse").checked;
+    if (current) drawRoutes($("#graph"), current.routes, { interactive: true, ctx: mainCtx(), display: current.display, collapse: state.collapse, dla });
+  });
+  $("#target-form").addEventListener("submit", (ev) => {
+    ev.preventDefault(); state.target = $("#target").value; state.target_b = $("#target-b").value; writeUrl();
+    guarded(() => computing("#target-view", loadTarget));
+  });
+  $("#heat-scale").addEventListener("change", () => { state.heatScale = $("#heat-scale").value; if (current) loadHeatmaps(); });
+  $("#show-code").addEventListener("click", () => {
+    const box = $("#code");
+    box.hidden = !box.hidden;
+    $("#code-text").textContent = pythonCode();
+  });
   for (const b of document.querySelectorAll("#tabs button")) {
     b.addEventListener("click", () => {
       state.view = b.dataset.view; syncControls(); writeUrl();
@@ -489,6 +926,6 @@ async function init() {
   $("#contrast-form").addEventListener("submit", (ev) => { ev.preventDefault(); state.prompt_b = $("#prompt-b").value; loadContrast(); });
   downloadLinks();
   if (state.view === "analyses") loadAnalyses();
-  if (state.prompt) await loadRoutes();
+  if (state.prompt) await loadRoutes({ fromLink: true });
 }
 init();
