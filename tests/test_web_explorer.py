@@ -406,3 +406,196 @@ def test_emoji_are_shown_as_the_characters_they_form(page, byte_model):
             .then(r => r.json())""")
         assert "\U0001F642(1/4)" in head["tokens"]
     assert ins.token_display(byte_model, ids)[3:7] == [f"\U0001F642({k}/4)" for k in range(1, 5)]
+
+
+# --- capability 2: explain any token or a logit difference ------------------------------------------------------
+def independent_states(loaded, prompt):
+    """From transformers' own forward pass, with hooks only on module inputs/outputs: the residual before the
+    final norm at every layer [L+1, T, d], each block's attention output [L, T, d] and FFN output [L, T, d]."""
+    model = loaded.model
+    ids = torch.as_tensor(flowroutes.trace(loaded, prompt).input_ids)[None]
+    got = {"attn": {}, "mlp": {}}
+    hooks = [model.model.norm.register_forward_pre_hook(lambda m, a: got.__setitem__("top", a[0][0].detach()))]
+    for layer, block in enumerate(model.model.layers):
+        hooks.append(block.self_attn.register_forward_hook(
+            lambda m, a, out, layer=layer: got["attn"].__setitem__(layer, out[0][0].detach())))
+        hooks.append(block.mlp.register_forward_hook(
+            lambda m, a, out, layer=layer: got["mlp"].__setitem__(layer, out[0].detach())))
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    for h in hooks:
+        h.remove()
+    residual = torch.stack([*out.hidden_states[:-1], got["top"][None]])[:, 0]  # [L+1, T, d] (HF's last is normed)
+    n = len(model.model.layers)
+    return (residual.numpy(), np.stack([got["attn"][i].numpy() for i in range(n)]),
+            np.stack([got["mlp"][i].numpy() for i in range(n)]), out.logits[0].numpy())
+
+
+def test_explain_any_token_and_a_logit_difference(page, server, reference):
+    tr = flowroutes.trace(reference, PROMPT)
+    trace_prompt(page, server)
+    edges = page.locator("#graph svg").get_attribute("data-edges")
+    page.fill("#target", "w3")
+    page.fill("#target-b", "w5")
+    with page.expect_response(lambda r: r.url.endswith("/api/target")) as got:
+        page.click("#run-target")
+    d = got.value.json()
+    page.wait_for_selector("#heat-dla")
+    idle(page)
+    assert page.inner_text("#target-title").startswith('Explaining the logit difference "w3" - "w5"')
+    assert "do not change with the target" in page.inner_text("#target-view")
+    assert page.locator("#graph svg").get_attribute("data-edges") == edges  # the routes are the same
+    t, o = (reference.tokenizer.convert_tokens_to_ids(w) for w in ("w3", "w5"))
+    residual, attn, mlp, logits = independent_states(reference, PROMPT)
+    p = len(tr.tokens) - 1
+    assert d["logit"] == pytest.approx(float(logits[p, t] - logits[p, o]), abs=1e-4)
+    # the logit lens chart: the target's probability, rank and the difference at every residual x^0..x^L
+    norm, head = reference.model.model.norm, reference.model.lm_head
+    with torch.no_grad():
+        lens = head(norm(torch.as_tensor(residual[:, p]))).numpy()  # [L+1, V]
+    probs = np.exp(lens - lens.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    rows = [r for r in d["lens"] if r["kind"] == "residual"]
+    assert [r["layer"] for r in rows] == list(range(tr.n_layers + 1))
+    np.testing.assert_allclose([r["prob"] for r in rows], probs[:, t], atol=1e-5)
+    np.testing.assert_allclose([r["difference"] for r in rows], lens[:, t] - lens[:, o], atol=1e-4)
+    assert [r["rank"] for r in rows] == [int((pr > pr[t]).sum()) for pr in probs]
+    assert page.locator("#lens-chart").get_attribute("data-points") == str(len(d["lens"]))
+    # direct logit attribution: through the final norm linearised at x^L_p (RMSNorm: w / rms(x^L_p))
+    x_top = residual[-1, p].astype(np.float64)
+    eps = norm.variance_epsilon
+    u = norm.weight.detach().double().numpy() / np.sqrt((x_top ** 2).mean() + eps)
+    direction = (head.weight[t] - head.weight[o]).detach().double().numpy()
+
+    def dla(v):
+        return float((v.astype(np.float64) * u) @ direction)
+
+    for layer in range(tr.n_layers):  # the heads plus the block's constant are its attention output
+        assert sum(d["heads"][layer]) + d["attention_constant"][layer] == pytest.approx(dla(attn[layer, p]), abs=1e-4)
+        assert d["ffn"][layer] == pytest.approx(dla(mlp[layer, p]), abs=1e-4)
+    assert d["embedding"] == pytest.approx(dla(residual[0, p]), abs=1e-4)
+    total = np.sum(d["heads"]) + sum(d["ffn"]) + sum(d["attention_constant"]) + d["embedding"] + d["bias"]
+    assert total == pytest.approx(d["logit"], abs=1e-4)
+    # one head's share, by its own output: sum_j alpha[p, j] (LN(x_j) - beta) W_V W_O^h
+    out = ins.head_output(reference, ins.capture_internals(reference, tr.input_ids), 1, 2, p)
+    assert d["heads"][1][2] == pytest.approx(dla(out), abs=1e-5)
+    # the components of the routes at the explained position are coloured by it
+    f = edge_index(tr.routes(0.04), lambda e: e.kind == "ffn" and position_of(e.target) == p)
+    assert page.get_attribute(f'#graph svg .edge[data-index="{f}"] rect', "fill") != "#e377c2"
+    # a single target: its probability
+    page.fill("#target-b", "")
+    with page.expect_response(lambda r: r.url.endswith("/api/target")) as got:
+        page.click("#run-target")
+    assert got.value.json()["targets"][0]["prob"] == pytest.approx(float(probs[-1, t]), abs=1e-5)
+    page.fill("#target", "w3 w5")
+    page.click("#run-target")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "is 2 tokens" in page.inner_text("#error")
+
+
+# --- capability 1: interventions, the same numbers as flowroutes.patching ---------------------------------------
+def patching_metric(loaded, prompt, target, other, layer=None, head=None, mode="zero", prompt_b=None):
+    from flowroutes.patching.core import TaskBatch, run_metric
+    from flowroutes.patching.methods import ablation_values
+
+    tok = loaded.tokenizer.convert_tokens_to_ids
+    ids = torch.as_tensor(flowroutes.trace(loaded, prompt).input_ids)[None]
+    ids_b = ids if prompt_b is None else torch.as_tensor(flowroutes.trace(loaded, prompt_b).input_ids)[None]
+    batch = TaskBatch(ids, ids_b, torch.tensor([ids.shape[1]]), [[tok(target)]], [[tok(other)]], "logit_diff", [None])
+    if layer is None:
+        return run_metric(loaded, batch).item()
+    mask = torch.zeros(1, loaded.adapter.n_heads)
+    mask[0, head] = 1
+    return run_metric(loaded, batch, {layer: (mask, ablation_values(loaded, batch, mode)[0][layer])}).item()
+
+
+def run_intervention(page, where, mode):
+    page.locator(f"{where} .intervene-mode").select_option(mode)
+    with page.expect_response(lambda r: r.url.endswith("/api/intervene")) as got:
+        page.locator(f"{where} .intervene-run").click()
+    page.wait_for_selector("#routes-after svg")
+    idle(page)
+    return got.value.json()
+
+
+def test_interventions_from_the_graph_equal_flowroutes_patching(page, server, reference):
+    other = "w1 w2 w3 w2 w5 w6 w7 w1"
+    tr = flowroutes.trace(reference, PROMPT)
+    routes = tr.routes(0.04)
+    p = len(tr.tokens) - 1
+    trace_prompt(page, server, query=f"?target=w3&target_b=w5&prompt_b={other.replace(' ', '+')}")
+    i = edge_index(routes, lambda e: e.kind == "attention" and position_of(e.target) == p)
+    edge = routes.edges[i]
+    head = max(edge.heads, key=edge.heads.get)
+    page.locator(f'#graph svg .edge[data-index="{i}"]').click()
+    page.wait_for_selector("tr.head-row")
+    page.locator(f'tr.head-row[data-head="{head}"]').click()
+    page.wait_for_selector("#head-view .intervene-bar")
+    clean = patching_metric(reference, PROMPT, "w3", "w5")
+    # zero the head
+    d = run_intervention(page, "#head-view", "zero")
+    assert d["before"]["difference"] == pytest.approx(clean, abs=1e-4)
+    assert d["after"]["difference"] == pytest.approx(
+        patching_metric(reference, PROMPT, "w3", "w5", edge.layer, head), abs=1e-4)
+    assert page.inner_text("#intervention-title") == f"Zeroed: head L{edge.layer}H{head}"
+    shown = page.locator("#intervention tr.row-after td.difference").inner_text()
+    assert float(shown) == pytest.approx(d["after"]["difference"], abs=1e-4)
+    assert "change: probability" in page.inner_text("#intervention .change")
+    # the new routes, side by side with the old: the zeroed head has no edge left, and they explain the new logits
+    assert page.locator("#routes-before svg").get_attribute("data-edges") == str(len(routes.edges))
+    assert [edge.layer, head] not in d["routes"]["active_heads"]
+    assert d["routes"]["prediction"][0]["prob"] == pytest.approx(d["after"]["top"][0]["prob"], abs=1e-5)
+    # patch it from prompt B
+    d = run_intervention(page, "#head-view", "patch")
+    assert d["after"]["difference"] == pytest.approx(
+        patching_metric(reference, PROMPT, "w3", "w5", edge.layer, head, "patch", other), abs=1e-4)
+    # mean-ablate it: its mean output over the prompt's positions
+    d = run_intervention(page, "#head-view", "mean")
+    assert d["after"]["difference"] != pytest.approx(d["before"]["difference"], abs=1e-6)
+    # an FFN block, zeroed: the same as zeroing its output with a plain hook
+    f = edge_index(routes, lambda e: e.kind == "ffn" and position_of(e.target) == p)
+    layer = routes.edges[f].layer
+    page.locator(f'#graph svg .edge[data-index="{f}"] rect').click()
+    page.wait_for_selector("#inspector > .intervene-bar")
+    d = run_intervention(page, "#inspector > .intervene-bar", "zero")
+    hook = reference.model.model.layers[layer].mlp.register_forward_hook(lambda m, a, out: torch.zeros_like(out))
+    try:
+        with torch.no_grad():
+            logits = reference.model(input_ids=torch.as_tensor(tr.input_ids)[None]).logits[0, p]
+    finally:
+        hook.remove()
+    t, o = (reference.tokenizer.convert_tokens_to_ids(w) for w in ("w3", "w5"))
+    assert d["after"]["difference"] == pytest.approx(float(logits[t] - logits[o]), abs=1e-4)
+    assert all(e["kind"] != "ffn" or e["layer"] != layer or position_of(e["target"]) != p
+               for e in d["routes"]["edges"]) or d["routes"]["edges"] == []
+    # an attention edge, zeroed: its heads' messages from the source removed (a head whose only source it is
+    # would equal zeroing the head at p)
+    page.locator(f'#graph svg .edge[data-index="{i}"]').click()
+    page.wait_for_selector("#inspector > .intervene-bar")
+    assert page.locator("#head-view .intervene-bar").count() == 0, page.inner_text("#inspector")
+    d = run_intervention(page, "#inspector > .intervene-bar", "zero")
+    assert d["component"]["kind"] == "edge" and d["component"]["heads"] == sorted(int(h) for h in edge.heads)
+    assert d["after"]["difference"] != pytest.approx(d["before"]["difference"], abs=1e-7)
+
+
+def test_edge_intervention_removes_exactly_the_edges_message(reference):
+    """The messages of every source j into p through head h add up to the head's output at p: removing them all
+    leaves zero there (the value vectors and weights the edge intervention uses are the model's own)."""
+    from flowroutes.patching.core import head_outputs
+    from flowroutes.web.interventions import build, task_batch
+
+    tr = flowroutes.trace(reference, "w1 w2 w3")
+    it = ins.capture_internals(reference, tr.input_ids)
+    ids = np.asarray(tr.input_ids)
+    batch = task_batch(ids, None, 3, None)
+    clean = head_outputs(reference, torch.as_tensor(ids)[None])[1]  # [1, T, H*dh]
+    removed = torch.zeros_like(clean)
+    for j in range(3):
+        inter, _ = build(reference, it, ids, None, {"kind": "edge", "layer": 1, "source": j, "target": 2,
+                                                     "heads": [3]}, "zero", batch)
+        mask, values = inter[1]
+        assert mask.tolist() == [[0.0, 0.0, 0.0, 1.0]]
+        removed += clean - values  # this edge's message, alone
+    dh = reference.adapter.head_dim
+    np.testing.assert_allclose(removed[0, 2, 3 * dh:4 * dh].numpy(), clean[0, 2, 3 * dh:4 * dh].numpy(), atol=1e-5)
+    assert float(removed[0, :2].abs().max()) == 0.0 and float(removed[0, 2, :3 * dh].abs().max()) == 0.0

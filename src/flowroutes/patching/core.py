@@ -17,9 +17,6 @@ from torch import nn
 from ..errors import FlowroutesError
 from ..models.loading import LoadedModel
 
-#: name of the output projection inside the attention module, for the families whose adapter has no separate
-#: `output_name` (their output weights are fused or named differently). Belongs in the adapter.
-
 
 def output_projection(loaded: LoadedModel, layer: int) -> nn.Module:
     """The module of block `layer` whose input is the concatenated per-head outputs [B, T, H*dh]."""
@@ -281,3 +278,37 @@ def position_sums(outputs: dict[int, torch.Tensor], lengths: torch.Tensor) -> tu
     real = (torch.arange(t_max)[None, :] < lengths[:, None]).float()  # [R, T]
     sums = {layer: (x * real.to(x.device, x.dtype)[:, :, None]).sum(dim=0) for layer, x in outputs.items()}
     return sums, real.sum(dim=0)  # [T, H*dh] per layer, [T]
+
+
+#: per layer: what the FFN block's output becomes, [R, T, d] or [d] (broadcast)
+FfnInterventions = dict[int, torch.Tensor]
+
+
+@contextlib.contextmanager
+def intervene_ffn(loaded: LoadedModel, interventions: FfnInterventions) -> Iterator[None]:
+    """Replace FFN block outputs while the context is open: the update block `layer`'s FFN adds to the residual
+    becomes values (zeros: zero-ablation). Families whose FFN output is not a module's output are refused."""
+    handles = []
+
+    def hook_for(values: torch.Tensor):
+        def hook(_module, _args, output):
+            x = output[0] if isinstance(output, tuple) else output  # [R, T, d]
+            v = values.to(x.device, x.dtype)
+            if v.ndim == 3 and v.shape[1] != x.shape[1]:
+                v = v[:, : x.shape[1]]
+            new = torch.zeros_like(x) + v
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        return hook
+
+    try:
+        for layer, values in interventions.items():
+            module = loaded.adapter.block_modules(layer).ffn
+            if module is None:
+                raise FlowroutesError(f"the FFN output of block {layer} is not a module's output in this family: "
+                                      "it cannot be replaced")
+            handles.append(module.register_forward_hook(hook_for(values)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
