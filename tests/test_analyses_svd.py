@@ -8,7 +8,8 @@ import torch
 from models import tiny_gpt2, tiny_llama, word_tokenizer
 
 import flowroutes
-from flowroutes.analyses import report, svd
+from flowroutes import report
+from flowroutes.analyses import svd
 from flowroutes.analyses.base import Context
 from flowroutes.analyses.rows import table_from_columns
 

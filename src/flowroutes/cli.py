@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
-import os
 import sys
-from pathlib import Path
 
+from . import checks
+from .commands import load_for_command, out_folder, require_extra
 from .errors import FlowroutesError
-from .fileio import write_atomic  # noqa: F401 - re-exported: other modules import it from here
+from .fileio import write_atomic
 
-#: modules that add a subcommand: each has `add_parser(subparsers)`, which calls `set_defaults(func=...)`
-#: with a function taking the parsed args and returning an exit code. They must import lightly.
-COMMAND_MODULES = ("flowroutes.analyses.cli", "flowroutes.patching.cli", "flowroutes.web.cli")
+#: modules that add subcommands: each has `add_parser(subparsers)`, which calls `set_defaults(func=...)` with a
+#: function taking the parsed args and returning an exit code. Each names the extra of the package its commands
+#: need and the commands it adds: without that extra, the commands are still listed and say in one line what to
+#: install.
+COMMAND_MODULES = {
+    "flowroutes.analyses.cli": ("analyses", ("analyze", "reproduce")),
+    "flowroutes.patching.cli": ("analyses", ("compare-patching",)),
+    "flowroutes.web.cli": ("web", ("serve",)),
+}
+#: the extra of the package each of those commands needs
+COMMAND_EXTRAS = {command: extra for extra, commands in COMMAND_MODULES.values() for command in commands}
 
 DEFAULT_PROMPT_HINT = 'flowroutes trace "When Mary and John went to the store, John gave a drink to"'
 
@@ -77,64 +84,23 @@ def _parser() -> argparse.ArgumentParser:
                         "the graph files circuit-tracer's local viewer serves (docs/interop.md)")
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     t.set_defaults(func=cmd_trace)
-    for name in COMMAND_MODULES:  # further commands live with their feature; each adds its own parser
+    for name, (extra, commands) in COMMAND_MODULES.items():  # further commands live with their feature
         try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:  # its package is not there
-            found = False
-        if found:
             importlib.import_module(name).add_parser(sub)
+        except ImportError:  # its extra is not installed: main() says which to install
+            for command in commands:
+                stub = sub.add_parser(command, help=f"(needs the [{extra}] extra)", add_help=False)
+                stub.add_argument("rest", nargs=argparse.REMAINDER)
+                stub.set_defaults(func=None)
     return parser
-
-
-def quiet_transformers() -> None:
-    """Keep transformers' progress bars and warnings off stderr, so errors stay one line."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=UserWarning)
-
-
-def out_folder(path: str) -> Path:
-    """The --out folder, refused (before any slow work) when it exists and is not a folder."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
-    for parent in (out, *out.parents):  # the nearest existing folder must be a folder we may write in
-        if parent.exists():
-            if not parent.is_dir():
-                raise FlowroutesError(f"--out {out} is inside {parent}, which is a file: pass a folder path")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise FlowroutesError(f"--out {out}: cannot write in {parent}: pass a folder you may write to")
-            break
-    return out
-
-
-def load_for_command(model: str | None):
-    """Load --model (None: the default) quietly, saying so when a person is watching."""
-    from .models import load_model
-
-    quiet_transformers()
-    if sys.stderr.isatty():
-        print(f"loading {model or 'the default model (SmolLM2-135M-Instruct)'}...", file=sys.stderr)
-    return load_model(model)
-
-
-def _validate_threshold(name: str, value: float | None) -> None:
-    if value is not None and not 0.0 < value < 1.0:
-        raise FlowroutesError(f"{name} must be in (0, 1), got {value}: try 0.04 (the paper's default)")
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
     # check what can be checked before the (slow) model load
-    if not args.prompt.strip():
-        raise FlowroutesError("the prompt is empty: give some text to explain the model's next-token prediction")
-    _validate_threshold("--threshold", args.threshold)
-    _validate_threshold("--attention-threshold", args.attention_threshold)
-    _validate_threshold("--ffn-threshold", args.ffn_threshold)
+    checks.prompt(args.prompt)
+    checks.threshold("--threshold", args.threshold)
+    checks.threshold("--attention-threshold", args.attention_threshold)
+    checks.threshold("--ffn-threshold", args.ffn_threshold)
     if args.top < 0:
         raise FlowroutesError(f"--top must be 0 or more, got {args.top}")
     out = out_folder(args.out)
@@ -201,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command in COMMAND_EXTRAS:
+            require_extra(COMMAND_EXTRAS[args.command], f"flowroutes {args.command}")
+        if args.func is None:  # its extra is there, yet its module did not import
+            raise FlowroutesError(f"flowroutes {args.command} cannot start: rerun with --debug to see why")
         return args.func(args)
     except FlowroutesError as exc:
         if args.debug:

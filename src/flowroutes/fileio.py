@@ -1,6 +1,6 @@
-"""Durable atomic file writes: a temp file in the same folder, flushed to disk (fsync), then renamed over the
-target, and the folder's entry flushed too. A reader sees the old file or the whole new one, also after a crash
-or a power cut; a killed writer leaves at most a hidden `.NAME.*.tmp` file.
+"""Durable atomic file writes (bytes and Parquet tables): a temp file in the same folder, flushed to disk (fsync),
+then renamed over the target, and the folder's entry flushed too. A reader sees the old file or the whole new
+one, also after a crash or a power cut; a killed writer leaves at most a hidden `.NAME.*.tmp` file.
 """
 
 from __future__ import annotations
@@ -61,3 +61,14 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
             fh.write(data)
 
     write_with(path, put, fsync=fsync)
+
+
+def write_parquet_atomic(table, path: Path, *, metadata: dict[bytes, bytes] | None = None,
+                         fsync: bool = True) -> None:
+    """Write the pyarrow Table `table` to `path` atomically and durably (unless fsync=False); `metadata` joins its
+    schema's. Needs pyarrow (the `analyses` extra)."""
+    import pyarrow.parquet as pq
+
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    write_with(Path(path), lambda tmp: pq.write_table(table, tmp), fsync=fsync)

@@ -33,8 +33,7 @@ class Result:
 
     def write(self, out: Path) -> list[Path]:
         """Write table.parquet (+ extra tables), each figure as PNG and SVG, summary.json and report.html."""
-        from ..fileio import write_atomic
-        from .shards import write_parquet_atomic
+        from .fileio import write_atomic, write_parquet_atomic
 
         out.mkdir(parents=True, exist_ok=True)
         written = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import report
+from .. import report
 from .base import Analysis, Claim, Context
 from .head_roles import roles, stream_activity
 from .rows import list_column

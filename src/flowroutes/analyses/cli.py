@@ -85,7 +85,7 @@ def _heads(text: str) -> list[tuple[int, int]]:
 
 
 def cmd_analyze(args) -> int:
-    from ..cli import quiet_transformers
+    from ..commands import quiet_transformers
     from ..errors import FlowroutesError
     from .run import Options, analysis, analyze, check_out, check_ray_address
 
@@ -115,7 +115,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from ..cli import quiet_transformers
+    from ..commands import quiet_transformers
     from ..errors import FlowroutesError
     from .reproduce import reproduce
     from .run import Options, check_out

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 from matplotlib.figure import Figure
 
+from .. import report
 from ..errors import FlowroutesError
-from . import report
 from .base import Analysis, Claim, Context, untestable
 from .rows import column, list_column
 from .stats import Estimate, difference_ci, mean_ci, paired_ci, statistic_ci, unit_sums

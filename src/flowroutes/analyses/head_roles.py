@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import compute, report
+from .. import report
+from . import compute
 from .base import Analysis, Claim, Context, untestable
 from .rows import column, list_column
 from .stats import mean_ci, paired_ci

@@ -12,7 +12,7 @@ import collections
 
 import numpy as np
 
-from . import report
+from .. import report
 from .base import Analysis, Claim, Context, untestable
 from .rows import column, list_column
 from .stats import Estimate, difference_ci, mean_ci, paired_ci

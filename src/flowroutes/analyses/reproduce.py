@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import report
 from ..errors import FlowroutesError
-from . import report
 from .base import Claim, Context, registry, untestable
 from .rows import column
 from .run import DOMAINS, Options, check_out, compute_rows, load, make_options, read_sources

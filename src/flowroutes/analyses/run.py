@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .. import report
 from ..errors import FlowroutesError
-from . import report
 from .base import Analysis, Context, registry
 from .data import read_texts, tokenize_texts
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import FlowroutesError
-from ..fileio import write_atomic, write_with
+from ..fileio import write_atomic, write_parquet_atomic
 
 try:
     import fcntl
@@ -33,14 +33,6 @@ except ImportError:  # not on Windows: a lock file created exclusively, with the
 MANIFEST = "manifest.json"
 LOCK = "run.lock"
 ROWS_KEY, ITEMS_KEY = b"flowroutes.rows", b"flowroutes.items"  # a shard's own record of what it holds
-
-
-def write_parquet_atomic(table: pa.Table, path: Path, *, metadata: dict[bytes, bytes] | None = None,
-                         fsync: bool = True) -> None:
-    """Write `table` to `path` atomically and durably (unless fsync=False); `metadata` joins its schema's."""
-    if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    write_with(Path(path), lambda tmp: pq.write_table(table, tmp), fsync=fsync)
 
 
 def shard_ranges(n_items: int, shard_size: int) -> list[tuple[int, int]]:

@@ -13,8 +13,8 @@ import collections
 import numpy as np
 import pyarrow as pa
 
+from .. import report
 from ..errors import FlowroutesError
-from . import report
 from .base import Analysis, Claim, Context, untestable
 from .domains import GENERAL, NON_ENGLISH, POOLED
 from .rows import column

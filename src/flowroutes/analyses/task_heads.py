@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import report
+from .. import report
 from .base import Analysis, Claim, Context, untestable
 from .rows import column, list_column
 from .stats import mean_ci, paired_ci

@@ -10,7 +10,7 @@ import collections
 
 import numpy as np
 
-from . import report
+from .. import report
 from .base import Analysis, Claim, Context
 from .data import CONTENT_TAGS, FUNCTION_TAGS
 from .rows import column, list_column

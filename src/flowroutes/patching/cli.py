@@ -57,24 +57,21 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def cmd_compare_patching(args: argparse.Namespace) -> int:
-
+    from .. import checks
+    from ..commands import load_for_command, out_folder
     from ..errors import FlowroutesError
 
-    if args.n < 1:
-        raise FlowroutesError(f"--n must be at least 1, got {args.n}")
-    if args.batch_size < 1:
-        raise FlowroutesError(f"--batch-size must be at least 1, got {args.batch_size}")
+    checks.positive_int("--n", args.n)
+    checks.positive_int("--batch-size", args.batch_size)
     thresholds = _floats(args.thresholds)
-    for t in (args.threshold, *thresholds):
-        if not 0.0 < t < 1.0:
-            raise FlowroutesError(f"route thresholds must be in (0, 1), got {t}: try 0.04 (the paper's default)")
+    checks.threshold("--threshold", args.threshold)
+    for t in thresholds:
+        checks.threshold("--thresholds", t)
     if not 0.0 <= args.acdc_threshold <= 1.0:  # NaN fails too
         raise FlowroutesError(f"--acdc-threshold is a share of the clean - contrastive gap in [0, 1], got "
                               f"{args.acdc_threshold}: try 0.05")
     if not 0.0 <= args.min_accuracy <= 1.0:
         raise FlowroutesError(f"--min-accuracy is a share of examples in [0, 1], got {args.min_accuracy}: try 0.6")
-    from ..cli import load_for_command, out_folder
-
     out = out_folder(args.out)
 
     from .compare import compare_patching

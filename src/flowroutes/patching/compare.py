@@ -1,7 +1,7 @@
 """Routes versus activation patching on one task: agreement, faithfulness curves, timings, figures, report.
 
 `compare_patching(model, task)` runs the routes, head patching, the ACDC-style pruning and the ablations on
-the same examples and returns an `analyses.report.Result` (tables, summary, figures, HTML). No CLI parsing.
+the same examples and returns a `report.Result` (tables, summary, figures, HTML). No CLI parsing.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 from matplotlib.figure import Figure
 
-from ..analyses import report
+from .. import checks, report
 from ..errors import FlowroutesError
 from ..models.loading import LoadedModel, load_model
-from .core import TaskBatch, accuracy, prepare, run_metric
+from .core import accuracy, prepare, run_metric
 from .methods import ABLATIONS, Patching, Pruning, ablated_metric, ablation_values, acdc_prune, head_patching
 
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.04, 0.08, 0.16)
@@ -98,9 +97,9 @@ def compare_patching(
 
     if ablation not in ABLATIONS:
         raise FlowroutesError(f"unknown ablation '{ablation}': choose one of {', '.join(ABLATIONS)}")
-    for t in (tau, *thresholds):
-        if not 0.0 < t < 1.0:
-            raise FlowroutesError(f"route thresholds must be in (0, 1), got {t}: try 0.04 (the paper's default)")
+    checks.threshold("tau", tau)
+    for t in thresholds:
+        checks.threshold("thresholds", t)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if examples is None:
         examples = task_examples(task, n, seed, tokenizer=loaded.tokenizer)
@@ -125,16 +124,13 @@ def compare_patching(
         warning = "WARNING: " + msg
     timings["clean_and_contrastive_passes_s"] = time.perf_counter() - t0
 
-    # 2. routes (the trace's numba kernels reset torch's thread count: put it back, or every later forward
-    # pass runs oversubscribed, ~10x slower on a busy machine)
-    threads = torch.get_num_threads()
+    # 2. routes
     t0 = time.perf_counter()
     traces = flowroutes.trace(loaded, [e.prompt for e in batch.examples], batch_size=batch_size, progress=progress)
     task_active = {t: active_masks(traces, t, n_layers, n_heads) for t in sorted({tau, *thresholds})}
     timings["routes_task_s"] = time.perf_counter() - t0
     con_traces = flowroutes.trace(loaded, [e.contrastive for e in batch.examples], batch_size=batch_size,
                                   progress=progress)
-    torch.set_num_threads(threads)
     con_active = active_masks(con_traces, tau, n_layers, n_heads)
     del traces, con_traces
     f_task = task_active[tau].mean(axis=0)  # [L, H]
@@ -377,8 +373,3 @@ def threshold_figure(rows: dict[str, list], task: str, ablation: str) -> Figure:
     ax.legend(fontsize=7)
     ax.set_title(f"{task}: heads outside the routes {ablation}-ablated", fontsize=10)
     return fig
-
-
-def task_batch(model: Any, examples: list) -> TaskBatch:
-    """Convenience: the TaskBatch of `examples` for `model` (anything `load_model` accepts)."""
-    return prepare(model if isinstance(model, LoadedModel) else load_model(model), examples)

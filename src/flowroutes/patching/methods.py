@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import checks
 from ..errors import FlowroutesError
 from ..models.loading import LoadedModel
 from .core import TaskBatch, clean_run, head_outputs, position_sums, run_metric
@@ -19,8 +20,7 @@ ABLATIONS = ("mean", "zero", "patch")
 
 
 def _chunks(batch: TaskBatch, batch_size: int) -> list[TaskBatch]:
-    if batch_size < 1:
-        raise FlowroutesError(f"batch_size must be at least 1, got {batch_size}")
+    checks.positive_int("batch_size", batch_size)
     return [batch.rows(s, s + batch_size) for s in range(0, batch.n, batch_size)]
 
 

@@ -12,6 +12,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from .. import checks
 from ..errors import FlowroutesError
 
 #: config keys (JSON / TOML) and the type each must have; command-line options of the same name win
@@ -130,8 +131,7 @@ def settings_from_args(args: argparse.Namespace):
         ("max_prompt_tokens", 256, None), ("max_prompt_chars", 4000, None), ("cache_size", 4, MAX_CACHE_SIZE),
         ("cache_mb", 1024, 1 << 30), ("max_edges", 5000, None), ("max_queue", 8, None), ("port", 8050, 65535))}
     tau = pick("min_threshold", 0.005)
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau < 1.0:
-        raise FlowroutesError(f"--min-threshold must be in (0, 1), got {tau!r}: the default is 0.005")
+    checks.threshold("--min-threshold", tau)
     host = pick("host", "127.0.0.1")
     if not isinstance(host, str) or (host.strip() != host):
         raise FlowroutesError(f"--host must be an address or a host name, got {host!r}")
@@ -157,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings, host, port = settings_from_args(args)
     import uvicorn
 
-    from ..cli import quiet_transformers
+    from ..commands import quiet_transformers
     from .app import create_app
 
     quiet_transformers()

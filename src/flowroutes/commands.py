@@ -1,0 +1,63 @@
+"""What every command (the CLI's, the web server's, the analyses', the patching comparison's) does the same way:
+quiet transformers, check an --out folder before slow work, load a model, and refuse in one line when an
+optional extra is missing. Library code does not import this module."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from .errors import FlowroutesError
+
+#: what each extra of the package brings, by the modules that show it is installed
+EXTRAS = {
+    "web": ("fastapi", "uvicorn"),
+    "analyses": ("pyarrow", "sklearn", "scipy", "spacy"),
+    "ray": ("ray",),
+}
+
+
+def require_extra(extra: str, command: str) -> None:
+    """Refuse `command` in one line when a module of the extra `extra` is not installed."""
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FlowroutesError(f"{command} needs the [{extra}] extra ({', '.join(missing)} missing): "
+                              f"pip install 'flowroutes[{extra}]'")
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' progress bars and warnings off stderr, so errors stay one line."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def out_folder(path: str) -> Path:
+    """The --out folder, refused (before any slow work) when it exists and is not a folder."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
+    for parent in (out, *out.parents):  # the nearest existing folder must be a folder we may write in
+        if parent.exists():
+            if not parent.is_dir():
+                raise FlowroutesError(f"--out {out} is inside {parent}, which is a file: pass a folder path")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise FlowroutesError(f"--out {out}: cannot write in {parent}: pass a folder you may write to")
+            break
+    return out
+
+
+def load_for_command(model: str | None):
+    """Load --model (None: the default) quietly, saying so when a person is watching."""
+    from .models import load_model
+
+    quiet_transformers()
+    if sys.stderr.isatty():
+        print(f"loading {model or 'the default model (SmolLM2-135M-Instruct)'}...", file=sys.stderr)
+    return load_model(model)
