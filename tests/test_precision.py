@@ -114,3 +114,22 @@ def test_a_model_spread_by_accelerate_computes_each_block_on_its_own_device(monk
     lazy = flowroutes.trace(loaded, prompts, lazy=True)
     for got, want in zip(lazy.routes(0.04), flowroutes.trace(plain, prompts, lazy=True).routes(0.04)):
         assert got.to_dict() == want.to_dict()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
+def test_head_values_in_the_models_precision(dtype):
+    """precision="model": the head values by the model's own half-precision products, rounded once to its dtype;
+    everything else in float32. Full, batched and lazy traces stay within the rounding of f (2^-8 relative for
+    bfloat16) of the float32 path; for a float32 model nothing changes."""
+    loaded = flowroutes.load_model(tiny_llama().to(dtype), tokenizer=word_tokenizer())
+    prompts = ["w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11", "w8 w9 w10", "w10 w11 w12 w1 w2 w3 w40"]
+    exact = flowroutes.trace(loaded, prompts)
+    fast = flowroutes.trace(loaded, prompts, precision="model")
+    lazy_exact = flowroutes.trace(loaded, prompts, lazy=True)
+    lazy_fast = flowroutes.trace(loaded, prompts, lazy=True, precision="model")
+    tolerance = {torch.bfloat16: 5e-3, torch.float16: 1e-3, torch.float32: 0.0}[dtype]
+    for a, b, la, lb in zip(exact, fast, lazy_exact, lazy_fast):
+        assert b.meta["precision"] == lb.meta["precision"] == "model"
+        for got, want in ((b, a), (lb.full(), la.full())):
+            for name in NAMES:
+                assert np.abs(getattr(got, name) - getattr(want, name)).max() <= tolerance, name

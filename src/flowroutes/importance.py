@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from .models.base import Adapter, OVWeights
@@ -94,8 +95,8 @@ def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Te
     if norm_bias is not None:
         lin = lin - norm_bias.to(dtype)  # x_j L
     n_kv, _, dh = ov.value.shape
-    w_v = ov.value.to(dtype).permute(1, 0, 2).reshape(d, n_kv * dh)  # [d, KV*dh]
-    v = (lin @ w_v).view(-1, n_kv, dh)  # [N, KV, dh]
+    w_v = ov.value.permute(1, 0, 2).reshape(d, n_kv * dh).T.to(dtype)  # [KV*dh, d]: nn.Linear's own layout
+    v = torch.nn.functional.linear(lin, w_v).view(-1, n_kv, dh)  # [N, KV, dh]
     kv_of_head = [adapter.kv_head(h) for h in range(adapter.n_heads)]
     if kv_of_head != list(range(n_kv)):
         v = v.index_select(1, torch.tensor(kv_of_head, device=v.device))  # [N, H, dh]
@@ -341,8 +342,18 @@ def prunable(
 def ffn_importance(x_mid: torch.Tensor, ffn_out: torch.Tensor, y: torch.Tensor):
     """Importances of the FFN output and the residual x^{lA}_p in x^l_p.
 
-    x_mid, ffn_out, y: [T, d]. Returns (ffn [T], residual [T], degenerate [T] bool).
+    x_mid, ffn_out, y: [T, d]. Returns (ffn [T], residual [T], degenerate [T] bool). float32 tensors on the CPU
+    go through numba (one pass each, accumulated in float64), others through torch.
     """
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x_mid, ffn_out, y)):
+        from .kernels import proximities
+
+        y_np = y.detach().numpy()
+        with numba_threads():
+            prox = torch.from_numpy(np.stack([proximities(ffn_out.detach().numpy(), y_np),
+                                              proximities(x_mid.detach().numpy(), y_np)], axis=-1))  # [T, 2] float64
+        imp, degenerate = normalise(prox, 2)
+        return imp[:, 0].float(), imp[:, 1].float(), degenerate
     prox = torch.stack([proximity(ffn_out, y), proximity(x_mid, y)], dim=1)  # [T, 2]
     imp, degenerate = normalise(prox, 2)
     return imp[:, 0], imp[:, 1], degenerate
