@@ -599,3 +599,126 @@ def test_edge_intervention_removes_exactly_the_edges_message(reference):
     dh = reference.adapter.head_dim
     np.testing.assert_allclose(removed[0, 2, 3 * dh:4 * dh].numpy(), clean[0, 2, 3 * dh:4 * dh].numpy(), atol=1e-5)
     assert float(removed[0, :2].abs().max()) == 0.0 and float(removed[0, 2, :3 * dh].abs().max()) == 0.0
+
+
+# --- capability 3: inspect anything, with or without the final norm ----------------------------------------------
+def click_state(page, position: int, level: int) -> None:
+    """Click the spot of the state at `position` and graph level (2 l: x^l, 2 l + 1: x^{lA}), off the routes."""
+    point = page.evaluate("""([p, level]) => {
+        const svg = document.querySelector('#graph svg'), view = svg.querySelector('.viewport');
+        const label = svg.querySelector(`text.token-label[data-position="${p}"]`);
+        const axis = [...svg.querySelectorAll('text.axis-label')];
+        const y0 = Number(axis[0].getAttribute('y')) - 4, y1 = Number(axis[1].getAttribute('y')) - 4;
+        const pt = svg.createSVGPoint();
+        pt.x = Number(label.getAttribute('x')); pt.y = y0 + (y1 - y0) * level / 2;
+        const s = pt.matrixTransform(view.getScreenCTM());
+        return [s.x, s.y, document.elementFromPoint(s.x, s.y).getAttribute('class')]; }""", [position, level])
+    assert point[2] == "catcher"  # nothing of the routes is drawn there
+    page.mouse.click(point[0], point[1])
+
+
+def test_states_outside_the_routes_can_be_inspected_with_or_without_the_final_norm(page, server, reference):
+    tr = flowroutes.trace(reference, PROMPT)
+    routes = tr.routes(0.3)
+    assert "x1@0" not in {n.id for n in routes.nodes}
+    page.goto(server.url + "/?threshold=0.3&prompt=" + PROMPT.replace(" ", "+"))
+    wait_render(page, 0)
+    click_state(page, 0, 2)
+    page.wait_for_selector("tr.lens-row")
+    assert page.inner_text("#inspector-title") == "Logit lens of x1@0"
+    assert "outside the routes" in page.inner_text("#inspector")
+    residual, _, _, _ = independent_states(reference, PROMPT)
+    with torch.no_grad():
+        normed = reference.model.lm_head(reference.model.model.norm(torch.as_tensor(residual[1, 0]))).numpy()
+        raw = reference.model.lm_head(torch.as_tensor(residual[1, 0])).numpy()
+    first = page.locator("tr.lens-row").first.locator("td").all_inner_texts()
+    assert first[1] == f'"{reference.tokenizer.decode([int(np.argmax(normed))])}"'
+    page.uncheck("#normalize")
+    click_state(page, 0, 2)
+    page.wait_for_selector("#inspector-title:has-text('without the final norm')")
+    page.wait_for_selector("tr.lens-row")
+    first = page.locator("tr.lens-row").first.locator("td").all_inner_texts()
+    assert first[1] == f'"{reference.tokenizer.decode([int(np.argmax(raw))])}"'
+    probs = np.exp(raw - raw.max())
+    assert float(first[2]) == pytest.approx(float(probs.max() / probs.sum()), abs=1e-4)
+    assert "normalize=0" in page.url
+    # a block outside the routes: the heads of block 0 into x0A@0
+    click_state(page, 0, 1)
+    page.wait_for_selector("tr.head-row")
+    assert page.inner_text("#inspector-title").startswith("Heads of block 0, into x0A@0")
+
+
+# --- capability 5: the Python lines of the current view ----------------------------------------------------------
+def test_code_button_shows_lines_that_reproduce_the_view(page, server, reference, tmp_path, monkeypatch, capsys):
+    trace_prompt(page, server, query="?target=w3&target_b=w5")
+    page.check("#separate")
+    before = renders(page)
+    with page.expect_response(lambda r: r.url.endswith("/api/routes")) as got:
+        page.fill("#attention-threshold", "0.03")
+    wait_render(page, before)
+    shown = got.value.json()["routes"]
+    page.click("#show-code")
+    code = page.inner_text("#code-text")
+    monkeypatch.chdir(tmp_path)
+    space: dict = {}
+    exec(compile(code, "view.py", "exec"), space)  # noqa: S102 - the lines the page shows, run as a user would
+    assert space["routes"].to_dict() == shown
+    assert (tmp_path / "routes.svg").read_bytes()[:5] in (b"<?xml", b"<svg ")
+    # after an intervention the lines reproduce its numbers with flowroutes.patching
+    i = edge_index(flowroutes.trace(reference, PROMPT).routes(0.04, attention_threshold=0.03),
+                   lambda e: e.kind == "attention")
+    page.locator(f'#graph svg .edge[data-index="{i}"]').click()
+    page.locator("tr.head-row").first.click()
+    page.wait_for_selector("#head-view .intervene-bar")
+    d = run_intervention(page, "#head-view", "zero")
+    page.click("#show-code")
+    page.click("#show-code")
+    code = page.inner_text("#code-text")
+    capsys.readouterr()
+    exec(compile(code, "view.py", "exec"), {})  # noqa: S102
+    clean, after = (float(x) for x in capsys.readouterr().out.split())
+    assert clean == pytest.approx(d["before"]["difference"], abs=1e-4)
+    assert after == pytest.approx(d["after"]["difference"], abs=1e-4)
+
+
+# --- capability 4: prompt sets, stepped through, with live head frequencies --------------------------------------
+def test_prompt_sets_from_a_file_or_the_shipped_samples(page, server, reference, tmp_path):
+    prompts = ["w1 w2 w3 w4", "w5 w6 w5 w6 w7", "w9 w8 w7", "w1 " * 120]  # the last is over the 64-token limit
+    lines = [f'{{"prompt": "{prompts[0]}"}}', f'{{"text": "{prompts[1]}", "label": 3}}', f'"{prompts[2]}"',
+             f'"{prompts[3].strip()}"']
+    (tmp_path / "set.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    trace_prompt(page, server)
+    page.set_input_files("#set-file", str(tmp_path / "set.jsonl"))
+    page.wait_for_function("document.querySelector('#set-position').textContent.includes('of 4')")
+    for k in (0, 1):
+        before = renders(page)
+        page.click("#set-next")
+        wait_render(page, before)
+        assert page.input_value("#prompt") == prompts[k]
+        assert page.inner_text("#set-position") == f"set.jsonl: {k + 1} of 4"
+        want = flowroutes.trace(reference, prompts[k]).routes(0.04)
+        assert page.locator("#graph svg").get_attribute("data-edges") == str(len(want.edges))
+    page.click("#set-frequency")
+    page.wait_for_function("document.querySelector('#set-progress') && "
+                           "document.querySelector('#set-progress').textContent.includes('(done)')", timeout=120_000)
+    assert page.inner_text("#set-progress").startswith("3 of 4 prompts traced, 1 skipped")
+    got = np.array(json_attr(page, "#heat-set-frequency", "data-matrix"))
+    want = np.zeros((3, 4))
+    for p in prompts[:3]:
+        for layer, h in flowroutes.trace(reference, p).routes(0.04).active_heads:
+            want[layer, h] += 1 / 3
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    # a shipped sample (the names are the server's list: no path reaches the disk)
+    page.select_option("#set-sample", "general")
+    page.click("#set-load-sample")
+    page.wait_for_function("document.querySelector('#set-position').textContent.startsWith('general: 0 of ')")
+    from flowroutes.analyses.data import read_texts
+
+    n = int(page.inner_text("#set-position").split(" of ")[1])
+    assert n == len([t for t in read_texts("sample:general", limit=50) if len(t) <= 4000])
+
+
+def json_attr(page, selector, name):
+    import json
+
+    return json.loads(page.get_attribute(selector, name))

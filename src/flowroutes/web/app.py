@@ -37,6 +37,7 @@ from .guard import HostCheck, SameOrigin, TokenCheck
 from .store import Busy, NotFound, PromptTooLong, Settings, Store
 
 STATIC = Path(__file__).parent / "static"
+MAX_SET = 500  # prompts in a set the page steps through
 FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(png|svg)")
 log = logging.getLogger("flowroutes.web")
 
@@ -318,9 +319,11 @@ def create_app(settings: Settings) -> FastAPI:
         slot = store.slot(q.model)
         passes = slot.forward_passes
         _, tr, r = _routes(store, q)
+        active = [list(h) for h in r.active_heads]  # of the whole routes, before any cut (prompt-set frequencies)
         r, cut = strongest(r, settings.max_edges)
         body = {
             "routes": r.to_dict(),
+            "active_heads": active,
             "truncated": cut,
             "model": slot.name,
             "positions": positions(slot, tr),
@@ -536,6 +539,30 @@ def create_app(settings: Settings) -> FastAPI:
         into = tr.attention[:, :, r.position, :].sum(axis=-1)  # [L, H] raw importance into x^A_p
         return JSONResponse({"tokens": display_texts(store.slot(q.model), tr), "head_weights": _matrix(heads),
                              "head_importance": _matrix(into), "ffn": _matrix(tr.ffn)})  # ffn: [L, T]
+
+    @app.get("/api/samples")
+    async def samples():
+        from ..analyses.data import SAMPLES
+        from ..tasks import TASKS
+
+        return JSONResponse({"samples": [*TASKS, *SAMPLES], "max_set": MAX_SET})
+
+    @app.get("/api/samples/{name}")
+    def sample(name: str, n: int = 50, model: str | None = None):
+        """The first n prompts of a shipped sample or task (by name only: no path reaches the disk)."""
+        from ..analyses.data import SAMPLES, read_texts
+        from ..tasks import TASKS, task_examples
+
+        if not 1 <= n <= MAX_SET:
+            raise FlowroutesError(f"n must be in 1..{MAX_SET}, got {n}")
+        if name in TASKS:
+            prompts = [ex.prompt for ex in task_examples(name, n, tokenizer=store.slot(model).loaded.tokenizer)]
+        elif name in SAMPLES:
+            prompts = read_texts(f"sample:{name}", limit=n)
+        else:
+            raise NotFound(f"no sample {name!r}: choose one of {', '.join((*TASKS, *SAMPLES))}")
+        limit = settings.max_prompt_chars
+        return JSONResponse({"name": name, "prompts": [p for p in prompts if len(p) <= limit][:n]})
 
     def inside(folder: Path, name: str) -> Path | None:
         """folder/name resolved, if it is a regular file inside the folder (a link out of it is refused)."""

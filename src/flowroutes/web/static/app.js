@@ -670,6 +670,66 @@ function lensChart(parent, d) {
   el("div", { class: "hint", text: `${d.difference ? "logit difference" : "probability"} of the target through the logit lens, x0 (embeddings) to the top${state.normalize ? "" : " (without the final norm)"}` }, parent);
 }
 
+// ---------- prompt sets ----------
+const promptSet = { name: "", prompts: [], index: -1, running: false };
+function parseSet(text, name) {
+  const lines = text.split(/\r?\n/).filter((l) => l.trim());
+  if (!/\.(jsonl|ndjson)$/i.test(name)) return lines;
+  return lines.map((l, i) => {
+    let v;
+    try { v = JSON.parse(l); } catch (e) { throw new Error(`${name} line ${i + 1} is not JSON`); }
+    const p = typeof v === "string" ? v : v && (v.prompt ?? v.text);
+    if (typeof p !== "string") throw new Error(`${name} line ${i + 1} has no "prompt" or "text" string`);
+    return p;
+  });
+}
+function useSet(prompts, name) {
+  if (!prompts.length) throw new Error(`${name} holds no prompt`);
+  promptSet.name = name; promptSet.prompts = prompts.slice(0, conf.max_set || 500); promptSet.index = -1;
+  $("#set-view").textContent = "";
+  showSetPosition();
+}
+function showSetPosition() {
+  const n = promptSet.prompts.length;
+  $("#set-position").textContent = n ? `${promptSet.name}: ${promptSet.index + 1} of ${n}` : "no set loaded";
+}
+async function stepSet(delta) {
+  const n = promptSet.prompts.length;
+  if (!n) { showError("load a prompt set first (a shipped sample or a .txt / .jsonl file)"); return; }
+  promptSet.index = Math.max(0, Math.min(n - 1, promptSet.index + delta));
+  showSetPosition();
+  state.prompt = promptSet.prompts[promptSet.index]; $("#prompt").value = state.prompt; state.position = -1;
+  await loadRoutes({ reset: true });
+}
+// head activation frequency over the set, redrawn after every prompt (each traced once, then cached)
+async function setFrequency() {
+  const n = promptSet.prompts.length;
+  if (!n) { showError("load a prompt set first (a shipped sample or a .txt / .jsonl file)"); return; }
+  if (!current) { showError("trace a prompt first: the set uses its model and thresholds"); return; }
+  promptSet.running = true;
+  const L = current.routes.n_layers, H = current.routes.n_heads;
+  const counts = Array.from({ length: L }, () => new Array(H).fill(0));
+  let done = 0, skipped = 0;
+  const box = $("#set-view");
+  const query = routesQuery();
+  const tau = state.separate ? `tau_attn = ${state.attention_threshold}, tau_ffn = ${state.ffn_threshold}` : `tau = ${state.threshold}`;
+  for (const prompt of promptSet.prompts) {
+    if (!promptSet.running) break;
+    try {
+      const d = await api("/api/routes", { ...query, prompt, position: -1 });
+      for (const [l, h] of d.active_heads) counts[l][h] += 1;
+      done++;
+    } catch (err) { skipped++; }
+    const freq = counts.map((r) => r.map((c) => (done ? c / done : 0)));
+    box.textContent = "";
+    el("p", { id: "set-progress", text: `${done} of ${n} prompts traced${skipped ? `, ${skipped} skipped (errors)` : ""}${done + skipped === n ? " (done)" : ""}; `
+              + `share of their last-position routes in which each head is active, ${tau}` }, box);
+    heatmap(box, freq, { id: "heat-set-frequency", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(freq), colLabels: heads(freq) })
+      .dataset.matrix = JSON.stringify(freq);
+  }
+  promptSet.running = false;
+}
+
 // ---------- the code of the current view ----------
 function pythonCode() {
   const py = (v) => JSON.stringify(v);
@@ -910,6 +970,25 @@ async function init() {
     guarded(() => computing("#target-view", loadTarget));
   });
   $("#heat-scale").addEventListener("change", () => { state.heatScale = $("#heat-scale").value; if (current) loadHeatmaps(); });
+  try {
+    const ss = await (await fetch("/api/samples")).json();
+    for (const name of ss.samples) el("option", { value: name, text: name }, $("#set-sample"));
+  } catch (err) { /* the samples list is optional */ }
+  $("#set-load-sample").addEventListener("click", () => guarded(() => computing("#set-bar", async () => {
+    const name = $("#set-sample").value;
+    const res = await fetch(`/api/samples/${encodeURIComponent(name)}?n=50&model=${encodeURIComponent(state.model)}`);
+    const d = await res.json();
+    if (!res.ok) throw new Error(`${d.detail} (HTTP ${res.status})`);
+    useSet(d.prompts, name);
+  })));
+  $("#set-file").addEventListener("change", () => guarded(async () => {
+    const file = $("#set-file").files[0];
+    if (file) useSet(parseSet(await file.text(), file.name), file.name);
+  }));
+  $("#set-prev").addEventListener("click", () => stepSet(-1));
+  $("#set-next").addEventListener("click", () => stepSet(1));
+  $("#set-frequency").addEventListener("click", () => guarded(setFrequency));
+  $("#set-stop").addEventListener("click", () => { promptSet.running = false; });
   $("#show-code").addEventListener("click", () => {
     const box = $("#code");
     box.hidden = !box.hidden;
