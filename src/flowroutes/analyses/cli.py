@@ -85,6 +85,7 @@ def _heads(text: str) -> list[tuple[int, int]]:
 
 
 def cmd_analyze(args) -> int:
+    from .. import checks
     from ..commands import quiet_transformers
     from ..errors import FlowroutesError
     from .run import Options, analysis, analyze, check_out, check_ray_address
@@ -93,13 +94,12 @@ def cmd_analyze(args) -> int:
     check_out(args.out)
     if args.ray is not None:
         check_ray_address(args.ray)
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise FlowroutesError(f"--threshold must be in (0, 1), not {args.threshold}")
+    checks.threshold("--threshold", args.threshold)
     for name in ("n", "batch_size", "shard_size", "limit", "max_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < (2 if name == "max_tokens" else 1):
-            raise FlowroutesError(f"--{name.replace('_', '-')} must be a positive integer"
-                                  + (" of at least 2" if name == "max_tokens" else "") + f", not {value}")
+        if getattr(args, name) is not None:
+            checks.positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.max_tokens is not None and args.max_tokens < 2:
+        raise FlowroutesError(f"--max-tokens must be at least 2 (a token and its next), not {args.max_tokens}")
     quiet_transformers()
     opts = Options(threshold=args.threshold, task=args.task, n=args.n, seed=args.seed, limit=args.limit,
                    text_field=args.field, long=args.long, max_tokens=args.max_tokens, batch_size=args.batch_size,
@@ -115,13 +115,12 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    from .. import checks
     from ..commands import quiet_transformers
-    from ..errors import FlowroutesError
     from .reproduce import reproduce
     from .run import Options, check_out
 
-    if args.batch_size < 1:
-        raise FlowroutesError(f"--batch-size must be a positive integer, not {args.batch_size}")
+    checks.positive_int("--batch-size", args.batch_size)
     check_out(args.out)
     quiet_transformers()
     doc = reproduce(args.model, size=args.size, out=args.out, options=Options(batch_size=args.batch_size),

@@ -1,4 +1,4 @@
-"""Per-trace numbers behind the analyses: importance vectors, head influence shares, untouched residual streams.
+"""Per-trace numbers behind the analyses: importance vectors, head influence shares, words of tokens.
 
 Pure numpy on `Trace` arrays (no model, no I/O, no figures); every function works on one trace, so that shards
 can be computed anywhere and concatenated. L layers, H heads, T tokens; flat head index = layer * H + head.
@@ -89,17 +89,6 @@ def _frequency(values: np.ndarray, share: float) -> np.ndarray:
         return np.zeros(values.shape[1:])
     with np.errstate(invalid="ignore"):
         return (np.nan_to_num(values, nan=-1.0) > share).mean(axis=0)
-
-
-def untouched_layers(trace, eps: float = 0.02) -> np.ndarray:
-    """[T] share of blocks that leave position p's residual stream almost untouched (appendix D).
-
-    Block l leaves it untouched when both its attention block (1 - attention_residual[l, p], i.e. all head
-    sub-edges together) and its FFN (ffn[l, p]) have importance below `eps`.
-    """
-    attn_block = 1.0 - trace.attention_residual  # [L, T]
-    quiet = (attn_block < eps) & (trace.ffn < eps)  # [L, T]
-    return quiet.mean(axis=0)
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:

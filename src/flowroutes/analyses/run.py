@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .. import report
+from .. import checks, report
 from ..errors import FlowroutesError
 from .base import Analysis, Context, registry
 from .data import read_texts, tokenize_texts
@@ -25,10 +25,6 @@ ROWS_VERSION = 2  # bump when a row schema changes, so that old shards are never
 DOMAINS = ("general=sample:general", "english=sample:english", "code=sample:code", "russian=sample:russian",
            "italian=sample:italian", "spanish=sample:spanish", "addition=sample:addition",
            "subtraction=sample:subtraction")
-
-
-def analysis_names() -> tuple[str, ...]:
-    return tuple(registry())
 
 
 @dataclass
@@ -89,8 +85,7 @@ def make_options(options: Options | None, **kwargs) -> Options:
         if not hasattr(opts, key):
             raise FlowroutesError(f"unknown option '{key}' for analyze()")
         setattr(opts, key, value)
-    if opts.threshold is not None and not 0.0 < opts.threshold < 1.0:
-        raise FlowroutesError(f"the threshold must be in (0, 1), got {opts.threshold}")
+    checks.threshold("the threshold", opts.threshold)
     if opts.ray is not None:
         check_ray_address(opts.ray)
     return opts
