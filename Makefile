@@ -67,8 +67,8 @@ lint: setup
 lock: setup
 	{ echo "# Exact versions that make and CI install (pip install -c requirements.lock); pyproject.toml holds the"; \
 	  echo "# ranges. Regenerate with make lock."; \
-	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//; s/^\([A-Za-z0-9_.-]*\) @ .*/\1==LOCAL/' \
-	  | grep -v '^setuptools==' | sed 's/^circuit-tracer==LOCAL/circuit-tracer==0.5.0/'; } > requirements.lock
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//; s/^circuit-tracer @ .*/circuit-tracer==0.5.0/' \
+	  | grep -v '^setuptools=='; } > requirements.lock
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trace_speed.py
