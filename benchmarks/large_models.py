@@ -3,10 +3,11 @@
 Builds (without the hub) a Llama-shaped model of 1B parameters in float32 and of Llama-2-7B's shape in bfloat16
 (weights drawn straight into their dtype: no float32 copy of a 7B model ever exists), then, in one process and in
 this order, times the model's own forward pass (sdpa, logits at every position), lazy routes of the last position
-(tau = 0.04) and, at 256 tokens, the full trace. Prints [model shape | tokens | forward | lazy last-position routes |
-full trace | peak RSS] with ratios to the forward pass measured in the same run. Peak RSS is the process's maximum
-after each step (steps only add), next to the weights' own size. Building the 7B shape takes minutes and needs
-~14 GB: this is not part of `make test`. `--layers N` keeps N blocks of a shape (same per-block work and memory).
+(tau = 0.04) and, at 256 tokens, the full trace, each with trace(precision="float32") (the default) and "model".
+Prints [model shape | precision | tokens | forward | lazy last-position routes | full trace | peak RSS] with ratios
+to the forward pass measured in the same run. Peak RSS is the process's maximum after each step (steps only add),
+next to the weights' own size. Building the 7B shape takes minutes and needs ~14 GB: this is not part of
+`make test`. `--layers N` keeps N blocks of a shape (same per-block work and memory).
 Usage:
     .venv/bin/python benchmarks/large_models.py [--shapes 1b-fp32 7b-bf16] [--tokens 256 1024] [--layers N]
 """
@@ -76,7 +77,7 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
-HEADER = (f"{'model shape':>16} {'tokens':>6} {'forward s':>9} {'lazy routes s':>13} {'x fwd':>5} "
+HEADER = (f"{'model shape':>16} {'precision':>9} {'tokens':>6} {'forward s':>9} {'lazy routes s':>13} {'x fwd':>5} "
           f"{'full trace s':>12} {'x fwd':>5} {'weights GiB':>11} {'peak RSS GiB (fwd/lazy/full)':>28}")
 
 
@@ -100,26 +101,28 @@ def measure(shape: str, args) -> list[str]:
             with torch.no_grad():
                 model(input_ids=ids[None], use_cache=False)
 
-        def lazy_routes(ids=ids):
-            flowroutes.trace(loaded, input_ids=ids, lazy=True).routes(0.04)
-
-        def full_trace(ids=ids):
-            flowroutes.trace(loaded, input_ids=ids)
-
         forward()  # warm-up
         t_fwd = timed(forward, args.repeats)
         rss_fwd = rss_gib()
         flowroutes.trace(loaded, input_ids=ids[:8], lazy=True).routes(0.04)  # warm-up: numba's cached kernels
-        t_lazy = timed(lazy_routes, args.repeats)
-        rss_lazy = rss_gib()
-        t_full, rss_full = float("nan"), float("nan")
-        if n_tok == args.full_tokens:
-            t_full = timed(full_trace, args.repeats)
-            rss_full = rss_gib()
-        rows.append(f"{name:>16} {n_tok:>6} {t_fwd:>9.2f} {t_lazy:>13.2f} {t_lazy / t_fwd:>5.2f} "
-                    f"{t_full:>12.2f} {t_full / t_fwd:>5.2f} {weights:>11.2f} "
-                    f"{rss_fwd:>9.2f}/{rss_lazy:.2f}/{rss_full:.2f}")
-        print(HEADER + "\n" + rows[-1], flush=True)
+        for precision in args.precisions:
+
+            def lazy_routes(ids=ids, precision=precision):
+                flowroutes.trace(loaded, input_ids=ids, lazy=True, precision=precision).routes(0.04)
+
+            def full_trace(ids=ids, precision=precision):
+                flowroutes.trace(loaded, input_ids=ids, precision=precision)
+
+            t_lazy = timed(lazy_routes, args.repeats)
+            rss_lazy = rss_gib()
+            t_full, rss_full = float("nan"), float("nan")
+            if n_tok == args.full_tokens:
+                t_full = timed(full_trace, args.repeats)
+                rss_full = rss_gib()
+            rows.append(f"{name:>16} {precision:>9} {n_tok:>6} {t_fwd:>9.2f} {t_lazy:>13.2f} {t_lazy / t_fwd:>5.2f} "
+                        f"{t_full:>12.2f} {t_full / t_fwd:>5.2f} {weights:>11.2f} "
+                        f"{rss_fwd:>9.2f}/{rss_lazy:.2f}/{rss_full:.2f}")
+            print(HEADER + "\n" + rows[-1], flush=True)
     return rows
 
 
@@ -130,6 +133,8 @@ def main() -> None:
     parser.add_argument("--full-tokens", type=int, default=256, help="prompt length of the full trace")
     parser.add_argument("--layers", type=int, default=None, help="keep only this many blocks of each shape")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--precisions", nargs="+", default=["float32", "model"], choices=["float32", "model"],
+                        help="trace(precision=...): head values in float32, or by the model's own products")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     rows = []

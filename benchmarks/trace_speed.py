@@ -3,8 +3,12 @@
 Each measurement runs in its own subprocess (so peak RSS is that measurement's own), all in one run of
 this script; the table prints ratios to the forward pass. Usage:
     .venv/bin/python benchmarks/trace_speed.py [--tokens 64 256 1024 2048] [--modes forward trace routes] [--ioi]
+        [--corpus 256]
 Modes: forward = the model's own forward pass (sdpa attention); trace = full trace (every importance);
-routes = lazy trace + routes of the last position (tau = 0.04).
+routes = lazy trace + routes of the last position (tau = 0.04). --ioi: 50 IOI prompts, routes of the last position
+and head frequencies, from full batched traces (ioi50) and from one batched lazy trace (ioi50-lazy), vs the model's own
+batched forward pass of the same prompts; --corpus N: batched traces (predictions "all" and "none") of N texts of the
+shipped English sample vs the model's own forward pass with logits in the same batches.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ text = ("The history of the city begins with a small settlement on the river, wh
 ids = model.tokenizer(text)["input_ids"][:n_tok]
 ids_t = torch.tensor(ids)
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def pad(prompts):
+    from flowroutes.trace import _pad_right
+    return _pad_right([torch.tensor(model.tokenizer(p)["input_ids"]) for p in prompts], 0)
 def run():
     if mode == "forward":
         with torch.no_grad():
@@ -35,14 +42,34 @@ def run():
         flowroutes.trace(model, input_ids=ids)
     elif mode == "routes":  # lazy: only the rows the top-down walk from the last position reaches
         flowroutes.trace(model, input_ids=ids, lazy=True).routes(0.04)
-    elif mode == "ioi50":  # 50 IOI prompts: batched traces, last-position routes, head activation frequency
-        from flowroutes.analyses.tasks import ioi
+    elif mode.startswith("ioi50"):  # 50 IOI prompts: last-position routes and head activation frequency
+        from flowroutes.tasks import ioi
         prompts = [ex.prompt for ex in ioi(50, seed=0)]
-        traces = flowroutes.trace(model, prompts, batch_size=25)
+        if mode == "ioi50-forward":  # the model's own batched forward pass (logits at every position)
+            with torch.no_grad():
+                model.model(input_ids=pad(prompts), use_cache=False)
+            return
+        if mode == "ioi50-lazy":  # one batched lazy trace, every prompt's routes walked together
+            routes = flowroutes.trace(model, prompts, batch_size=50, lazy=True, predictions="last").routes(0.04)
+        else:  # full batched traces, then each prompt's routes
+            traces = flowroutes.trace(model, prompts, batch_size=50, predictions="last")
+            routes = [tr.routes(0.04) for tr in traces]
         freq = torch.zeros(model.n_layers, model.n_heads)
-        for tr in traces:
-            for layer, head in tr.routes(0.04).active_heads:
-                freq[layer, head] += 1 / len(traces)
+        for r in routes:
+            for layer, head in r.active_heads:
+                freq[layer, head] += 1 / len(routes)
+    elif mode.startswith("corpus"):  # the shipped English sample, batches of 8 prompts of similar length
+        from flowroutes.trace import _pad_right
+        lines = [t.strip() for t in open(flowroutes.__file__.rsplit("/", 1)[0] + "/data/english.txt") if t.strip()]
+        id_lists = sorted((model.tokenizer(t)["input_ids"] for t in lines[:n_tok]), key=len)
+        if mode == "corpus-forward":  # the model's own batched forward pass with logits, the same batches
+            with torch.no_grad():
+                for k in range(0, len(id_lists), 8):
+                    model.model(input_ids=_pad_right([torch.tensor(i) for i in id_lists[k:k + 8]], 0),
+                                use_cache=False)
+        else:
+            flowroutes.trace(model, input_ids=id_lists, batch_size=8,
+                             predictions="none" if mode == "corpus-trace-none" else "all")
 run()  # warm-up
 times = []
 for _ in range(int(sys.argv[3])):
@@ -66,6 +93,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[64, 256, 1024, 2048])
     parser.add_argument("--modes", nargs="+", default=["forward", "trace", "routes"])
     parser.add_argument("--ioi", action="store_true", help="also time 50 IOI prompts end to end")
+    parser.add_argument("--corpus", type=int, default=0, metavar="N",
+                        help="also time batched traces of the first N texts of the shipped English sample")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     print(f"{'tokens':>6} {'mode':>8} {'seconds':>9} {'x forward':>9} {'peak RSS MiB':>12} {'+ over forward':>14}")
@@ -82,10 +111,22 @@ def main() -> None:
             extra = r["peak_rss_mib"] - base["peak_rss_mib"] if base else float("nan")
             print(f"{n_tok:>6} {mode:>8} {r['seconds']:>9.3f} {ratio:>9.1f} {r['peak_rss_mib']:>12.0f} {extra:>14.0f}",
                   flush=True)
+    batched = []
     if args.ioi:
-        r = measure("ioi50", 0, args.repeats)
-        print(r.get("error") or f"50 IOI prompts (batched traces + routes + head frequency): {r['seconds']:.2f} s "
-              f"after the model is loaded, peak RSS {r['peak_rss_mib']:.0f} MiB")
+        batched.append(("50 IOI prompts", 0, ["ioi50-forward", "ioi50", "ioi50-lazy"]))
+    if args.corpus:
+        batched.append((f"{args.corpus} English texts", args.corpus,
+                        ["corpus-forward", "corpus-trace", "corpus-trace-none"]))
+    for title, n, modes in batched:  # ratios to the model's own batched forward pass, measured in this run
+        base = None
+        for mode in modes:
+            r = measure(mode, n, args.repeats)
+            if "error" in r:
+                print(f"{title} {mode}: failed: {r['error']}")
+                continue
+            base = base or r["seconds"]
+            print(f"{title:>18} {mode:>18} {r['seconds']:>8.2f} s {r['seconds'] / base:>5.2f} x forward, "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":
