@@ -14,7 +14,7 @@ the paper's way) are read and converted.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -127,9 +127,9 @@ class Routes:
             "ffn_threshold": self.ffn_threshold,
             "renormalize": self.renormalize,
             "prediction": [{"token": t, "prob": p} for t, p in zip(self.top_tokens, self.top_probs)],
-            "nodes": [asdict(n) for n in self.nodes],
+            "nodes": [{"id": n.id, "kind": n.kind, "layer": n.layer, "position": n.position} for n in self.nodes],
             "edges": [
-                {**{k: v for k, v in asdict(e).items() if k != "heads"},
+                {"source": e.source, "target": e.target, "kind": e.kind, "layer": e.layer, "weight": e.weight,
                  **({"heads": {str(h): w for h, w in e.heads.items()}} if e.kind == "attention" else {})}
                 for e in self.edges
             ],
