@@ -495,3 +495,9 @@ def test_serve_options_and_config(tmp_path, capsys):
     assert "analysis folder" in capsys.readouterr().err
     settings, _, _ = settings_from_args(parser.parse_args(["serve", "--analyses", str(tmp_path)]))
     assert settings.analyses == [str(tmp_path.resolve())]
+    settings, _, _ = settings_from_args(parser.parse_args(["serve", "--max-drawn-edges", "300"]))
+    assert settings.max_drawn_edges == 300
+    conf.write_text('models = ["m1"]\nmax_drawn_edges = 40\n')
+    settings, _, _ = settings_from_args(parser.parse_args(["serve", "--config", str(conf)]))
+    assert settings.max_drawn_edges == 40 and Settings(models={}).max_drawn_edges == 1500
+    assert main(["serve", "--model", "m", "--max-drawn-edges", "0"]) == 2

@@ -722,3 +722,38 @@ def json_attr(page, selector, name):
     import json
 
     return json.loads(page.get_attribute(selector, name))
+
+
+def test_bad_interventions_and_targets_are_one_line_refusals(server):
+    for body, words in (
+        ({"component": {"kind": "head", "layer": "x"}}, "bad request: component.layer"),
+        ({"component": {"kind": "neuron", "layer": 0}}, "bad request: component.kind"),
+        ({"component": {"kind": "head", "layer": 9, "head": 0}}, "layer 9 is out of range"),
+        ({"component": {"kind": "head", "layer": 0, "head": 4}}, "head 4 is out of range"),
+        ({"component": {"kind": "head", "layer": 0, "head": 0}, "mode": "patch"}, "needs a second prompt"),
+        ({"component": {"kind": "head", "layer": 0, "head": 0}, "mode": "patch", "prompt_b": "w1 w2"},
+         "the same number of tokens"),
+        ({"component": {"kind": "edge", "layer": 0, "source": 3, "target": 2, "heads": [0]}}, "not an attention edge"),
+        ({"component": {"kind": "edge", "layer": 0, "source": 1, "target": 2, "heads": [0]}, "mode": "mean"},
+         "can only be zeroed"),
+        ({"component": {"kind": "ffn", "layer": 0}, "target": "w1 w2"}, "is 2 tokens"),
+        ({"component": {"kind": "ffn", "layer": 0}, "threshold": 0.001}, "below this server's minimum"),
+    ):
+        status, answer = server.post("/api/intervene", {"prompt": PROMPT, **body})
+        assert status == 422 and words in answer["detail"], (body, answer)
+    status, answer = server.post("/api/target", {"prompt": PROMPT, "target": "w3", "target_b": "w3"})
+    assert status == 422 and "the same token" in answer["detail"]
+    status, answer = server.post("/api/target", {"prompt": PROMPT, "target": "#100000"})
+    assert status == 422 and "out of range" in answer["detail"]
+    status, answer = server.post("/api/target", {"prompt": PROMPT, "target": "#3"})
+    assert status == 200 and answer["targets"][0]["id"] == 3
+    for path in ("/api/samples/..%2F..%2Fetc%2Fpasswd", "/api/samples/secret"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(server.url + path, timeout=30)
+            status = 200
+        except urllib.error.HTTPError as err:
+            status = err.code
+        assert status == 404, path

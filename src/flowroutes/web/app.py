@@ -97,9 +97,20 @@ class TargetQuery(PromptQuery):
     normalize: bool = True
 
 
+class Component(BaseModel):
+    """What an intervention changes: a head (layer, head), an FFN block (layer) or an attention edge
+    x^layer_source -> x^{layer A}_target through `heads`."""
+
+    kind: Literal["head", "ffn", "edge"]
+    layer: int
+    head: int | None = None
+    source: int | None = None
+    target: int | None = None
+    heads: list[int] = Field(default_factory=list, max_length=1024)
+
+
 class InterveneQuery(RoutesQuery):
-    component: dict  # {"kind": "head", layer, head} | {"kind": "ffn", layer} | {"kind": "edge", layer, source,
-    #                   target, heads}
+    component: Component
     mode: Literal["zero", "mean", "patch"] = "zero"
     prompt_b: str | None = None
     target: str | int | None = None
@@ -464,7 +475,7 @@ def create_app(settings: Settings) -> FastAPI:
             from ..trace import trace as run_trace
 
             batch = task_batch(ids, ids_b, t, o)
-            heads, ffn = build(model, it, ids, ids_b, q.component, q.mode, batch)
+            heads, ffn = build(model, it, ids, ids_b, q.component.model_dump(exclude_none=True), q.mode, batch)
             after = logits_at(model, ids, heads, ffn, p)
             from ..patching.core import intervene_ffn
 
@@ -491,7 +502,8 @@ def create_app(settings: Settings) -> FastAPI:
         ms = (time.perf_counter() - start) * 1000
         return JSONResponse({"position": p, "target": ins.token_bytes(loaded, t),
                              "target_b": None if o is None else ins.token_bytes(loaded, o),
-                             "component": q.component, "mode": q.mode, "before": summary(before),
+                             "component": q.component.model_dump(exclude_none=True), "mode": q.mode,
+                             "before": summary(before),
                              "after": summary(after.astype(np.float64)), "routes": r.to_dict(), "truncated": cut,
                              "server_ms": ms})
 

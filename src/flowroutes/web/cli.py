@@ -18,7 +18,7 @@ from ..errors import FlowroutesError
 #: config keys (JSON / TOML) and the type each must have; command-line options of the same name win
 CONFIG_TYPES = {"models": list, "analyses": list, "host": str, "port": int, "max_prompt_tokens": int,
                 "max_prompt_chars": int, "cache_size": int, "cache_mb": int, "min_threshold": float, "max_edges": int,
-                "max_queue": int, "no_auth": bool}
+                "max_drawn_edges": int, "max_queue": int, "no_auth": bool}
 CONFIG_KEYS = set(CONFIG_TYPES)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
     s.add_argument("--config", default=None, metavar="FILE",
                    help="a JSON or TOML file with any of: models (list), analyses (list), host, port, "
                         "max_prompt_tokens, max_prompt_chars, cache_size, cache_mb, min_threshold, max_edges, "
-                        "max_queue, no_auth; command-line options win")
+                        "max_drawn_edges, max_queue, no_auth; command-line options win")
     s.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
                    help="longest prompt accepted, in tokens (default 256); longer ones get HTTP 413")
     s.add_argument("--max-prompt-chars", type=int, default=None, metavar="N",
@@ -56,6 +56,9 @@ def add_parser(subparsers) -> None:
     s.add_argument("--max-edges", type=int, default=None, metavar="N",
                    help="most edges per routes answer (default 5000): beyond it the strongest are sent, and the "
                         "page says so")
+    s.add_argument("--max-drawn-edges", type=int, default=None, metavar="N",
+                   help="edges the page draws one by one, clickable (default 1500): the others are drawn faint "
+                        "in one path, and the page says how many")
     s.add_argument("--max-queue", type=int, default=None, metavar="N",
                    help="requests that may wait for one model's forward pass (default 8); more get HTTP 503")
     s.add_argument("--no-auth", action="store_true", default=None,
@@ -129,7 +132,8 @@ def settings_from_args(args: argparse.Namespace):
     specs = {m: m for m in models} if models else {"SmolLM2-135M-Instruct": None}
     numbers = {key: _positive(key, pick(key, default), upper) for key, default, upper in (
         ("max_prompt_tokens", 256, None), ("max_prompt_chars", 4000, None), ("cache_size", 4, MAX_CACHE_SIZE),
-        ("cache_mb", 1024, 1 << 30), ("max_edges", 5000, None), ("max_queue", 8, None), ("port", 8050, 65535))}
+        ("cache_mb", 1024, 1 << 30), ("max_edges", 5000, None), ("max_drawn_edges", 1500, None), ("max_queue", 8, None),
+        ("port", 8050, 65535))}
     tau = pick("min_threshold", 0.005)
     checks.threshold("--min-threshold", tau)
     host = pick("host", "127.0.0.1")
@@ -148,7 +152,8 @@ def settings_from_args(args: argparse.Namespace):
     settings = Settings(models=specs, max_prompt_tokens=numbers["max_prompt_tokens"],
                         max_prompt_chars=numbers["max_prompt_chars"], cache_size=numbers["cache_size"],
                         cache_bytes=numbers["cache_mb"] << 20, min_threshold=float(tau),
-                        max_edges=numbers["max_edges"], max_queue=numbers["max_queue"],
+                        max_edges=numbers["max_edges"], max_drawn_edges=numbers["max_drawn_edges"],
+                        max_queue=numbers["max_queue"],
                         analyses=[str(Path(f).resolve()) for f in analyses], allowed_hosts=allowed, token=token)
     return settings, host, numbers["port"]
 

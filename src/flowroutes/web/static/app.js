@@ -301,8 +301,10 @@ function drawRoutes(container, routes, opts = {}) {
   }
   const size = () => ({ w: svg.clientWidth || svg.getBoundingClientRect().width, h: svg.clientHeight || svg.getBoundingClientRect().height });
   function fit() {
-    const { w, h } = size();
-    vp.k = Math.min(1.5, w / W, h / H); vp.x = (w - W * vp.k) / 2; vp.y = (h - H * vp.k) / 2; apply();
+    let { w, h } = size();
+    vp.k = Math.min(1.5, w / W, h / H);
+    if (opts.fit && H * vp.k < h - 4) { h = Math.ceil(H * vp.k) + 4; svg.setAttribute("height", h); } // no empty band
+    vp.x = (w - W * vp.k) / 2; vp.y = (h - H * vp.k) / 2; apply();
   }
   function centre() { // the explained position in the middle, at full size (or the whole graph when it fits)
     const { w, h } = size();
@@ -633,13 +635,15 @@ async function loadTarget() {
   const names = d.targets.map((t) => show(t.token));
   el("h3", { id: "target-title", text: d.difference ? `Explaining the logit difference ${names[0]} - ${names[1]} (${d.logit.toFixed(3)})` : `Explaining ${names[0]}: p = ${d.targets[0].prob.toFixed(4)}, rank ${d.targets[0].rank + 1}` }, box);
   el("p", { class: "hint note-target", text: "The routes do not change with the target: eq. 1 measures each part against the state it builds, not against any token. The chart and the colours below do." }, box);
-  lensChart(box, d);
+  const pair = el("div", { class: "pair target-pair" }, box);
+  lensChart(el("div", {}, pair), d);
+  const right = el("div", {}, pair);
   const L = d.heads.length;
   const matrix = d.heads.map((row, l) => [...row, d.ffn[l]]);
   const cols = [...d.heads[0].map((_, h) => `H${h}`), "FFN"];
-  heatmap(box, matrix, { id: "heat-dla", diverging: true, cell: 14, rowLabels: d.heads.map((_, l) => `L${l}`), colLabels: cols,
+  heatmap(right, matrix, { id: "heat-dla", diverging: true, cell: 14, rowLabels: d.heads.map((_, l) => `L${l}`), colLabels: cols,
                          rowName: "block", colName: "component", title: `direct logit attribution at position ${d.position} (red: raises ${d.difference ? "the difference" : names[0]}, blue: lowers it)` });
-  el("p", { class: "hint", text: `embeddings ${d.embedding.toFixed(3)}, attention constants ${d.attention_constant.reduce((a, b) => a + b, 0).toFixed(3)}, final norm bias ${d.bias.toFixed(3)}; all parts add up to ${d.logit.toFixed(3)}. ${L} blocks.` }, box);
+  el("p", { class: "hint", text: `embeddings ${d.embedding.toFixed(3)}, attention constants ${d.attention_constant.reduce((a, b) => a + b, 0).toFixed(3)}, final norm bias ${d.bias.toFixed(3)}; all parts add up to ${d.logit.toFixed(3)}. ${L} blocks.` }, right);
   drawRoutes($("#graph"), current.routes, { interactive: true, ctx: mainCtx(), display: current.display, collapse: state.collapse, dla: d });
 }
 function lensChart(parent, d) {
