@@ -1,5 +1,7 @@
-"""The explorer on the real SmolLM2 in headless Chromium: the IOI prompt's routes, inspect views, contrast and
-heatmaps; saves the screenshots (docs/img/web-*.png with FLOWROUTES_UPDATE_SCREENSHOTS=1)."""
+"""The explorer on the real SmolLM2 in headless Chromium: the IOI prompt's routes, inspect views, explaining
+" Mary" against " John", an intervention checked against flowroutes.patching, contrast, heatmaps and a prompt
+set; the server time of a threshold change at 256 tokens; saves the screenshots (docs/img/web-*.png with
+FLOWROUTES_UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from web_helpers import ServerThread, chromium, renders, screenshot, wait_render
 
 import flowroutes
+from flowroutes.patching.core import TaskBatch, run_metric
+from flowroutes.patching.methods import ablation_values
 from flowroutes.web.store import Settings
 
 pytestmark = pytest.mark.slow
@@ -82,6 +87,40 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
         page.wait_for_selector("tr.lens-row")
         assert page.locator("tr.lens-row").first.locator("td").nth(1).inner_text() == '" Mary"'
 
+        # explain " Mary" against " John": logit lens chart and direct logit attribution
+        page.fill("#target", " Mary")
+        page.fill("#target-b", " John")
+        with page.expect_response(lambda r: r.url.endswith("/api/target"), timeout=120_000) as got:
+            page.click("#run-target")
+        d = got.value.json()
+        page.wait_for_selector("#heat-dla")
+        mary, john = (smollm2.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" Mary", " John"))
+        with torch.no_grad():
+            logits = smollm2.model(input_ids=torch.as_tensor(ioi_trace.input_ids)[None]).logits[0, -1]
+        assert d["logit"] == pytest.approx(float(logits[mary] - logits[john]), abs=1e-3)
+        total = np.sum(d["heads"]) + sum(d["ffn"]) + sum(d["attention_constant"]) + d["embedding"] + d["bias"]
+        assert total == pytest.approx(d["logit"], abs=1e-3)
+        screenshot(page, "web-explain.png", full_page=True)
+
+        # zero the top head of the strongest edge: the same numbers as flowroutes.patching
+        page.locator(f'#graph svg .edge[data-index="{idx}"]').click()
+        page.locator(f'tr.head-row[data-head="{top_head}"]').click()
+        page.wait_for_selector("#head-view .intervene-bar")
+        with page.expect_response(lambda r: r.url.endswith("/api/intervene"), timeout=120_000) as got:
+            page.locator("#head-view .intervene-run").click()
+        d = got.value.json()
+        page.wait_for_selector("#routes-after svg")
+        ids = torch.as_tensor(ioi_trace.input_ids)[None]
+        batch = TaskBatch(ids, ids, torch.tensor([ids.shape[1]]), [[mary]], [[john]], "logit_diff", [None])
+        mask = torch.zeros(1, smollm2.adapter.n_heads)
+        mask[0, top_head] = 1
+        want = run_metric(smollm2, batch, {edge.layer: (mask, ablation_values(smollm2, batch, "zero")[0][edge.layer])})
+        assert d["after"]["difference"] == pytest.approx(want.item(), abs=1e-3)
+        with capsys.disabled():
+            print(f"\nzeroing L{edge.layer}H{top_head}: logit(Mary) - logit(John) {d['before']['difference']:.3f} -> "
+                  f"{d['after']['difference']:.3f}, p(Mary) {d['before']['prob']:.3f} -> {d['after']['prob']:.3f}")
+        screenshot(page, "web-intervene.png", full_page=True)
+
         page.click('#tabs button[data-view="contrast"]')
         page.fill("#prompt-b", IOI_B)
         page.click("#run-contrast")
@@ -94,18 +133,39 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
         screenshot(page, "web-heatmaps.png", full_page=True)
         assert not errors, errors
 
-        # server time of a threshold change on a 64-token prompt (reported, not asserted)
-        ids = flowroutes.trace(smollm2, IOI).input_ids.tolist()
-        long_prompt = smollm2.tokenizer.decode((ids * 5)[:64])
-        srv.post("/api/routes", {"prompt": long_prompt})
-        times, walls = [], []
-        for tau in (0.03, 0.05, 0.08, 0.02):
-            start = time.perf_counter()
-            status, body = srv.post("/api/routes", {"prompt": long_prompt, "threshold": tau})
-            walls.append(1000 * (time.perf_counter() - start))
-            assert status == 200 and body["cached"]
-            times.append(body["server_ms"])
-        n_tok = len(body["routes"]["tokens"])
+        # a prompt set: head activation frequency over IOI prompts, live
+        page.click('#tabs button[data-view="graph"]')
+        page.select_option("#set-sample", "ioi")
+        page.click("#set-load-sample")
+        page.wait_for_function("document.querySelector('#set-position').textContent.startsWith('ioi: 0 of 50')",
+                               timeout=120_000)
+        page.evaluate("promptSet.prompts = promptSet.prompts.slice(0, 12)")  # a short set keeps the test quick
+        page.click("#set-frequency")
+        page.wait_for_function("document.querySelector('#set-progress') && "
+                               "document.querySelector('#set-progress').textContent.includes('(done)')",
+                               timeout=300_000)
+        page.locator("#set-bar").scroll_into_view_if_needed()
+        screenshot(page, "web-set.png", full_page=True)
+        assert not errors, errors
+
+        # server time of a threshold change on a 256-token prompt: within 100 ms at the paper's tau (the best of
+        # three tries, so that a busy machine does not decide it); lower thresholds reported
+        ids = ioi_trace.input_ids.tolist()
+        long_prompt = smollm2.tokenizer.decode((ids * 20)[:256])
+        status, body = srv.post("/api/routes", {"prompt": long_prompt})
+        assert status == 200 and len(body["routes"]["tokens"]) == 256
+        report = []
+        for tau in (0.04, 0.05, 0.08, 0.03, 0.02):
+            times, walls = [], []
+            for _ in range(3):
+                start = time.perf_counter()
+                status, body = srv.post("/api/routes", {"prompt": long_prompt, "threshold": tau})
+                walls.append(1000 * (time.perf_counter() - start))
+                assert status == 200 and body["cached"]
+                times.append(body["server_ms"])
+            report.append(f"tau {tau}: {len(body['routes']['edges'])} edges, server {min(times):.0f} ms "
+                          f"(round trip {min(walls):.0f} ms)")
+            if tau >= 0.04:
+                assert min(times) < 100, report[-1]
         with capsys.disabled():
-            print(f"\nthreshold change on a {n_tok}-token prompt: server {', '.join(f'{t:.0f}' for t in times)} ms, "
-                  f"round trip {', '.join(f'{t:.0f}' for t in walls)} ms")
+            print("\nthreshold change on a 256-token prompt: " + "; ".join(report))
