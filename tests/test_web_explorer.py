@@ -101,6 +101,13 @@ def test_a_new_trace_resets_the_inspector_and_drops_late_answers(page, server, r
     page.wait_for_selector("tr.head-row")
     page.locator("tr.head-row").first.click()
     page.wait_for_selector("#head-title")
+    # another position: the panel and the selection go
+    before = renders(page)
+    page.select_option("#position", "3")
+    wait_render(page, before)
+    assert page.locator("#inspector h3").count() == 0 and page.locator("#graph svg .selected").count() == 0
+    page.locator("#graph svg .edge-attention").first.click()
+    page.wait_for_selector("tr.head-row")
     # a shorter prompt: the panel and the selection go, nothing of PROMPT stays
     retrace(page, "w4 w9")
     assert page.locator("#inspector h3").count() == 0 and page.locator("tr.head-row").count() == 0
@@ -282,7 +289,7 @@ def test_one_layer_numbering_on_the_page(page, server, reference):
     assert ranked == np.argsort(-tr.attention[1, :, node.position, :].sum(-1), kind="stable").tolist()
     # the edge into it passes through block 1 too, and says so
     i = edge_index(routes, lambda e: e.target == node.id and e.kind == "attention")
-    assert "block 1," in page.locator(f'#graph svg .edge[data-index="{i}"] title').text_content()
+    assert "block 1," in page.get_attribute(f'#graph svg .edge[data-index="{i}"]', "aria-label")
 
 
 # --- defect 8: the page shows what it computes ------------------------------------------------------------------

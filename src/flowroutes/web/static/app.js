@@ -258,8 +258,8 @@ function drawRoutes(container, routes, opts = {}) {
     }
     g.classList.add("edge", `edge-${e.kind}`);
     g.dataset.index = i;
-    svgEl("title", { text: tip }, g);
-    if (opts.interactive) activatable(g, tip, () => { select(g); onEdge(e, s, t, opts.ctx); });
+    g.setAttribute("aria-label", tip);
+    if (opts.interactive) { g.setAttribute("tabindex", "0"); g.setAttribute("role", "button"); }
   });
   for (const [kind, parts] of Object.entries(bulkPaths)) {
     if (!parts.length) continue;
@@ -272,16 +272,34 @@ function drawRoutes(container, routes, opts = {}) {
     const c = svgEl("circle", { cx: X(n.position), cy: Y(levelOf(n)), r: n.kind === "residual" ? 3.2 : 2.4,
                                 class: `node node-${n.kind}`, "data-id": n.id }, nodesG);
     const tip = `${n.id}  (${n.kind === "attention" ? `after block ${n.layer}'s attention` : n.layer === 0 ? "embedding" : `input of block ${n.layer}`}, token ${show(display[n.position])})`;
-    svgEl("title", { text: tip }, c);
-    if (opts.interactive) activatable(c, tip, () => { select(c); onNode(n, opts.ctx); });
+    c.setAttribute("aria-label", tip);
+    if (opts.interactive) { c.setAttribute("tabindex", "0"); c.setAttribute("role", "button"); }
   }
   svgEl("circle", { class: "explained-marker", cx: X(routes.position), cy: Y(2 * L), r: 7, fill: "none", stroke: "#d62728", "stroke-width": 1.5 }, view);
   if (bulk.size) {
     el("div", { class: "hint bulk-note", text: `${routes.edges.length} edges: the ${SVG_EDGE_LIMIT} strongest are drawn one by one and can be clicked; the other ${bulk.size} are drawn faint and cannot (raise τ to click them)` }, container);
   }
-  // anything outside the routes can be inspected too: a click on an empty spot opens the nearest state, faded
+  // one listener for every edge and node (thousands of them): a click or Enter opens what it is; a click on an
+  // empty spot opens the nearest state outside the routes, faded; tooltips are made on first hover
+  const act = (ev, item) => {
+    if (item.classList.contains("edge")) {
+      const e = routes.edges[Number(item.dataset.index)];
+      select(item); onEdge(e, nodes.get(e.source), nodes.get(e.target), opts.ctx);
+    } else { select(item); onNode(nodes.get(item.dataset.id), opts.ctx); }
+  };
+  svg.addEventListener("mouseover", (ev) => {
+    const item = ev.target.closest(".edge, .node");
+    if (item && !item.querySelector(":scope > title")) svgEl("title", { text: item.getAttribute("aria-label") }, item);
+  });
   if (opts.interactive) {
-    catcher.addEventListener("click", (ev) => {
+    svg.addEventListener("keydown", (ev) => {
+      const item = ev.target.closest && ev.target.closest(".edge, .node");
+      if (item && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); act(ev, item); }
+    });
+    svg.addEventListener("click", (ev) => {
+      const item = ev.target.closest(".edge, .node");
+      if (item) { act(ev, item); return; }
+      if (ev.target !== catcher) return;
       const pt = toGraph(ev);
       let best = 0;
       routes.tokens.forEach((_, p) => { if (Math.abs(X(p) - pt.x) < Math.abs(X(best) - pt.x)) best = p; });
