@@ -677,15 +677,22 @@ def test_code_button_shows_lines_that_reproduce_the_view(page, server, reference
     page.locator(f'#graph svg .edge[data-index="{i}"]').click()
     page.locator("tr.head-row").first.click()
     page.wait_for_selector("#head-view .intervene-bar")
-    d = run_intervention(page, "#head-view", "zero")
-    page.click("#show-code")
-    page.click("#show-code")
-    code = page.inner_text("#code-text")
-    capsys.readouterr()
-    exec(compile(code, "view.py", "exec"), {})  # noqa: S102
-    clean, after = (float(x) for x in capsys.readouterr().out.split())
-    assert clean == pytest.approx(d["before"]["difference"], abs=1e-4)
-    assert after == pytest.approx(d["after"]["difference"], abs=1e-4)
+
+    def check(d):
+        page.click("#show-code")
+        page.click("#show-code")
+        code = page.inner_text("#code-text")
+        capsys.readouterr()
+        exec(compile(code, "view.py", "exec"), {})  # noqa: S102
+        clean, after = (float(x) for x in capsys.readouterr().out.split())
+        assert clean == pytest.approx(d["before"]["difference"], abs=1e-4)
+        assert after == pytest.approx(d["after"]["difference"], abs=1e-4)
+
+    check(run_intervention(page, "#head-view", "zero"))
+    check(run_intervention(page, "#head-view", "mean"))
+    page.locator("#graph svg .edge-ffn rect").first.click()
+    page.wait_for_selector("#inspector > .intervene-bar")
+    check(run_intervention(page, "#inspector > .intervene-bar", "zero"))
 
 
 # --- capability 4: prompt sets, stepped through, with live head frequencies --------------------------------------

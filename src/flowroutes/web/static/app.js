@@ -762,20 +762,30 @@ function pythonCode() {
   if (state.separate) args.push(`attention_threshold=${state.attention_threshold}`, `ffn_threshold=${state.ffn_threshold}`);
   if (!state.renormalize) args.push("renormalize=False");
   lines.push(`routes = tr.routes(${args.join(", ")})`, 'open("routes.svg", "wb").write(render_routes(routes, "svg"))');
-  if (lastIntervention && lastIntervention.component.kind === "head" && lastIntervention.mode !== "mean") {
-    const c = lastIntervention.component;
+  const li = lastIntervention;
+  const reproducible = li && ((li.component.kind === "head") || (li.component.kind === "ffn" && li.mode === "zero"));
+  if (reproducible) {
+    const c = li.component;
     lines.push("", "# the last intervention, with flowroutes.patching (metric: the target's logit"
-               + (lastIntervention.target_b ? " minus the second target's)" : ")"),
-               "import torch", "from flowroutes.patching.core import TaskBatch, run_metric",
+               + (li.target_b ? " minus the second target's)" : ")"),
+               "import torch", "from flowroutes.patching.core import TaskBatch, head_outputs, intervene_ffn, run_metric",
                "from flowroutes.patching.methods import ablation_values",
-               `target = model.tokenizer(${py(lastIntervention.target || (current ? current.routes.prediction[0].token : ""))}, add_special_tokens=False)["input_ids"][0]`,
-               lastIntervention.target_b ? `other = [model.tokenizer(${py(lastIntervention.target_b)}, add_special_tokens=False)["input_ids"][0]]` : "other = []",
+               `target = model.tokenizer(${py(li.target || (current ? current.prediction[0].token : ""))}, add_special_tokens=False)["input_ids"][0]`,
+               li.target_b ? `other = [model.tokenizer(${py(li.target_b)}, add_special_tokens=False)["input_ids"][0]]` : "other = []",
                "ids = torch.as_tensor(tr.input_ids)[None]",
-               lastIntervention.mode === "patch" ? `ids_b = torch.as_tensor(flowroutes.trace(model, ${py(lastIntervention.prompt_b)}).input_ids)[None]` : "ids_b = ids",
-               'batch = TaskBatch(ids, ids_b, torch.tensor([ids.shape[1]]), [[target]], [other], "logit_diff", [None])',
-               `values = ablation_values(model, batch, ${py(lastIntervention.mode)})[0][${c.layer}]`,
-               `mask = torch.zeros(1, model.adapter.n_heads); mask[0, ${c.head}] = 1`,
-               `print(run_metric(model, batch).item(), run_metric(model, batch, {${c.layer}: (mask, values)}).item())`);
+               li.mode === "patch" ? `ids_b = torch.as_tensor(flowroutes.trace(model, ${py(li.prompt_b)}).input_ids)[None]` : "ids_b = ids",
+               'batch = TaskBatch(ids, ids_b, torch.tensor([ids.shape[1]]), [[target]], [other], "logit_diff", [None])');
+    if (c.kind === "head") {
+      lines.push(li.mode === "mean" ? `values = head_outputs(model, ids)[${c.layer}][0].mean(dim=0)  # its mean over the positions`
+                                    : `values = ablation_values(model, batch, ${py(li.mode)})[0][${c.layer}]`,
+                 `mask = torch.zeros(1, model.adapter.n_heads); mask[0, ${c.head}] = 1`,
+                 `print(run_metric(model, batch).item(), run_metric(model, batch, {${c.layer}: (mask, values)}).item())`);
+    } else {
+      lines.push(`with intervene_ffn(model, {${c.layer}: torch.zeros(model.adapter.d_model)}):`,
+                 "    after = run_metric(model, batch).item()", "print(run_metric(model, batch).item(), after)");
+    }
+  } else if (li) {
+    lines.push("", "# the last intervention (an edge, or an FFN mean or patch) is not written out here: see docs/web.md");
   }
   return lines.join("\n");
 }
