@@ -771,3 +771,50 @@ def test_bad_interventions_and_targets_are_one_line_refusals(server):
         except urllib.error.HTTPError as err:
             status = err.code
         assert status == 404, path
+
+
+def test_inspect_answers_are_right_while_an_intervention_runs(server, reference, monkeypatch):
+    """An intervention's trace zeroes a head's output projection for a moment; head maps and direct logit
+    attribution asked for at the same time still read the model's own weights."""
+    import importlib
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    tracing = importlib.import_module("flowroutes.trace")  # the module (the package's `trace` is the function)
+
+    inside = threading.Event()
+    plain = tracing.trace
+
+    def slow_trace(*args, **kwargs):  # the intervened trace takes a while: the weights stay zeroed meanwhile
+        inside.set()
+        threading.Event().wait(0.5)
+        return plain(*args, **kwargs)
+
+    tr = flowroutes.trace(reference, PROMPT)
+    it = ins.capture_internals(reference, tr.input_ids)
+    want = ins.promoted_tokens(reference, ins.head_output(reference, it, 1, 2, 7))["promote"]
+    status, before = server.post("/api/target", {"prompt": PROMPT, "target": "w3"})
+    assert status == 200
+    weight = reference.adapter.output_projection(1).weight.detach().clone()
+    monkeypatch.setattr(tracing, "trace", slow_trace)
+
+    def intervene(_):
+        return server.post("/api/intervene", {"prompt": PROMPT, "component": {"kind": "head", "layer": 1, "head": 2}})
+
+    def inspect(k):
+        inside.wait(30)
+        if k % 2:
+            return server.post("/api/head", {"prompt": PROMPT, "layer": 1, "head": 2, "position": 7})
+        return server.post("/api/target", {"prompt": PROMPT, "target": "w3"})
+
+    with ThreadPoolExecutor(6) as pool:
+        jobs = [pool.submit(intervene, k) for k in range(2)] + [pool.submit(inspect, k) for k in range(12)]
+        answers = [j.result() for j in jobs]
+    assert all(status == 200 for status, _ in answers), [a for s, a in answers if s != 200]
+    for k, (_, answer) in enumerate(answers[2:]):
+        if k % 2:
+            assert answer["promote"] == want
+        else:
+            assert answer["heads"] == before["heads"]
+    served = server.store.slot(None).loaded.adapter.output_projection(1).weight
+    assert torch.equal(served.detach(), weight)  # restored (the fixture's model equals the reference's)

@@ -383,7 +383,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/api/head")
     def head(q: HeadQuery):
         slot, tr, p, it = _block(store, q, q.head)
-        out = ins.head_output(slot.loaded, it, q.layer, q.head, p)
+        with slot.lock:  # reads W_O, which an intervention's trace changes for a moment
+            out = ins.head_output(slot.loaded, it, q.layer, q.head, p)
         return JSONResponse({"layer": q.layer, "head": q.head, "position": p, "tokens": display_texts(slot, tr),
                              "attention": _matrix(it.alpha[q.layer, q.head]),  # [T, T] alpha[p, j]
                              "contribution": _matrix(tr.attention[q.layer, q.head]),  # [T, T] importance x_j -> x^A_p
@@ -439,7 +440,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise FlowroutesError("the two targets are the same token: choose two different tokens")
         it = slot.internals(q.prompt)
         direction = ins.target_direction(loaded, t, o)
-        dla = ins.direct_logit_attribution(loaded, it, p, direction)
+        with slot.lock:  # reads W_O, which an intervention's trace changes for a moment
+            dla = ins.direct_logit_attribution(loaded, it, p, direction)
         logits = it.logits[p].astype(np.float64)
         logit = float(logits[t] - (logits[o] if o is not None else 0.0))
         probs = np.exp(logits - logits.max())

@@ -125,7 +125,8 @@ def traced_as_intervened(loaded: LoadedModel, heads: dict) -> Iterator[None]:
     columns are zeroed for the pass) and what the intervention makes it write is added after the projection, so
     the model computes the same states as under `intervene` while the routes no longer attribute anything to
     that head's sub-edges (its new output counts like the block's constant). FFN interventions need nothing:
-    the trace reads the replaced FFN output."""
+    the trace reads the replaced FFN output. The weights are restored on exit; the caller holds the model's lock,
+    which every other reader of W_O in the explorer takes too."""
     undo, handles = [], []
     dh = loaded.adapter.head_dim
     try:
