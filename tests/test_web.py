@@ -14,8 +14,8 @@ from web_helpers import ServerThread, chromium, renders, wait_render
 
 import flowroutes
 from flowroutes import FlowroutesError
+from flowroutes import inspection as ins
 from flowroutes.capture import eager_attention
-from flowroutes.web import internals as ins
 from flowroutes.web.store import Settings
 
 PROMPT = "w1 w2 w3 w1 w5 w6 w7 w2"
@@ -399,7 +399,7 @@ def test_internals_rebuild_the_model(family):
         np.testing.assert_allclose(total, it.mid[layer, last] - it.residual[layer, last], atol=1e-4)
         # neuron scores plus the bias's projection add up to |FFN output|; neuron outputs rebuild it
         got = ins.top_neurons(loaded, it, layer, last, k=10_000)
-        module, w_out = ins.down_projection(loaded, layer)
+        module, w_out = loaded.adapter.down_projection(layer)
         y = it.ffn_out[layer, last]
         bias = module.bias.detach().numpy()
         assert sum(n["score"] for n in got["neurons"]) + bias @ y / np.linalg.norm(y) == pytest.approx(
@@ -408,7 +408,7 @@ def test_internals_rebuild_the_model(family):
         np.testing.assert_allclose(rebuilt, y, atol=1e-4)
     # promoted tokens: the largest entries of W_U (gamma * v), by a direct computation
     v = it.ffn_out[0, last]
-    gamma = ins.final_norm(loaded).weight.detach().numpy()
+    gamma = loaded.adapter.final_norm().weight.detach().numpy()
     scores = loaded.model.lm_head.weight.detach().numpy() @ (gamma * v)
     got = ins.promoted_tokens(loaded, v, k=3)
     assert [r["id"] for r in got["promote"]] == np.argsort(-scores)[:3].tolist()

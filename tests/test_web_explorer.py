@@ -12,7 +12,7 @@ import torch
 from web_helpers import ServerThread, chromium, renders, wait_render
 
 import flowroutes
-from flowroutes.web import internals as ins
+from flowroutes import inspection as ins
 from flowroutes.web.store import Settings
 
 PROMPT = "w1 w2 w3 w1 w5 w6 w7 w2"

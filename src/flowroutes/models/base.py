@@ -151,6 +151,10 @@ class Adapter:
         """W_U as [V, d] (the output embedding, tied or not)."""
         return self.model.get_output_embeddings().weight
 
+    def unembedding_module(self) -> nn.Module:
+        """The output embedding module itself (logits = module(final_norm(x))), e.g. to hook its input."""
+        return self.model.get_output_embeddings()
+
     def unembedding_bias(self) -> torch.Tensor | None:
         """The output embedding's bias [V] (GPT-J, Phi), or None."""
         return getattr(self.model.get_output_embeddings(), "bias", None)

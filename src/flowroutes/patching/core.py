@@ -175,7 +175,7 @@ def record_heads(loaded: LoadedModel, store: dict[int, torch.Tensor]) -> Iterato
 @contextlib.contextmanager
 def _last_position_only(loaded: LoadedModel, lengths: torch.Tensor) -> Iterator[None]:
     """Feed the unembedding only each row's last real position ([R, T, d] -> [R, 1, d]): saves its cost."""
-    head = loaded.model.get_output_embeddings()
+    head = loaded.adapter.unembedding_module()
 
     def hook(_module, args):
         x = args[0]  # [R, T, d]

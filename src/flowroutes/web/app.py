@@ -212,7 +212,7 @@ def _block(store, q, head: int | None = None):
 
 def display_texts(slot, tr) -> list[str]:
     """Each token as the page shows it: characters spread over several tokens (emoji) shown whole."""
-    from .internals import token_display
+    from ..inspection import token_display
 
     got = getattr(tr, "_display", None)
     if got is None:
@@ -226,7 +226,7 @@ def display_texts(slot, tr) -> list[str]:
 
 def positions(slot, tr) -> list[dict]:
     """Per position: its token (as shown) and the model's top prediction there (as shown)."""
-    from .internals import token_bytes
+    from ..inspection import token_bytes
 
     shown = display_texts(slot, tr)
     return [{"position": p, "token": shown[p], "top": token_bytes(slot.loaded, int(tr.top_ids[p][0]))
@@ -235,7 +235,7 @@ def positions(slot, tr) -> list[dict]:
 
 
 def predictions(slot, tr, p: int, k: int = 5) -> list[dict]:
-    from .internals import token_bytes
+    from ..inspection import token_bytes
 
     return [{"token": token_bytes(slot.loaded, int(i)), "id": int(i), "prob": float(pr)}
             for i, pr in zip(tr.top_ids[p][:k], tr.top_probs[p][:k])]
@@ -264,7 +264,7 @@ def _matrix(a: np.ndarray, digits: int = 5) -> list:
 
 def create_app(settings: Settings) -> FastAPI:
     """The FastAPI application serving `settings.models`."""
-    from . import internals as ins
+    from .. import inspection as ins
 
     store = Store(settings)
     app = FastAPI(title="flowroutes explorer", docs_url=None, redoc_url=None, openapi_url=None,
@@ -556,16 +556,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/samples")
     async def samples():
-        from ..analyses.data import SAMPLES
         from ..tasks import TASKS
+        from ..texts import SAMPLES
 
         return JSONResponse({"samples": [*TASKS, *SAMPLES], "max_set": MAX_SET})
 
     @app.get("/api/samples/{name}")
     def sample(name: str, n: int = 50, model: str | None = None):
         """The first n prompts of a shipped sample or task (by name only: no path reaches the disk)."""
-        from ..analyses.data import SAMPLES, read_texts
         from ..tasks import TASKS, task_examples
+        from ..texts import SAMPLES, read_texts
 
         if not 1 <= n <= MAX_SET:
             raise FlowroutesError(f"n must be in 1..{MAX_SET}, got {n}")

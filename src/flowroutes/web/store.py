@@ -223,7 +223,7 @@ class ModelSlot:
 
     def internals(self, prompt: str):
         """The `Internals` of `prompt` (a second, hooked forward pass, done once per cached prompt)."""
-        from .internals import capture_internals
+        from ..inspection import capture_internals
 
         got = self.entry(prompt)
         if got.internals is not None:

@@ -1,5 +1,6 @@
-"""What the explorer's click-to-inspect views need beyond a Trace: attention weights, residual states, FFN
-neuron activations, logit lens and projections onto the unembedding.
+"""The public inspection API: what a Trace does not hold, read from one captured forward pass: attention
+weights, residual states, head outputs, FFN neuron activations, logit lens, direct logit attribution and
+projections onto the unembedding. The explorer uses it; nothing here knows about web requests.
 
 Model-specific lookups (final norm, unembedding, FFN down projection) come from the family adapter.
 Never computes importances (the Trace does).
@@ -12,26 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..capture import BlockCapture, run_with_capture
-from ..errors import FlowroutesError
-from ..importance import head_values
-from ..models.loading import LoadedModel
-
-
-# --- model-specific lookups: the family adapter knows them ---------------------------------------------------
-def final_norm(loaded: LoadedModel) -> torch.nn.Module:
-    """The norm between the last block and the unembedding."""
-    return loaded.adapter.final_norm()
-
-
-def unembedding(loaded: LoadedModel) -> torch.Tensor:
-    """W_U as [V, d] (the lm_head weight; tied or not)."""
-    return loaded.adapter.unembedding()
-
-
-def down_projection(loaded: LoadedModel, layer: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    """(module whose input is the neuron activations a [T, F], neuron output rows W_out [F, d])."""
-    return loaded.adapter.down_projection(layer)
+from .capture import BlockCapture, run_with_capture
+from .errors import FlowroutesError
+from .importance import head_values
+from .models.loading import LoadedModel
 
 
 # --- captured internals of one prompt ---------------------------------------------------------------------------
@@ -74,7 +59,7 @@ def capture_internals(loaded: LoadedModel, input_ids: np.ndarray) -> Internals:
 
     handles = []
     for layer in range(n_layers):
-        module, _ = down_projection(loaded, layer)
+        module, _ = loaded.adapter.down_projection(layer)
 
         def on_down(_m, args, layer=layer):
             per_layer["neurons"][layer] = args[0][0].detach().float().cpu().numpy()  # [T, F]
@@ -90,19 +75,15 @@ def capture_internals(loaded: LoadedModel, input_ids: np.ndarray) -> Internals:
 
 
 # --- views ------------------------------------------------------------------------------------------------------
-def _decode(loaded: LoadedModel, ids) -> list[str]:
-    return [loaded.tokenizer.decode([int(i)]) for i in ids]
-
-
 def logit_lens(loaded: LoadedModel, vector: np.ndarray, normalize: bool = True) -> np.ndarray:
     """Next-token probabilities [V] read off a residual state [d]: softmax(W_U final_norm(x)) (normalize=False:
     softmax(W_U x), without the final norm)."""
     with torch.no_grad():
-        head = loaded.model.get_output_embeddings()
+        head = loaded.adapter.unembedding_module()
         param = head.weight
         x = torch.as_tensor(vector, dtype=torch.float32)[None].to(param.device, param.dtype)  # [1, d]
         if normalize:
-            x = final_norm(loaded)(x)
+            x = loaded.adapter.final_norm()(x)
         logits = head(x)[0].float()  # [V]
         return torch.softmax(logits, dim=-1).cpu().numpy()
 
@@ -130,9 +111,9 @@ def promoted_tokens(loaded: LoadedModel, vector: np.ndarray, k: int = 8, normali
     W_U (gamma * v), gamma = the final norm's elementwise weight (its centring, scale and bias left out);
     normalize=False: of W_U v."""
     with torch.no_grad():
-        w_u = unembedding(loaded).detach().float().cpu()  # [V, d]
+        w_u = loaded.adapter.unembedding().detach().float().cpu()  # [V, d]
         v = torch.as_tensor(vector, dtype=torch.float32)
-        gamma = getattr(final_norm(loaded), "weight", None) if normalize else None
+        gamma = getattr(loaded.adapter.final_norm(), "weight", None) if normalize else None
         if gamma is not None:
             v = v * gamma.detach().float().cpu()
         scores = (w_u @ v).numpy()  # [V]
@@ -166,7 +147,7 @@ def top_neurons(loaded: LoadedModel, internals: Internals, layer: int, position:
 
     Neuron i writes a_i w_i (a_i its activation, w_i its output row); its score is a_i w_i . y / ||y||, the
     length of its projection on y. Scores plus the bias's b . y / ||y|| add up to ||y||."""
-    _, w_out = down_projection(loaded, layer)
+    _, w_out = loaded.adapter.down_projection(layer)
     w = w_out.detach().float().cpu().numpy()  # [F, d]
     a = internals.neurons[layer, position].astype(np.float64)  # [F]
     y = internals.ffn_out[layer, position].astype(np.float64)  # [d]
@@ -182,7 +163,7 @@ def top_neurons(loaded: LoadedModel, internals: Internals, layer: int, position:
 
 def neuron_output(loaded: LoadedModel, internals: Internals, layer: int, position: int, neuron: int) -> np.ndarray:
     """a_i w_i: what neuron `neuron` of block `layer` writes at `position` [d]."""
-    _, w_out = down_projection(loaded, layer)
+    _, w_out = loaded.adapter.down_projection(layer)
     if not 0 <= neuron < w_out.shape[0]:
         raise FlowroutesError(f"neuron {neuron} is out of range: block {layer} has {w_out.shape[0]} neurons")
     return float(internals.neurons[layer, position, neuron]) * w_out[neuron].detach().float().cpu().numpy()
@@ -191,7 +172,7 @@ def neuron_output(loaded: LoadedModel, internals: Internals, layer: int, positio
 # --- explaining any token: logit lens chart and direct logit attribution ------------------------------------------
 def target_direction(loaded: LoadedModel, target: int, other: int | None = None) -> np.ndarray:
     """The unembedding row of `target` [d], or the difference of the rows of `target` and `other`."""
-    w_u = unembedding(loaded).detach().float().cpu().numpy()  # [V, d]
+    w_u = loaded.adapter.unembedding().detach().float().cpu().numpy()  # [V, d]
     return w_u[target] - (w_u[other] if other is not None else 0.0)
 
 
@@ -199,7 +180,7 @@ def final_norm_linear(loaded: LoadedModel, top: np.ndarray) -> tuple[bool, np.nd
     """The final norm linearised at its own scale at the top residual x^L_p [d]: (centred, diag [d], bias [d]),
     so that N(x^L_p) = diag * P(x^L_p) + bias, P centring (LayerNorm) or the identity (RMSNorm). Checked against
     the norm itself: a norm of another kind is refused rather than approximated."""
-    norm = final_norm(loaded)
+    norm = loaded.adapter.final_norm()
     name = type(norm).__name__
     centred = isinstance(norm, torch.nn.LayerNorm) or ("LayerNorm" in name and "RMS" not in name)
     eps = getattr(norm, "eps", None)
@@ -284,10 +265,10 @@ def lens_chart(loaded: LoadedModel, internals: Internals, position: int, target:
     with torch.no_grad():
         x = torch.as_tensor(vecs, dtype=torch.float32)
         if normalize:
-            norm = final_norm(loaded)
+            norm = loaded.adapter.final_norm()
             param = next(norm.parameters(), None)
             x = norm(x.to(param.device, param.dtype) if param is not None else x)
-        logits = loaded.model.get_output_embeddings()(x.to(next(loaded.model.parameters()).device)).float().cpu()
+        logits = loaded.adapter.unembedding_module()(x.to(next(loaded.model.parameters()).device)).float().cpu()
         probs = torch.softmax(logits, dim=-1).numpy()
         logits = logits.numpy()
     for (kind, layer, _), lg, pr in zip(states, logits, probs):

@@ -1,0 +1,124 @@
+"""Texts to trace: the shipped per-domain samples and user files (txt, JSONL, Parquet), read and validated.
+
+Reads only; never tokenises or runs a model. Every bad input raises FlowroutesError with one line. Used by the
+analyses and by the explorer's prompt sets.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from .errors import FlowroutesError
+
+#: shipped samples (src/flowroutes/data/<name>.txt), see SOURCES.md there
+SAMPLES: tuple[str, ...] = (
+    "general", "english", "code", "russian", "italian", "spanish", "addition", "subtraction",
+)
+
+def sample_path(name: str) -> Path:
+    if name not in SAMPLES:
+        raise FlowroutesError(f"unknown sample '{name}': choose one of {', '.join(SAMPLES)}")
+    return Path(str(resources.files("flowroutes") / "data" / f"{name}.txt"))
+
+
+def read_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
+    """The texts of a data file: .txt (one text per non-blank line), .jsonl (field `field`), .parquet (column
+    `field`); `sample:NAME` for a shipped sample; `hf:NAME[:SPLIT]` for a Hugging Face dataset (needs `datasets`).
+    The code sample keeps one snippet per line with literal '\\n' escapes (decoded here). `limit` keeps the first
+    texts only."""
+    src = str(source)
+    code = False
+    if src.startswith("hf:"):
+        return _read_hub_dataset(src[3:], field, limit)
+    if src.startswith("sample:"):
+        name = src.split(":", 1)[1]
+        path = sample_path(name)
+        code = name == "code"
+    else:
+        path = Path(src).expanduser()
+    if not path.exists():
+        raise FlowroutesError(f"data file {src} does not exist: pass a .txt, .jsonl or .parquet file or sample:NAME")
+    if path.is_dir():
+        raise FlowroutesError(f"data path {src} is a folder: pass a .txt, .jsonl or .parquet file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            texts = _read_parquet(path, field)
+        else:
+            try:
+                raw = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FlowroutesError(
+                    f"data file {src} is not UTF-8 text (byte {exc.start}): convert it to UTF-8"
+                ) from None
+            texts = _read_jsonl(raw, field, src) if suffix in (".jsonl", ".ndjson") else _read_lines(raw)
+    except OSError as exc:
+        raise FlowroutesError(f"cannot read data file {src} ({exc.strerror or exc}): check its permissions") from None
+    if code:
+        texts = [t.replace("\\n", "\n") for t in texts]
+    if not texts:
+        raise FlowroutesError(f"data file {src} holds no text: give at least one non-empty line")
+    return texts[:limit] if limit else texts
+
+
+def _read_hub_dataset(spec: str, field: str, limit: int | None) -> list[str]:
+    """hf:NAME[:SPLIT] with the `datasets` library (network or its local cache; not installed by flowroutes)."""
+    name, _, split = spec.partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise FlowroutesError("hf:NAME data needs the `datasets` package (pip install datasets), or pass a "
+                              ".txt/.jsonl/.parquet file") from None
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as exc:  # noqa: BLE001 - offline, unknown name, bad split: all bad input
+        raise FlowroutesError(f"cannot load the dataset '{name}' ({type(exc).__name__}): check the name and split, "
+                              "and that it is cached when HF_HUB_OFFLINE is set") from None
+    if field not in ds.column_names:
+        raise FlowroutesError(f"the dataset '{name}' has no column '{field}' (columns: {', '.join(ds.column_names)})"
+                              ": use --field")
+    rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
+    texts = [t.strip() for t in rows[field] if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise FlowroutesError(f"the dataset '{name}' holds no text in column '{field}'")
+    return texts
+
+
+def _read_lines(raw: str) -> list[str]:
+    return [line.strip() for line in raw.splitlines() if line.strip()]
+
+
+def _read_jsonl(raw: str, field: str, src: str) -> list[str]:
+    out = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise FlowroutesError(f"{src} line {n} is not valid JSON: write one JSON object per line") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+            raise FlowroutesError(f"{src} line {n} has no string field '{field}': use --field to name the text field")
+        if obj[field].strip():
+            out.append(obj[field].strip())
+    return out
+
+
+def _read_parquet(path: Path, field: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise FlowroutesError(f"cannot read {path} as Parquet ({type(exc).__name__}): check the file") from None
+    if field not in table.column_names:
+        raise FlowroutesError(
+            f"{path} has no column '{field}' (columns: {', '.join(table.column_names)}): use --field"
+        )
+    return [t.strip() for t in table.column(field).to_pylist() if isinstance(t, str) and t.strip()]
+
+
