@@ -68,7 +68,7 @@ def layer_inputs(loaded, ids: torch.Tensor, layer: int):
     run_with_capture(loaded, ids, lambda cap: caps.append(cap) if cap.layer == layer else None)
     cap = caps[0]
     adapter = loaded.adapter
-    f, _ = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
+    f, _ = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter.kv_heads)
     return cap.alpha, f, cap.x_mid
 
 

@@ -38,7 +38,7 @@ def check_exact(loaded, ids, tol=1e-4):
         # the captured residual is the model's own
         assert _rel_err(cap.x_in, hidden[layer][0]) < 1e-6
         # (b) x^{lA}_p = x^{l-1}_p + sum_h sum_j alpha[h,p,j] f_h(x_j) + const
-        f, const = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
+        f, const = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter.kv_heads)
         rebuilt = cap.x_in.double() + torch.einsum("hpj,hjd->pd", cap.alpha.double(), f.double()) + const.double()
         assert _rel_err(rebuilt, cap.x_mid) < tol, f"layer {layer}: attention parts do not rebuild x^lA"
         # x^l_p = x^{lA}_p + FFN(x^{lA}_p)

@@ -43,7 +43,7 @@ def test_family_is_exact(family):
     for cap in caps:
         layer = cap.layer
         assert cap.parallel == adapter.is_parallel(layer)
-        f, const = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter)
+        f, const = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter.kv_heads)
         scale = adapter.attention_post_scale(layer, cap.attn_raw)
         update = torch.einsum("hpj,hjd->pd", cap.alpha.double(), f.double()) + const.double()  # [T, d]
         if scale is not None:

@@ -91,7 +91,8 @@ def test_pruned_importances_stay_within_the_tolerance(tiny, tolerance):
     run_with_capture(tiny, torch.tensor(ids), caps.append)
     adapter, skipped = tiny.adapter, 0
     for cap in caps:
-        f, _ = head_values(cap.normed, adapter.ov_weights(cap.layer), adapter.input_norm_bias(cap.layer), adapter)
+        f, _ = head_values(cap.normed, adapter.ov_weights(cap.layer), adapter.input_norm_bias(cap.layer),
+                           adapter.kv_heads)
         known = proximity(cap.x_in, cap.x_mid)  # the residual's proximity: part of every node's total
         mask = prunable(cap.alpha, f, known, torch.arange(len(ids)), tolerance)
         skipped += int((mask & (cap.alpha > 0)).sum())

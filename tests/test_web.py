@@ -394,7 +394,7 @@ def test_internals_rebuild_the_model(family):
 
     for layer in range(n_layers):
         _, const = head_values(torch.as_tensor(it.normed[layer]), loaded.adapter.ov_weights(layer),
-                               loaded.adapter.input_norm_bias(layer), loaded.adapter)
+                               loaded.adapter.input_norm_bias(layer), loaded.adapter.kv_heads)
         total = sum(ins.head_output(loaded, it, layer, h, last) for h in range(n_heads)) + const.numpy()
         np.testing.assert_allclose(total, it.mid[layer, last] - it.residual[layer, last], atol=1e-4)
         # neuron scores plus the bias's projection add up to |FFN output|; neuron outputs rebuild it

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .models.base import Adapter, OVWeights
+from .models.base import OVWeights
 
 #: elements of the largest temporary of the chunked sub-edge kernel (float32: 4 bytes each)
 CHUNK_ELEMENTS = 1 << 23
@@ -59,10 +59,11 @@ def normalise(prox: torch.Tensor, counts: torch.Tensor | int) -> tuple[torch.Ten
 # --- the attention block ------------------------------------------------------------------------
 
 
-def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, adapter: Adapter):
+def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, kv_heads: list[int]):
     """f_h(x_j) for every head and source, and the attention block's constant term.
 
-    normed: [(B,) T, d] the norm's output LN(x_j) = x_j L + beta. Returns (f [(B,) H, T, d], const [d]) with
+    normed: [(B,) T, d] the norm's output LN(x_j) = x_j L + beta; kv_heads: [H] the value head each query head
+    reads (`Adapter.kv_heads`). Returns (f [(B,) H, T, d], const [d]) with
     f[h, j] = (LN(x_j) - beta) W_V^{kv(h)} W_O^h  and  const = b_O + sum_h (beta W_V + b_V) W_O^h
     (attention weights of a row sum to 1, so the constant does not depend on them).
     """
@@ -70,7 +71,7 @@ def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | N
     # contiguous copies: the adapters' per-head views are strided, and bmm on them is ~20x slower
     value, output = ov.value.to(dtype).contiguous(), ov.output.to(dtype).contiguous()  # [KV, d, dh], [H, dh, d]
     lin = normed if norm_bias is None else normed - norm_bias.to(dtype)  # x_j L   [T, d]
-    kv_of_head = torch.tensor([adapter.kv_head(h) for h in range(adapter.n_heads)], device=value.device)
+    kv_of_head = torch.tensor(kv_heads, device=value.device)
     v = torch.matmul(lin.unsqueeze(-3), value)  # [(B,) KV, T, dh]
     f = torch.matmul(v.index_select(-3, kv_of_head), output)  # [(B,) H, T, d]
 
@@ -85,7 +86,7 @@ def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | N
     return f, const
 
 
-def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, adapter: Adapter,
+def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, kv_heads: list[int],
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """f_h(x_j) as [H, N, d] for the N rows of `normed` [..., d], in `dtype` (what `head_values` computes, without
     its constant): one matrix product for the values of every head, one batched product for the outputs. Only
@@ -97,7 +98,7 @@ def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Te
     n_kv, _, dh = ov.value.shape
     w_v = ov.value.permute(1, 0, 2).reshape(d, n_kv * dh).T.to(dtype)  # [KV*dh, d]: nn.Linear's own layout
     v = torch.nn.functional.linear(lin, w_v).view(-1, n_kv, dh)  # [N, KV, dh]
-    kv_of_head = [adapter.kv_head(h) for h in range(adapter.n_heads)]
+    kv_of_head = list(kv_heads)
     if kv_of_head != list(range(n_kv)):
         v = v.index_select(1, torch.tensor(kv_of_head, device=v.device))  # [N, H, dh]
     return torch.bmm(v.transpose(0, 1), ov.output.to(dtype))  # [H, N, d]

@@ -135,7 +135,7 @@ def head_output(loaded: LoadedModel, internals: Internals, layer: int, head: int
         normed = torch.as_tensor(internals.normed[layer])  # [T, d]
         ov = adapter.ov_weights(layer)
         beta = adapter.input_norm_bias(layer)
-        f, _ = head_values(normed.to(ov.value.device), ov, beta, adapter)  # [H, T, d]
+        f, _ = head_values(normed.to(ov.value.device), ov, beta, adapter.kv_heads)  # [H, T, d]
         a = torch.as_tensor(internals.alpha[layer, head, position]).to(f.device)  # [T]
         out = (a @ f[head].float()).cpu().numpy()  # [d]
     scale = internals.post_scale[layer]
@@ -213,7 +213,8 @@ def head_outputs_at(loaded: LoadedModel, internals: Internals, layer: int,
     with torch.no_grad():
         normed = torch.as_tensor(internals.normed[layer])  # [T, d]
         ov = adapter.ov_weights(layer)
-        f, const = head_values(normed.to(ov.value.device), ov, adapter.input_norm_bias(layer), adapter)  # [H, T, d]
+        f, const = head_values(normed.to(ov.value.device), ov, adapter.input_norm_bias(layer),
+                               adapter.kv_heads)  # [H, T, d]
         a = torch.as_tensor(internals.alpha[layer, :, position]).to(f.device)  # [H, T]
         out = torch.einsum("ht,htd->hd", a.float(), f.float()).cpu().numpy()  # [H, d]
         const = const.float().reshape(-1).cpu().numpy()

@@ -150,7 +150,8 @@ class _LazyBatch:
                 normed = normed[sel.to(normed.device)]
             n_sel, n_tok, d = normed.shape
             f = head_values_by_head(normed.float(), adapter.ov_weights(layer), adapter.input_norm_bias(layer),
-                                    adapter, self.head_dtype).float().view(n_heads, n_sel, n_tok, d)  # [H, B', T, d]
+                                    adapter.kv_heads, self.head_dtype)
+            f = f.float().view(n_heads, n_sel, n_tok, d)  # [H, B', T, d]
             alpha = attention_rows_batch(self.loaded, layer, self.call[layer], sel, rows)  # [B', H, R, T]
         def at_rows(t):  # [B', R, d] float32 on the CPU
             return None if t is None else t[torch.arange(n_sel, device=t.device)[:, None], rows.to(t.device)].to(
@@ -461,8 +462,9 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
     def on_block(batch: BlockCapture) -> None:  # one block, every prompt of the batch: tensors [B, ...]
         layer = batch.layer
         d = batch.x_out.shape[-1]
-        f = head_values_by_head(batch.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter,
-                                head_dtype).to(torch_dtype).view(n_heads, n_batch, t_max, d)  # [H, B, T, d]
+        f = head_values_by_head(batch.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer),
+                                adapter.kv_heads, head_dtype)
+        f = f.to(torch_dtype).view(n_heads, n_batch, t_max, d)  # [H, B, T, d]
         # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
         y = batch.x_out if batch.parallel else batch.x_mid
         extra = batch.ffn_out if batch.parallel else None

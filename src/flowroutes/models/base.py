@@ -124,6 +124,11 @@ class Adapter:
         """The value head that query head `head` reads (grouped-query attention)."""
         return head // (self.n_heads // self.n_kv_heads)
 
+    @property
+    def kv_heads(self) -> list[int]:
+        """[H] the value head of every query head (what importance.head_values takes)."""
+        return [self.kv_head(h) for h in range(self.n_heads)]
+
     def is_parallel(self, layer: int) -> bool:
         """Whether attention and FFN both read x^{l-1} (no x^{lA} node)."""
         return self.mid_input_name is None
