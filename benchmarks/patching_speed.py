@@ -30,9 +30,9 @@ def main() -> None:
     import torch
 
     import flowroutes
-    from flowroutes.analyses.tasks import ioi
-    from flowroutes.cli import quiet_transformers
+    from flowroutes.commands import quiet_transformers
     from flowroutes.patching import acdc_prune, head_patching, prepare, run_metric
+    from flowroutes.tasks import ioi
 
     quiet_transformers()
     model = flowroutes.load_model(args.model)
