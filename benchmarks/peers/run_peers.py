@@ -11,10 +11,10 @@ auto-circuit makes (ablation caches, run_with_cache, the per-edge steps) is coun
 
 ACDC cost: auto-circuit's ACDC visits every edge of the factorised graph once per threshold, one forward pass from
 the edge's layer each. `--acdc sample` runs auto-circuit's own `acdc_prune_scores` on a stratified sample of
-edges (K per layer of the edges' destinations; the graph, masks, caches and tensors are the full model's), records
-the time of every step by start layer, and extrapolates to every edge; `--acdc full` runs every edge (days on a
-laptop CPU, see RESULTS.md); `--acdc prefix --acdc-budget S` runs the real edge order for S seconds and reports
-how many steps it did, to check the extrapolation against.
+edges (--acdc-k per start layer, at the layers --acdc-layers; the graph, masks, caches and tensors are the full
+model's), records the time of every step, fits the layers in between (fit_steps) and extrapolates to every
+edge; `--acdc full` runs every edge (weeks on a 2-core CPU, see RESULTS.md); `--acdc prefix --acdc-budget S` runs
+the real edge order for S seconds and reports how many steps it did, to check the extrapolation against.
 Usage (peers venv):
     benchmarks/peers/.venv/bin/python benchmarks/peers/run_peers.py [--n 50] [--acdc sample] [--out FILE]
 """
