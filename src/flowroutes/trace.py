@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import BlockCapture, attention_rows_batch, can_record, run_with_capture
+from .capture import BlockCapture, RecordedAttention, attention_rows_batch, can_record, run_with_capture
 from .errors import FlowroutesError
 from .importance import (
     CHUNK_ELEMENTS,
@@ -521,8 +521,8 @@ def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, preci
 
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     keep = _logit_positions(predictions, lengths)
-    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, whole_batch=True,
-                              logit_positions=keep)  # [B, T_max, V], or [B, K, V] at `keep`
+    # logits [B, T_max, V], or [B, K, V] at `keep`
+    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, logit_positions=keep)
     meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "prune": prune,
             "precision": precision}
     if predictions != "all":
@@ -562,7 +562,7 @@ def _trace_lazy(loaded, prompts, id_lists, top_k, kernel, prune=0.0, predictions
         # keep what the attention rows need later; drop the weights now
         batch.x_in.append(cap.x_in)
         batch.x_mid.append(cap.x_mid)
-        recorded = cap.attention_call is not None and cap.attention_call[0] == "record"
+        recorded = isinstance(cap.attention_call, RecordedAttention)
         # with recorded attention inputs, the normed states are recomputed on demand (one [T, d] less per layer)
         has_norm = adapter.block_modules(cap.layer).input_norm is not None
         batch.normed.append(None if recorded and has_norm else cap.normed)
@@ -576,7 +576,7 @@ def _trace_lazy(loaded, prompts, id_lists, top_k, kernel, prune=0.0, predictions
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     keep = _logit_positions(predictions, lengths)
     logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, keep_attention_call=True,
-                              record=can_record(loaded), whole_batch=True, logit_positions=keep, dtype=None)
+                              record=can_record(loaded), logit_positions=keep, dtype=None)
     meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "lazy": True,
             "precision": "model" if precision == "model" else "float32"}
     if predictions != "all":

@@ -144,7 +144,7 @@ def mean_attention(loaded, id_lists: list[list[int]], batch_size: int) -> list[n
             per_layer.append(cap.alpha.mean(dim=1).cpu().numpy())  # [B, T, T]
 
         with torch.no_grad():
-            run_with_capture(loaded, ids, on_block, whole_batch=True)
+            run_with_capture(loaded, ids, on_block)
         stacked = np.stack(per_layer, axis=1)  # [B, L, T, T]
         out += [stacked[b, :, :len(i), :len(i)] for b, i in enumerate(chunk)]
     return out
