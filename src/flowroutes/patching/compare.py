@@ -2,12 +2,19 @@
 
 `compare_patching(model, task)` runs the routes, head patching, the ACDC-style pruning and the ablations on
 the same examples and returns a `report.Result` (tables, summary, figures, HTML). No CLI parsing.
+
+The data's path, one step each: `check_task` (can the model do the task? clean / contrastive metric) ->
+`route_frequencies` (which heads the routes use) -> `head_patching`, `acdc_prune` (the baselines, `methods`) ->
+`ablation_curves` (faithfulness over k and over the route threshold) -> `comparison_report` (tables, summary,
+figures, text). N examples, L layers, H heads.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +24,7 @@ from matplotlib.figure import Figure
 from .. import checks, report
 from ..errors import FlowroutesError
 from ..models.loading import LoadedModel, load_model
-from .core import accuracy, prepare, run_metric
+from .core import TaskBatch, accuracy, prepare, run_metric
 from .methods import ABLATIONS, Patching, Pruning, ablated_metric, ablation_values, acdc_prune, head_patching
 
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.04, 0.08, 0.16)
@@ -70,6 +77,64 @@ def _mask_from(order: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
     return m.reshape(shape)
 
 
+
+@dataclass
+class TaskCheck:
+    """Can the model do the task? clean / contrastive: [N] metric on each prompt and on its contrastive prompt;
+    accuracy: share of examples whose answer beats the distractor; warning: "" or, when forced, why the
+    comparison runs on noise."""
+
+    clean: np.ndarray
+    contrastive: np.ndarray
+    accuracy: float
+    warning: str
+    seconds: float
+
+
+@dataclass
+class RouteFrequencies:
+    """Which heads the routes use. active: tau -> [N, L, H] bool, the head has a sub-edge in the routes of
+    example n's last position; task / contrastive: [L, H] share of examples (prompts / contrastive prompts) where
+    the head is active at `tau`; difference = task - contrastive."""
+
+    tau: float
+    active: dict[float, np.ndarray]
+    task: np.ndarray
+    contrastive: np.ndarray
+    difference: np.ndarray
+    forward_passes: int
+    seconds: float  # the task prompts' routes only: the cost compared with patching
+
+
+@dataclass
+class AblationCurves:
+    """Faithfulness. full / base: mean metric of the clean model and with every head ablated; over_k: columns of
+    one row per (ranking, k, direction); over_threshold: columns of one row per (route threshold, routes or random
+    heads of the same count). Each row has the metric, its share of `full` and its place between base and full."""
+
+    ablation: str
+    full: float
+    base: float
+    over_k: dict[str, list]
+    over_threshold: dict[str, list]
+    seconds: float
+
+
+@dataclass
+class Comparison:
+    """Everything one comparison measured, before it becomes tables, summary, figures and text."""
+
+    task: str
+    model: str
+    batch: TaskBatch
+    check: TaskCheck
+    routes: RouteFrequencies
+    patching: Patching
+    pruning: Pruning
+    curves: AblationCurves
+    timings: dict[str, float]
+
+
 def compare_patching(
     model: Any = None,
     task: str = "ioi",
@@ -91,8 +156,6 @@ def compare_patching(
     """Compare routes with head patching and ACDC-style pruning on `task` ("ioi", "greater-than",
     "greater-than-00") or on given `examples` (TaskExample objects). Raises FlowroutesError, before any
     comparison, when the model's accuracy (answer beats distractor) is below `min_accuracy` unless `force`."""
-    import flowroutes
-
     from ..tasks import task_examples
 
     if ablation not in ABLATIONS:
@@ -104,15 +167,33 @@ def compare_patching(
     if examples is None:
         examples = task_examples(task, n, seed, tokenizer=loaded.tokenizer)
     batch = prepare(loaded, examples)
-    n_layers, n_heads = loaded.adapter.n_layers, loaded.adapter.n_heads
-    timings: dict[str, float] = {}
 
-    # 1. can the model do the task at all? (reported before any comparison)
+    check = check_task(loaded, batch, task, batch_size, min_accuracy, force)  # reported before any comparison
+    routes = route_frequencies(loaded, batch, tau, thresholds, batch_size, progress)
+    patching, patching_s = _timed(head_patching, loaded, batch, batch_size, progress)
+    pruning, pruning_s = _timed(acdc_prune, loaded, batch, acdc_threshold, batch_size, progress)
+    curves = ablation_curves(loaded, batch, check, routes, patching, ablation=ablation, ks=ks,
+                             random_repeats=random_repeats, seed=seed, batch_size=batch_size, progress=progress)
+    timings = {"clean_and_contrastive_passes_s": check.seconds, "routes_task_s": routes.seconds,
+               "head_patching_s": patching_s, "acdc_style_s": pruning_s, "faithfulness_s": curves.seconds}
+    return comparison_report(Comparison(task, loaded.name, batch, check, routes, patching, pruning, curves, timings))
+
+
+def _timed(step: Callable, *args) -> tuple[Any, float]:
+    """(step(*args), its wall-clock seconds)."""
     t0 = time.perf_counter()
-    clean = np.concatenate([run_metric(loaded, batch.rows(s, s + batch_size)).numpy()
-                            for s in range(0, batch.n, batch_size)])
-    contrast = np.concatenate([run_metric(loaded, batch.rows(s, s + batch_size), contrastive=True).numpy()
-                               for s in range(0, batch.n, batch_size)])
+    out = step(*args)
+    return out, time.perf_counter() - t0
+
+
+def check_task(loaded: LoadedModel, batch: TaskBatch, task: str, batch_size: int, min_accuracy: float,
+               force: bool) -> TaskCheck:
+    """The clean and contrastive metric of every example; raises FlowroutesError when the accuracy is below
+    `min_accuracy` (a warning instead when `force`)."""
+    t0 = time.perf_counter()
+    chunks = [batch.rows(s, s + batch_size) for s in range(0, batch.n, batch_size)]
+    clean = np.concatenate([run_metric(loaded, c).numpy() for c in chunks])  # [N]
+    contrast = np.concatenate([run_metric(loaded, c, contrastive=True).numpy() for c in chunks])  # [N]
     acc = accuracy(clean)
     warning = ""
     if acc < min_accuracy:
@@ -122,168 +203,212 @@ def compare_patching(
         if not force:
             raise FlowroutesError(msg)
         warning = "WARNING: " + msg
-    timings["clean_and_contrastive_passes_s"] = time.perf_counter() - t0
+    return TaskCheck(clean, contrast, acc, warning, time.perf_counter() - t0)
 
-    # 2. routes
+
+def route_frequencies(loaded: LoadedModel, batch: TaskBatch, tau: float, thresholds: tuple[float, ...],
+                      batch_size: int, progress: bool) -> RouteFrequencies:
+    """Routes of the last position of every prompt (at `tau` and every threshold) and of every contrastive
+    prompt (at `tau`), reduced to which heads are active."""
+    import flowroutes
+
+    n_layers, n_heads = loaded.adapter.n_layers, loaded.adapter.n_heads
     t0 = time.perf_counter()
     traces = flowroutes.trace(loaded, [e.prompt for e in batch.examples], batch_size=batch_size, progress=progress)
-    task_active = {t: active_masks(traces, t, n_layers, n_heads) for t in sorted({tau, *thresholds})}
-    timings["routes_task_s"] = time.perf_counter() - t0
+    active = {t: active_masks(traces, t, n_layers, n_heads) for t in sorted({tau, *thresholds})}  # [N, L, H]
+    seconds = time.perf_counter() - t0
+    del traces
     con_traces = flowroutes.trace(loaded, [e.contrastive for e in batch.examples], batch_size=batch_size,
                                   progress=progress)
-    con_active = active_masks(con_traces, tau, n_layers, n_heads)
-    del traces, con_traces
-    f_task = task_active[tau].mean(axis=0)  # [L, H]
-    f_con = con_active.mean(axis=0)  # [L, H]
-    f_diff = f_task - f_con
+    f_task = active[tau].mean(axis=0)  # [L, H]
+    f_con = active_masks(con_traces, tau, n_layers, n_heads).mean(axis=0)  # [L, H]
+    return RouteFrequencies(tau, active, f_task, f_con, f_task - f_con, -(-batch.n // batch_size), seconds)
 
-    # 3. patching baselines
-    t0 = time.perf_counter()
-    patching = head_patching(loaded, batch, batch_size, progress)
-    timings["head_patching_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pruning = acdc_prune(loaded, batch, acdc_threshold, batch_size, progress)
-    timings["acdc_style_s"] = time.perf_counter() - t0
-    imp = patching.importance  # [L, H]
 
-    # 4. agreement
-    agreement = {
+def agreement(routes: RouteFrequencies, patching: Patching, pruning: Pruning) -> dict[str, float]:
+    """Rank correlations and top-k overlaps of route frequencies with patching effects, and the share of the
+    ACDC-style heads among the top route heads."""
+    f_task, f_diff, imp = routes.task, routes.difference, patching.importance  # [L, H] each
+    out = {
         "spearman(route frequency, |patching effect|)": spearman(f_task, np.abs(imp)),
         "spearman(route frequency task - contrastive, patching effect)": spearman(f_diff, imp),
     }
     for k in (5, 10, 20):
-        if k <= n_layers * n_heads:
-            agreement[f"top-{k} overlap (frequency vs |effect|)"] = top_k_overlap(f_task, np.abs(imp), k)
-            agreement[f"top-{k} overlap (task - contrastive vs effect)"] = top_k_overlap(f_diff, imp, k)
+        if k <= f_task.size:
+            out[f"top-{k} overlap (frequency vs |effect|)"] = top_k_overlap(f_task, np.abs(imp), k)
+            out[f"top-{k} overlap (task - contrastive vs effect)"] = top_k_overlap(f_diff, imp, k)
     n_kept = int(pruning.kept.sum())
     if n_kept:
-        agreement["ACDC-style kept heads"] = n_kept
-        agreement["share of ACDC-style heads among the top route heads (same count)"] = top_k_overlap(
+        out["ACDC-style kept heads"] = n_kept
+        out["share of ACDC-style heads among the top route heads (same count)"] = top_k_overlap(
             f_task, pruning.kept.astype(float) + 1e-9 * np.abs(imp), n_kept)
+    return out
 
-    # 5. faithfulness
+
+def ablation_curves(loaded: LoadedModel, batch: TaskBatch, check: TaskCheck, routes: RouteFrequencies,
+                    patching: Patching, *, ablation: str, ks: list[int] | None, random_repeats: int, seed: int,
+                    batch_size: int, progress: bool) -> AblationCurves:
+    """The metric left when heads are `ablation`-ablated: the top-k heads of each ranking (routes, patching,
+    random) or all but them, and every head outside each example's routes (or as many random heads)."""
     t0 = time.perf_counter()
+    shape = routes.task.shape  # (L, H)
     values = ablation_values(loaded, batch, ablation, batch_size)
-    full = float(clean.mean())
-    base = ablated_metric(loaded, batch, np.ones((n_layers, n_heads), bool), values, batch_size).mean()
-    rankings = {"routes: frequency": top_k(f_task, f_task.size),
-                "routes: task - contrastive": top_k(f_diff, f_diff.size), "patching: effect": top_k(imp, imp.size)}
-    rng = np.random.default_rng(seed)
+
+    def metric(ablate: np.ndarray) -> float:  # ablate: [L, H] or [N, L, H] bool
+        return float(ablated_metric(loaded, batch, ablate, values, batch_size).mean())
+
+    full, base = float(check.clean.mean()), metric(np.ones(shape, bool))
+    rng = np.random.default_rng(seed)  # random rankings first, then the random heads per threshold
+    rankings = {"routes: frequency": top_k(routes.task, routes.task.size),
+                "routes: task - contrastive": top_k(routes.difference, routes.difference.size),
+                "patching: effect": top_k(patching.importance, patching.importance.size)}
     for r in range(random_repeats):
-        rankings[f"random #{r}"] = rng.permutation(n_layers * n_heads)
-    ks = sorted(set(ks if ks is not None else _ks(n_layers * n_heads)))
-    k_rows: dict[str, list] = {"ranking": [], "k": [], "direction": [], "metric": [], "remaining": [],
-                               "remaining_normalized": []}
+        rankings[f"random #{r}"] = rng.permutation(routes.task.size)
+    ks = sorted(set(ks if ks is not None else _ks(routes.task.size)))
+    over_k = _curves_over_k(metric, rankings, ks, shape, full, base, progress)
+    over_threshold = _curves_over_threshold(metric, routes.active, rng, full, base)
+    return AblationCurves(ablation, full, base, over_k, over_threshold, time.perf_counter() - t0)
 
-    def normalized(value: float) -> float:  # 0 = every head ablated, 1 = clean
-        return (value - float(base)) / (full - float(base)) if full != float(base) else float("nan")
 
-    curve_total = len(rankings) * len(ks) * 2
+def _add_metric(rows: dict[str, list], value: float, full: float, base: float) -> None:
+    """Append a metric, its share of the clean metric and its place between base (0) and clean (1)."""
+    rows["metric"].append(value)
+    rows["remaining"].append(value / full if full else float("nan"))
+    rows["remaining_normalized"].append((value - base) / (full - base) if full != base else float("nan"))
+
+
+def _curves_over_k(metric: Callable[[np.ndarray], float], rankings: dict[str, np.ndarray], ks: list[int],
+                   shape: tuple[int, int], full: float, base: float, progress: bool) -> dict[str, list]:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=curve_total, disable=not progress, desc="faithfulness over k", unit="point")
+    rows: dict[str, list] = {"ranking": [], "k": [], "direction": [], "metric": [], "remaining": [],
+                             "remaining_normalized": []}
+    bar = tqdm(total=len(rankings) * len(ks) * 2, disable=not progress, desc="faithfulness over k", unit="point")
     seen: dict[bytes, float] = {  # the same set of ablated heads is run once (e.g. k = 0 for every ranking)
-        np.packbits(np.ones((n_layers, n_heads), bool)).tobytes(): float(base),
-        np.packbits(np.zeros((n_layers, n_heads), bool)).tobytes(): full}
+        np.packbits(np.ones(shape, bool)).tobytes(): base, np.packbits(np.zeros(shape, bool)).tobytes(): full}
     for name, order in rankings.items():
         for k in ks:
-            mask = _mask_from(order, k, (n_layers, n_heads))
+            mask = _mask_from(order, k, shape)  # [L, H]
             for direction, ablate in (("ablate top-k", mask), ("keep only top-k", ~mask)):
                 key = np.packbits(ablate).tobytes()
                 if key not in seen:
-                    seen[key] = float(ablated_metric(loaded, batch, ablate, values, batch_size).mean())
-                value = seen[key]
-                k_rows["ranking"].append(name)
-                k_rows["k"].append(k)
-                k_rows["direction"].append(direction)
-                k_rows["metric"].append(value)
-                k_rows["remaining"].append(value / full if full else float("nan"))
-                k_rows["remaining_normalized"].append(normalized(value))
+                    seen[key] = metric(ablate)
+                rows["ranking"].append(name)
+                rows["k"].append(k)
+                rows["direction"].append(direction)
+                _add_metric(rows, seen[key], full, base)
                 bar.update(1)
     bar.close()
-    t_rows: dict[str, list] = {"threshold": [], "kind": [], "mean_heads_kept": [], "metric": [], "remaining": [],
-                               "remaining_normalized": []}
-    for t, act in task_active.items():
+    return rows
+
+
+def _curves_over_threshold(metric: Callable[[np.ndarray], float], active: dict[float, np.ndarray],
+                           rng: np.random.Generator, full: float, base: float) -> dict[str, list]:
+    rows: dict[str, list] = {"threshold": [], "kind": [], "mean_heads_kept": [], "metric": [], "remaining": [],
+                             "remaining_normalized": []}
+    for t, act in active.items():  # act: [N, L, H]
         counts = act.reshape(len(act), -1).sum(axis=1)  # [N]
         rand = np.zeros_like(act)
         for i, c in enumerate(counts):
-            rand[i].flat[rng.choice(n_layers * n_heads, size=int(c), replace=False)] = True
+            rand[i].flat[rng.choice(act.shape[1] * act.shape[2], size=int(c), replace=False)] = True
         for kind, kept in (("routes", act), ("random heads, same count", rand)):
-            value = float(ablated_metric(loaded, batch, ~kept, values, batch_size).mean())
-            t_rows["threshold"].append(t)
-            t_rows["kind"].append(kind)
-            t_rows["mean_heads_kept"].append(float(counts.mean()))
-            t_rows["metric"].append(value)
-            t_rows["remaining"].append(value / full if full else float("nan"))
-            t_rows["remaining_normalized"].append(normalized(value))
-    timings["faithfulness_s"] = time.perf_counter() - t0
+            rows["threshold"].append(t)
+            rows["kind"].append(kind)
+            rows["mean_heads_kept"].append(float(counts.mean()))
+            _add_metric(rows, metric(~kept), full, base)
+    return rows
 
-    # 6. tables, summary, figures
+
+def comparison_report(c: Comparison) -> report.Result:
+    """The comparison as a report: one row per head, one per example, the faithfulness tables, summary,
+    figures and the text explaining them."""
+    extra = {"patching_faithfulness_k": pa.table(c.curves.over_k),
+             "patching_faithfulness_threshold": pa.table(c.curves.over_threshold),
+             "patching_examples": _examples_table(c)}
+    return report.Result("patching", f"Routes versus patching: {c.task}", _explanation(c), _heads_table(c),
+                         _summary(c), _figures(c), extra)
+
+
+def _heads_table(c: Comparison) -> pa.Table:
+    n_layers, n_heads = c.routes.task.shape
     grid_l, grid_h = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")
-    table = pa.table({
+    return pa.table({
         "layer": pa.array(grid_l.ravel(), pa.int32()), "head": pa.array(grid_h.ravel(), pa.int32()),
-        "route_frequency_task": f_task.ravel(), "route_frequency_contrastive": f_con.ravel(),
-        "route_frequency_difference": f_diff.ravel(), "patching_effect": imp.ravel(),
-        "patching_effect_normalized": patching.normalized.ravel(), "acdc_kept": pruning.kept.ravel(),
-        "acdc_delta": pruning.delta.ravel(),
+        "route_frequency_task": c.routes.task.ravel(), "route_frequency_contrastive": c.routes.contrastive.ravel(),
+        "route_frequency_difference": c.routes.difference.ravel(), "patching_effect": c.patching.importance.ravel(),
+        "patching_effect_normalized": c.patching.normalized.ravel(), "acdc_kept": c.pruning.kept.ravel(),
+        "acdc_delta": c.pruning.delta.ravel(),
     })
-    ex_table = pa.table({
-        "prompt": [e.prompt for e in batch.examples], "contrastive": [e.contrastive for e in batch.examples],
-        "answer": [e.answer for e in batch.examples], "wrong": [e.wrong for e in batch.examples],
-        "metric_clean": clean, "metric_contrastive": contrast,
+
+
+def _examples_table(c: Comparison) -> pa.Table:
+    examples = c.batch.examples
+    return pa.table({
+        "prompt": [e.prompt for e in examples], "contrastive": [e.contrastive for e in examples],
+        "answer": [e.answer for e in examples], "wrong": [e.wrong for e in examples],
+        "metric_clean": c.check.clean, "metric_contrastive": c.check.contrastive,
         "routes_active_heads": pa.array([np.flatnonzero(a.ravel()).astype(np.int32).tolist()
-                                         for a in task_active[tau]], pa.list_(pa.int32())),
+                                         for a in c.routes.active[c.routes.tau]], pa.list_(pa.int32())),
     })
-    summary: dict[str, Any] = {}
-    if warning:
-        summary["warning"] = warning
+
+
+def _summary(c: Comparison) -> dict[str, Any]:
+    batch, routes, timings = c.batch, c.routes, c.timings
+    summary: dict[str, Any] = {"warning": c.check.warning} if c.check.warning else {}
     summary.update({
-        "task": task, "model": loaded.name, "examples": batch.n, "pairs_dropped_length_mismatch": batch.dropped,
+        "task": c.task, "model": c.model, "examples": batch.n, "pairs_dropped_length_mismatch": batch.dropped,
         "metric": "logit(answer) - logit(distractor)" if batch.kind == "logit_diff" else
                   "P(first digit > d1) - P(first digit < d1)",
-        "accuracy (answer beats distractor)": acc, "mean_metric_clean": full,
-        "mean_metric_contrastive": float(contrast.mean()), "tau": tau, "ablation": ablation,
-        "mean_metric_all_heads_ablated": float(base),
-        "mean_active_heads": float(task_active[tau].reshape(batch.n, -1).sum(axis=1).mean()),
-        **agreement,
-        "acdc_threshold (share of the clean - contrastive gap)": acdc_threshold,
-        "acdc_metric_start_end": [pruning.metric_start, pruning.metric_end],
-        "forward_passes": {"routes": -(-batch.n // batch_size), "head_patching": patching.forward_passes,
-                           "acdc_style": pruning.forward_passes},
+        "accuracy (answer beats distractor)": c.check.accuracy, "mean_metric_clean": c.curves.full,
+        "mean_metric_contrastive": float(c.check.contrastive.mean()), "tau": routes.tau,
+        "ablation": c.curves.ablation, "mean_metric_all_heads_ablated": c.curves.base,
+        "mean_active_heads": float(routes.active[routes.tau].reshape(batch.n, -1).sum(axis=1).mean()),
+        **agreement(routes, c.patching, c.pruning),
+        "acdc_threshold (share of the clean - contrastive gap)": c.pruning.threshold,
+        "acdc_metric_start_end": [c.pruning.metric_start, c.pruning.metric_end],
+        "forward_passes": {"routes": routes.forward_passes, "head_patching": c.patching.forward_passes,
+                           "acdc_style": c.pruning.forward_passes},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "speed_ratio_head_patching_vs_routes": timings["head_patching_s"] / timings["routes_task_s"],
         "speed_ratio_acdc_style_vs_routes": timings["acdc_style_s"] / timings["routes_task_s"],
-        "top_route_heads [layer, head, freq]": _top(f_task), "top_patching_heads [layer, head, effect]": _top(imp),
+        "top_route_heads [layer, head, freq]": _top(routes.task),
+        "top_patching_heads [layer, head, effect]": _top(c.patching.importance),
     })
-    figures = {
-        "patching-heatmaps": (heatmap_figure(f_task, f_diff, patching, pruning, task, tau),
+    return summary
+
+
+def _figures(c: Comparison) -> dict[str, tuple[Figure, str]]:
+    task, ablation, routes = c.task, c.curves.ablation, c.routes
+    return {
+        "patching-heatmaps": (heatmap_figure(routes.task, routes.difference, c.patching, c.pruning, task, routes.tau),
                               "Side by side (x: head, y: layer, 0-based): route activation frequency, its task - "
                               "contrastive difference, head patching effect (share of the clean - contrastive gap), "
                               "heads kept by the ACDC-style run."),
-        "patching-scatter": (scatter_figure(f_task, imp, task),
+        "patching-scatter": (scatter_figure(routes.task, c.patching.importance, task),
                              "Every head: route activation frequency against patching effect."),
-        "patching-faithfulness-k": (k_figure(k_rows, task, ablation),
+        "patching-faithfulness-k": (k_figure(c.curves.over_k, task, ablation),
                                     f"Share of the clean metric that remains when the top-k heads of each ranking are "
                                     f"{ablation}-ablated (left) or are the only heads left (right)."),
-        "patching-faithfulness-threshold": (threshold_figure(t_rows, task, ablation),
+        "patching-faithfulness-threshold": (threshold_figure(c.curves.over_threshold, task, ablation),
                                             "Share of the metric that remains when every head outside each example's "
                                             "routes is ablated, against random heads of the same count."),
     }
-    explanation = (
+
+
+def _explanation(c: Comparison) -> str:
+    warning, ablation = c.check.warning, c.curves.ablation
+    return (
         (warning + " " if warning else "")
-        + f"{batch.n} examples of '{task}' on {loaded.name}. Routes: a head is active when it has a sub-edge in the "
-        f"routes of the last position (tau = {tau}); its frequency is the share of examples where it is active. "
-        "Head patching: each head's output (the input of the attention output projection, all positions) is "
+        + f"{c.batch.n} examples of '{c.task}' on {c.model}. Routes: a head is active when it has a sub-edge in the "
+        f"routes of the last position (tau = {c.routes.tau}); its frequency is the share of examples where it is "
+        "active. Head patching: each head's output (the input of the attention output projection, all positions) is "
         "replaced by its output on the contrastive prompt, one head at a time; the effect is the drop of the "
         "metric. ACDC-style: a simplified ACDC over heads as nodes (not edges): heads are visited from the top "
         "layer down and stay replaced by their contrastive output when that moves the mean metric by less than "
-        f"{acdc_threshold} of the clean - contrastive gap. Faithfulness: {ablation}-ablation of heads (mean: the "
+        f"{c.pruning.threshold} of the clean - contrastive gap. Faithfulness: {ablation}-ablation of heads (mean: the "
         "head's mean output at the same position over the clean prompts of the data set); FFN blocks are never "
         "ablated."
     )
-    extra = {"patching_faithfulness_k": pa.table(k_rows), "patching_faithfulness_threshold": pa.table(t_rows),
-             "patching_examples": ex_table}
-    return report.Result("patching", f"Routes versus patching: {task}", explanation, table, summary, figures, extra)
 
 
 def _top(mat: np.ndarray, k: int = 8) -> list[list]:
