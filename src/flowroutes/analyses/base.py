@@ -83,6 +83,7 @@ class Analysis:
     default_data: tuple[str, ...] = ("sample:general",)
     default_threshold: float | None = None
     needs_general: bool = False  # corpus runs add the general domain (sample:general) when no source is "general"
+    reads_attention: bool = False  # its rows need attention weights (one more forward pass per batch of texts)
 
     def __post_init__(self):
         assert self.kind in ("corpus", "task", "weights"), self.kind

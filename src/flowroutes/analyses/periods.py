@@ -342,5 +342,5 @@ ANALYSIS = Analysis(
     paper=PAPER,
     paper_size=("Llama 2-7B, every prediction of 1000 C4 sentences; the outlier cluster of the fig. 8 t-SNE: 826 "
                 "datapoints, 823 of them the first period of a text (footnote)"),
-    kind="corpus", summarize=summarize, claims=claims, default_threshold=TAU,
+    kind="corpus", summarize=summarize, claims=claims, default_threshold=TAU, reads_attention=True,
 )

@@ -65,7 +65,9 @@ def analyze(name: str, model: Any = None, data: list[str] | None = None, out: st
     sources = read_sources(spec, data, opts) if spec.kind == "corpus" else []  # bad data fails before loading
     out_dir = check_out(out)
     loaded, source = load(model, opts)
-    table, counts = compute_rows(spec.kind, loaded, source, opts, out_dir, sources=sources)
+    # attention weights cost one more forward pass: only for analyses that read them
+    table, counts = compute_rows(spec.kind, loaded, source, opts, out_dir, sources=sources,
+                                 attention_domains=None if spec.reads_attention else ())
     result = spec.summarize(Context(table, loaded.n_layers, loaded.n_heads, opts, counts, loaded, inputs or {}))
     if out_dir is not None:
         result.write(out_dir)
