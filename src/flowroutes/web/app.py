@@ -262,19 +262,39 @@ def _matrix(a: np.ndarray, digits: int = 5) -> list:
     return np.round(a.astype(np.float64), digits).tolist()
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The FastAPI application serving `settings.models`."""
-    from .. import inspection as ins
 
+def create_app(settings: Settings) -> FastAPI:
+    """The FastAPI application serving `settings.models`: the guards, the error answers, then each group of
+    endpoints, and the static files last."""
     store = Store(settings)
     app = FastAPI(title="flowroutes explorer", docs_url=None, redoc_url=None, openapi_url=None,
                   max_body_size=settings.body_limit)
     app.state.store = store
-    renders = app.state.render_gate = threading.Semaphore(1)  # one picture at a time: drawing is slow
+    app.state.render_gate = threading.Semaphore(1)  # one picture at a time: drawing is slow
+    _add_guards(app, settings)
+    _add_error_answers(app, settings)
+    _add_page(app, settings, store)
+    _add_routes_api(app, settings, store)
+    _add_inspect_api(app, store)
+    _add_readout_api(app, store)
+    _add_intervene_api(app, settings, store)
+    _add_contrast_api(app, settings, store)
+    _add_samples_api(app, settings, store)
+    _add_analyses_api(app, settings)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_guards(app: FastAPI, settings: Settings) -> None:
+    """Cross-site refusal, the token (when set) and the Host check; the last added runs first."""
     app.add_middleware(SameOrigin)
     if settings.token:
         app.add_middleware(TokenCheck, token=settings.token)
     app.add_middleware(HostCheck, allowed_hosts=list(settings.allowed_hosts))  # outermost: checked first
+
+
+def _add_error_answers(app: FastAPI, settings: Settings) -> None:
+    """Every error answers {"detail": one line} with its status (see the module's docstring)."""
 
     @app.exception_handler(FlowroutesError)
     def on_bad_input(_request: Request, exc: FlowroutesError):
@@ -310,6 +330,10 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": f"internal error {error_id}: the server's log has the details"},
                             status_code=500)
 
+
+def _add_page(app: FastAPI, settings: Settings, store: Store) -> None:
+    """The explorer page and its configuration."""
+
     # cheap endpoints are async: they answer on the event loop even when every worker thread waits for a model
     @app.get("/")
     async def index():
@@ -322,6 +346,11 @@ def create_app(settings: Settings) -> FastAPI:
                              "max_prompt_chars": settings.max_prompt_chars,
                              "min_threshold": settings.min_threshold, "max_edges": settings.max_edges,
                              "max_drawn_edges": settings.max_drawn_edges})
+
+
+def _add_routes_api(app: FastAPI, settings: Settings, store: Store) -> None:
+    """Routes of one prompt: as JSON for the page, as a download (JSON, SVG, PNG), as layer x head heatmaps."""
+    renders = app.state.render_gate
 
     @app.post("/api/routes")
     def routes(q: RoutesQuery):
@@ -365,6 +394,21 @@ def create_app(settings: Settings) -> FastAPI:
             headers["Content-Security-Policy"] = "sandbox"
         return Response(data, media_type=media, headers=headers)
 
+    @app.post("/api/heatmaps")
+    def heatmaps(q: RoutesQuery):
+        _, tr, r = _routes(store, q)
+        heads = np.zeros((r.n_layers, r.n_heads))  # [L, H] summed importance in the routes
+        for (layer, h), w in r.head_weights().items():
+            heads[layer, h] = w
+        into = tr.attention[:, :, r.position, :].sum(axis=-1)  # [L, H] raw importance into x^A_p
+        return JSONResponse({"tokens": display_texts(store.slot(q.model), tr), "head_weights": _matrix(heads),
+                             "head_importance": _matrix(into), "ffn": _matrix(tr.ffn)})  # ffn: [L, T]
+
+
+def _add_inspect_api(app: FastAPI, store: Store) -> None:
+    """Inside one block: heads ranked by importance, one head, the FFN block, one neuron."""
+    from .. import inspection as ins
+
     @app.post("/api/heads")
     def heads(q: HeadsQuery):
         tr = store.slot(q.model).entry(q.prompt).trace
@@ -404,6 +448,11 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"layer": q.layer, "position": p, "neuron": q.neuron,
                              "activation": float(it.neurons[q.layer, p, q.neuron]),
                              **ins.promoted_tokens(slot.loaded, vec, normalize=q.normalize)})
+
+
+def _add_readout_api(app: FastAPI, store: Store) -> None:
+    """What the residual stream says: the logit lens of one node, and a target's direct logit attribution."""
+    from .. import inspection as ins
 
     @app.post("/api/lens")
     def lens(q: LensQuery):
@@ -453,6 +502,12 @@ def create_app(settings: Settings) -> FastAPI:
                              "note": "the routes do not depend on the target: eq. 1 compares each part with the "
                                      "sum it builds, not with any token's logit"})
 
+
+def _add_intervene_api(app: FastAPI, settings: Settings, store: Store) -> None:
+    """One intervention (zero, mean or patch a head, an FFN block or an edge): the prediction before and after,
+    and the routes of the intervened model."""
+    from .. import inspection as ins
+
     @app.post("/api/intervene")
     def intervene_(q: InterveneQuery):
         from .interventions import build, logits_at, task_batch, traced_as_intervened
@@ -486,17 +541,7 @@ def create_app(settings: Settings) -> FastAPI:
             return after, new
 
         after, new = slot.exclusive(work)
-        before = it.logits[p].astype(np.float64)
-
-        def summary(logits: np.ndarray) -> dict:
-            probs = np.exp(logits - logits.max())
-            probs /= probs.sum()
-            out = {"logit": float(logits[t]), "prob": float(probs[t]), "rank": int((probs > probs[t]).sum()),
-                   "top": [{"token": ins.token_bytes(loaded, int(i)), "prob": float(probs[i])}
-                           for i in np.argsort(-probs, kind="stable")[:5]]}
-            if o is not None:
-                out["difference"] = float(logits[t] - logits[o])
-            return out
+        before = it.logits[p].astype(np.float64)  # [V]
 
         r = new.routes(q.threshold, p, attention_threshold=q.attention_threshold, ffn_threshold=q.ffn_threshold,
                        renormalize=q.renormalize)
@@ -505,9 +550,29 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"position": p, "target": ins.token_bytes(loaded, t),
                              "target_b": None if o is None else ins.token_bytes(loaded, o),
                              "component": q.component.model_dump(exclude_none=True), "mode": q.mode,
-                             "before": summary(before),
-                             "after": summary(after.astype(np.float64)), "routes": r.to_dict(), "truncated": cut,
+                             "before": _prediction(loaded, before, t, o),
+                             "after": _prediction(loaded, after.astype(np.float64), t, o), "routes": r.to_dict(),
+                             "truncated": cut,
                              "server_ms": ms})
+
+
+def _prediction(loaded, logits: np.ndarray, t: int, o: int | None) -> dict:
+    """The target t under `logits` [V]: its logit, probability and rank, the top 5 tokens, and the logit
+    difference t - o when o is given."""
+    from ..inspection import token_bytes
+
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    out = {"logit": float(logits[t]), "prob": float(probs[t]), "rank": int((probs > probs[t]).sum()),
+           "top": [{"token": token_bytes(loaded, int(i)), "prob": float(probs[i])}
+                   for i in np.argsort(-probs, kind="stable")[:5]]}
+    if o is not None:
+        out["difference"] = float(logits[t] - logits[o])
+    return out
+
+
+def _add_contrast_api(app: FastAPI, settings: Settings, store: Store) -> None:
+    """The routes of two prompts side by side, and their layer x head difference."""
 
     @app.post("/api/contrast")
     def contrast(q: ContrastQuery):
@@ -544,15 +609,9 @@ def create_app(settings: Settings) -> FastAPI:
         out["truncated"] = {"a": cuts.get("a"), "b": cuts.get("b")} if any(cuts.values()) else None
         return JSONResponse(out)
 
-    @app.post("/api/heatmaps")
-    def heatmaps(q: RoutesQuery):
-        _, tr, r = _routes(store, q)
-        heads = np.zeros((r.n_layers, r.n_heads))  # [L, H] summed importance in the routes
-        for (layer, h), w in r.head_weights().items():
-            heads[layer, h] = w
-        into = tr.attention[:, :, r.position, :].sum(axis=-1)  # [L, H] raw importance into x^A_p
-        return JSONResponse({"tokens": display_texts(store.slot(q.model), tr), "head_weights": _matrix(heads),
-                             "head_importance": _matrix(into), "ffn": _matrix(tr.ffn)})  # ffn: [L, T]
+
+def _add_samples_api(app: FastAPI, settings: Settings, store: Store) -> None:
+    """The shipped samples and tasks, by name."""
 
     @app.get("/api/samples")
     async def samples():
@@ -578,52 +637,58 @@ def create_app(settings: Settings) -> FastAPI:
         limit = settings.max_prompt_chars
         return JSONResponse({"name": name, "prompts": [p for p in prompts if len(p) <= limit][:n]})
 
-    def inside(folder: Path, name: str) -> Path | None:
-        """folder/name resolved, if it is a regular file inside the folder (a link out of it is refused)."""
-        root = Path(os.path.realpath(folder))
-        path = Path(os.path.realpath(root / name))
-        return path if path.is_relative_to(root) and path.is_file() else None
 
-    def analysis_figures(folder: Path) -> list[str]:
-        try:
-            names = sorted(f.name for f in folder.iterdir())
-        except OSError:
-            return []
-        return [n for n in names if FIGURE_NAME.fullmatch(n) and inside(folder, n) is not None]
-
-    def summary_of(folder: Path) -> dict:
-        path = inside(folder, "summary.json")
-        if path is None:
-            return {}
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            return {"error": "summary.json is not valid JSON"}
-        return summary if isinstance(summary, dict) else {"error": "summary.json does not hold an object"}
+def _add_analyses_api(app: FastAPI, settings: Settings) -> None:
+    """The summaries and figures of the analysis folders the server was started with."""
 
     @app.get("/api/analyses")
     async def analyses():
         out = []
         for i, name in enumerate(settings.analyses):
             folder = Path(name)
-            summary = summary_of(folder)
+            summary = _summary_of(folder)
             short = {k: (v if len(json.dumps(v)) <= 300 else json.dumps(v)[:300] + " ...") for k, v in summary.items()}
             out.append({"id": i, "name": folder.name, "summary": short,
-                        "figures": [f for f in analysis_figures(folder) if f.endswith(".png")]})
+                        "figures": [f for f in _analysis_figures(folder) if f.endswith(".png")]})
         return JSONResponse({"analyses": out})
 
     @app.get("/api/analyses/{index}/{name}")
     async def analysis_figure(index: int, name: str):
         # only a file listed in a configured folder; the name is matched against the listing, never joined blindly,
         # and a link that leads out of the folder is not listed
-        if not 0 <= index < len(settings.analyses) or name not in analysis_figures(Path(settings.analyses[index])):
+        if not 0 <= index < len(settings.analyses) or name not in _analysis_figures(Path(settings.analyses[index])):
             raise NotFound(f"no figure {name!r} in analysis {index}")
-        path = inside(Path(settings.analyses[index]), name)
+        path = _inside(Path(settings.analyses[index]), name)
         if path is None:
             raise NotFound(f"no figure {name!r} in analysis {index}")
         # an SVG may hold scripts: sandboxed, it cannot run them with this server's origin
         headers = {"Content-Security-Policy": "sandbox"} if name.endswith(".svg") else None
         return FileResponse(path, headers=headers)
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """folder/name resolved, if it is a regular file inside the folder (a link out of it is refused)."""
+    root = Path(os.path.realpath(folder))
+    path = Path(os.path.realpath(root / name))
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
+def _analysis_figures(folder: Path) -> list[str]:
+    """The PNG and SVG files of an analysis folder (a link out of it is not listed)."""
+    try:
+        names = sorted(f.name for f in folder.iterdir())
+    except OSError:
+        return []
+    return [n for n in names if FIGURE_NAME.fullmatch(n) and _inside(folder, n) is not None]
+
+
+def _summary_of(folder: Path) -> dict:
+    """The folder's summary.json, or {} when there is none, or {"error": ...} when it is not a JSON object."""
+    path = _inside(folder, "summary.json")
+    if path is None:
+        return {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return {"error": "summary.json is not valid JSON"}
+    return summary if isinstance(summary, dict) else {"error": "summary.json does not hold an object"}
