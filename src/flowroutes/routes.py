@@ -249,21 +249,63 @@ def extract_routes_many(
 def _walk(trace, pos: int, tau_a: float, tau_f: float, renormalize: bool):
     """The walk of one trace as a generator: yields (block, targets) when it needs that block's attention rows,
     is sent `trace.attention_rows(block, targets)` back, and returns the Routes."""
-    n_layers = trace.n_layers
+    graph = _Graph()
+    # walk level by level, top-down, so that each layer's attention rows are asked for in one batch
+    graph.node("residual", trace.n_layers, pos)
+    frontier = {pos}  # positions of the residual nodes x^layer_p reached so far
+    for layer in range(trace.n_layers, 0, -1):
+        block = layer - 1
+        if not frontier:
+            break
+        if trace.is_parallel(block):  # x^l_p = x^{l-1}_p + attention + FFN(x^{l-1}_p): one node
+            targets = sorted(frontier)
+            rows = yield block, targets
+            frontier = graph.attention_edges(block, targets, rows, lambda p, layer=layer: residual_id(layer, p),
+                                             tau_a, tau_f, renormalize, extra=trace.ffn)
+            continue
+        targets = sorted(graph.ffn_edges(trace, layer, frontier, tau_f))
+        if not targets:
+            break
+        rows = yield block, targets
+        frontier = graph.attention_edges(block, targets, rows, lambda p, block=block: attention_id(block, p),
+                                         tau_a, tau_f, renormalize)
+    return graph.routes(trace, pos, tau_a, tau_f, renormalize)
 
-    nodes: dict[str, Node] = {}
-    edges: list[Edge] = []
 
-    def add_node(kind: str, layer: int, p: int) -> tuple[str, bool]:  # (id, whether it is new)
+@dataclass
+class _Graph:
+    """The nodes and edges one walk has reached so far."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
+
+    def node(self, kind: str, layer: int, p: int) -> str:
+        """The id of node (kind, layer, p), added if new."""
         nid = residual_id(layer, p) if kind == "residual" else attention_id(layer, p)
-        new = nid not in nodes
-        if new:
-            nodes[nid] = Node(nid, kind, layer, p)
-        return nid, new
+        if nid not in self.nodes:
+            self.nodes[nid] = Node(nid, kind, layer, p)
+        return nid
 
-    def attention_parts(block: int, targets: list[int], rows, target_of, extra=None) -> set[int]:
+    def ffn_edges(self, trace, layer: int, frontier: set[int], tau_f: float) -> set[int]:
+        """Edges into x^layer_p (p in `frontier`) through a sequential block: the FFN and residual edges from
+        x^{(layer-1)A}_p, each kept if >= tau_ffn. Returns the positions of the attention nodes reached."""
+        block = layer - 1
+        reached = set()
+        for p in sorted(frontier):
+            kept = [(k, float(w)) for k, w in (("ffn", trace.ffn[block, p]), ("residual", trace.ffn_residual[block, p]))
+                    if w >= tau_f]
+            if kept:
+                src = self.node("attention", block, p)
+                for k, w in kept:
+                    self.edges.append(Edge(src, residual_id(layer, p), k, block, w))
+                reached.add(p)
+        return reached
+
+    def attention_edges(self, block: int, targets: list[int], rows, target_of, tau_a: float, tau_f: float,
+                        renormalize: bool, extra=None) -> set[int]:
         """Edges into the nodes `target_of(p)` from x^block_j: sub-edges and residual thresholded by tau_attn
-        (and, for a parallel block, the FFN by tau_ffn), the kept parts renormalised together."""
+        (and, for a parallel block, the FFN by tau_ffn), the kept parts renormalised together. Returns the
+        positions j reached."""
         reached: set[int] = set()
         sub_rows, res_rows = rows  # trace.attention_rows(block, targets): [H, R, T], [R]
         for i, p in enumerate(targets):
@@ -280,62 +322,36 @@ def _walk(trace, pos: int, tau_a: float, tau_f: float, renormalize: bool):
             scale = 1.0 / total if renormalize else 1.0
             for j in np.nonzero(keep.any(axis=0))[0].tolist():
                 heads = {int(h): float(sub[h, j] * scale) for h in np.nonzero(keep[:, j])[0].tolist()}
-                src, _ = add_node("residual", block, j)
-                edges.append(Edge(src, target, "attention", block, float(sum(heads.values())), heads))
+                src = self.node("residual", block, j)
+                self.edges.append(Edge(src, target, "attention", block, float(sum(heads.values())), heads))
                 reached.add(j)
             for kind, kept, w in (("residual", keep_res, res), ("ffn", keep_ffn, ffn)):
                 if kept:
-                    src, _ = add_node("residual", block, p)
-                    edges.append(Edge(src, target, kind, block, w * scale))
+                    src = self.node("residual", block, p)
+                    self.edges.append(Edge(src, target, kind, block, w * scale))
                     reached.add(p)
         return reached
 
-    # walk level by level, top-down, so that each layer's attention rows are asked for in one batch
-    add_node("residual", n_layers, pos)
-    frontier = {pos}  # positions of the residual nodes x^layer_p reached so far
-    for layer in range(n_layers, 0, -1):
-        block = layer - 1
-        if not frontier:
-            break
-        if trace.is_parallel(block):  # x^l_p = x^{l-1}_p + attention + FFN(x^{l-1}_p): one node
-            targets = sorted(frontier)
-            rows = yield block, targets
-            frontier = attention_parts(block, targets, rows, lambda p, layer=layer: residual_id(layer, p),
-                                       extra=trace.ffn)
-            continue
-        attention_frontier = set()
-        for p in sorted(frontier):
-            kept = [(k, float(w)) for k, w in (("ffn", trace.ffn[block, p]), ("residual", trace.ffn_residual[block, p]))
-                    if w >= tau_f]
-            if kept:
-                src, _ = add_node("attention", block, p)
-                for k, w in kept:
-                    edges.append(Edge(src, residual_id(layer, p), k, block, w))
-                attention_frontier.add(p)
-        targets = sorted(attention_frontier)
-        if not targets:
-            break
-        rows = yield block, targets
-        frontier = attention_parts(block, targets, rows, lambda p, block=block: attention_id(block, p))
-
-    kind_order = {"attention": 0, "residual": 1, "ffn": 2}
-    edges.sort(key=lambda e: (e.layer, nodes[e.target].kind != "attention", nodes[e.target].position,
-                              kind_order[e.kind], nodes[e.source].position))
-    node_list = sorted(nodes.values(), key=lambda n: (level(n), n.position))
-    return Routes(
-        nodes=node_list,
-        edges=edges,
-        position=pos,
-        attention_threshold=tau_a,
-        ffn_threshold=tau_f,
-        renormalize=bool(renormalize),
-        n_layers=n_layers,
-        n_heads=trace.n_heads,
-        parallel=[trace.is_parallel(b) for b in range(n_layers)],
-        tokens=list(trace.tokens),
-        token_texts=list(trace.token_texts),
-        model_name=trace.model_name,
-        prompt=trace.prompt,
-        top_tokens=list(trace.top_tokens[pos][:5]),
-        top_probs=[float(x) for x in trace.top_probs[pos][:5]],
-    )
+    def routes(self, trace, pos: int, tau_a: float, tau_f: float, renormalize: bool) -> Routes:
+        """The walk's Routes: edges by block, then target, kind and source; nodes by level and position."""
+        nodes, kind_order = self.nodes, {"attention": 0, "residual": 1, "ffn": 2}
+        edges = sorted(self.edges, key=lambda e: (e.layer, nodes[e.target].kind != "attention",
+                                                  nodes[e.target].position, kind_order[e.kind],
+                                                  nodes[e.source].position))
+        return Routes(
+            nodes=sorted(nodes.values(), key=lambda n: (level(n), n.position)),
+            edges=edges,
+            position=pos,
+            attention_threshold=tau_a,
+            ffn_threshold=tau_f,
+            renormalize=bool(renormalize),
+            n_layers=trace.n_layers,
+            n_heads=trace.n_heads,
+            parallel=[trace.is_parallel(b) for b in range(trace.n_layers)],
+            tokens=list(trace.tokens),
+            token_texts=list(trace.token_texts),
+            model_name=trace.model_name,
+            prompt=trace.prompt,
+            top_tokens=list(trace.top_tokens[pos][:5]),
+            top_probs=[float(x) for x in trace.top_probs[pos][:5]],
+        )
