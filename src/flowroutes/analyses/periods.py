@@ -9,6 +9,7 @@ in a text". Summarises corpus rows (rows.corpus_rows); the model runs only for t
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -87,65 +88,15 @@ def summarize(ctx: Context) -> report.Result:
     tau = ctx.opts.threshold or TAU
     sel = selections(table)
     docs = column(table, "doc")
-    b = blocks(table, n_layers, n_heads)
     mid = middle_layers(n_layers)
     per, oth, lat = sel["period"], sel["other"], sel["later"]
-
-    # fig. 9b and the "untouched" observation: own blocks at first periods vs every other position
-    layers = {}
-    for part in ("heads", "attention", "ffn"):
-        layers[part] = {"period": means(b[part][per], docs[per], boot), "other": means(b[part][oth], docs[oth], boot)}
-        if part != "heads":
-            layers[part]["difference"] = differences(b[part][per], docs[per], b[part][oth], docs[oth], boot)
-    own = (b["attention"] + b["ffn"])[:, mid].mean(axis=1, keepdims=True)  # [N, 1] blocks of the middle layers
-    quiet_period = means(own[per], docs[per], boot)[0]
-    quiet_other = means(own[oth], docs[oth], boot)[0]
-    quiet = differences(own[per], docs[per], own[oth], docs[oth], boot)[0]  # (a)
-
-    # appendix D: where later tokens' attention and contribution go, per layer
-    shares = {}
-    for kind in ("contrib", "attn"):
-        if f"{kind}_period" not in table.column_names:
-            continue
-        cols = {w: list_column(table, f"{kind}_{w}")[lat] if table.num_rows else np.zeros((0, n_layers))
-                for w in WHERE}
-        shares[kind] = {"columns": cols, **{w: means(cols[w], docs[lat], boot) for w in WHERE}}
-    bos = {}
-    for kind, s in shares.items():
-        c = s["columns"]
-        bos[kind] = {"period - other": paired(c["period"][:, mid], c["other"][:, mid], docs[lat], boot),
-                     "period - first": paired(c["period"][:, mid], c["first"][:, mid], docs[lat], boot)}
+    own = own_blocks(blocks(table, n_layers, n_heads), sel, docs, mid, boot)
+    shares = later_shares(table, lat, docs, n_layers, boot)
+    bos = bos_shares(shares, docs[lat], mid, boot)
     gets_more = bos["contrib"]["period - other"] if "contrib" in bos else _nan(1)[0]  # (b)
+    summary = _summary(ctx, sel, docs, mid, own, shares, bos, gets_more)
 
-    n_texts = len(set(docs.tolist()))
-    period_docs = len(set(docs[per].tolist()))
-    tokens = table.column("token").to_pylist() if table.num_rows else []
-    summary = dict(ctx.counts)
-    summary.update({
-        "paper_sample": ANALYSIS.paper_size,
-        "texts": n_texts, "texts_with_a_first_period": period_docs,
-        "first_periods (the paper: 823 of the 826 points of its cluster)": int(per.sum()),
-        "first_period_tokens": dict(collections.Counter(repr(tokens[i]) for i in np.flatnonzero(per))),
-        "other_positions (position >= 1)": int(oth.sum()), "positions_after_a_first_period": int(lat.sum()),
-        "middle_layers": [int(x) for x in mid],
-        "middle layers: attention + FFN importance per layer at first periods": quiet_period,
-        "middle layers: attention + FFN importance per layer at other positions": quiet_other,
-        "(a) middle layers: first periods minus other positions": quiet,
-        "(b) middle layers: contribution share on the first period minus per other token": gets_more,
-    })
-    for kind, est in bos.items():
-        name = "contribution" if kind == "contrib" else "attention-weight"
-        summary[f"middle layers: {name} share on the first period minus on the first token"] = est["period - first"]
-        if kind != "contrib":
-            summary[f"middle layers: {name} share on the first period minus per other token"] = est["period - other"]
-    summary["layers where first periods' blocks are quieter (attention and FFN, both intervals below 0)"] = [
-        layer for layer in range(n_layers)
-        if layers["attention"]["difference"][layer].below(0) and layers["ffn"]["difference"][layer].below(0)]
-    for kind, s in shares.items():
-        for w in WHERE:
-            summary[f"per layer: {kind}_{w}"] = s[w]
-
-    figures = block_figures(layers, n_layers, n_heads) if per.any() else {}
+    figures = block_figures(own.layers, n_layers, n_heads) if per.any() else {}
     figures.update(share_figures(shares) if lat.any() else {})
     examples, routes = [], []
     if ctx.loaded is None:
@@ -154,9 +105,102 @@ def summarize(ctx: Context) -> report.Result:
         found, examples, routes = example_routes(ctx.loaded, table, sel, tau)
         figures.update(found)
         summary["routes (fig. 14)"] = examples
-    extra = {"periods_layers": layer_table(layers, shares, n_layers),
-             "periods_heads": head_table(layers["heads"], n_layers, n_heads)}
-    explanation = (
+    extra = {"periods_layers": layer_table(own.layers, shares, n_layers),
+             "periods_heads": head_table(own.layers["heads"], n_layers, n_heads)}
+    data = {"boot": boot, "middle": mid, "layers": own.layers, "shares": {k: {w: s[w] for w in WHERE}
+                                                                        for k, s in shares.items()},
+            "bos": bos, "quiet": own.difference, "gets_more": gets_more, "n_period": int(per.sum()),
+            "n_later": int(lat.sum()), "n_other": int(oth.sum()), "examples": examples, "routes": routes}
+    return report.Result("periods", "Periods acting as BOS", _explanation(tau, mid), table, summary, figures, extra,
+                         data=data, paper=PAPER, paper_size=ANALYSIS.paper_size)
+
+
+@dataclass
+class OwnBlocks:
+    """Fig. 9b and the "untouched" observation: the blocks of the first periods' own streams against every other
+    position. layers: part ("heads" [L*H], "attention" [L], "ffn" [L]) -> "period" / "other" estimates (and
+    "difference" for the attention and FFN blocks); period / other / difference (claim part a): the attention +
+    FFN importance averaged over the middle layers."""
+
+    layers: dict[str, dict[str, list[Estimate]]]
+    period: Estimate
+    other: Estimate
+    difference: Estimate
+
+
+def own_blocks(b: dict[str, np.ndarray], sel: dict[str, np.ndarray], docs: np.ndarray, mid: np.ndarray,
+               boot: dict) -> OwnBlocks:
+    """Mean importance of each head, attention block and FFN block (`blocks(...)`) at first periods and at the
+    other positions, resampling texts."""
+    per, oth = sel["period"], sel["other"]
+    layers = {}
+    for part in ("heads", "attention", "ffn"):
+        layers[part] = {"period": means(b[part][per], docs[per], boot), "other": means(b[part][oth], docs[oth], boot)}
+        if part != "heads":
+            layers[part]["difference"] = differences(b[part][per], docs[per], b[part][oth], docs[oth], boot)
+    own = (b["attention"] + b["ffn"])[:, mid].mean(axis=1, keepdims=True)  # [N, 1] blocks of the middle layers
+    return OwnBlocks(layers, means(own[per], docs[per], boot)[0], means(own[oth], docs[oth], boot)[0],
+                     differences(own[per], docs[per], own[oth], docs[oth], boot)[0])
+
+
+def later_shares(table, later: np.ndarray, docs: np.ndarray, n_layers: int, boot: dict) -> dict[str, dict]:
+    """Appendix D: where later tokens' contribution ("contrib") and attention weights ("attn", when the rows have
+    them) go, per layer: kind -> "columns" (w -> [N_later, L] shares) and w -> L estimates, w in WHERE."""
+    shares = {}
+    for kind in ("contrib", "attn"):
+        if f"{kind}_period" not in table.column_names:
+            continue
+        cols = {w: list_column(table, f"{kind}_{w}")[later] if table.num_rows else np.zeros((0, n_layers))
+                for w in WHERE}
+        shares[kind] = {"columns": cols, **{w: means(cols[w], docs[later], boot) for w in WHERE}}
+    return shares
+
+
+def bos_shares(shares: dict[str, dict], docs_later: np.ndarray, mid: np.ndarray, boot: dict) -> dict[str, dict]:
+    """Per kind, over the middle layers: the share on the first period minus per other token, and minus on the
+    first token (paired over the same rows)."""
+    bos = {}
+    for kind, s in shares.items():
+        c = s["columns"]
+        bos[kind] = {"period - other": paired(c["period"][:, mid], c["other"][:, mid], docs_later, boot),
+                     "period - first": paired(c["period"][:, mid], c["first"][:, mid], docs_later, boot)}
+    return bos
+
+
+def _summary(ctx: Context, sel: dict[str, np.ndarray], docs: np.ndarray, mid: np.ndarray, own: OwnBlocks,
+             shares: dict, bos: dict, gets_more: Estimate) -> dict:
+    table, per = ctx.table, sel["period"]
+    tokens = table.column("token").to_pylist() if table.num_rows else []
+    summary = dict(ctx.counts)
+    summary.update({
+        "paper_sample": ANALYSIS.paper_size,
+        "texts": len(set(docs.tolist())), "texts_with_a_first_period": len(set(docs[per].tolist())),
+        "first_periods (the paper: 823 of the 826 points of its cluster)": int(per.sum()),
+        "first_period_tokens": dict(collections.Counter(repr(tokens[i]) for i in np.flatnonzero(per))),
+        "other_positions (position >= 1)": int(sel["other"].sum()),
+        "positions_after_a_first_period": int(sel["later"].sum()),
+        "middle_layers": [int(x) for x in mid],
+        "middle layers: attention + FFN importance per layer at first periods": own.period,
+        "middle layers: attention + FFN importance per layer at other positions": own.other,
+        "(a) middle layers: first periods minus other positions": own.difference,
+        "(b) middle layers: contribution share on the first period minus per other token": gets_more,
+    })
+    for kind, est in bos.items():
+        name = "contribution" if kind == "contrib" else "attention-weight"
+        summary[f"middle layers: {name} share on the first period minus on the first token"] = est["period - first"]
+        if kind != "contrib":
+            summary[f"middle layers: {name} share on the first period minus per other token"] = est["period - other"]
+    summary["layers where first periods' blocks are quieter (attention and FFN, both intervals below 0)"] = [
+        layer for layer in range(ctx.n_layers)
+        if own.layers["attention"]["difference"][layer].below(0) and own.layers["ffn"]["difference"][layer].below(0)]
+    for kind, s in shares.items():
+        for w in WHERE:
+            summary[f"per layer: {kind}_{w}"] = s[w]
+    return summary
+
+
+def _explanation(tau: float, mid: np.ndarray) -> str:
+    return (
         "Appendix D looks at the outlier cluster of fig. 8, which 'corresponds to the first period in a text'. Here "
         "that cluster is selected by definition: the first token of each text that is '.' (up to spaces), after "
         "position 0, whatever its importances; the other positions are every other prediction except position 0 (the "
@@ -169,12 +213,6 @@ def summarize(ctx: Context) -> report.Result:
         f"The claim is judged on the middle layers {mid[0]}-{mid[-1]} (all but the first two and the last three). "
         "Every interval is a 95% bootstrap interval resampling texts."
     )
-    data = {"boot": boot, "middle": mid, "layers": layers, "shares": {k: {w: s[w] for w in WHERE}
-                                                                    for k, s in shares.items()},
-            "bos": bos, "quiet": quiet, "gets_more": gets_more, "n_period": int(per.sum()), "n_later": int(lat.sum()),
-            "n_other": int(oth.sum()), "examples": examples, "routes": routes}
-    return report.Result("periods", "Periods acting as BOS", explanation, table, summary, figures, extra, data=data,
-                         paper=PAPER, paper_size=ANALYSIS.paper_size)
 
 
 def _values(ests: list[Estimate]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
