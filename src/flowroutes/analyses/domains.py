@@ -10,6 +10,7 @@ L layers, H heads; a flat head index is layer * H + head; vector columns are [L*
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -76,7 +77,7 @@ def overlap_k(n_head_total: int) -> int:
 
 def summarize(ctx: Context) -> report.Result:
     table, n_layers, n_heads = ctx.table, ctx.n_layers, ctx.n_heads
-    nh = n_layers * n_heads
+    nh, shape = n_layers * n_heads, (n_layers, n_heads)
     if table.num_rows == 0:
         raise FlowroutesError("the domains analysis got no predictions: give texts of at least two tokens")
     x = list_column(table, "vector", dtype=np.float32)  # [N, L*H + L]
@@ -87,9 +88,60 @@ def summarize(ctx: Context) -> report.Result:
         raise FlowroutesError("the domains analysis compares every domain with the general one: name a source "
                               "general=FILE, or leave it out to get sample:general")
     boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed}
+    real = set(dom.tolist())
+    e = domain_estimates(x, docs, masks, real, nh, boot)
+    shown = shown_maps(e.means, shape)
+    ffn = {g: e.est[g][nh:] for g in masks}
+    summary = _summary(ctx, masks, docs, e, shown, ffn)
+    drawn = [g for g in masks if g in real]  # the pooled non-English appears in the tables, not the figures
+    figures = _head_figures(e, shown, drawn, real, shape)
+    extra = {"domains_heads": heads_table(e.est, e.spec, shown, n_layers, n_heads), "domains_ffn": ffn_table(ffn)}
+    arithmetic = None
+    if all(a in masks for a in ARITHMETIC):
+        arithmetic = arithmetic_view(x[:, :nh], docs, masks, e.means, shape, boot)
+        summary["addition vs subtraction: heads active for only one"] = arithmetic["listed"]
+        figures["domains-arithmetic"] = _arithmetic_figure(shown, arithmetic)
+    figures["domains-ffn"] = (ffn_figure({g: ffn[g] for g in drawn}),
+                              "Mean FFN importance per layer and domain with 95% intervals (fig. 10 right, fig. 16).")
+    explanation = (
+        "Every prediction of every text gets a component importance vector: per head the sum of its sub-edge "
+        "importances into the position's residual stream, per layer the FFN importance (sec. 4.1). These are "
+        "averaged per domain (sec. 5.1, fig. 10; x: head, y: layer, 0-based). A head's specificity to a domain is "
+        "its mean importance there minus its mean importance on general text (the paper's C4), not on the other "
+        "specialised domains; 'non-english' pools the russian, italian and spanish rows. All intervals are 95% "
+        "bootstrap intervals resampling texts."
+    )
+    specific = {g: [divmod(i, n_heads) for i in most_specific(v, TOP)] for g, v in e.spec_values.items()}
+    data = {"specific_heads": specific, "means": e.means, "specificity": e.spec, "estimates": e.est, "shown": shown,
+            "ffn": x[:, nh:].astype(np.float64), "domain": dom, "doc": docs,
+            "doc_sums": np.concatenate(e.doc_sums), "doc_counts": np.concatenate(e.doc_counts),
+            "doc_domain": np.array(e.doc_domain), "n_layers": n_layers, "n_heads": n_heads, "boot": boot,
+            "arithmetic": arithmetic}
+    return report.Result("domains", "Domain-specific components", explanation, table, summary, figures, extra,
+                         data=data, paper=PAPER, paper_size=ANALYSIS.paper_size)
+
+
+@dataclass
+class DomainEstimates:
+    """Per domain g (in `domain_masks` order): est[g], K estimates of the mean vector; spec[g] (every g but
+    general), L*H estimates of the head means minus general's; means / spec_values: their values [K] / [L*H].
+    doc_sums / doc_counts / doc_domain: per text of a real (not pooled) domain, its head sums [D_g, L*H], its number
+    of predictions [D_g] and its domain, for the overlap claim."""
+
+    est: dict[str, list[Estimate]]
+    spec: dict[str, list[Estimate]]
+    means: dict[str, np.ndarray]
+    spec_values: dict[str, np.ndarray]
+    doc_sums: list[np.ndarray]
+    doc_counts: list[np.ndarray]
+    doc_domain: list[str]
+
+
+def domain_estimates(x: np.ndarray, docs: np.ndarray, masks: dict[str, np.ndarray], real: set[str], nh: int,
+                     boot: dict) -> DomainEstimates:
+    """Means of the component vectors x [N, L*H + L] per domain, and each head's specificity, resampling texts."""
     gen = masks[GENERAL]
     est, spec, sums, counts, owner = {}, {}, [], [], []
-    real = set(dom.tolist())
     for g, m in masks.items():
         est[g] = mean_ci(x[m], docs[m], **boot)  # K estimates
         if g != GENERAL:
@@ -101,72 +153,67 @@ def summarize(ctx: Context) -> report.Result:
             owner += [g] * n_units
     means = {g: np.array([e.value for e in est[g]]) for g in masks}
     spec_values = {g: np.array([e.value for e in spec[g]]) for g in spec}
-    shape = (n_layers, n_heads)
+    return DomainEstimates(est, spec, means, spec_values, sums, counts, owner)
+
+
+def shown_maps(means: dict[str, np.ndarray], shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Per domain the [L, H] map of mean head importance as figs. 10 and 16 draw it: NaN where a non-general
+    domain's mean is not above SHOWN."""
+    nh = shape[0] * shape[1]
     shown = {}
-    for g in masks:
-        mat = means[g][:nh].reshape(shape).copy()
+    for g, mean in means.items():
+        mat = mean[:nh].reshape(shape).copy()
         if g != GENERAL:
             mat[~(mat > SHOWN)] = np.nan
         shown[g] = mat
-    specific = {g: [divmod(i, n_heads) for i in most_specific(v, TOP)] for g, v in spec_values.items()}
-    ffn = {g: est[g][nh:] for g in masks}
+    return shown
 
+
+def _summary(ctx: Context, masks: dict[str, np.ndarray], docs: np.ndarray, e: DomainEstimates,
+             shown: dict[str, np.ndarray], ffn: dict[str, list[Estimate]]) -> dict:
+    n_heads, nh = ctx.n_heads, ctx.n_layers * ctx.n_heads
     summary = dict(ctx.counts)
     summary["paper_sample"] = ANALYSIS.paper_size
     summary["predictions_per_domain"] = {g: int(m.sum()) for g, m in masks.items()}
     summary["texts_per_domain"] = {g: int(len(np.unique(docs[m]))) for g, m in masks.items()}
     summary["shown_threshold"] = SHOWN
-    order = np.argsort(-means[GENERAL][:nh], kind="stable")[:LISTED]
-    summary["general: most important heads"] = [{"head": _name(i, n_heads), "mean": est[GENERAL][i]} for i in order]
-    for g, v in spec_values.items():
+    order = np.argsort(-e.means[GENERAL][:nh], kind="stable")[:LISTED]
+    summary["general: most important heads"] = [{"head": _name(i, n_heads), "mean": e.est[GENERAL][i]} for i in order]
+    for g, v in e.spec_values.items():
         summary[f"{g}: most specific heads (mean - general)"] = [
-            {"head": _name(i, n_heads), "mean": est[g][i], "specificity": spec[g][i]}
+            {"head": _name(i, n_heads), "mean": e.est[g][i], "specificity": e.spec[g][i]}
             for i in most_specific(v, LISTED)]
         summary[f"{g}: heads shown (mean > {SHOWN})"] = int(np.isfinite(shown[g]).sum())
     summary["last-layer FFN importance"] = {g: ffn[g][-1] for g in masks}
-    drawn = [g for g in masks if g in real]  # the pooled non-English appears in the tables, not the figures
+    return summary
+
+
+def _head_figures(e: DomainEstimates, shown: dict[str, np.ndarray], drawn: list[str], real: set[str],
+                  shape: tuple[int, int]) -> dict[str, tuple[Figure, str]]:
     figures = {
         "domains-heads": (grid([shown[g] for g in drawn], drawn, "viridis",
                                suptitle=f"mean head importance (non-general: only > {SHOWN})"),
                           f"Mean importance of every head per domain (fig. 10); for non-general domains only heads "
                           f"with mean importance above {SHOWN} are drawn, the general domain in full."),
     }
-    names = [g for g in spec if g in real]
+    names = [g for g in e.spec if g in real]
     if names:
         figures["domains-specificity"] = (
-            grid([spec_values[g].reshape(shape) for g in names], names, "RdBu_r", diverging=True,
+            grid([e.spec_values[g].reshape(shape) for g in names], names, "RdBu_r", diverging=True,
                  suptitle="specificity: domain mean - general mean"),
             "Each head's mean importance in a domain minus its mean importance in the general domain.")
-    extra = {"domains_heads": heads_table(est, spec, shown, n_layers, n_heads),
-             "domains_ffn": ffn_table(ffn)}
-    arithmetic = None
-    if all(a in masks for a in ARITHMETIC):
-        arithmetic = arithmetic_view(x[:, :nh], docs, masks, means, shape, boot)
-        summary["addition vs subtraction: heads active for only one"] = arithmetic["listed"]
-        figures["domains-arithmetic"] = (
-            grid([shown["addition"], shown["subtraction"], arithmetic["difference"]],
-                 ["addition", "subtraction", "addition - subtraction"], ["viridis", "viridis", "RdBu_r"],
-                 diverging=[False, False, True], marks={"orange": arithmetic["only_addition"],
-                                                        "cyan": arithmetic["only_subtraction"]},
-                 suptitle=f"addition vs subtraction (orange: only addition > {SHOWN}; cyan: only subtraction)"),
-            "Addition and subtraction heads (fig. 16 right, appendix E) and their difference; outlined heads have "
-            f"mean importance above {SHOWN} for one of the two tasks only.")
-    figures["domains-ffn"] = (ffn_figure({g: ffn[g] for g in drawn}),
-                              "Mean FFN importance per layer and domain with 95% intervals (fig. 10 right, fig. 16).")
-    explanation = (
-        "Every prediction of every text gets a component importance vector: per head the sum of its sub-edge "
-        "importances into the position's residual stream, per layer the FFN importance (sec. 4.1). These are "
-        "averaged per domain (sec. 5.1, fig. 10; x: head, y: layer, 0-based). A head's specificity to a domain is "
-        "its mean importance there minus its mean importance on general text (the paper's C4), not on the other "
-        "specialised domains; 'non-english' pools the russian, italian and spanish rows. All intervals are 95% "
-        "bootstrap intervals resampling texts."
-    )
-    data = {"specific_heads": specific, "means": means, "specificity": spec, "estimates": est, "shown": shown,
-            "ffn": x[:, nh:].astype(np.float64), "domain": dom, "doc": docs,
-            "doc_sums": np.concatenate(sums), "doc_counts": np.concatenate(counts), "doc_domain": np.array(owner),
-            "n_layers": n_layers, "n_heads": n_heads, "boot": boot, "arithmetic": arithmetic}
-    return report.Result("domains", "Domain-specific components", explanation, table, summary, figures, extra,
-                         data=data, paper=PAPER, paper_size=ANALYSIS.paper_size)
+    return figures
+
+
+def _arithmetic_figure(shown: dict[str, np.ndarray], arithmetic: dict) -> tuple[Figure, str]:
+    return (
+        grid([shown["addition"], shown["subtraction"], arithmetic["difference"]],
+             ["addition", "subtraction", "addition - subtraction"], ["viridis", "viridis", "RdBu_r"],
+             diverging=[False, False, True], marks={"orange": arithmetic["only_addition"],
+                                                    "cyan": arithmetic["only_subtraction"]},
+             suptitle=f"addition vs subtraction (orange: only addition > {SHOWN}; cyan: only subtraction)"),
+        "Addition and subtraction heads (fig. 16 right, appendix E) and their difference; outlined heads have "
+        f"mean importance above {SHOWN} for one of the two tasks only.")
 
 
 def arithmetic_view(heads: np.ndarray, docs: np.ndarray, masks: dict, means: dict, shape: tuple, boot: dict) -> dict:
