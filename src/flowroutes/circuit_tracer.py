@@ -54,86 +54,104 @@ def to_circuit_tracer(routes: Any, slug: str | None = None, *, scan: str | None 
     """The circuit-tracer graph (a dict ready for json.dump) of `routes`. `scan` names the model in the viewer's
     graph list (default `flowroutes:<model name>`)."""
     slug = _check_slug(slug or slug_for(routes.prompt, routes.position, routes.model_name))
-    texts = list(routes.token_texts)
+    graph = _ViewerGraph(routes)
+    for node in routes.nodes:
+        graph.state(node.id)
+    for edge in routes.edges:
+        graph.add_edge(edge)
+    target_logit = graph.add_logits()
     n_layers = int(routes.n_layers)
-    nodes: dict[str, dict] = {}
-    links: dict[tuple[str, str], float] = {}
+    metadata = {"slug": slug, "scan": scan or f"flowroutes:{routes.model_name or 'model'}", "transcoder_list": [],
+                "prompt_tokens": graph.texts, "prompt": routes.prompt, "node_threshold": None, "schema_version": 1}
+    return {
+        "metadata": metadata,
+        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": target_logit or "",
+                    "sg_pos": ""},
+        "nodes": list(graph.nodes.values()),
+        "links": [{"source": s, "target": t, "weight": w} for (s, t), w in graph.links.items()],
+        "flowroutes": {"schema": "flowroutes.routes", "position": routes.position,
+                       "attention_threshold": routes.attention_threshold, "ffn_threshold": routes.ffn_threshold,
+                       "renormalize": routes.renormalize, "n_layers": n_layers, "n_heads": routes.n_heads,
+                       "rows_per_block": ROWS_PER_BLOCK, "active_heads": [list(h) for h in routes.active_heads]},
+    }
 
-    def label(p: int) -> str:
-        return repr(texts[p]) if 0 <= p < len(texts) else f"position {p}"
 
-    def add(node_id: str, row: int | str, p: int, kind: str, index: int, clerp: str, **extra) -> str:
-        if node_id not in nodes:
+class _ViewerGraph:
+    """The viewer's nodes (by id, in the order added) and links (weights summed per (source, target)) of one
+    routes graph, built as the module's docstring maps them."""
+
+    def __init__(self, routes: Any) -> None:
+        self.routes = routes
+        self.texts = list(routes.token_texts)
+        self.n_layers = int(routes.n_layers)
+        self.by_id = {n.id: n for n in routes.nodes}
+        self.nodes: dict[str, dict] = {}
+        self.links: dict[tuple[str, str], float] = {}
+
+    def label(self, p: int) -> str:
+        return repr(self.texts[p]) if 0 <= p < len(self.texts) else f"position {p}"
+
+    def add(self, node_id: str, row: int | str, p: int, kind: str, index: int, clerp: str, **extra) -> str:
+        if node_id not in self.nodes:
             feature = p if row == "E" else _cantor(int(row), index)
-            nodes[node_id] = {"node_id": node_id, "jsNodeId": node_id, "feature": feature, "layer": str(row),
-                              "ctx_idx": p, "feature_type": kind, "clerp": clerp, "token_prob": 0.0,
-                              "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0, "influence": None,
-                              "activation": None, **extra}
+            self.nodes[node_id] = {"node_id": node_id, "jsNodeId": node_id, "feature": feature, "layer": str(row),
+                                   "ctx_idx": p, "feature_type": kind, "clerp": clerp, "token_prob": 0.0,
+                                   "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0, "influence": None,
+                                   "activation": None, **extra}
         return node_id
 
-    def state(node_id: str) -> str:
+    def link(self, source: str, target: str, weight: float) -> None:
+        self.links[(source, target)] = self.links.get((source, target), 0.0) + float(weight)
+
+    def state(self, node_id: str) -> str:
         """The viewer node of a routes node (its id is kept; x^0 is an embedding node)."""
-        node = by_id[node_id]
+        node, label = self.by_id[node_id], self.label
         p = node.position
         if node.kind == "residual" and node.layer == 0:
-            return add(node_id, "E", p, "embedding", 0, f"Emb: {label(p)}")
+            return self.add(node_id, "E", p, "embedding", 0, f"Emb: {label(p)}")
         if node.kind == "attention":
             row = ROWS_PER_BLOCK * node.layer + 1
             what = f"{node_id} {label(p)}: residual stream after block {node.layer}'s attention"
         else:
             row = ROWS_PER_BLOCK * (node.layer - 1) + 3
             what = f"{node_id} {label(p)}: residual stream entering block {node.layer}"
-            if node.layer == n_layers:
+            if node.layer == self.n_layers:
                 what = f"{node_id} {label(p)}: top of the residual stream"
-        return add(node_id, row, p, "residual stream", 0, what)
+        return self.add(node_id, row, p, "residual stream", 0, what)
 
-    def link(source: str, target: str, weight: float) -> None:
-        links[(source, target)] = links.get((source, target), 0.0) + float(weight)
-
-    by_id = {n.id: n for n in routes.nodes}
-    for node in routes.nodes:
-        state(node.id)
-    for edge in routes.edges:
-        source, target = state(edge.source), state(edge.target)
-        p, block = by_id[edge.target].position, edge.layer
+    def add_edge(self, edge: Any) -> None:
+        """A routes edge: through a node per head (attention), through the FFN's node, or direct (residual)."""
+        source, target = self.state(edge.source), self.state(edge.target)
+        p, block, label = self.by_id[edge.target].position, edge.layer, self.label
         if edge.kind == "attention" and edge.heads:
             for head, weight in sorted(edge.heads.items()):
-                hid = add(f"L{block}H{head}@{p}", ROWS_PER_BLOCK * block, p, "attention head", int(head),
-                          f"L{block}H{head}@{p}: head {head} of block {block} writing at {label(p)}")
-                link(source, hid, weight)
-                link(hid, target, weight)
+                hid = self.add(f"L{block}H{head}@{p}", ROWS_PER_BLOCK * block, p, "attention head", int(head),
+                               f"L{block}H{head}@{p}: head {head} of block {block} writing at {label(p)}")
+                self.link(source, hid, weight)
+                self.link(hid, target, weight)
         elif edge.kind == "ffn":
-            fid = add(f"FFN{block}@{p}", ROWS_PER_BLOCK * block + 2, p, "mlp", 0,
-                      f"FFN{block}@{p}: the FFN of block {block} at {label(p)}")
-            link(source, fid, edge.weight)
-            link(fid, target, edge.weight)
+            fid = self.add(f"FFN{block}@{p}", ROWS_PER_BLOCK * block + 2, p, "mlp", 0,
+                           f"FFN{block}@{p}: the FFN of block {block} at {label(p)}")
+            self.link(source, fid, edge.weight)
+            self.link(fid, target, edge.weight)
         else:  # residual (or an attention edge without its heads)
-            link(source, target, edge.weight)
+            self.link(source, target, edge.weight)
 
-    top = f"x{n_layers}@{routes.position}"
-    target_logit = None
-    for rank, (token, prob) in enumerate(zip(routes.top_tokens, routes.top_probs)):
-        shown = str(token).replace('"', "'")
-        lid = f"{ROWS_PER_BLOCK * n_layers}_{rank}_{routes.position}"
-        add(lid, ROWS_PER_BLOCK * n_layers, routes.position, "logit", rank, f'Output "{shown}" (p={float(prob):.3f})',
-            token_prob=float(prob), is_target_logit=rank == 0)
-        if rank == 0 and top in nodes:
-            link(top, lid, 1.0)
-            target_logit = lid
-
-    metadata = {"slug": slug, "scan": scan or f"flowroutes:{routes.model_name or 'model'}", "transcoder_list": [],
-                "prompt_tokens": texts, "prompt": routes.prompt, "node_threshold": None, "schema_version": 1}
-    return {
-        "metadata": metadata,
-        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": target_logit or "",
-                    "sg_pos": ""},
-        "nodes": list(nodes.values()),
-        "links": [{"source": s, "target": t, "weight": w} for (s, t), w in links.items()],
-        "flowroutes": {"schema": "flowroutes.routes", "position": routes.position,
-                       "attention_threshold": routes.attention_threshold, "ffn_threshold": routes.ffn_threshold,
-                       "renormalize": routes.renormalize, "n_layers": n_layers, "n_heads": routes.n_heads,
-                       "rows_per_block": ROWS_PER_BLOCK, "active_heads": [list(h) for h in routes.active_heads]},
-    }
+    def add_logits(self) -> str | None:
+        """A "logit" node per top prediction above x^L; x^L links to the first (returned, or None when x^L is
+        not in the routes)."""
+        routes, row = self.routes, ROWS_PER_BLOCK * self.n_layers
+        top = f"x{self.n_layers}@{routes.position}"
+        target_logit = None
+        for rank, (token, prob) in enumerate(zip(routes.top_tokens, routes.top_probs)):
+            shown = str(token).replace('"', "'")
+            lid = f"{row}_{rank}_{routes.position}"
+            self.add(lid, row, routes.position, "logit", rank, f'Output "{shown}" (p={float(prob):.3f})',
+                     token_prob=float(prob), is_target_logit=rank == 0)
+            if rank == 0 and top in self.nodes:
+                self.link(top, lid, 1.0)
+                target_logit = lid
+        return target_logit
 
 
 def write_circuit_tracer(routes: Any, folder: str | Path, slug: str | None = None, *, scan: str | None = None,
