@@ -354,51 +354,12 @@ def overlap_claim(res: report.Result) -> Claim:
     if missing or GENERAL not in present:
         return untestable(key, section, statement, f"the run has no {', '.join(missing or [GENERAL])} domain "
                           "(needs general, addition, code and at least one of russian, italian, spanish)", measure)
-    member = [np.isin(owner, members) for members in sets.values()]
-    general = owner == GENERAL
-    half = np.zeros(len(owner), dtype=bool)  # every other text of each domain
-    for g in present:
-        half[np.flatnonzero(owner == g)[::2]] = True
-    everything = np.ones(len(owner), dtype=bool)
-
-    def specificity(w: np.ndarray, mask: np.ndarray, within: np.ndarray) -> np.ndarray | None:
-        """Mean of the texts in mask & within minus general's, texts weighted by w [D]; None without texts."""
-        a, b = w * (mask & within), w * (general & within)
-        na, nb = a @ counts, b @ counts
-        return (a @ sums) / na - (b @ sums) / nb if na > 0 and nb > 0 else None
-
-    def top_sets(w: np.ndarray) -> list[set] | None:
-        specs = [specificity(w, mask, everything) for mask in member]
-        if any(s is None for s in specs):  # a resample without any text of some domain
-            return None
-        return [set(np.argsort(-s, kind="stable")[:k].tolist()) for s in specs]
-
-    def held_out(w: np.ndarray) -> list[float] | None:
-        out = []
-        for mask in member:
-            one, other = specificity(w, mask, half), specificity(w, mask, ~half)
-            if one is None or other is None:
-                return None
-            top_one, top_other = np.argsort(-one, kind="stable")[:k], np.argsort(-other, kind="stable")[:k]
-            out.append(0.5 * (other[top_one].mean() + one[top_other].mean()))
-        return out
-
-    def weights(idx: np.ndarray) -> np.ndarray:
-        return np.bincount(idx, minlength=len(owner)).astype(np.float64)
-
-    def overlap(idx: np.ndarray) -> float:
-        tops = top_sets(weights(idx))
-        return np.nan if tops is None else mean_pairwise_jaccard(tops)
-
-    def weakest(idx: np.ndarray) -> float:
-        values = held_out(weights(idx))
-        return np.nan if values is None else min(values)
-
+    texts = _TopHeads(owner, sums, counts, list(sets.values()), k)
     seed, n = d["boot"]["seed"], int(counts.sum())
-    est = statistic_ci(overlap, len(owner), unit="texts", n=n, seed=seed)
-    guard = statistic_ci(weakest, len(owner), unit="texts", n=n, seed=seed)
-    tops = top_sets(np.ones(len(owner)))
-    held = held_out(np.ones(len(owner))) or [np.nan] * len(sets)
+    est = statistic_ci(texts.overlap, len(owner), unit="texts", n=n, seed=seed)
+    guard = statistic_ci(texts.weakest, len(owner), unit="texts", n=n, seed=seed)
+    tops = texts.top_sets(np.ones(len(owner)))
+    held = texts.held_out(np.ones(len(owner))) or [np.nan] * len(sets)
     n_heads = d["n_heads"]
     names = {name: sorted(_name(i, n_heads) for i in t) for name, t in zip(sets, tops)}
     pairs = "; ".join(f"{a}-{b} {jaccard(tops[i], tops[j]):.2f}"
@@ -411,6 +372,56 @@ def overlap_claim(res: report.Result) -> Claim:
            f"Upper bound {'below' if different else 'not below'} {OVERLAP_MAX:.3g}. Pairwise: {pairs}. Top heads: "
            + "; ".join(f"{name} {', '.join(h)}" for name, h in names.items()))
     return Claim(key, section, statement, measure, est, "holds" if different and specific else "does not hold", why)
+
+
+class _TopHeads:
+    """The overlap claim's statistics on texts weighted by w [D] (1 each, or a bootstrap's counts): the top-k heads
+    by specificity of each group of domains, and how specific the top-k heads chosen on one half of the texts stay
+    on the other half. sums [D, L*H] / counts [D]: each text's head sums and predictions; owner [D]: its domain."""
+
+    def __init__(self, owner: np.ndarray, sums: np.ndarray, counts: np.ndarray, groups: list[list[str]], k: int):
+        self.sums, self.counts, self.k, self.n_texts = sums, counts, k, len(owner)
+        self.member = [np.isin(owner, members) for members in groups]
+        self.general = owner == GENERAL
+        self.half = np.zeros(len(owner), dtype=bool)  # every other text of each domain
+        for g in set(owner.tolist()):
+            self.half[np.flatnonzero(owner == g)[::2]] = True
+
+    def specificity(self, w: np.ndarray, mask: np.ndarray, within: np.ndarray) -> np.ndarray | None:
+        """Mean of the texts in mask & within minus general's, texts weighted by w [D]; None without texts."""
+        a, b = w * (mask & within), w * (self.general & within)
+        na, nb = a @ self.counts, b @ self.counts
+        return (a @ self.sums) / na - (b @ self.sums) / nb if na > 0 and nb > 0 else None
+
+    def top_sets(self, w: np.ndarray) -> list[set] | None:
+        everything = np.ones(self.n_texts, dtype=bool)
+        specs = [self.specificity(w, mask, everything) for mask in self.member]
+        if any(s is None for s in specs):  # a resample without any text of some domain
+            return None
+        return [set(np.argsort(-s, kind="stable")[: self.k].tolist()) for s in specs]
+
+    def held_out(self, w: np.ndarray) -> list[float] | None:
+        out = []
+        for mask in self.member:
+            one, other = self.specificity(w, mask, self.half), self.specificity(w, mask, ~self.half)
+            if one is None or other is None:
+                return None
+            top_one, top_other = np.argsort(-one, kind="stable")[: self.k], np.argsort(-other, kind="stable")[: self.k]
+            out.append(0.5 * (other[top_one].mean() + one[top_other].mean()))
+        return out
+
+    def _weights(self, idx: np.ndarray) -> np.ndarray:
+        return np.bincount(idx, minlength=self.n_texts).astype(np.float64)
+
+    def overlap(self, idx: np.ndarray) -> float:
+        """Mean pairwise Jaccard index of the top sets, texts resampled as `idx`."""
+        tops = self.top_sets(self._weights(idx))
+        return np.nan if tops is None else mean_pairwise_jaccard(tops)
+
+    def weakest(self, idx: np.ndarray) -> float:
+        """The smallest held-out specificity of the groups, texts resampled as `idx`."""
+        values = self.held_out(self._weights(idx))
+        return np.nan if values is None else min(values)
 
 
 def last_ffn_claim(res: report.Result) -> Claim:
