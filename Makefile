@@ -8,9 +8,9 @@ PROMPT := When Mary and John went to the store, John gave a drink to
 # the lowest torch and transformers that pyproject.toml's ranges allow, tested by `make test-lowest`
 LOWEST_VENV := .venv-lowest
 LOWEST_PINS := torch==2.13.0 transformers==5.21.0
-ENGINE_TESTS := tests/test_families.py tests/test_exactness.py tests/test_importance.py tests/test_routes.py
+ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py
 
-.PHONY: setup browser demo reproduce test test-lowest test-install lint lock bench clean
+.PHONY: setup browser demo reproduce test test-unit test-lowest test-install lint lock bench clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ reproduce: setup
 test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
+# the hand-built cases alone (tests/unit: no model, no browser): seconds
+test-unit: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
 # the engine's tests on the lowest supported torch and transformers, in a venv of their own
 test-lowest:
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
@@ -53,15 +57,15 @@ test-lowest:
 
 # `pip install flowroutes` (no extras) in a fresh venv traces the embedded model (minutes: it builds the venv)
 test-install: setup
-	FLOWROUTES_TEST_INSTALL=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_install.py
+	FLOWROUTES_TEST_INSTALL=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_install.py
 
-# style, unused code, and the module boundaries of docs/architecture.md (import contracts + tests/test_contracts.py)
+# style, unused code, and the module boundaries of docs/architecture.md (import contracts + tests/unit/test_contracts.py)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	# unused code in the package (what the tests use counts as used; FastAPI routes and pytest hooks are used)
 	! $(BIN)/vulture src/flowroutes tests --min-confidence 60 --ignore-decorators '@app.*,@pytest.*' | grep '^src/'
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_contracts.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_contracts.py
 
 # rewrite requirements.lock from the venv that `make setup` built (after changing a range in pyproject.toml)
 lock: setup

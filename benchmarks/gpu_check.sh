@@ -23,5 +23,5 @@ if ! $PY -c "import transformers, flowroutes; print('transformers', transformers
   echo "the carried transformers does not import here: using the machine's own" | tee -a "$OUT/env.txt"
   export PYTHONPATH="$PWD/src"
 fi
-timeout 200 $PY -m pytest -q -p no:cacheprovider -rs tests/test_gpu_kernel.py 2>&1 | tee "$OUT/test.txt"
+timeout 200 $PY -m pytest -q -p no:cacheprovider -rs tests/unit/test_gpu_kernel.py tests/integration/test_gpu_kernel.py 2>&1 | tee "$OUT/test.txt"
 timeout 240 $PY benchmarks/gpu_kernel.py --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.txt"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import transformers as tf
-from models import VOCAB, _randomise
+
+from tests.helpers.models import VOCAB, _randomise
 
 D, L, H, FF = 48, 2, 4, 96
 _llama_like = dict(vocab_size=VOCAB, hidden_size=D, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H,

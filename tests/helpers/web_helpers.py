@@ -18,8 +18,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 # docs/img when FLOWROUTES_UPDATE_SCREENSHOTS=1 (to refresh the README's pictures); otherwise an ignored folder,
 # so that running the tests leaves the working tree clean
-SCREENSHOTS = (Path(__file__).resolve().parents[1] / "docs" / "img" if os.environ.get("FLOWROUTES_UPDATE_SCREENSHOTS")
-               else Path(__file__).resolve().parents[1] / "test-artifacts")
+SCREENSHOTS = (Path(__file__).resolve().parents[2] / "docs" / "img" if os.environ.get("FLOWROUTES_UPDATE_SCREENSHOTS")
+               else Path(__file__).resolve().parents[2] / "test-artifacts")
 
 
 class ServerThread:

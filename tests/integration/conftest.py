@@ -1,13 +1,9 @@
-import sys
-from pathlib import Path
+"""Fixtures with models: the real SmolLM2, tiny random-init families, a tiny model saved as a local folder."""
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from models import TINY_MODELS, word_tokenizer  # noqa: E402
-
-import flowroutes  # noqa: E402
+import flowroutes
+from tests.helpers.models import TINY_MODELS, word_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).parent.parent / "examples" / "tutorial.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "tutorial.ipynb"
 
 
 @pytest.mark.slow

@@ -9,12 +9,12 @@ from collections import defaultdict
 
 import pytest
 import torch
-from families import tiny_family
-from models import tiny_llama, word_tokenizer
 
 import flowroutes
 from flowroutes.circuit_tracer import ROWS_PER_BLOCK, slug_for, to_circuit_tracer, write_circuit_tracer
 from flowroutes.cli import main
+from tests.helpers.families import tiny_family
+from tests.helpers.models import tiny_llama, word_tokenizer
 
 IDS = torch.tensor([5, 17, 3, 17, 40, 8, 22, 5, 61, 2])
 

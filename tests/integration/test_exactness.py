@@ -5,11 +5,11 @@ supported family, and the real SmolLM2."""
 import numpy as np
 import pytest
 import torch
-from reference import reference_layer
 
 import flowroutes
 from flowroutes.capture import run_with_capture
 from flowroutes.importance import head_values
+from tests.helpers.reference import reference_layer
 
 IOI = "When Mary and John went to the store, John gave a drink to"
 
@@ -67,7 +67,7 @@ def test_tiny_models_are_exact(tiny):
 
 def test_the_constant_term_is_not_an_edge():
     """GPT-2 with large biases: the constant (b_O, b_V W_O, beta W_V W_O) is in y but in no part."""
-    from models import tiny_gpt2, word_tokenizer
+    from tests.helpers.models import tiny_gpt2, word_tokenizer
 
     model = tiny_gpt2(seed=1)
     with torch.no_grad():

@@ -5,13 +5,13 @@ float64 from those parts."""
 import numpy as np
 import pytest
 import torch
-from families import FAMILIES, tiny_family
-from models import word_tokenizer
-from reference import eq1
 
 import flowroutes
 from flowroutes.capture import run_with_capture
 from flowroutes.importance import head_values
+from tests.helpers.families import FAMILIES, tiny_family
+from tests.helpers.models import word_tokenizer
+from tests.helpers.reference import eq1
 
 IDS = torch.tensor([5, 17, 3, 17, 40, 8, 22, 5, 61, 2])
 
@@ -109,7 +109,8 @@ def test_unsupported_configurations_are_refused():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_importances_match_float32(dtype):
     import transformers as tf
-    from families import FAMILIES
+
+    from tests.helpers.families import FAMILIES
 
     torch.manual_seed(0)  # the family's own initialisation: activations of a trained model's scale
     cls, kwargs = FAMILIES["llama"]

@@ -60,10 +60,9 @@ def test_smollm2_lazy_and_batched(smollm2, ioi_trace):
 def test_lazy_routes_equal_full_routes_in_every_sequential_family(family):
     """Recorded-attention lazy traces (sdpa forward, eager rows on demand) and the rerun fallback (modules
     outside transformers' AttentionInterface: GPT-Neo, BLOOM) give the full trace's routes."""
-    from families import tiny_family
-    from models import word_tokenizer
-
     from flowroutes.capture import can_record
+    from tests.helpers.families import tiny_family
+    from tests.helpers.models import word_tokenizer
 
     loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
     ids = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12]
@@ -175,8 +174,8 @@ def test_predictions_of_a_model_that_cannot_skip_the_lm_head(tiny, monkeypatch):
 def test_one_kernel_call_per_block_equals_the_reference_path_prompt_by_prompt(family, prune):
     """The whole batch goes through the fused kernel in one call per block (sequential and parallel blocks,
     post-norm scales, pruning): each trace equals the chunked torch reference run on its prompt alone."""
-    from families import tiny_family
-    from models import word_tokenizer
+    from tests.helpers.families import tiny_family
+    from tests.helpers.models import word_tokenizer
 
     loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
     prompts = ["w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11", "w8 w9", "w10 w11 w12 w1 w2", "w3", "w4 w5 w6 w7 w8 w9"]
@@ -196,10 +195,9 @@ def test_batched_lazy_routes_equal_the_unbatched_full_path(family, monkeypatch):
     each block's rows of all prompts in one kernel call; routes and rows equal each prompt's own full trace."""
     import importlib
 
-    from families import tiny_family
-    from models import word_tokenizer
-
     from flowroutes import importance
+    from tests.helpers.families import tiny_family
+    from tests.helpers.models import word_tokenizer
 
     trace_module = importlib.import_module("flowroutes.trace")
     loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())

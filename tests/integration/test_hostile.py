@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from models import tiny_llama, word_tokenizer
-from web_helpers import ServerThread
 
 import flowroutes
 from flowroutes.web.store import Settings
+from tests.helpers.models import tiny_llama, word_tokenizer
+from tests.helpers.web_helpers import ServerThread
 
 PROMPT = "w1 w2 w3 w1 w5 w6 w7 w2"
 LONG = " ".join(f"w{(7 * i) % 90}" for i in range(40))  # 40 tokens: routes at low thresholds get large
@@ -222,22 +222,6 @@ def test_a_server_with_a_token_wants_it_on_every_request(model):
         assert status == 200
 
 
-def test_serve_binds_loopback_and_wants_a_token_elsewhere():
-    from flowroutes.cli import _parser
-    from flowroutes.web.cli import settings_from_args
-
-    parser = _parser()
-    settings, host, _ = settings_from_args(parser.parse_args(["serve", "--model", "m"]))
-    assert host == "127.0.0.1" and settings.token is None
-    assert sorted(settings.allowed_hosts) == ["127.0.0.1", "::1", "localhost"]
-    settings, host, _ = settings_from_args(parser.parse_args(["serve", "--model", "m", "--host", "0.0.0.0"]))
-    assert host == "0.0.0.0" and settings.allowed_hosts == ["*"] and len(settings.token) >= 24
-    settings, _, _ = settings_from_args(parser.parse_args(["serve", "--model", "m", "--host", "0.0.0.0", "--no-auth"]))
-    assert settings.token is None
-    settings, _, _ = settings_from_args(parser.parse_args(["serve", "--model", "m", "--host", "lab.local"]))
-    assert "lab.local" in settings.allowed_hosts and "evil.example" not in settings.allowed_hosts and settings.token
-
-
 # --- 3. bodies and workers ----------------------------------------------------------------------------------------
 def test_oversized_bodies_are_refused_before_they_are_read(plain):
     server, limit = plain, 16 * 4000 + 4096  # the default limit: twice the longest prompt, escaped as JSON
@@ -359,13 +343,6 @@ def test_a_prompt_asked_by_many_at_once_is_traced_once(preempted):
         assert srv.store.slot("m").forward_passes == 1
 
 
-def test_trace_cache_size_has_an_upper_bound(capsys):
-    from flowroutes.cli import main
-
-    assert main(["serve", "--model", "m", "--cache-size", "100000000"]) == 2
-    assert "--cache-size must be 1..10000" in capsys.readouterr().err
-
-
 # --- 7. errors do not leak --------------------------------------------------------------------------------------
 def test_internal_errors_are_logged_with_an_id_and_not_sent(model, caplog):
     with ServerThread(Settings(models={"m": model})) as srv:
@@ -407,8 +384,6 @@ def test_links_out_of_an_analysis_folder_are_not_served(model, tmp_path):
         status, headers, _ = call(srv, "GET", "/api/analyses/0/drawing.svg")
         assert status == 200 and headers["content-security-policy"] == "sandbox"
         assert headers["x-content-type-options"] == "nosniff"
-
-
 
 
 # --- 5. the default model's cache on unlucky disks ------------------------------------------------------------------

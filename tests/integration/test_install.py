@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not os.environ.get("FLOWROUTES_TEST_INSTALL"),
                                 reason="builds a fresh venv: run `make test-install`")

@@ -12,7 +12,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from models import tiny_gpt2, tiny_llama, word_tokenizer
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import flowroutes
@@ -25,16 +24,13 @@ from flowroutes.patching import (
     compare_patching,
     head_patching,
     intervene,
-    metric_from_logits,
     output_projection,
     prepare,
     run_metric,
-    spearman,
-    top_k,
-    top_k_overlap,
 )
 from flowroutes.patching.core import last_logits
 from flowroutes.tasks import TaskExample
+from tests.helpers.models import tiny_gpt2, tiny_llama, word_tokenizer
 
 V, D, H, DH, MARK = 16, 64, 4, 16, 40  # vocab, d_model, heads, head dim, the position-0 marker dimension
 HEAD = (1, 2)
@@ -83,18 +79,6 @@ def toy():
 @pytest.fixture(scope="module")
 def batch(toy):
     return prepare(toy, toy_examples(10))
-
-
-def test_metric_from_logits_by_hand():
-    from flowroutes.patching.core import TaskBatch
-
-    logits = torch.tensor([[0.0, 1.0, 3.0, -1.0], [2.0, 0.0, 0.0, 0.0]])  # [N=2, V=4]
-    b = TaskBatch(torch.zeros(2, 1), torch.zeros(2, 1), torch.ones(2), [[2], [0]], [[1], [3]], "logit_diff", [])
-    assert metric_from_logits(logits, b).tolist() == pytest.approx([2.0, 2.0])
-    b.kind, b.plus, b.minus = "prob_diff", [[2, 3], [0]], [[0], [1, 2]]
-    p = torch.softmax(logits, dim=-1)
-    assert metric_from_logits(logits, b).tolist() == pytest.approx(
-        [float(p[0, 2] + p[0, 3] - p[0, 0]), float(p[1, 0] - p[1, 1] - p[1, 2])])
 
 
 def test_prepare_pads_and_drops(toy):
@@ -151,9 +135,8 @@ def test_zero_ablation_hook_equals_zeroed_weights(build):
 def test_output_projection_and_replay_in_every_family():
     """Every family: the head outputs have width H*dh, and replaying the blocks below a patched layer from the
     clean run gives the numbers of running them again."""
-    from families import FAMILIES, tiny_family
-
     from flowroutes.patching.core import clean_run, head_outputs
+    from tests.helpers.families import FAMILIES, tiny_family
 
     exs = [TaskExample("w1 w2 w3 w4", " w5", " w6", "w7 w2 w3 w4", {}),
            TaskExample("w8 w9 w3", " w10", " w11", "w12 w9 w3", {})]
@@ -236,16 +219,6 @@ def test_routes_make_the_head_active(toy, batch):
     act = active_masks(traces, 0.04, 2, H)  # [N, L, H]
     assert act[:, HEAD[0], HEAD[1]].all()
     assert act[:, 1].sum() == batch.n  # no other layer-1 head is active anywhere
-
-
-def test_agreement_helpers_by_hand():
-    a = np.array([[0.1, 0.5], [0.9, 0.3]])
-    b = np.array([[1.0, 3.0], [4.0, 2.0]])
-    assert spearman(a, b) == pytest.approx(1.0)
-    assert spearman(a, -b) == pytest.approx(-1.0)
-    assert np.isnan(spearman(np.zeros((2, 2)), b))
-    assert top_k(a, 2).tolist() == [2, 1]
-    assert top_k_overlap(a, np.array([[0.0, 0.0], [1.0, 0.0]]), 2) == 0.5
 
 
 def test_compare_patching_on_the_toy(toy, tmp_path):

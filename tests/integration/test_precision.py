@@ -8,12 +8,12 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from families import tiny_family
-from models import tiny_llama, word_tokenizer
-from reference import reference_layer
 
 import flowroutes
 from flowroutes.capture import run_with_capture
+from tests.helpers.families import tiny_family
+from tests.helpers.models import tiny_llama, word_tokenizer
+from tests.helpers.reference import reference_layer
 
 HALF = [torch.bfloat16, torch.float16]
 IDS = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12, 40, 41]

@@ -6,15 +6,17 @@ imports transformer_lens itself."""
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from models import tiny_gpt2, tiny_llama, word_tokenizer
 
 import flowroutes
 from flowroutes.models.transformer_lens import transformer_lens_kind
+from tests.helpers.models import tiny_gpt2, tiny_llama, word_tokenizer
 
+ROOT = Path(__file__).resolve().parents[2]  # the subprocess imports tests.helpers from there
 IDS = torch.tensor([5, 17, 3, 17, 40, 8, 22, 5, 61, 2])
 ARCHS = {"gpt2": (tiny_gpt2, "gpt2"), "llama": (tiny_llama, "meta-llama/Llama-3.2-1B")}
 
@@ -131,8 +133,8 @@ def test_recognised_by_class_only():
     assert transformer_lens_kind(torch.nn.Linear(2, 2)) is None
     with pytest.raises(flowroutes.FlowroutesError, match="TransformerLens"):
         flowroutes.load_model(object())
-    code = ("import sys, flowroutes; sys.path.insert(0, 'tests'); from models import tiny_gpt2, word_tokenizer; "
+    code = ("import sys, flowroutes; from tests.helpers.models import tiny_gpt2, word_tokenizer; "
             "flowroutes.load_model(tiny_gpt2(), tokenizer=word_tokenizer()); "
             "assert 'transformer_lens' not in sys.modules, 'imported transformer_lens'")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]

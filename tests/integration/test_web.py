@@ -10,13 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from web_helpers import ServerThread, chromium, renders, wait_render
 
 import flowroutes
-from flowroutes import FlowroutesError
 from flowroutes import inspection as ins
 from flowroutes.capture import eager_attention
 from flowroutes.web.store import Settings
+from tests.helpers.web_helpers import ServerThread, chromium, renders, wait_render
 
 PROMPT = "w1 w2 w3 w1 w5 w6 w7 w2"
 MAX_CHARS, MAX_TOKENS = 300, 40
@@ -380,7 +379,7 @@ def test_twenty_parallel_requests_all_correct(tiny_folder, reference):
 # --- the inspect computations -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_internals_rebuild_the_model(family):
-    from models import TINY_MODELS, word_tokenizer
+    from tests.helpers.models import TINY_MODELS, word_tokenizer
 
     loaded = flowroutes.load_model(TINY_MODELS[family](), tokenizer=word_tokenizer())
     tr = flowroutes.trace(loaded, PROMPT)
@@ -416,7 +415,7 @@ def test_internals_rebuild_the_model(family):
 
 
 def test_lens_ranks_before():
-    from models import TINY_MODELS, word_tokenizer
+    from tests.helpers.models import TINY_MODELS, word_tokenizer
 
     loaded = flowroutes.load_model(TINY_MODELS["llama"](), tokenizer=word_tokenizer())
     tr = flowroutes.trace(loaded, PROMPT)
@@ -467,37 +466,3 @@ def test_flowroutes_serve_command(tiny_folder):
 
 
 # --- the command ------------------------------------------------------------------------------------------------
-def test_serve_options_and_config(tmp_path, capsys):
-    from flowroutes.cli import _parser
-    from flowroutes.web.cli import settings_from_args
-
-    parser = _parser()
-    settings, host, port = settings_from_args(parser.parse_args(["serve", "--model", "a", "--model", "b"]))
-    assert (host, port, list(settings.models), settings.max_prompt_tokens) == ("127.0.0.1", 8050, ["a", "b"], 256)
-    conf = tmp_path / "serve.toml"
-    conf.write_text('models = ["m1"]\nport = 9000\nmax_prompt_tokens = 64\n')
-    settings, host, port = settings_from_args(parser.parse_args(["serve", "--config", str(conf), "--port", "9100"]))
-    assert (host, port, list(settings.models), settings.max_prompt_tokens) == ("127.0.0.1", 9100, ["m1"], 64)
-    settings, _, _ = settings_from_args(parser.parse_args(["serve"]))
-    assert settings.models == {"SmolLM2-135M-Instruct": None}  # the embedded default
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"models": ["m"], "paths": ["/"]}')
-    with pytest.raises(FlowroutesError, match="unknown keys"):
-        settings_from_args(parser.parse_args(["serve", "--config", str(bad)]))
-    from flowroutes.cli import main
-
-    assert main(["serve", "--config", str(tmp_path / "missing.json")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not found" in err
-    assert main(["serve", "--model", "m", "--max-prompt-tokens", "0"]) == 2
-    assert "positive integer" in capsys.readouterr().err
-    assert main(["serve", "--model", "m", "--analyses", str(tmp_path / "nowhere")]) == 2
-    assert "analysis folder" in capsys.readouterr().err
-    settings, _, _ = settings_from_args(parser.parse_args(["serve", "--analyses", str(tmp_path)]))
-    assert settings.analyses == [str(tmp_path.resolve())]
-    settings, _, _ = settings_from_args(parser.parse_args(["serve", "--max-drawn-edges", "300"]))
-    assert settings.max_drawn_edges == 300
-    conf.write_text('models = ["m1"]\nmax_drawn_edges = 40\n')
-    settings, _, _ = settings_from_args(parser.parse_args(["serve", "--config", str(conf)]))
-    assert settings.max_drawn_edges == 40 and Settings(models={}).max_drawn_edges == 1500
-    assert main(["serve", "--model", "m", "--max-drawn-edges", "0"]) == 2

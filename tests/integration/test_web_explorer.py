@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from web_helpers import ServerThread, chromium, renders, wait_render
 
 import flowroutes
 from flowroutes import inspection as ins
 from flowroutes.web.store import Settings
+from tests.helpers.web_helpers import ServerThread, chromium, renders, wait_render
 
 PROMPT = "w1 w2 w3 w1 w5 w6 w7 w2"
 LONG = " ".join(f"w{(i * 7) % 90}" for i in range(40))

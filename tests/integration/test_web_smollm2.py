@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from web_helpers import ServerThread, chromium, renders, screenshot, wait_render
 
 import flowroutes
 from flowroutes.patching.core import TaskBatch, run_metric
 from flowroutes.patching.methods import ablation_values
 from flowroutes.web.store import Settings
+from tests.helpers.web_helpers import ServerThread, chromium, renders, screenshot, wait_render
 
 pytestmark = pytest.mark.slow
 

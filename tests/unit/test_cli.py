@@ -1,59 +1,12 @@
-"""The CLI end to end (files written, JSON round-trips) and every bad input: one line, exit code 2."""
+"""The CLI's bad inputs that need no model: one line, exit code 2. End to end runs: tests/integration/test_cli.py."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import flowroutes
-from flowroutes import FlowroutesError, Routes
-from flowroutes.cli import main
+from flowroutes import FlowroutesError
 from flowroutes.models import embedded_gguf_path
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, pattern):
-    assert code == 2
-    assert err.count("\n") == 1 and err.startswith("flowroutes: error: "), err
-    assert "Traceback" not in err
-    assert pattern in err, err
-
-
-def test_cli_end_to_end_on_a_local_folder(tiny_folder, tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "flowroutes", "trace", "w1 w2 w3 w1 w5 w6", "--model", str(tiny_folder),
-         "--threshold", "0.05", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "top next tokens" in proc.stdout and "routes:" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["routes.json", "routes.png", "routes.svg"]
-    assert (out / "routes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert b"<svg" in (out / "routes.svg").read_bytes()[:500]
-    # the JSON is the same graph the API builds
-    from_cli = Routes.from_json((out / "routes.json").read_text())
-    model = flowroutes.load_model(str(tiny_folder))
-    api = flowroutes.trace(model, "w1 w2 w3 w1 w5 w6").routes(0.05)
-    assert from_cli.edges == api.edges and from_cli.nodes == api.nodes
-    assert from_cli.active_heads == api.active_heads
-    assert f"{len(api.edges)} edges" in proc.stdout
-
-
-def test_help_explains_every_option():
-    proc = subprocess.run([sys.executable, "-m", "flowroutes", "trace", "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0
-    for option in ("--model", "--threshold", "--attention-threshold", "--ffn-threshold", "--position", "--out",
-                   "--no-renormalize", "--debug"):
-        assert option in proc.stdout
+from tests.helpers.cli import assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("prompt", ["", "   \n\t"])
@@ -68,19 +21,6 @@ def test_empty_prompt(capsys, tmp_path, prompt):
 def test_threshold_out_of_range(capsys, tmp_path, flag, value):
     code, _, err = run_cli(capsys, "trace", "hello", flag, value, "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, "(0, 1)")
-
-
-def test_position_out_of_range(capsys, tiny_folder, tmp_path):
-    code, _, err = run_cli(capsys, "trace", "w1 w2 w3", "--model", str(tiny_folder), "--position", "3",
-                           "--out", str(tmp_path / "o"))
-    assert_one_line_error(code, err, "position 3 is out of range")
-    assert not (tmp_path / "o").exists()
-
-
-def test_prompt_longer_than_the_context(capsys, tiny_folder, tmp_path):
-    code, _, err = run_cli(capsys, "trace", " ".join(["w1"] * 65), "--model", str(tiny_folder),
-                           "--out", str(tmp_path / "o"))
-    assert_one_line_error(code, err, "65 tokens but")
 
 
 def test_model_path_that_does_not_exist(capsys, tmp_path):
@@ -109,47 +49,6 @@ def test_corrupted_and_truncated_model_files(capsys, tmp_path):
     assert_one_line_error(code, err, "cannot read the GGUF file")
 
 
-def test_unsupported_architecture(capsys, tmp_path):
-    from models import word_tokenizer
-    from transformers import BertConfig, BertForMaskedLM
-
-    folder = tmp_path / "bert"
-    BertForMaskedLM(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=64)).save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    code, _, err = run_cli(capsys, "trace", "w1", "--model", str(folder))
-    assert_one_line_error(code, err, "'bert' model, which is not supported yet; supported: bloom, falcon")
-    assert "llama" in err and "gpt2" in err
-
-
-def test_debug_shows_the_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flowroutes", "--debug", "trace", "hi", "--model",
-                           str(tmp_path / "nope")], capture_output=True, text=True)
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
-
-
-def test_api_bad_inputs(tiny):
-    for prompt in ("", "  "):
-        with pytest.raises(FlowroutesError, match="empty"):
-            flowroutes.trace(tiny, prompt)
-    tr = flowroutes.trace(tiny, "w1 w2")
-    with pytest.raises(FlowroutesError, match="out of range"):
-        tr.routes(0.04, position=2)
-
-
-@pytest.mark.slow
-def test_cli_on_the_default_model(tmp_path):
-    out = tmp_path / "demo"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "flowroutes", "trace",
-                           "When Mary and John went to the store, John gave a drink to", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "' Mary'" in proc.stdout.split("top next tokens:")[1].splitlines()[1]
-    data = json.loads(Path(out / "routes.json").read_text())
-    assert data["model"] == "SmolLM2-135M-Instruct" and data["n_layers"] == 30
-
-
 # --- option errors: one line, exit code 2, before any model loads -------------------------------------------------
 @pytest.mark.parametrize("argv, pattern", [
     (["trace"], "the following arguments are required: prompt"),
@@ -163,18 +62,6 @@ def test_argparse_errors_are_one_line(capsys, argv, pattern):
     code, _, err = run_cli(capsys, *argv)
     assert_one_line_error(code, err, pattern)
     assert "--help" in err  # and where to look
-
-
-def test_trace_refuses_to_overwrite_earlier_routes(capsys, tmp_path, tiny_folder):
-    out = tmp_path / "o"
-    out.mkdir()
-    (out / "routes.svg").write_text("<svg>an earlier run</svg>")
-    code, _, err = run_cli(capsys, "trace", "w1 w2", "--model", str(tmp_path / "no-model"), "--out", str(out))
-    assert_one_line_error(code, err, "already holds routes.svg: pass --force")  # before the model load
-    assert (out / "routes.svg").read_text() == "<svg>an earlier run</svg>"
-    code, _, err = run_cli(capsys, "trace", "w1 w2", "--model", str(tiny_folder), "--out", str(out), "--force")
-    assert code == 0, err
-    assert (out / "routes.svg").read_bytes().startswith(b"<?xml") and (out / "routes.json").is_file()
 
 
 @pytest.mark.parametrize("argv, pattern", [

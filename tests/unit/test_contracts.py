@@ -5,7 +5,7 @@ internals only the adapters touch. Walks the source with `ast`; no model is load
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "flowroutes"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "flowroutes"
 
 #: attributes of a transformers model that only the family adapters (models/) call
 ADAPTER_ONLY = {"get_output_embeddings", "get_input_embeddings"}

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from reference import eq1
 
 from flowroutes.importance import attention_importance, ffn_importance, normalise, proximity
+from tests.helpers.reference import eq1
 
 
 def test_eq1_by_hand_with_a_clipped_part():

@@ -1,46 +1,14 @@
-"""Task generators and metrics (flowroutes.tasks), on tokenizers built here by hand; never downloads one."""
+"""Task generators and metrics (flowroutes.tasks), on tokenizers built by hand (tests/helpers/bpe.py); never
+downloads one. With a model: tests/integration/test_tasks.py."""
 
 import pytest
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 import flowroutes
 from flowroutes import tasks
+from tests.helpers.bpe import G, bpe
 
-G = "\u0120"  # byte-level BPE's mark of a leading space
 NAMES_KEPT = ["Mary", "John", "Tom", "Ben", "Kate"]  # in NAMES order
 PLACES_KEPT, OBJECTS_KEPT = ["park", "zoo"], ["pen", "key"]  # in PLACES / OBJECTS order
-
-
-def bpe(words=(), years: bool = True, whole_years=()) -> PreTrainedTokenizerFast:
-    """A byte-level BPE made of hand-written merges: every word of `words` is one token after a space (" Mary");
-    with `years`, " 11".." 17" and "00".."99" are tokens (" 1732" -> " 17", "32") and each year of `whole_years`
-    (e.g. "1700") is one token " 1700"; all other text falls apart into bytes (digits one by one)."""
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges: list[tuple[str, str]] = []
-
-    def merge(a: str, b: str) -> str:
-        if (a, b) not in merges:
-            merges.append((a, b))
-            vocab.setdefault(a + b, len(vocab))
-        return a + b
-
-    if years:
-        for xx in range(11, 18):
-            merge(merge(G, "1"), str(xx)[1])
-        for yy in range(100):
-            merge(*f"{yy:02d}")
-        for year in whole_years:
-            merge(G + year[:2], year[2:])
-    for word in words:
-        piece = G
-        for ch in word:
-            piece = merge(piece, ch)
-    tok = Tokenizer(models.BPE(vocab, merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
 def pieces(tok, text: str) -> list[str]:
@@ -224,35 +192,3 @@ def test_describe_form():
     mixed = tasks.ioi(1) + tasks.greater_than(1)
     assert tasks.describe_form(mixed).count("; ") == 1
     assert tasks.describe_form([]) == "no examples"
-
-
-def test_patching_prepare_uses_the_two_digit_metric():
-    from flowroutes.patching import prepare
-
-    tok = bpe()
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2)
-    torch.manual_seed(0)
-    loaded = flowroutes.load_model(GPT2LMHeadModel(cfg).eval(), tokenizer=tok)
-    ex = tasks.greater_than(4, seed=1, tokenizer=tok)
-    b = prepare(loaded, ex)
-    assert b.kind == "prob_diff" and b.n == 4 and b.dropped == 0
-    for i, e in enumerate(ex):
-        yy = int(e.meta["yy"])
-        assert b.plus[i] == tok.convert_tokens_to_ids([f"{y:02d}" for y in range(yy + 1, 100)])
-        assert b.minus[i] == tok.convert_tokens_to_ids([f"{y:02d}" for y in range(yy + 1)])
-    with pytest.raises(flowroutes.FlowroutesError, match="mix metrics"):
-        prepare(loaded, ex[:1] + [tasks.TaskExample("a b", "00", "01", "c b", {})])
-
-
-@pytest.mark.slow
-def test_fillers_are_single_tokens_for_smollm2(smollm2):
-    """SmolLM2 keeps every filler and gets the digit form: the examples are those of no tokenizer."""
-    tok = smollm2.tokenizer
-    for word in tasks.NAMES + tasks.PLACES + tasks.OBJECTS + tasks.GT_NOUNS:
-        assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
-    ids = tok("The war lasted from the year 1732 to the year 17", add_special_tokens=False)["input_ids"]
-    assert [tok.decode([i]) for i in ids[-3:]] == [" ", "1", "7"]
-    assert tasks.ioi_vocabulary(tok)["kept"] == tasks.ioi_vocabulary()["total"]
-    assert tasks.greater_than_form(tok) == "digit"
-    assert tasks.ioi(20, seed=3, tokenizer=tok) == tasks.ioi(20, seed=3)
-    assert tasks.greater_than(20, seed=3, tokenizer=tok) == tasks.greater_than(20, seed=3)

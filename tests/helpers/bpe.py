@@ -1,0 +1,36 @@
+"""A byte-level BPE tokenizer built by hand from written merges, for the task tests; never downloads one."""
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+G = "\u0120"  # byte-level BPE's mark of a leading space
+
+
+def bpe(words=(), years: bool = True, whole_years=()) -> PreTrainedTokenizerFast:
+    """A byte-level BPE made of hand-written merges: every word of `words` is one token after a space (" Mary");
+    with `years`, " 11".." 17" and "00".."99" are tokens (" 1732" -> " 17", "32") and each year of `whole_years`
+    (e.g. "1700") is one token " 1700"; all other text falls apart into bytes (digits one by one)."""
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges: list[tuple[str, str]] = []
+
+    def merge(a: str, b: str) -> str:
+        if (a, b) not in merges:
+            merges.append((a, b))
+            vocab.setdefault(a + b, len(vocab))
+        return a + b
+
+    if years:
+        for xx in range(11, 18):
+            merge(merge(G, "1"), str(xx)[1])
+        for yy in range(100):
+            merge(*f"{yy:02d}")
+        for year in whole_years:
+            merge(G + year[:2], year[2:])
+    for word in words:
+        piece = G
+        for ch in word:
+            piece = merge(piece, ch)
+    tok = Tokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
