@@ -135,3 +135,105 @@ def test_version_1_files_are_read_in_the_new_convention():
         e["source"], e["target"] = old_id.get(e["source"], e["source"]), old_id.get(e["target"], e["target"])
     assert {n["id"] for n in v1["nodes"] if n["kind"] == "attention"} == {"x2A@2", "x1A@1", "x1A@2"}
     assert Routes.from_json(json.dumps(v1)) == r
+
+
+# --- a parallel block (GPT-J, GPT-NeoX): attention and FFN both read x^l -------------------------------------------
+
+def hand_parallel_trace() -> Trace:
+    """L=2 parallel blocks, H=2 heads, T=3 tokens. A parallel block has no x^{lA} node: x^{l+1}_p = x^l_p +
+    attention(x^l) + FFN(x^l_p) is one node whose parts are the sub-edges, the residual and the FFN (each node's
+    parts sum to 1), thresholded and renormalised together (appendix B.2). attention_residual and ffn_residual
+    hold the same residual importance there. Dyadic values, so comparisons with tau are exact."""
+    L, H, T = 2, 2, 3
+    att = np.zeros((L, H, T, T), np.float32)
+    res = np.zeros((L, T), np.float32)
+    ffn = np.zeros((L, T), np.float32)
+    # block 1, the top node x2@2: 0.0625 + 0.25 + 0.125 + 0.1875 + 0.25 + 0.125 = 1
+    att[1, 0, 2] = [0.0625, 0.25, 0.125]  # 0.0625 < tau is dropped; 0.125 == tau is kept
+    att[1, 1, 2] = [0.0, 0.0, 0.1875]
+    res[1, 2], ffn[1, 2] = 0.25, 0.125  # the FFN is kept at tau = 0.125 and dropped at tau_ffn = 0.25
+    # block 0, x1@1: 0.5 + 0.0625 + 0.0625 + 0.25 + 0.125 = 1; head 1's sub-edges are below tau
+    att[0, 0, 1, :2] = [0.5, 0.0]
+    att[0, 1, 1, :2] = [0.0625, 0.0625]
+    res[0, 1], ffn[0, 1] = 0.25, 0.125
+    # block 0, x1@2: every sub-edge below tau (3 * 0.09375 + 3 * 0.0625 = 0.46875); 0.40625 + 0.125 + 0.46875 = 1
+    att[0, 0, 2] = [0.09375, 0.09375, 0.09375]
+    att[0, 1, 2] = [0.0625, 0.0625, 0.0625]
+    res[0, 2], ffn[0, 2] = 0.40625, 0.125
+    tokens = ["a", "b", "c"]
+    return Trace(
+        model_name="hand-parallel", prompt="a b c", input_ids=np.arange(3), tokens=tokens, token_texts=tokens,
+        attention=att, attention_residual=res, ffn=ffn, ffn_residual=res.copy(), parallel=[True, True],
+        top_ids=np.zeros((3, 1), np.int64), top_probs=np.ones((3, 1), np.float32), top_tokens=[["a"]] * 3,
+        degenerate_attention=np.zeros((L, T), bool), degenerate_ffn=np.zeros((L, T), bool),
+    )
+
+
+def assert_edges(routes, expected):
+    """Edges exactly `expected` {(source, target, kind): (weight, {head: weight})}, weights to 1e-12."""
+    got = {(e.source, e.target, e.kind): (e.weight, e.heads) for e in routes.edges}
+    assert set(got) == set(expected)
+    for key, (weight, heads) in expected.items():
+        assert got[key][0] == pytest.approx(weight, abs=1e-12), key
+        assert set(got[key][1]) == set(heads), key
+        for h, w in heads.items():
+            assert got[key][1][h] == pytest.approx(w, abs=1e-12), (key, h)
+
+
+def test_parallel_routes_by_hand():
+    r = hand_parallel_trace().routes(threshold=0.125, position=-1)
+    # x2@2: head 0's 0.0625 from x1@0 drops; kept 0.25 + 0.125 (head 0) + 0.1875 (head 1) + 0.25 (residual)
+    # + 0.125 (FFN) = 15/16, so each kept part is multiplied by 16/15 before the heads are summed per source:
+    # x1@1 head 0: 0.25 * 16/15 = 4/15; x1@2 head 0: 0.125 * 16/15 = 2/15, head 1: 0.1875 * 16/15 = 3/15, the
+    # attention edge 2/15 + 3/15 = 1/3; residual 0.25 * 16/15 = 4/15; FFN 0.125 * 16/15 = 2/15 (in 15ths: 4+5+4+2)
+    # x1@1: head 1's 0.0625s drop; kept 0.5 + 0.25 + 0.125 = 7/8: head 0 from x0@0 4/7, residual 2/7, FFN 1/7
+    # x1@2: every sub-edge drops; kept 0.40625 + 0.125 = 17/32: residual 13/17, FFN 4/17
+    assert_edges(r, {
+        ("x1@1", "x2@2", "attention"): (4 / 15, {0: 4 / 15}),
+        ("x1@2", "x2@2", "attention"): (1 / 3, {0: 2 / 15, 1: 3 / 15}),
+        ("x1@2", "x2@2", "residual"): (4 / 15, {}),
+        ("x1@2", "x2@2", "ffn"): (2 / 15, {}),
+        ("x0@0", "x1@1", "attention"): (4 / 7, {0: 4 / 7}),
+        ("x0@1", "x1@1", "residual"): (2 / 7, {}),
+        ("x0@1", "x1@1", "ffn"): (1 / 7, {}),
+        ("x0@2", "x1@2", "residual"): (13 / 17, {}),
+        ("x0@2", "x1@2", "ffn"): (4 / 17, {}),
+    })
+    # no x^{lA} nodes: every edge of block l goes from x^l to x^{l+1}; x1@0 is reached by no kept edge
+    assert sorted(n.id for n in r.nodes) == sorted(["x2@2", "x1@1", "x1@2", "x0@0", "x0@1", "x0@2"])
+    assert {n.kind for n in r.nodes} == {"residual"}
+    assert all(e.layer == int(e.source[1]) and int(e.target[1]) == e.layer + 1 for e in r.edges)
+    assert r.active_heads == [(0, 0), (1, 0), (1, 1)] and r.parallel == [True, True]
+    assert json.loads(r.to_json())["blocks"] == ["parallel", "parallel"]
+    for target in ("x2@2", "x1@1", "x1@2"):  # renormalised: every reached node's incoming weights sum to 1
+        assert sum(e.weight for e in r.edges if e.target == target) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_parallel_routes_with_separate_thresholds_and_without_renormalisation():
+    # tau_ffn = 0.25 drops x2@2's FFN (0.125) and the FFNs of block 0; tau_attn = 0.125 keeps the same sub-edges.
+    # x2@2 keeps 0.25 + 0.125 + 0.1875 + 0.25 = 13/16: x1@1 0.25 * 16/13 = 4/13, x1@2 (0.125 + 0.1875) * 16/13 =
+    # 2/13 + 3/13 = 5/13, residual 4/13; x1@1 keeps 0.5 + 0.25 = 3/4: 2/3 and 1/3; x1@2 keeps its residual alone: 1
+    r = hand_parallel_trace().routes(0.125, 2, ffn_threshold=0.25)
+    assert_edges(r, {
+        ("x1@1", "x2@2", "attention"): (4 / 13, {0: 4 / 13}),
+        ("x1@2", "x2@2", "attention"): (5 / 13, {0: 2 / 13, 1: 3 / 13}),
+        ("x1@2", "x2@2", "residual"): (4 / 13, {}),
+        ("x0@0", "x1@1", "attention"): (2 / 3, {0: 2 / 3}),
+        ("x0@1", "x1@1", "residual"): (1 / 3, {}),
+        ("x0@2", "x1@2", "residual"): (1.0, {}),
+    })
+    # without renormalisation the kept parts keep their importances: the same edges as at tau = 0.125, raw
+    r = hand_parallel_trace().routes(0.125, 2, renormalize=False)
+    assert_edges(r, {
+        ("x1@1", "x2@2", "attention"): (0.25, {0: 0.25}),
+        ("x1@2", "x2@2", "attention"): (0.3125, {0: 0.125, 1: 0.1875}),
+        ("x1@2", "x2@2", "residual"): (0.25, {}),
+        ("x1@2", "x2@2", "ffn"): (0.125, {}),
+        ("x0@0", "x1@1", "attention"): (0.5, {0: 0.5}),
+        ("x0@1", "x1@1", "residual"): (0.25, {}),
+        ("x0@1", "x1@1", "ffn"): (0.125, {}),
+        ("x0@2", "x1@2", "residual"): (0.40625, {}),
+        ("x0@2", "x1@2", "ffn"): (0.125, {}),
+    })
+    # tau = 0.3: no part of x2@2 reaches it (the largest is 0.25), so the walk stops at the top node
+    assert hand_parallel_trace().routes(0.3, 2).edges == []
