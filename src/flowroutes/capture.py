@@ -34,7 +34,7 @@ class RecordedAttention:
 
     query: torch.Tensor  # [B, H, T, dh]
     key: torch.Tensor  # [B, KV, T, dh]
-    value: torch.Tensor  # [B, KV, T, 0]: an empty stand-in (weights do not need values)
+    values: torch.Tensor  # [B, KV, T, dh] the value vectors v_j the model computed (the head values read them)
     mask: torch.Tensor | None  # additive, [B or 1, 1, T, T]
     kwargs: dict
 
@@ -98,14 +98,19 @@ def _recording_attention(module, query, key, value, attention_mask, **kwargs):
     the output with sdpa, or with the family's eager function where sdpa cannot (soft-capping)."""
     store = _recorded.get()
     if store is not None:
-        empty_value = value.new_empty((*value.shape[:-1], 0))
-        store[module] = RecordedAttention(query.detach(), key.detach(), empty_value, attention_mask, kwargs)
+        store[module] = RecordedAttention(_own(query), _own(key), _own(value), attention_mask, kwargs)
     if kwargs.get("softcap") is not None:
         out, _ = _eager_function(module)(module, query, key, value, attention_mask, **kwargs)
         return out, None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """`t` detached, copied when it is a view into a larger tensor (a fused QKV projection), which it would keep."""
+    t = t.detach()
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
 
 
 def _register_recording() -> None:
@@ -323,7 +328,8 @@ def attention_rows_batch(loaded: LoadedModel, layer: int, call: AttentionCall, p
             m = mask[sel.to(mask.device)] if mask.shape[0] > 1 else mask.expand(n_sel, *mask.shape[1:])
             rows_mask = m[torch.arange(n_sel, device=m.device)[:, None], :, pick.to(m.device)].transpose(1, 2)
         with torch.no_grad():
-            _, weights = _eager_function(module)(module, q, call.key[sel], call.value[sel], rows_mask, **call.kwargs)
+            no_values = call.values[..., :0][sel]  # [B', KV, T, 0]: the weights do not need the values
+            _, weights = _eager_function(module)(module, q, call.key[sel], no_values, rows_mask, **call.kwargs)
         return weights.detach().float()
     if not isinstance(call, ModuleCall):
         raise RuntimeError(f"nothing was kept to compute the attention weights of layer {layer} again")

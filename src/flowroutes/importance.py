@@ -10,7 +10,7 @@ norm's beta make `const`, which belongs to the node but to no edge. Does not run
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | N
 def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, kv_heads: list[int],
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """f_h(x_j) as [H, N, d] for the N rows of `normed` [..., d], in `dtype` (what `head_values` computes, without
-    its constant): one matrix product for the values of every head, one batched product for the outputs. Only
+    its constant): one matrix product for the values of every head, one product per head for the outputs. Only
     this block's W_V and W_O are converted to `dtype` (a half-precision model keeps its own weights)."""
     d = normed.shape[-1]
     lin = normed.reshape(-1, d).to(dtype)
@@ -98,10 +98,36 @@ def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Te
     n_kv, _, dh = ov.value.shape
     w_v = ov.value.permute(1, 0, 2).reshape(d, n_kv * dh).T.to(dtype)  # [KV*dh, d]: nn.Linear's own layout
     v = torch.nn.functional.linear(lin, w_v).view(-1, n_kv, dh)  # [N, KV, dh]
-    kv_of_head = list(kv_heads)
-    if kv_of_head != list(range(n_kv)):
-        v = v.index_select(1, torch.tensor(kv_of_head, device=v.device))  # [N, H, dh]
-    return torch.bmm(v.transpose(0, 1), ov.output.to(dtype))  # [H, N, d]
+    return _head_outputs(v, ov.output, kv_heads, dtype)
+
+
+def head_values_from_values(values: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None,
+                            kv_heads: list[int], dtype: torch.dtype = torch.float32,
+                            heads: tuple[int, int] | None = None) -> torch.Tensor:
+    """f_h(x_j) as [H, N, d] from the value vectors the forward pass itself computed, values [N, KV, dh]
+    (v_j = LN(x_j) W_V + b_V = x_j L W_V + beta W_V + b_V): f_h(x_j) = (v_j - beta W_V - b_V) W_O^h, in `dtype`.
+    Saves the value projection, and in half precision reads exactly the vectors the model multiplied by W_O.
+    heads = (h0, h1): only those heads ([h1 - h0, N, d])."""
+    h0, h1 = heads if heads is not None else (0, len(kv_heads))
+    v = values.to(dtype)
+    n_kv, _, dh = ov.value.shape
+    constant = torch.zeros(n_kv, dh, dtype=dtype, device=v.device)  # [KV, dh]: beta W_V + b_V
+    if ov.value_bias is not None:
+        constant = constant + ov.value_bias.to(v.device, dtype)
+    if norm_bias is not None:
+        constant = constant + torch.einsum("d,kde->ke", norm_bias.to(v.device, dtype), ov.value.to(v.device, dtype))
+    return _head_outputs(v - constant, ov.output[h0:h1], list(kv_heads)[h0:h1], dtype)
+
+
+def _head_outputs(v: torch.Tensor, output: torch.Tensor, kv_heads: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """v [N, KV, dh] -> [H, N, d]: v^{kv(h)} W_O^h, one matrix product per head (on CPUs faster than one batched
+    product), each head's W_O converted to `dtype` on its own."""
+    by_kv = v.transpose(0, 1).contiguous()  # [KV, N, dh]
+    n_rows, d = by_kv.shape[1], output.shape[-1]
+    out = torch.empty(len(kv_heads), n_rows, d, dtype=dtype, device=v.device)
+    for h, kv in enumerate(kv_heads):
+        torch.mm(by_kv[kv], output[h].to(dtype), out=out[h])
+    return out
 
 
 def attention_proximities_torch(
@@ -269,7 +295,7 @@ def numba_threads() -> Iterator[int]:
 
 def batch_attention_importance(
     alpha: torch.Tensor,
-    f: torch.Tensor,
+    f: torch.Tensor | Callable[[int, int], torch.Tensor],
     x_in: torch.Tensor,
     y: torch.Tensor,
     rows: torch.Tensor,
@@ -278,6 +304,7 @@ def batch_attention_importance(
     extra: torch.Tensor | None = None,
     prune: float = 0.0,
     out: torch.Tensor | None = None,
+    heads_per_call: int | None = None,
 ):
     """`attention_importance` for a whole batch in one call of the fused numba kernel (float32, CPU).
 
@@ -286,29 +313,39 @@ def batch_attention_importance(
     node, the post-norm diagonal, a parallel block's FFN update); out: an optional [B, H, R, T] float32 buffer whose
     entries past each row's target (j > rows[b, i]) are 0. Returns (sub [B, H, R, T], residual [B, R],
     degenerate [B, R] bool, extra [B, R] or None); entries of rows i >= n_rows[b] are meaningless.
+    With `heads_per_call`, f is a function (h0, h1) -> [h1 - h0, B, T, d] called for one chunk of heads at a time,
+    so that only one chunk of head values exists at once (the kernel carries each node's sums across chunks).
     """
     from .kernels import batch_importances, proximities
 
     n_batch, n_heads, n_slots, n_tok = alpha.shape
     rows = rows.to(torch.long)
     y_np = y.detach().float().numpy()
+    step = heads_per_call or n_heads
+    chunk = f if callable(f) else (lambda h0, h1: f[h0:h1])
     with numba_threads() as n_threads:
         res = torch.from_numpy(proximities(x_in.detach().float().numpy(), y_np))  # [B, R] float64
         extra_prox = None if extra is None else torch.from_numpy(proximities(extra.detach().float().numpy(), y_np))
         known = res if extra_prox is None else res + extra_prox
-        if prune > 0:
-            if scale is None:
-                bound = alpha * f.abs().sum(-1).transpose(0, 1)[:, :, None, :]  # [B, H, R, T]
-            else:
-                bound = alpha * torch.einsum("hbtd,brd->bhrt", f.abs(), scale.abs())
-            cap = prune * known.float() / (n_heads * (rows + 1))  # [B, R]: see `prunable`
-            alpha = alpha.masked_fill(bound <= cap.to(bound.dtype)[:, None, :, None], 0.0)
+        cap = prune * known.float() / (n_heads * (rows + 1))  # [B, R]: see `prunable`
         if out is None:
             out = torch.zeros(n_batch, n_heads, n_slots, n_tok, dtype=torch.float32)
-        inv, degenerate = batch_importances(
-            alpha.detach().float().numpy(), f.detach().float().numpy(), y_np, rows.numpy(),
-            torch.as_tensor(n_rows).numpy(), known.numpy(), int(extra is not None), out.numpy(),
-            None if scale is None else scale.detach().float().numpy(), n_threads)
+        totals = np.zeros(tuple(rows.shape), np.float64)
+        for h0 in range(0, n_heads, step):
+            h1 = min(h0 + step, n_heads)
+            f_c, alpha_c = chunk(h0, h1), alpha[:, h0:h1]  # [Hc, B, T, d], [B, Hc, R, T]
+            if prune > 0:
+                if scale is None:
+                    bound = alpha_c * f_c.abs().sum(-1).transpose(0, 1)[:, :, None, :]  # [B, Hc, R, T]
+                else:
+                    bound = alpha_c * torch.einsum("hbtd,brd->bhrt", f_c.abs(), scale.abs())
+                alpha_c = alpha_c.masked_fill(bound <= cap.to(bound.dtype)[:, None, :, None], 0.0)
+            inv, degenerate = batch_importances(
+                alpha_c.detach().float().numpy(), f_c.detach().float().numpy(), y_np, rows.numpy(),
+                torch.as_tensor(n_rows).numpy(), known.numpy(), int(extra is not None), out.numpy(),
+                None if scale is None else scale.detach().float().numpy(), n_threads,
+                heads=(h0, totals, h1 == n_heads))
+            del f_c
     inv_t, degenerate_t = torch.from_numpy(inv), torch.from_numpy(degenerate)
     share = 1.0 / (n_heads * (rows.double() + 1) + 1 + (extra is not None))  # [B, R]: 0/0 nodes share equally
     res_imp = torch.where(degenerate_t, share, res * inv_t).float()

@@ -89,8 +89,9 @@ def sub_edge_proximities(
 
 @njit(parallel=True, cache=True, fastmath=True, nogil=True)
 def _batch_importances(alpha, f, sign, two_abs_y, rows, known, n_extra, items, starts, out, inv,
-                       degenerate):  # pragma: no cover - compiled
-    n_heads = alpha.shape[1]
+                       degenerate, h0, totals, finish):  # pragma: no cover - compiled
+    n_heads = alpha.shape[1]  # the heads of this call: h0 .. h0 + n_heads - 1 of the node's out.shape[1]
+    n_all = out.shape[1]
     d = f.shape[3]
     zero = np.float32(0.0)
     for t in prange(starts.shape[0] - 1):  # one iteration per thread, each with its own list of items
@@ -106,11 +107,12 @@ def _batch_importances(alpha, f, sign, two_abs_y, rows, known, n_extra, items, s
             p1 = rows[b, i1]
             p2 = rows[b, i2]
             last = rows[b, i3]
-            t0 = 0.0
-            t1 = 0.0
-            t2 = 0.0
-            t3 = 0.0
+            t0 = totals[b, i0]  # what earlier calls (head chunks) of this node found
+            t1 = totals[b, i1]
+            t2 = totals[b, i2]
+            t3 = totals[b, i3]
             for h in range(n_heads):
+                ho = h0 + h
                 for j in range(last + 1):
                     a0 = alpha[b, h, i0, j] if j <= p0 else zero
                     a1 = alpha[b, h, i1, j] if n_valid > 1 and j <= p1 else zero
@@ -136,17 +138,21 @@ def _batch_importances(alpha, f, sign, two_abs_y, rows, known, n_extra, items, s
                         c2 = max(c2, zero)
                         c3 = max(c3, zero)
                     if j <= p0:
-                        out[b, h, i0, j] = c0
+                        out[b, ho, i0, j] = c0
                         t0 += c0
                     if n_valid > 1 and j <= p1:
-                        out[b, h, i1, j] = c1
+                        out[b, ho, i1, j] = c1
                         t1 += c1
                     if n_valid > 2 and j <= p2:
-                        out[b, h, i2, j] = c2
+                        out[b, ho, i2, j] = c2
                         t2 += c2
                     if n_valid > 3:
-                        out[b, h, i3, j] = c3
+                        out[b, ho, i3, j] = c3
                         t3 += c3
+            if not finish:  # more heads to come: keep the partial sums
+                for r in range(n_valid):
+                    totals[b, i0 + r] = t0 if r == 0 else t1 if r == 1 else t2 if r == 2 else t3
+                continue
             # eq. 1's denominator: the sub-edges, the residual and (parallel blocks) the FFN of each node
             for r in range(n_valid):
                 i = i0 + r
@@ -155,14 +161,14 @@ def _batch_importances(alpha, f, sign, two_abs_y, rows, known, n_extra, items, s
                 if total == 0.0:  # 0/0: every part of the node gets an equal share
                     degenerate[b, i] = True
                     inv[b, i] = 0.0
-                    share = np.float32(1.0 / (n_heads * (p + 1) + 1 + n_extra))
-                    for h in range(n_heads):
+                    share = np.float32(1.0 / (n_all * (p + 1) + 1 + n_extra))
+                    for h in range(n_all):
                         for j in range(p + 1):
                             out[b, h, i, j] = share
                 else:
                     inv[b, i] = 1.0 / total
                     scale = np.float32(1.0 / total)
-                    for h in range(n_heads):
+                    for h in range(n_all):
                         for j in range(p + 1):
                             out[b, h, i, j] *= scale
 
@@ -225,6 +231,7 @@ def batch_importances(
     out: np.ndarray,
     scale: np.ndarray | None = None,
     n_threads: int = 1,
+    heads: tuple[int, np.ndarray, bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sub-edge importances (eq. 1, normalised) of the nodes y[b, i] of a whole batch, in one call.
 
@@ -234,6 +241,9 @@ def batch_importances(
     per-target diagonal (a linearised post-norm). Writes the normalised sub-edges into `out` [B, H, R, T] float32
     (C-contiguous; entries j > rows[b, i] and rows i >= n_rows[b] are left as they are). Returns (inv [B, R]
     float64: 1 / the node's total, 0 where it is 0; degenerate [B, R] bool: 0/0, parts share equally).
+    heads = (h0, totals, finish): alpha and f hold only heads h0.. of out's H (a chunk, to bound f's memory);
+    totals [B, R] float64 carries the proximity sums from chunk to chunk, and the call with `finish` normalises
+    (inv and degenerate mean something only after it).
     """
     shape = y.shape
     y = np.ascontiguousarray(y, np.float32).reshape(-1, shape[-1])
@@ -247,8 +257,9 @@ def batch_importances(
     items, starts = schedule(rows, n_rows, max(1, min(n_threads, int(n_rows.sum()))))
     inv = np.zeros(rows.shape, np.float64)
     degenerate = np.zeros(rows.shape, np.bool_)
+    h0, totals, finish = heads if heads is not None else (0, np.zeros(rows.shape, np.float64), True)
     _batch_importances(
         np.ascontiguousarray(alpha, np.float32), np.ascontiguousarray(f, np.float32), sign, two_abs_y, rows,
-        np.ascontiguousarray(known, np.float64), n_extra, items, starts, out, inv, degenerate,
+        np.ascontiguousarray(known, np.float64), n_extra, items, starts, out, inv, degenerate, h0, totals, finish,
     )
     return inv, degenerate

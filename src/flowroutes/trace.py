@@ -7,6 +7,7 @@ figures, the CLI and analyses only read it. Tokenisation follows the tokenizer's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -21,8 +22,12 @@ from .importance import (
     batch_attention_importance,
     ffn_importance,
     head_values_by_head,
+    head_values_from_values,
 )
 from .models.loading import LoadedModel, load_model
+
+#: the most elements of head values [heads, B, T, d] that a lazy trace's rows hold at once (float32: 4 bytes each)
+HEAD_VALUE_ELEMENTS = 1 << 25
 
 
 @dataclass(kw_only=True)
@@ -121,8 +126,9 @@ class Trace(_TraceBase):
 
 class _LazyBatch:
     """What the attention rows of a batch of lazy traces need, per block: x^{l-1} and x^{lA} [B, T, d] in the
-    model's own dtype, what the attention needs to compute weights again (its recorded inputs or its call), the
-    post-norm diagonal where there is one, and LN(x^{l-1}) where the block's input norm cannot give it again."""
+    model's own dtype, what the attention needs to compute weights again (its recorded inputs, with the value
+    vectors that give the head values, or its call), the post-norm diagonal where there is one, and LN(x^{l-1})
+    where neither recorded values nor the block's input norm can give the head values again."""
 
     def __init__(self, loaded, lengths: list[int], kernel: str, prune: float, head_dtype=torch.float32):
         self.loaded, self.lengths, self.kernel, self.prune, self.head_dtype = loaded, lengths, kernel, prune, head_dtype
@@ -131,6 +137,33 @@ class _LazyBatch:
         self.normed: list[torch.Tensor | None] = []
         self.call: list = []
         self.scale: list[torch.Tensor | None] = []
+
+    def head_values(self, layer: int, sel: torch.Tensor, x_in: torch.Tensor) -> tuple[Callable, int]:
+        """(values, heads per call): values(h0, h1) gives f_h(x_j) [h1 - h0, B', T, d] (float32) of heads h0..h1-1 for
+        the prompts `sel` [B'] (x^{l-1} of them: x_in [B', T, d]). From recorded value vectors, a chunk of heads at
+        a time holds at most HEAD_VALUE_ELEMENTS; from the normed states, all heads at once."""
+        adapter = self.loaded.adapter
+        ov, beta = adapter.ov_weights(layer), adapter.input_norm_bias(layer)
+        call = self.call[layer]
+        n_sel, n_tok, d = x_in.shape
+        if isinstance(call, RecordedAttention):  # the value vectors the model computed: [B', KV, T, dh]
+            values = call.values[sel.to(call.values.device)]
+            values = values.transpose(1, 2).reshape(n_sel * n_tok, *values.shape[1:2], values.shape[-1])
+
+            def from_values(h0: int, h1: int) -> torch.Tensor:  # [B' * T, KV, dh] -> [h1 - h0, B', T, d]
+                with torch.no_grad():
+                    f = head_values_from_values(values, ov, beta, adapter.kv_heads, self.head_dtype, heads=(h0, h1))
+                return f.float().view(h1 - h0, n_sel, n_tok, d)
+
+            return from_values, max(1, HEAD_VALUE_ELEMENTS // (n_sel * n_tok * d))
+        normed = self.normed[layer]
+        if normed is None:  # not kept: the block's input norm gives it again, bit for bit
+            normed = adapter.block_modules(layer).input_norm(x_in)
+        else:
+            normed = normed[sel.to(normed.device)]
+        f = head_values_by_head(normed.float(), ov, beta, adapter.kv_heads, self.head_dtype)
+        f = f.float().view(-1, n_sel, n_tok, d)  # [H, B', T, d]
+        return (lambda h0, h1: f[h0:h1]), f.shape[0]
 
     def compute(self, layer: int, requests: list[tuple[int, list[int]]]) -> list[tuple]:
         """Importances into x^{layer+1,A}_p of prompts b at positions p, for requests [(b, [p, ...]), ...] (positions
@@ -142,16 +175,9 @@ class _LazyBatch:
         n_rows = [len(p) for _, p in requests]
         rows = torch.tensor([p + [p[-1]] * (max(n_rows) - len(p)) for _, p in requests])  # [B', R], padded
         x_in = self.x_in[layer][sel.to(self.x_in[layer].device)]  # [B', T, d] in the model's dtype
-        normed = self.normed[layer]
+        n_sel = x_in.shape[0]
         with torch.no_grad():
-            if normed is None:  # not kept: the block's input norm gives it again, bit for bit
-                normed = adapter.block_modules(layer).input_norm(x_in)
-            else:
-                normed = normed[sel.to(normed.device)]
-            n_sel, n_tok, d = normed.shape
-            f = head_values_by_head(normed.float(), adapter.ov_weights(layer), adapter.input_norm_bias(layer),
-                                    adapter.kv_heads, self.head_dtype)
-            f = f.float().view(n_heads, n_sel, n_tok, d)  # [H, B', T, d]
+            values, per_call = self.head_values(layer, sel, x_in)  # values(h0, h1): [h1 - h0, B', T, d]
             alpha = attention_rows_batch(self.loaded, layer, self.call[layer], sel, rows)  # [B', H, R, T]
         def at_rows(t):  # [B', R, d] float32 on the CPU
             return None if t is None else t[torch.arange(n_sel, device=t.device)[:, None], rows.to(t.device)].to(
@@ -160,14 +186,16 @@ class _LazyBatch:
         x_mid = self.x_mid[layer][sel.to(self.x_mid[layer].device)]
         scale = None if self.scale[layer] is None else self.scale[layer][sel.to(self.scale[layer].device)]
         out = []
-        if _batched_kernel(self.kernel, "float32", f.device):
-            sub, res, degen, _ = batch_attention_importance(alpha.cpu(), f.cpu(), at_rows(x_in), at_rows(x_mid), rows,
-                                                            n_rows, scale=at_rows(scale), prune=self.prune)
+        if _batched_kernel(self.kernel, "float32", x_in.device):
+            sub, res, degen, _ = batch_attention_importance(
+                alpha.cpu(), lambda h0, h1: values(h0, h1).cpu(), at_rows(x_in), at_rows(x_mid), rows, n_rows,
+                scale=at_rows(scale), prune=self.prune, heads_per_call=per_call)
             sub, res, degen = sub.numpy(), res.numpy(), degen.numpy()
             for k, (b, positions) in enumerate(requests):
                 n = len(positions)
                 out.append((sub[k, :, :n, : self.lengths[b]], res[k, :n], degen[k, :n]))
             return out
+        f = values(0, n_heads)  # [H, B', T, d]
         for k, (b, positions) in enumerate(requests):  # the torch or Triton kernel: prompt by prompt
             n, n_b = len(positions), self.lengths[b]
             sub, res, degen, _ = attention_importance(
@@ -562,10 +590,8 @@ def _trace_lazy(loaded, prompts, id_lists, top_k, kernel, prune=0.0, predictions
         # keep what the attention rows need later; drop the weights now
         batch.x_in.append(cap.x_in)
         batch.x_mid.append(cap.x_mid)
-        recorded = isinstance(cap.attention_call, RecordedAttention)
-        # with recorded attention inputs, the normed states are recomputed on demand (one [T, d] less per layer)
-        has_norm = adapter.block_modules(cap.layer).input_norm is not None
-        batch.normed.append(None if recorded and has_norm else cap.normed)
+        # with recorded attention inputs, the head values come from the recorded value vectors: no normed states
+        batch.normed.append(None if isinstance(cap.attention_call, RecordedAttention) else cap.normed)
         batch.call.append(cap.attention_call)
         batch.scale.append(adapter.attention_post_scale(cap.layer, cap.attn_raw.float()))
         d = cap.x_out.shape[-1]

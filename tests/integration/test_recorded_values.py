@@ -1,0 +1,88 @@
+"""Lazy traces read the head values off the value vectors the forward pass recorded: f_h(x_j) = (v_j - beta W_V -
+b_V) W_O^h must equal the head values computed from the normed states, LN(x_j) - beta through W_V W_O^h, in every
+family whose attention can be recorded; and lazy routes must equal full ones there."""
+
+import numpy as np
+import pytest
+import torch
+
+import flowroutes
+from flowroutes.capture import RecordedAttention, can_record, run_with_capture
+from flowroutes.importance import head_values_by_head, head_values_from_values
+from tests.helpers.families import FAMILIES, tiny_family
+from tests.helpers.models import word_tokenizer
+
+IDS = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12]
+
+
+def _loaded(family):
+    return flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_head_values_from_recorded_values_equal_those_from_the_normed_states(family):
+    loaded = _loaded(family)
+    adapter = loaded.adapter
+    if not can_record(loaded):
+        pytest.skip(f"{family}: attention outside transformers' AttentionInterface (traced from its normed states)")
+    eager, recorded = [], []
+    run_with_capture(loaded, torch.tensor(IDS), eager.append)
+    run_with_capture(loaded, torch.tensor(IDS), recorded.append, record=True)
+    assert len(recorded) == adapter.n_layers
+    for cap, rec in zip(eager, recorded):
+        assert isinstance(rec.attention_call, RecordedAttention)
+        ov, beta = adapter.ov_weights(cap.layer), adapter.input_norm_bias(cap.layer)
+        values = rec.attention_call.values[0].transpose(0, 1)  # [T, KV, dh]
+        got = head_values_from_values(values, ov, beta, adapter.kv_heads)
+        want = head_values_by_head(cap.normed, ov, beta, adapter.kv_heads)
+        assert got.shape == want.shape == (adapter.n_heads, len(IDS), cap.x_out.shape[-1])
+        scale = want.abs().max().item()
+        assert scale > 0
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-6 * scale, rtol=0, err_msg=f"layer {cap.layer}")
+
+
+SEQUENTIAL = [f for f in sorted(FAMILIES) if f not in ("gptj", "gpt_neox", "falcon", "falcon_new_arch", "phi",
+                                                      "stablelm_parallel")]
+
+
+@pytest.mark.parametrize("family", SEQUENTIAL)
+def test_lazy_traces_equal_full_traces_in_every_sequential_family(family):
+    loaded = _loaded(family)
+    if any(loaded.adapter.is_parallel(layer) for layer in range(loaded.n_layers)):
+        pytest.skip(f"{family} has parallel blocks: lazy traces are full traces there")
+    full = flowroutes.trace(loaded, input_ids=IDS)
+    lazy = flowroutes.trace(loaded, input_ids=IDS, lazy=True)
+    got = lazy.full()
+    for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
+        np.testing.assert_allclose(getattr(got, name), getattr(full, name), atol=2e-6, err_msg=name)
+    got_routes, want_routes = lazy.routes(0.04), full.routes(0.04)
+    assert got_routes.active_heads == want_routes.active_heads
+    assert len(got_routes.to_dict()["edges"]) == len(want_routes.to_dict()["edges"])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+def test_head_values_in_chunks_of_heads_give_the_same_lazy_routes(family, monkeypatch):
+    """With room for one head's values at a time, the kernel carries each node's sums from head to head: the
+    batched lazy traces equal the full ones."""
+    import importlib
+
+    trace_module = importlib.import_module("flowroutes.trace")
+    loaded = _loaded(family)
+    prompts = [IDS, IDS[:5], IDS[2:9]]
+    full = flowroutes.trace(loaded, input_ids=prompts)
+    monkeypatch.setattr(trace_module, "HEAD_VALUE_ELEMENTS", 1)
+    calls = []
+    original = trace_module.batch_attention_importance
+
+    def spy(*args, heads_per_call=None, **kwargs):
+        calls.append(heads_per_call)
+        return original(*args, heads_per_call=heads_per_call, **kwargs)
+
+    monkeypatch.setattr(trace_module, "batch_attention_importance", spy)
+    lazy = flowroutes.trace(loaded, input_ids=prompts, lazy=True)
+    lazy.routes(0.04)
+    assert calls and set(calls) == {1}
+    for got, want in zip(lazy, full):
+        got = got.full()
+        for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=2e-6, err_msg=name)
