@@ -3,7 +3,8 @@
 Builds (without the hub) a Llama-shaped model of 1B parameters in float32 and of Llama-2-7B's shape in bfloat16
 (weights drawn straight into their dtype: no float32 copy of a 7B model ever exists), then, in one process and in
 this order, times the model's own forward pass (sdpa, logits at every position), lazy routes of the last position
-(tau = 0.04) and, at 256 tokens, the full trace, each with trace(precision="float32") (the default) and "model".
+(tau = 0.04; the LM head at the last position only, predictions="last") and, at 256 tokens, the full trace,
+each with trace(precision="float32") (the default) and "model".
 Prints [model shape | precision | tokens | forward | lazy last-position routes | full trace | peak RSS] with ratios
 to the forward pass measured in the same run. Peak RSS is the process's maximum after each step (steps only add),
 next to the weights' own size. Building the 7B shape takes minutes and needs ~14 GB: this is not part of
@@ -108,7 +109,7 @@ def measure(shape: str, args) -> list[str]:
         for precision in args.precisions:
 
             def lazy_routes(ids=ids, precision=precision):
-                flowroutes.trace(loaded, input_ids=ids, lazy=True, precision=precision).routes(0.04)
+                flowroutes.trace(loaded, input_ids=ids, lazy=True, precision=precision, predictions="last").routes(0.04)
 
             def full_trace(ids=ids, precision=precision):
                 flowroutes.trace(loaded, input_ids=ids, precision=precision)

@@ -138,6 +138,15 @@ class _LazyBatch:
         self.call: list = []
         self.scale: list[torch.Tensor | None] = []
 
+    def keep(self, cap: BlockCapture) -> None:
+        """Keep what block `cap.layer`'s attention rows need (tensors [B, ...] in the model's dtype)."""
+        self.x_in.append(cap.x_in)
+        self.x_mid.append(cap.x_mid)
+        # with recorded attention inputs, the head values come from the recorded value vectors: no normed states
+        self.normed.append(None if isinstance(cap.attention_call, RecordedAttention) else cap.normed)
+        self.call.append(cap.attention_call)
+        self.scale.append(self.loaded.adapter.attention_post_scale(cap.layer, cap.attn_raw.float()))
+
     def head_values(self, layer: int, sel: torch.Tensor, x_in: torch.Tensor) -> tuple[Callable, int]:
         """(values, heads per call): values(h0, h1) gives f_h(x_j) [h1 - h0, B', T, d] (float32) of heads h0..h1-1 for
         the prompts `sel` [B'] (x^{l-1} of them: x_in [B', T, d]). From recorded value vectors, a chunk of heads at
@@ -328,62 +337,96 @@ def trace(
     precision: "float32" (default, whatever the model's dtype), "float64" (importances computed and stored
         in float64, by the torch path), or "model": the head values f_h(x_j) = LN(x_j) W_V W_O by the model's own
         (half-precision) matrix products, rounded once to its dtype as its own activations are, the rest in
-        float32 (about 3x less time for them on CPUs with fast bfloat16; importances within ~1e-3 of "float32").
+        float32 (importances within ~1e-3 of "float32"). Lazy traces of models whose attention can be recorded
+        read the value vectors v_j = LN(x_j) W_V + b_V that the forward pass computed (in the model's dtype) and
+        apply W_O^h in `precision`.
     prune: a tolerance > 0 skips sub-edges whose proximity is bounded (alpha ||f||_1) too small to change any
         importance by more than it; every importance stays within `prune` of the exact one (0: exact).
     predictions: where the model's top-k next tokens are computed: "all" positions (default), only the "last"
         of each prompt, or "none"; the LM head runs only there. Positions left out have top_ids -1, top_probs
         NaN and no top_tokens. Importances do not depend on it.
     """
+    _check_options(precision, prune, predictions)
+    opts = _Options(top_k, "torch" if precision == "float64" else kernel, chunk_elements, precision, prune,
+                    predictions)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if _several(prompt, input_ids):
+        texts, id_lists = _several_inputs(loaded, prompt, input_ids, add_special_tokens)
+        return _trace_several(loaded, texts, id_lists, lazy, batch_size, progress, opts)
+    prompt, ids = _one_input(loaded, prompt, input_ids, add_special_tokens)
+    return _trace_chunk(loaded, [prompt], [ids], lazy, opts)[0]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How `trace` computes (its keyword arguments, checked)."""
+
+    top_k: int
+    kernel: str
+    chunk_elements: int
+    precision: str
+    prune: float
+    predictions: str
+
+
+def _check_options(precision: str, prune: float, predictions: str) -> None:
     if predictions not in PREDICTIONS:
         raise FlowroutesError(f"predictions must be one of {', '.join(map(repr, PREDICTIONS))}, got {predictions!r}")
     if not 0.0 <= prune < 1.0:
         raise FlowroutesError(f"prune must be a tolerance in [0, 1), got {prune}: try 1e-4")
     if precision not in ("float32", "float64", "model"):
         raise FlowroutesError(f"precision must be 'float32', 'float64' or 'model', got {precision!r}")
-    if precision == "float64":
-        kernel = "torch"
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    many = isinstance(prompt, (list, tuple)) or (
+
+
+def _several(prompt, input_ids) -> bool:
+    """Whether the call traces a list of prompts (or of id sequences) rather than one."""
+    return isinstance(prompt, (list, tuple)) or (
         input_ids is not None and len(input_ids) > 0 and not isinstance(input_ids[0], (int, np.integer))
         and not (isinstance(input_ids, (np.ndarray, torch.Tensor)) and np.ndim(input_ids) == 1)
     )
-    if many:
-        if input_ids is not None:
-            id_lists = [_check_ids(loaded, torch.as_tensor(i, dtype=torch.long).reshape(-1)) for i in input_ids]
-            texts = [loaded.tokenizer.decode(i.tolist()) for i in id_lists]
-        else:
-            texts = list(prompt)
-            id_lists = [_check_ids(loaded, tokenize(loaded, t, add_special_tokens)) for t in texts]
-        # batches of similar lengths waste little on padding; results come back in the caller's order
-        order = sorted(range(len(texts)), key=lambda i: int(id_lists[i].numel()))
-        out = (LazyTraces if lazy else list)([None] * len(texts))
-        bar = _progress(len(texts), progress)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            texts_b, ids_b = [texts[i] for i in chunk], [id_lists[i] for i in chunk]
-            if lazy:
-                traces = _trace_lazy(loaded, texts_b, ids_b, top_k, kernel, prune, predictions, precision)
-            else:
-                traces = _trace_batch(loaded, texts_b, ids_b, top_k, kernel, chunk_elements, precision, prune,
-                                      predictions)
-            for i, tr in zip(chunk, traces):
-                out[i] = tr
-            bar.update(len(chunk))
-        bar.close()
-        return out
+
+
+def _several_inputs(loaded, prompt, input_ids, add_special_tokens) -> tuple[list[str], list[torch.Tensor]]:
+    """(texts, ids [T_b] per prompt) of a list of prompts or of id sequences."""
     if input_ids is not None:
-        ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
-        if ids.numel() == 0:
-            raise FlowroutesError("input_ids is empty: give at least one token")
-        if prompt is None:
-            prompt = loaded.tokenizer.decode(ids.tolist())
-    else:
-        ids = tokenize(loaded, prompt, add_special_tokens)
-    ids = _check_ids(loaded, ids)
-    if lazy:
-        return _trace_lazy(loaded, [prompt], [ids], top_k, kernel, prune, predictions, precision)[0]
-    return _trace_batch(loaded, [prompt], [ids], top_k, kernel, chunk_elements, precision, prune, predictions)[0]
+        id_lists = [_check_ids(loaded, torch.as_tensor(i, dtype=torch.long).reshape(-1)) for i in input_ids]
+        return [loaded.tokenizer.decode(i.tolist()) for i in id_lists], id_lists
+    texts = list(prompt)
+    return texts, [_check_ids(loaded, tokenize(loaded, t, add_special_tokens)) for t in texts]
+
+
+def _one_input(loaded, prompt, input_ids, add_special_tokens) -> tuple[str, torch.Tensor]:
+    """(text, ids [T]) of one prompt or id sequence."""
+    if input_ids is None:
+        return prompt, _check_ids(loaded, tokenize(loaded, prompt, add_special_tokens))
+    ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
+    if ids.numel() == 0:
+        raise FlowroutesError("input_ids is empty: give at least one token")
+    return (loaded.tokenizer.decode(ids.tolist()) if prompt is None else prompt), _check_ids(loaded, ids)
+
+
+def _trace_several(loaded, texts, id_lists, lazy: bool, batch_size: int, progress: bool, opts: _Options) -> list:
+    """Traces of many prompts in batched forward passes of `batch_size`; batches of similar lengths waste little on
+    padding, and the results come back in the caller's order."""
+    order = sorted(range(len(texts)), key=lambda i: int(id_lists[i].numel()))
+    out = (LazyTraces if lazy else list)([None] * len(texts))
+    bar = _progress(len(texts), progress)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        traces = _trace_chunk(loaded, [texts[i] for i in chunk], [id_lists[i] for i in chunk], lazy, opts)
+        for i, tr in zip(chunk, traces):
+            out[i] = tr
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def _trace_chunk(loaded, texts, id_lists, lazy: bool, opts: _Options) -> list:
+    """The traces of one batch (one forward pass); lazy ones where the model allows."""
+    # a parallel block's FFN importance needs the whole node's normalisation: such models are traced in full
+    if lazy and not any(_parallel_flags(loaded.adapter)):
+        return _trace_lazy(loaded, texts, id_lists, opts)
+    return _trace_batch(loaded, texts, id_lists, opts)
 
 
 def _progress(total: int, enabled: bool):
@@ -471,96 +514,133 @@ def _head_dtype(loaded, precision: str) -> torch.dtype:
     return torch.float64 if precision == "float64" else torch.float32
 
 
-def _trace_batch(loaded, prompts, id_lists, top_k, kernel, chunk_elements, precision="float32",
-                 prune=0.0, predictions="all") -> list[Trace]:
-    adapter = loaded.adapter
-    np_dtype, torch_dtype = (np.float64, torch.float64) if precision == "float64" else (np.float32, torch.float32)
-    head_dtype = _head_dtype(loaded, precision)
-    n_layers, n_heads = adapter.n_layers, adapter.n_heads
-    lengths = [int(i.numel()) for i in id_lists]
-    n_batch, t_max = len(lengths), max(lengths)
-    attention = [np.zeros((n_layers, n_heads, n_tok, n_tok), dtype=np_dtype) for n_tok in lengths]
-    # per layer, every prompt at once ([L, B, T_max]); each trace gets its own rows at the end
-    per_node = {name: np.zeros((n_layers, n_batch, t_max), dtype=np_dtype)
-                for name in ("attention_residual", "ffn", "ffn_residual")}
-    per_node |= {name: np.zeros((n_layers, n_batch, t_max), dtype=bool)
-                 for name in ("degenerate_attention", "degenerate_ffn")}
-    buffer: list[torch.Tensor] = []  # [B, H, T_max, T_max] sub-edges of one block, reused block after block
+class _FullBatch:
+    """Every importance of a batch of prompts, block by block (`block` is the capture's callback; tensors [B, ...]):
+    sub-edges [L, H, T, T] per prompt, the other node parts per layer for the whole batch ([L, B, T_max])."""
 
-    def on_block(batch: BlockCapture) -> None:  # one block, every prompt of the batch: tensors [B, ...]
-        layer = batch.layer
-        d = batch.x_out.shape[-1]
+    def __init__(self, loaded, lengths: list[int], opts: _Options):
+        self.adapter, self.lengths, self.opts = loaded.adapter, lengths, opts
+        n_layers, n_heads = self.adapter.n_layers, self.adapter.n_heads
+        wide = opts.precision == "float64"
+        self.np_dtype, self.torch_dtype = (np.float64, torch.float64) if wide else (np.float32, torch.float32)
+        self.head_dtype = _head_dtype(loaded, opts.precision)
+        n_batch, t_max = len(lengths), max(lengths)
+        self.attention = [np.zeros((n_layers, n_heads, n, n), dtype=self.np_dtype) for n in lengths]
+        self.per_node = {name: np.zeros((n_layers, n_batch, t_max), dtype=self.np_dtype)
+                         for name in ("attention_residual", "ffn", "ffn_residual")}
+        self.per_node |= {name: np.zeros((n_layers, n_batch, t_max), dtype=bool)
+                          for name in ("degenerate_attention", "degenerate_ffn")}
+        self.buffer: torch.Tensor | None = None  # [B, H, T_max, T_max] sub-edges of one block, reused
+
+    def block(self, batch: BlockCapture) -> None:
+        layer, adapter = batch.layer, self.adapter
+        n_batch, t_max, d = batch.x_out.shape
         f = head_values_by_head(batch.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer),
-                                adapter.kv_heads, head_dtype)
-        f = f.to(torch_dtype).view(n_heads, n_batch, t_max, d)  # [H, B, T, d]
+                                adapter.kv_heads, self.head_dtype)
+        f = f.to(self.torch_dtype).view(adapter.n_heads, n_batch, t_max, d)  # [H, B, T, d]
         # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
         y = batch.x_out if batch.parallel else batch.x_mid
         extra = batch.ffn_out if batch.parallel else None
         scale = adapter.attention_post_scale(layer, batch.attn_raw)  # [B, T, d] or None
-        if _batched_kernel(kernel, precision, f.device):
-            if n_batch == 1:  # straight into the trace's own array
-                out = torch.from_numpy(attention[0][layer])[None]
-            else:
-                if not buffer:
-                    buffer.append(torch.zeros(n_batch, n_heads, t_max, t_max, dtype=torch.float32))
-                out = buffer[0]
-            rows = torch.arange(t_max).expand(n_batch, t_max)
-            cpu = [None if t is None else t.cpu() for t in (batch.alpha, f, batch.x_in, y, scale, extra)]
-            sub, res, degen, extra_imp = batch_attention_importance(
-                cpu[0], cpu[1], cpu[2], cpu[3], rows, lengths, scale=cpu[4], extra=cpu[5], prune=prune, out=out)
-            if n_batch > 1:
-                sub_np = sub.numpy()
-                for b, n_tok in enumerate(lengths):
-                    attention[b][layer] = sub_np[b, :, :n_tok, :n_tok]
-            res, degen = res.numpy(), degen.numpy()
-            extra_imp = None if extra_imp is None else extra_imp.numpy()
-        else:  # the torch or Triton kernel, or float64: prompt by prompt
-            res = np.zeros((n_batch, t_max), np_dtype)
-            degen = np.zeros((n_batch, t_max), bool)
-            extra_imp = None if extra is None else np.zeros((n_batch, t_max), np_dtype)
-            for b, n_tok in enumerate(lengths):
-
-                def take(t, b=b, n_tok=n_tok):  # this prompt's rows, in the precision of the importances
-                    return None if t is None else t[b, :n_tok].to(torch_dtype)
-
-                alpha = batch.alpha[b, :, :n_tok, :n_tok].to(torch_dtype)
-                on_cpu = alpha.device.type == "cpu"
-                sub, r, g, e = attention_importance(
-                    alpha, f[:, b, :n_tok], take(batch.x_in), take(y), kernel=kernel, chunk_elements=chunk_elements,
-                    out=torch.from_numpy(attention[b][layer]) if on_cpu else None, scale=take(scale),
-                    extra=take(extra), prune=prune,
-                )
-                if not on_cpu:
-                    attention[b][layer] = sub.cpu().numpy()
-                res[b, :n_tok], degen[b, :n_tok] = r.cpu().numpy(), g.cpu().numpy()
-                if e is not None:
-                    extra_imp[b, :n_tok] = e.cpu().numpy()
-        per_node["attention_residual"][layer] = res
-        per_node["degenerate_attention"][layer] = degen
+        parts = (batch.alpha, f, batch.x_in, y, scale, extra)
+        if _batched_kernel(self.opts.kernel, self.opts.precision, f.device):
+            res, degen, extra_imp = self.attention_fused(layer, *parts)
+        else:
+            res, degen, extra_imp = self.attention_by_prompt(layer, *parts)
+        self.per_node["attention_residual"][layer] = res
+        self.per_node["degenerate_attention"][layer] = degen
         if batch.parallel:
-            per_node["ffn"][layer], per_node["ffn_residual"][layer] = extra_imp, res
-            per_node["degenerate_ffn"][layer] = degen
-        else:  # the FFN nodes of the whole batch at once: rows [B * T_max]
-            ffn_all = ffn_importance(batch.x_mid.to(torch_dtype).reshape(-1, d),
-                                     batch.ffn_out.to(torch_dtype).reshape(-1, d),
-                                     batch.x_out.to(torch_dtype).reshape(-1, d))
-            for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
-                per_node[name][layer] = t.reshape(n_batch, t_max).cpu().numpy()
+            self.per_node["ffn"][layer], self.per_node["ffn_residual"][layer] = extra_imp, res
+            self.per_node["degenerate_ffn"][layer] = degen
+            return
+        # the FFN nodes of the whole batch at once: rows [B * T_max]
+        ffn_all = ffn_importance(*(t.to(self.torch_dtype).reshape(-1, d) for t in (batch.x_mid, batch.ffn_out,
+                                                                                  batch.x_out)))
+        for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
+            self.per_node[name][layer] = t.reshape(n_batch, t_max).cpu().numpy()
 
+    def attention_fused(self, layer, alpha, f, x_in, y, scale, extra) -> tuple:
+        """The whole batch in one call of the fused numba kernel: (residual, degenerate, extra) [B, T_max]."""
+        n_batch, n_heads, t_max, _ = alpha.shape
+        if n_batch == 1:  # straight into the trace's own array
+            out = torch.from_numpy(self.attention[0][layer])[None]
+        else:
+            if self.buffer is None:
+                self.buffer = torch.zeros(n_batch, n_heads, t_max, t_max, dtype=torch.float32)
+            out = self.buffer
+        rows = torch.arange(t_max).expand(n_batch, t_max)
+        cpu = [None if t is None else t.cpu() for t in (alpha, f, x_in, y, scale, extra)]
+        sub, res, degen, extra_imp = batch_attention_importance(
+            cpu[0], cpu[1], cpu[2], cpu[3], rows, self.lengths, scale=cpu[4], extra=cpu[5], prune=self.opts.prune,
+            out=out)
+        if n_batch > 1:
+            sub_np = sub.numpy()
+            for b, n_tok in enumerate(self.lengths):
+                self.attention[b][layer] = sub_np[b, :, :n_tok, :n_tok]
+        return res.numpy(), degen.numpy(), None if extra_imp is None else extra_imp.numpy()
+
+    def attention_by_prompt(self, layer, alpha, f, x_in, y, scale, extra) -> tuple:
+        """The torch or Triton kernel, or float64: prompt by prompt. (residual, degenerate, extra) [B, T_max]."""
+        n_batch, _, t_max, _ = alpha.shape
+        res = np.zeros((n_batch, t_max), self.np_dtype)
+        degen = np.zeros((n_batch, t_max), bool)
+        extra_imp = None if extra is None else np.zeros((n_batch, t_max), self.np_dtype)
+        for b, n_tok in enumerate(self.lengths):
+
+            def take(t, b=b, n_tok=n_tok):  # this prompt's rows, in the precision of the importances
+                return None if t is None else t[b, :n_tok].to(self.torch_dtype)
+
+            alpha_b = alpha[b, :, :n_tok, :n_tok].to(self.torch_dtype)
+            on_cpu = alpha_b.device.type == "cpu"
+            sub, r, g, e = attention_importance(
+                alpha_b, f[:, b, :n_tok], take(x_in), take(y), kernel=self.opts.kernel,
+                chunk_elements=self.opts.chunk_elements, out=torch.from_numpy(self.attention[b][layer]) if on_cpu
+                else None, scale=take(scale), extra=take(extra), prune=self.opts.prune)
+            if not on_cpu:
+                self.attention[b][layer] = sub.cpu().numpy()
+            res[b, :n_tok], degen[b, :n_tok] = r.cpu().numpy(), g.cpu().numpy()
+            if e is not None:
+                extra_imp[b, :n_tok] = e.cpu().numpy()
+        return res, degen, extra_imp
+
+
+def _forward(loaded, id_lists, on_block, opts: _Options, lazy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's forward pass with `on_block` on every block: (logits [B, T_max, V], or [B, K, V] at `keep`;
+    keep [B, K] or None). Lazy traces record the attention's inputs and keep activations in the model's dtype."""
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    keep = _logit_positions(predictions, lengths)
-    # logits [B, T_max, V], or [B, K, V] at `keep`
-    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, logit_positions=keep)
-    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "prune": prune,
-            "precision": precision}
-    if predictions != "all":
-        meta["predictions"] = predictions
-    parallel = _parallel_flags(adapter)
+    keep = _logit_positions(opts.predictions, [int(i.numel()) for i in id_lists])
+    extra = dict(keep_attention_call=True, record=can_record(loaded), dtype=None) if lazy else {}
+    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, logit_positions=keep, **extra)
+    return logits, keep
+
+
+def _meta(loaded, opts: _Options, lazy: bool) -> dict:
+    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": opts.kernel}
+    if lazy:
+        meta |= {"lazy": True, "precision": "model" if opts.precision == "model" else "float32"}
+    else:
+        meta |= {"prune": opts.prune, "precision": opts.precision}
+    if opts.predictions != "all":
+        meta["predictions"] = opts.predictions
+    return meta
+
+
+def _predictions(loaded, prompt, ids, logits, keep, b: int, top_k: int) -> dict:
+    """The base fields of prompt b of a batch from the batch's logits."""
+    n_tok = int(ids.numel())
+    return _base_fields(loaded, prompt, ids, logits[b, :n_tok] if keep is None else logits[b], top_k,
+                        None if keep is None else keep[b].tolist())
+
+
+def _trace_batch(loaded, prompts, id_lists, opts: _Options) -> list[Trace]:
+    lengths = [int(i.numel()) for i in id_lists]
+    full = _FullBatch(loaded, lengths, opts)
+    logits, keep = _forward(loaded, id_lists, full.block, opts, lazy=False)
+    meta, parallel = _meta(loaded, opts, lazy=False), _parallel_flags(loaded.adapter)
     return [
-        Trace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]] if keep is None else logits[b], top_k,
-                             None if keep is None else keep[b].tolist()),
-              attention=attention[b], **{name: a[:, b, : lengths[b]].copy() for name, a in per_node.items()},
-              meta=dict(meta), parallel=list(parallel))
+        Trace(**_predictions(loaded, prompt, ids, logits, keep, b, opts.top_k), attention=full.attention[b],
+              **{name: a[:, b, : lengths[b]].copy() for name, a in full.per_node.items()}, meta=dict(meta),
+              parallel=list(parallel))
         for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
     ]
 
@@ -569,48 +649,30 @@ def _parallel_flags(adapter) -> list[bool]:
     return [adapter.is_parallel(layer) for layer in range(adapter.n_layers)]
 
 
-def _trace_lazy(loaded, prompts, id_lists, top_k, kernel, prune=0.0, predictions="all",
-                precision="float32") -> list[LazyTrace | Trace]:
-    """Lazy traces of a batch of prompts: one forward pass; per block, the FFN nodes of every prompt and what the
-    attention rows need later."""
+def _trace_lazy(loaded, prompts, id_lists, opts: _Options) -> list[LazyTrace]:
+    """Lazy traces of a batch of prompts (sequential blocks only): one forward pass; per block, the FFN nodes of every
+    prompt and what the attention rows need later."""
     adapter = loaded.adapter
-    if any(_parallel_flags(adapter)):
-        # a parallel block's FFN importance needs the whole node's normalisation: trace in full
-        return _trace_batch(loaded, prompts, id_lists, top_k, kernel, CHUNK_ELEMENTS, precision, prune=prune,
-                            predictions=predictions)
-    n_layers = adapter.n_layers
     lengths = [int(i.numel()) for i in id_lists]
     n_batch, t_max = len(lengths), max(lengths)
-    per_node = {name: np.zeros((n_layers, n_batch, t_max), dtype=np.float32) for name in ("ffn", "ffn_residual")}
-    per_node["degenerate_ffn"] = np.zeros((n_layers, n_batch, t_max), dtype=bool)
-    batch = _LazyBatch(loaded, lengths, kernel, prune, _head_dtype(loaded, "model" if precision == "model" else
-                                                              "float32"))
+    per_node = {name: np.zeros((adapter.n_layers, n_batch, t_max), dtype=np.float32) for name in ("ffn",
+                                                                                                  "ffn_residual")}
+    per_node["degenerate_ffn"] = np.zeros((adapter.n_layers, n_batch, t_max), dtype=bool)
+    batch = _LazyBatch(loaded, lengths, opts.kernel, opts.prune,
+                       _head_dtype(loaded, "model" if opts.precision == "model" else "float32"))
 
     def on_block(cap: BlockCapture) -> None:  # tensors [B, ...] in the model's dtype
-        # keep what the attention rows need later; drop the weights now
-        batch.x_in.append(cap.x_in)
-        batch.x_mid.append(cap.x_mid)
-        # with recorded attention inputs, the head values come from the recorded value vectors: no normed states
-        batch.normed.append(None if isinstance(cap.attention_call, RecordedAttention) else cap.normed)
-        batch.call.append(cap.attention_call)
-        batch.scale.append(adapter.attention_post_scale(cap.layer, cap.attn_raw.float()))
+        batch.keep(cap)  # what the attention rows need later; the weights go now
         d = cap.x_out.shape[-1]
         ffn_all = ffn_importance(*(t.float().reshape(-1, d) for t in (cap.x_mid, cap.ffn_out, cap.x_out)))
         for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
             per_node[name][cap.layer] = t.reshape(n_batch, t_max).cpu().numpy()
 
-    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    keep = _logit_positions(predictions, lengths)
-    logits = run_with_capture(loaded, _pad_right(id_lists, pad_id), on_block, keep_attention_call=True,
-                              record=can_record(loaded), logit_positions=keep, dtype=None)
-    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": kernel, "lazy": True,
-            "precision": "model" if precision == "model" else "float32"}
-    if predictions != "all":
-        meta["predictions"] = predictions
+    logits, keep = _forward(loaded, id_lists, on_block, opts, lazy=True)
+    meta = _meta(loaded, opts, lazy=True)
     return [
-        LazyTrace(**_base_fields(loaded, prompt, ids, logits[b, : lengths[b]] if keep is None else logits[b], top_k,
-                                 None if keep is None else keep[b].tolist()),
+        LazyTrace(**_predictions(loaded, prompt, ids, logits, keep, b, opts.top_k),
                   **{name: a[:, b, : lengths[b]].copy() for name, a in per_node.items()}, meta=dict(meta),
-                  n_heads=adapter.n_heads, loaded=loaded, batch=batch, index=b, kernel=kernel, prune=prune)
+                  n_heads=adapter.n_heads, loaded=loaded, batch=batch, index=b, kernel=opts.kernel, prune=opts.prune)
         for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
     ]
