@@ -91,7 +91,6 @@ def sub_edge_proximities(
 def _batch_importances(alpha, f, sign, two_abs_y, rows, known, n_extra, items, starts, out, inv,
                        degenerate, h0, totals, finish):  # pragma: no cover - compiled
     n_heads = alpha.shape[1]  # the heads of this call: h0 .. h0 + n_heads - 1 of the node's out.shape[1]
-    n_all = out.shape[1]
     d = f.shape[3]
     zero = np.float32(0.0)
     for t in prange(starts.shape[0] - 1):  # one iteration per thread, each with its own list of items
@@ -156,21 +155,27 @@ def _batch_importances(alpha, f, sign, two_abs_y, rows, known, n_extra, items, s
             # eq. 1's denominator: the sub-edges, the residual and (parallel blocks) the FFN of each node
             for r in range(n_valid):
                 i = i0 + r
-                p = rows[b, i]
                 total = (t0 if r == 0 else t1 if r == 1 else t2 if r == 2 else t3) + known[b, i]
-                if total == 0.0:  # 0/0: every part of the node gets an equal share
-                    degenerate[b, i] = True
-                    inv[b, i] = 0.0
-                    share = np.float32(1.0 / (n_all * (p + 1) + 1 + n_extra))
-                    for h in range(n_all):
-                        for j in range(p + 1):
-                            out[b, h, i, j] = share
-                else:
-                    inv[b, i] = 1.0 / total
-                    scale = np.float32(1.0 / total)
-                    for h in range(n_all):
-                        for j in range(p + 1):
-                            out[b, h, i, j] *= scale
+                _normalise(out, inv, degenerate, b, i, rows[b, i], total, n_extra)
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def _normalise(out, inv, degenerate, b, i, p, total, n_extra):  # pragma: no cover - compiled
+    """Divide node (b, i)'s sub-edges out[b, :, i, :p+1] by its total; 0/0: every part gets an equal share."""
+    n_heads = out.shape[1]
+    if total == 0.0:
+        degenerate[b, i] = True
+        inv[b, i] = 0.0
+        share = np.float32(1.0 / (n_heads * (p + 1) + 1 + n_extra))
+        for h in range(n_heads):
+            for j in range(p + 1):
+                out[b, h, i, j] = share
+    else:
+        inv[b, i] = 1.0 / total
+        scale = np.float32(1.0 / total)
+        for h in range(n_heads):
+            for j in range(p + 1):
+                out[b, h, i, j] *= scale
 
 
 @njit(parallel=True, cache=True, fastmath=True, nogil=True)
