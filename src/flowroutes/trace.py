@@ -7,6 +7,8 @@ figures, the CLI and analyses only read it. Tokenisation follows the tokenizer's
 
 from __future__ import annotations
 
+import dataclasses
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -137,15 +139,36 @@ class _LazyBatch:
         self.normed: list[torch.Tensor | None] = []
         self.call: list = []
         self.scale: list[torch.Tensor | None] = []
+        self._slots: dict[str, torch.Tensor] = {}  # kind -> [L, ...] on the CPU
 
     def keep(self, cap: BlockCapture) -> None:
         """Keep what block `cap.layer`'s attention rows need (tensors [B, ...] in the model's dtype)."""
-        self.x_in.append(cap.x_in)
-        self.x_mid.append(cap.x_mid)
+        layer, call = cap.layer, cap.attention_call
+        self.x_in.append(self._slot("x_in", layer, cap.x_in))
+        self.x_mid.append(self._slot("x_mid", layer, cap.x_mid))
+        if isinstance(call, RecordedAttention):
+            call = dataclasses.replace(call, query=self._slot("query", layer, call.query),
+                                       key=self._slot("key", layer, call.key),
+                                       values=self._slot("values", layer, call.values))
         # with recorded attention inputs, the head values come from the recorded value vectors: no normed states
-        self.normed.append(None if isinstance(cap.attention_call, RecordedAttention) else cap.normed)
-        self.call.append(cap.attention_call)
-        self.scale.append(self.loaded.adapter.attention_post_scale(cap.layer, cap.attn_raw.float()))
+        self.normed.append(None if isinstance(call, RecordedAttention) else cap.normed)
+        self.call.append(call)
+        self.scale.append(self.loaded.adapter.attention_post_scale(layer, cap.attn_raw.float()))
+
+    def _slot(self, kind: str, layer: int, t: torch.Tensor) -> torch.Tensor:
+        """`t` copied into slot `layer` of one [L, ...] CPU buffer per kind: a few large allocations instead of many
+        medium ones among the forward pass's temporaries, which would fragment the C heap (on a 7B model at 1024
+        tokens, peak RSS ~1 GiB lower). Tensors on other devices, or of another shape than the first layer's, are
+        kept as they are."""
+        if t.device.type != "cpu":
+            return t
+        slots = self._slots.get(kind)
+        if slots is None:
+            slots = self._slots[kind] = torch.empty(self.loaded.adapter.n_layers, *t.shape, dtype=t.dtype)
+        if slots.shape[1:] != t.shape or slots.dtype != t.dtype:
+            return t
+        slots[layer].copy_(t)
+        return slots[layer]
 
     def head_values(self, layer: int, sel: torch.Tensor, x_in: torch.Tensor) -> tuple[Callable, int]:
         """(values, heads per call): values(h0, h1) gives f_h(x_j) [h1 - h0, B', T, d] (float32) of heads h0..h1-1 for
@@ -467,6 +490,26 @@ def _logit_positions(predictions: str, lengths: list[int]) -> torch.Tensor | Non
     return torch.zeros(len(lengths), 0, dtype=torch.long)
 
 
+_TOKEN_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _token_texts(tokenizer) -> Callable[[int], str]:
+    """id -> the token decoded alone (`tokenizer.decode([id])`), memoised per tokenizer: a batch decodes each of its
+    T * (k + 1) tokens once per distinct id, not once per occurrence."""
+    try:
+        cache = _TOKEN_TEXTS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no memo
+        cache = {}
+
+    def text_of(i: int) -> str:
+        text = cache.get(i)
+        if text is None:
+            text = cache[i] = tokenizer.decode([i])
+        return text
+
+    return text_of
+
+
 def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: torch.Tensor, top_k: int,
                  positions: list[int] | None = None) -> dict:
     """logits: [T, V], or [K, V] at `positions` (the other positions get no prediction)."""
@@ -481,7 +524,8 @@ def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: to
     tok = loaded.tokenizer
     id_list = ids.tolist()
     ids_np, probs_np = top_ids.cpu().numpy(), top_probs.cpu().numpy()
-    top_tokens = [[tok.decode([i]) for i in row] for row in top_ids.tolist()]
+    text_of = _token_texts(tok)
+    top_tokens = [[text_of(i) for i in row] for row in top_ids.tolist()]
     if positions is not None:  # spread the predicted rows over a [T, k] table
         n = len(id_list)
         table_ids, table_probs = np.full((n, k), -1, ids_np.dtype), np.full((n, k), np.nan, probs_np.dtype)
@@ -495,7 +539,7 @@ def _base_fields(loaded: LoadedModel, prompt: str, ids: torch.Tensor, logits: to
         prompt=prompt,
         input_ids=np.asarray(id_list, dtype=np.int64),
         tokens=list(tok.convert_ids_to_tokens(id_list)),
-        token_texts=[tok.decode([i]) for i in id_list],
+        token_texts=[text_of(i) for i in id_list],
         top_ids=ids_np,
         top_probs=probs_np,
         top_tokens=top_tokens,

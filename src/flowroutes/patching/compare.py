@@ -32,9 +32,14 @@ DEFAULT_THRESHOLDS = (0.01, 0.02, 0.04, 0.08, 0.16)
 
 def active_masks(traces: list, tau: float, n_layers: int, n_heads: int) -> np.ndarray:
     """[N, L, H] bool: the head has a sub-edge in the routes of the last position of trace n at `tau`."""
-    out = np.zeros((len(traces), n_layers, n_heads), dtype=bool)
-    for i, tr in enumerate(traces):
-        for layer, head in tr.routes(tau, position=-1).active_heads:
+    return _masks([tr.routes(tau, position=-1) for tr in traces], n_layers, n_heads)
+
+
+def _masks(routes: list, n_layers: int, n_heads: int) -> np.ndarray:
+    """[N, L, H] bool: the head is active in routes n."""
+    out = np.zeros((len(routes), n_layers, n_heads), dtype=bool)
+    for i, r in enumerate(routes):
+        for layer, head in r.active_heads:
             out[i, layer, head] = True
     return out
 
@@ -209,19 +214,23 @@ def check_task(loaded: LoadedModel, batch: TaskBatch, task: str, batch_size: int
 def route_frequencies(loaded: LoadedModel, batch: TaskBatch, tau: float, thresholds: tuple[float, ...],
                       batch_size: int, progress: bool) -> RouteFrequencies:
     """Routes of the last position of every prompt (at `tau` and every threshold) and of every contrastive
-    prompt (at `tau`), reduced to which heads are active."""
+    prompt (at `tau`), reduced to which heads are active. Batched lazy traces: one forward pass per batch, the rows
+    the routes reach computed for the whole batch at once, and shared by every threshold."""
     import flowroutes
 
     n_layers, n_heads = loaded.adapter.n_layers, loaded.adapter.n_heads
+
+    def lazy(prompts):
+        return flowroutes.trace(loaded, prompts, batch_size=batch_size, progress=progress, lazy=True,
+                                predictions="last")
+
     t0 = time.perf_counter()
-    traces = flowroutes.trace(loaded, [e.prompt for e in batch.examples], batch_size=batch_size, progress=progress)
-    active = {t: active_masks(traces, t, n_layers, n_heads) for t in sorted({tau, *thresholds})}  # [N, L, H]
+    traces = lazy([e.prompt for e in batch.examples])
+    active = {t: _masks(traces.routes(t), n_layers, n_heads) for t in sorted({tau, *thresholds})}  # [N, L, H]
     seconds = time.perf_counter() - t0
     del traces
-    con_traces = flowroutes.trace(loaded, [e.contrastive for e in batch.examples], batch_size=batch_size,
-                                  progress=progress)
     f_task = active[tau].mean(axis=0)  # [L, H]
-    f_con = active_masks(con_traces, tau, n_layers, n_heads).mean(axis=0)  # [L, H]
+    f_con = _masks(lazy([e.contrastive for e in batch.examples]).routes(tau), n_layers, n_heads).mean(axis=0)
     return RouteFrequencies(tau, active, f_task, f_con, f_task - f_con, -(-batch.n // batch_size), seconds)
 
 
