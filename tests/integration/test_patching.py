@@ -249,6 +249,12 @@ def test_compare_patching_on_the_toy(toy, tmp_path):
     table = res.table.to_pylist()
     row = next(r for r in table if (r["layer"], r["head"]) == HEAD)
     assert row["acdc_kept"] and row["route_frequency_task"] == 1.0
+    # the routes are timed before and after patching; the ratios divide by the slower run
+    t = s["timings_s"]
+    assert len(t["routes_task_runs_s"]) == 2 and t["routes_task_s"] == max(t["routes_task_runs_s"])
+    ratio, eps = s["speed_ratio_head_patching_vs_routes"], 5e-4  # timings are rounded to 1 ms
+    assert (t["head_patching_s"] - eps) / (t["routes_task_s"] + eps) <= ratio
+    assert ratio <= (t["head_patching_s"] + eps) / max(t["routes_task_s"] - eps, 1e-9)
 
 
 def test_a_task_the_model_cannot_do_is_reported_first(toy):
