@@ -75,7 +75,7 @@ lock: setup
 	  | grep -v '^setuptools=='; } > requirements.lock
 
 bench: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trace_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trace_speed.py --repeats 2 --ioi --corpus 96
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) demo reproduce
