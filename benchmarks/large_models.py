@@ -8,9 +8,11 @@ each with trace(precision="float32") (the default) and "model".
 Prints [model shape | precision | tokens | forward | lazy last-position routes | full trace | peak RSS] with ratios
 to the forward pass measured in the same run. Peak RSS is the process's maximum after each step (steps only add),
 next to the weights' own size. Building the 7B shape takes minutes and needs ~14 GB: this is not part of
-`make test`. `--layers N` keeps N blocks of a shape (same per-block work and memory).
+`make test`. `--layers N` keeps N blocks of a shape (same per-block work and memory); `--profile` prints where one
+lazy-routes run spends its time.
 Usage:
     .venv/bin/python benchmarks/large_models.py [--shapes 1b-fp32 7b-bf16] [--tokens 256 1024] [--layers N]
+        [--precisions float32 model] [--profile]
 """
 
 from __future__ import annotations
@@ -82,6 +84,16 @@ HEADER = (f"{'model shape':>16} {'precision':>9} {'tokens':>6} {'forward s':>9} 
           f"{'full trace s':>12} {'x fwd':>5} {'weights GiB':>11} {'peak RSS GiB (fwd/lazy/full)':>28}")
 
 
+def profile(fn, top: int = 12) -> None:
+    """One run of `fn` under cProfile: its costliest functions by own time."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.runcall(fn)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
 def measure(shape: str, args) -> list[str]:
     """The table rows of one shape (built, measured and dropped here)."""
     import flowroutes
@@ -116,6 +128,8 @@ def measure(shape: str, args) -> list[str]:
 
             t_lazy = timed(lazy_routes, args.repeats)
             rss_lazy = rss_gib()
+            if args.profile:  # where the lazy routes' time goes, beyond the forward pass
+                profile(lazy_routes)
             t_full, rss_full = float("nan"), float("nan")
             if n_tok == args.full_tokens:
                 t_full = timed(full_trace, args.repeats)
@@ -136,6 +150,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--precisions", nargs="+", default=["float32", "model"], choices=["float32", "model"],
                         help="trace(precision=...): head values in float32, or by the model's own products")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one lazy-routes run per row")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     rows = []
