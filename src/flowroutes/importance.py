@@ -309,8 +309,9 @@ def batch_attention_importance(
     """`attention_importance` for a whole batch in one call of the fused numba kernel (float32, CPU).
 
     alpha: [B, H, R, T] the attention rows of targets rows[b, i] (i < n_rows[b], ascending per prompt), f: [H, B, T, d]
-    (`head_values_by_head` of the batch's [B, T, d]), x_in, y, scale, extra: [B, R, d] at those rows (x^{l-1}, the
-    node, the post-norm diagonal, a parallel block's FFN update); out: an optional [B, H, R, T] float32 buffer whose
+    (`head_values_by_head` of the batch's [B, T, d]; float32, or bfloat16, read exactly without a float32 copy),
+    x_in, y, scale, extra: [B, R, d] at those rows (x^{l-1}, the node, the post-norm diagonal, a parallel block's FFN
+    update); out: an optional [B, H, R, T] float32 buffer whose
     entries past each row's target (j > rows[b, i]) are 0. Returns (sub [B, H, R, T], residual [B, R],
     degenerate [B, R] bool, extra [B, R] or None); entries of rows i >= n_rows[b] are meaningless.
     With `heads_per_call`, f is a function (h0, h1) -> [h1 - h0, B, T, d] called for one chunk of heads at a time,
@@ -335,13 +336,14 @@ def batch_attention_importance(
             h1 = min(h0 + step, n_heads)
             f_c, alpha_c = chunk(h0, h1), alpha[:, h0:h1]  # [Hc, B, T, d], [B, Hc, R, T]
             if prune > 0:
+                f_abs = f_c.float().abs()
                 if scale is None:
-                    bound = alpha_c * f_c.abs().sum(-1).transpose(0, 1)[:, :, None, :]  # [B, Hc, R, T]
+                    bound = alpha_c * f_abs.sum(-1).transpose(0, 1)[:, :, None, :]  # [B, Hc, R, T]
                 else:
-                    bound = alpha_c * torch.einsum("hbtd,brd->bhrt", f_c.abs(), scale.abs())
+                    bound = alpha_c * torch.einsum("hbtd,brd->bhrt", f_abs, scale.abs())
                 alpha_c = alpha_c.masked_fill(bound <= cap.to(bound.dtype)[:, None, :, None], 0.0)
             inv, degenerate = batch_importances(
-                alpha_c.detach().float().numpy(), f_c.detach().float().numpy(), y_np, rows.numpy(),
+                alpha_c.detach().float().numpy(), _kernel_values(f_c), y_np, rows.numpy(),
                 torch.as_tensor(n_rows).numpy(), known.numpy(), int(extra is not None), out.numpy(),
                 None if scale is None else scale.detach().float().numpy(), n_threads,
                 heads=(h0, totals, h1 == n_heads))
@@ -351,6 +353,15 @@ def batch_attention_importance(
     res_imp = torch.where(degenerate_t, share, res * inv_t).float()
     extra_imp = None if extra_prox is None else torch.where(degenerate_t, share, extra_prox * inv_t).float()
     return out, res_imp, degenerate_t, extra_imp
+
+
+def _kernel_values(f: torch.Tensor) -> np.ndarray:
+    """Head values as the fused kernel reads them: float32, or bfloat16 as its raw 16 bits (the kernel widens each
+    value exactly, so no float32 copy of them is made)."""
+    f = f.detach()
+    if f.dtype == torch.bfloat16:
+        return f.contiguous().view(torch.int16).numpy()
+    return f.float().numpy()
 
 
 def prunable(

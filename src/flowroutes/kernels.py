@@ -9,7 +9,36 @@ written in place, work spread over all cores. Knows nothing about models.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+
+@intrinsic
+def _bfloat16_bits(typingctx, bits):
+    """The float32 whose upper 16 bits are `bits` (a bfloat16 value, exactly)."""
+    if not isinstance(bits, types.Integer) or bits.bitwidth != 16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        wide = builder.zext(args[0], ir.IntType(32))
+        return builder.bitcast(builder.shl(wide, ir.Constant(ir.IntType(32), 16)), ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+def _as_float(x):  # pragma: no cover - only called from compiled code
+    """A head value as float32: itself, or a bfloat16 value given by its 16 bits."""
+    raise NotImplementedError
+
+
+@overload(_as_float)
+def _as_float_impl(x):  # pragma: no cover - compiled
+    if isinstance(x, types.Float):
+        return lambda x: x
+    if isinstance(x, types.Integer) and x.bitwidth == 16:
+        return lambda x: _bfloat16_bits(x)
+    return None
 
 
 @njit(parallel=True, cache=True, fastmath=True, nogil=True)
@@ -123,7 +152,7 @@ def _batch_importances(alpha, f, sign, two_abs_y, rows, known, n_extra, items, s
                     c3 = zero
                     if a0 != 0.0 or a1 != 0.0 or a2 != 0.0 or a3 != 0.0:  # else u = 0: min(0, 2|y|) = 0
                         for k in range(d):
-                            fk = f[h, b, j, k]
+                            fk = _as_float(f[h, b, j, k])
                             u0 = a0 * sign[b, i0, k] * fk
                             u1 = a1 * sign[b, i1, k] * fk
                             u2 = a2 * sign[b, i2, k] * fk
@@ -241,11 +270,12 @@ def batch_importances(
     """Sub-edge importances (eq. 1, normalised) of the nodes y[b, i] of a whole batch, in one call.
 
     alpha: [B, H, R, T] attention rows of the targets rows[b, i] (i < n_rows[b], ascending per prompt);
-    f: [H, B, T, d] head values of every source; y: [B, R, d] the nodes; known: [B, R] float64 the proximities of
-    the node's other parts (residual, and the FFN of a parallel block: `n_extra` = 1); scale: optional [B, R, d]
-    per-target diagonal (a linearised post-norm). Writes the normalised sub-edges into `out` [B, H, R, T] float32
-    (C-contiguous; entries j > rows[b, i] and rows i >= n_rows[b] are left as they are). Returns (inv [B, R]
-    float64: 1 / the node's total, 0 where it is 0; degenerate [B, R] bool: 0/0, parts share equally).
+    f: [H, B, T, d] head values of every source (float32, or bfloat16 given as its int16 bits: read exactly);
+    y: [B, R, d] the nodes; known: [B, R] float64 the proximities of the node's other parts (residual, and the FFN
+    of a parallel block: `n_extra` = 1); scale: optional [B, R, d] per-target diagonal (a linearised post-norm).
+    Writes the normalised sub-edges into `out` [B, H, R, T] float32 (C-contiguous; entries j > rows[b, i] and rows
+    i >= n_rows[b] are left as they are). Returns (inv [B, R] float64: 1 / the node's total, 0 where it is 0;
+    degenerate [B, R] bool: 0/0, parts share equally).
     heads = (h0, totals, finish): alpha and f hold only heads h0.. of out's H (a chunk, to bound f's memory);
     totals [B, R] float64 carries the proximity sums from chunk to chunk, and the call with `finish` normalises
     (inv and degenerate mean something only after it).
@@ -264,7 +294,8 @@ def batch_importances(
     degenerate = np.zeros(rows.shape, np.bool_)
     h0, totals, finish = heads if heads is not None else (0, np.zeros(rows.shape, np.float64), True)
     _batch_importances(
-        np.ascontiguousarray(alpha, np.float32), np.ascontiguousarray(f, np.float32), sign, two_abs_y, rows,
+        np.ascontiguousarray(alpha, np.float32),
+        np.ascontiguousarray(f, None if f.dtype == np.int16 else np.float32), sign, two_abs_y, rows,
         np.ascontiguousarray(known, np.float64), n_extra, items, starts, out, inv, degenerate, h0, totals, finish,
     )
     return inv, degenerate

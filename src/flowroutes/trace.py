@@ -185,7 +185,7 @@ class _LazyBatch:
             def from_values(h0: int, h1: int) -> torch.Tensor:  # [B' * T, KV, dh] -> [h1 - h0, B', T, d]
                 with torch.no_grad():
                     f = head_values_from_values(values, ov, beta, adapter.kv_heads, self.head_dtype, heads=(h0, h1))
-                return f.float().view(h1 - h0, n_sel, n_tok, d)
+                return _kernel_dtype(f).view(h1 - h0, n_sel, n_tok, d)
 
             return from_values, max(1, HEAD_VALUE_ELEMENTS // (n_sel * n_tok * d))
         normed = self.normed[layer]
@@ -194,7 +194,7 @@ class _LazyBatch:
         else:
             normed = normed[sel.to(normed.device)]
         f = head_values_by_head(normed.float(), ov, beta, adapter.kv_heads, self.head_dtype)
-        f = f.float().view(-1, n_sel, n_tok, d)  # [H, B', T, d]
+        f = _kernel_dtype(f).view(-1, n_sel, n_tok, d)  # [H, B', T, d]
         return (lambda h0, h1: f[h0:h1]), f.shape[0]
 
     def compute(self, layer: int, requests: list[tuple[int, list[int]]]) -> list[tuple]:
@@ -227,7 +227,7 @@ class _LazyBatch:
                 n = len(positions)
                 out.append((sub[k, :, :n, : self.lengths[b]], res[k, :n], degen[k, :n]))
             return out
-        f = values(0, n_heads)  # [H, B', T, d]
+        f = values(0, n_heads).float()  # [H, B', T, d]
         for k, (b, positions) in enumerate(requests):  # the torch or Triton kernel: prompt by prompt
             n, n_b = len(positions), self.lengths[b]
             sub, res, degen, _ = attention_importance(
@@ -236,6 +236,12 @@ class _LazyBatch:
                 scale=None if scale is None else scale[k, :n_b].float())
             out.append((sub.cpu().numpy(), res.cpu().numpy(), degen.cpu().numpy()))
         return out
+
+
+def _kernel_dtype(f: torch.Tensor) -> torch.Tensor:
+    """Head values in a dtype the fused CPU kernel reads: bfloat16 stays (it is widened exactly there), the rest
+    becomes float32."""
+    return f if f.dtype == torch.bfloat16 else f.float()
 
 
 @dataclass(kw_only=True)
@@ -581,13 +587,14 @@ class _FullBatch:
         n_batch, t_max, d = batch.x_out.shape
         f = head_values_by_head(batch.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer),
                                 adapter.kv_heads, self.head_dtype)
-        f = f.to(self.torch_dtype).view(adapter.n_heads, n_batch, t_max, d)  # [H, B, T, d]
+        fused = _batched_kernel(self.opts.kernel, self.opts.precision, f.device)
+        f = (_kernel_dtype(f) if fused else f.to(self.torch_dtype)).view(adapter.n_heads, n_batch, t_max, d)
         # sequential: the node is x^{lA} (sub-edges + residual); parallel: x^l (sub-edges + residual + FFN)
         y = batch.x_out if batch.parallel else batch.x_mid
         extra = batch.ffn_out if batch.parallel else None
         scale = adapter.attention_post_scale(layer, batch.attn_raw)  # [B, T, d] or None
-        parts = (batch.alpha, f, batch.x_in, y, scale, extra)
-        if _batched_kernel(self.opts.kernel, self.opts.precision, f.device):
+        parts = (batch.alpha, f, batch.x_in, y, scale, extra)  # f: [H, B, T, d]
+        if fused:
             res, degen, extra_imp = self.attention_fused(layer, *parts)
         else:
             res, degen, extra_imp = self.attention_by_prompt(layer, *parts)

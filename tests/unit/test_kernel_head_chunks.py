@@ -47,3 +47,30 @@ def test_any_chunking_of_heads_gives_the_importances_of_one_call(per_call, prune
                                                   kernel="torch")
             np.testing.assert_allclose(chunked[0][b, :, :n, :n].numpy(), sub.numpy(), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(chunked[1][b, :n].numpy(), res.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("prune", [0.0, 0.05])
+def test_bfloat16_head_values_are_read_exactly(prune, monkeypatch):
+    """bfloat16 head values go to the kernel as their 16 bits and are widened there: the importances equal those of
+    the same values converted to float32 beforehand, bit for bit."""
+    from flowroutes import kernels
+
+    alpha, f, x_in, y, rows, n_rows = _case(seed=3)
+    f16 = f.to(torch.bfloat16)
+    seen = []
+    original = kernels.batch_importances
+
+    def spy(alpha, f, *args, **kwargs):
+        seen.append(f.dtype)
+        return original(alpha, f, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "batch_importances", spy)
+    got = batch_attention_importance(alpha, f16, x_in, y, rows, n_rows, prune=prune)
+    assert seen == [np.int16]
+    want = batch_attention_importance(alpha, f16.float(), x_in, y, rows, n_rows, prune=prune)
+    for a, b in zip(got, want):
+        if b is not None:
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    chunked = batch_attention_importance(alpha, lambda h0, h1: f16[h0:h1], x_in, y, rows, n_rows, prune=prune,
+                                         heads_per_call=2)
+    np.testing.assert_allclose(chunked[0].numpy(), want[0].numpy(), rtol=1e-6, atol=1e-7)
