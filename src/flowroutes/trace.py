@@ -368,7 +368,8 @@ def trace(
         (half-precision) matrix products, rounded once to its dtype as its own activations are, the rest in
         float32 (importances within ~1e-3 of "float32"). Lazy traces of models whose attention can be recorded
         read the value vectors v_j = LN(x_j) W_V + b_V that the forward pass computed (in the model's dtype) and
-        apply W_O^h in `precision`.
+        apply W_O^h in `precision`. On CPUs with fast bfloat16 products, "model" is the faster choice for a bfloat16
+        model: the fused kernel reads its bfloat16 head values as they are.
     prune: a tolerance > 0 skips sub-edges whose proximity is bounded (alpha ||f||_1) too small to change any
         importance by more than it; every importance stays within `prune` of the exact one (0: exact).
     predictions: where the model's top-k next tokens are computed: "all" positions (default), only the "last"
