@@ -305,6 +305,7 @@ def batch_attention_importance(
     prune: float = 0.0,
     out: torch.Tensor | None = None,
     heads_per_call: int | None = None,
+    residual: torch.Tensor | None = None,
 ):
     """`attention_importance` for a whole batch in one call of the fused numba kernel (float32, CPU).
 
@@ -316,6 +317,7 @@ def batch_attention_importance(
     degenerate [B, R] bool, extra [B, R] or None); entries of rows i >= n_rows[b] are meaningless.
     With `heads_per_call`, f is a function (h0, h1) -> [h1 - h0, B, T, d] called for one chunk of heads at a time,
     so that only one chunk of head values exists at once (the kernel carries each node's sums across chunks).
+    `residual` [B, R] float64: the residual edges' proximities, already computed (x_in is then not read).
     """
     from .kernels import batch_importances, proximities
 
@@ -325,7 +327,9 @@ def batch_attention_importance(
     step = heads_per_call or n_heads
     chunk = f if callable(f) else (lambda h0, h1: f[h0:h1])
     with numba_threads() as n_threads:
-        res = torch.from_numpy(proximities(x_in.detach().float().numpy(), y_np))  # [B, R] float64
+        if residual is None:
+            residual = torch.from_numpy(proximities(x_in.detach().float().numpy(), y_np))  # [B, R] float64
+        res = residual.to(torch.float64)
         extra_prox = None if extra is None else torch.from_numpy(proximities(extra.detach().float().numpy(), y_np))
         known = res if extra_prox is None else res + extra_prox
         cap = prune * known.float() / (n_heads * (rows + 1))  # [B, R]: see `prunable`

@@ -127,14 +127,15 @@ class Trace(_TraceBase):
 
 
 class _LazyBatch:
-    """What the attention rows of a batch of lazy traces need, per block: x^{l-1} and x^{lA} [B, T, d] in the
-    model's own dtype, what the attention needs to compute weights again (its recorded inputs, with the value
-    vectors that give the head values, or its call), the post-norm diagonal where there is one, and LN(x^{l-1})
-    where neither recorded values nor the block's input norm can give the head values again."""
+    """What the attention rows of a batch of lazy traces need, per block: x^{lA} [B, T, d] in the model's own dtype,
+    the residual edges' proximities (the fused CPU kernel; other kernels get x^{l-1} [B, T, d] instead), what the
+    attention needs to compute weights again (its recorded inputs, with the value vectors that give the head values,
+    or its call and LN(x^{l-1})) and the post-norm diagonal where there is one."""
 
     def __init__(self, loaded, lengths: list[int], kernel: str, prune: float, head_dtype=torch.float32):
         self.loaded, self.lengths, self.kernel, self.prune, self.head_dtype = loaded, lengths, kernel, prune, head_dtype
-        self.x_in: list[torch.Tensor] = []
+        self.x_in: list[torch.Tensor | None] = []  # None where the residual proximities are kept instead
+        self.residual: list[np.ndarray | None] = []  # [B, T] float64 proximity(x^{l-1}_p, x^{lA}_p)
         self.x_mid: list[torch.Tensor] = []
         self.normed: list[torch.Tensor | None] = []
         self.call: list = []
@@ -144,7 +145,14 @@ class _LazyBatch:
     def keep(self, cap: BlockCapture) -> None:
         """Keep what block `cap.layer`'s attention rows need (tensors [B, ...] in the model's dtype)."""
         layer, call = cap.layer, cap.attention_call
-        self.x_in.append(self._slot("x_in", layer, cap.x_in))
+        if _batched_kernel(self.kernel, "float32", cap.x_in.device):  # the residual edges now, x^{l-1} never again
+            from .kernels import proximities
+
+            self.residual.append(proximities(cap.x_in.float().cpu().numpy(), cap.x_mid.float().cpu().numpy()))
+            self.x_in.append(None)
+        else:
+            self.residual.append(None)
+            self.x_in.append(self._slot("x_in", layer, cap.x_in))
         self.x_mid.append(self._slot("x_mid", layer, cap.x_mid))
         if isinstance(call, RecordedAttention):
             call = dataclasses.replace(call, query=self._slot("query", layer, call.query),
@@ -170,14 +178,14 @@ class _LazyBatch:
         slots[layer].copy_(t)
         return slots[layer]
 
-    def head_values(self, layer: int, sel: torch.Tensor, x_in: torch.Tensor) -> tuple[Callable, int]:
-        """(values, heads per call): values(h0, h1) gives f_h(x_j) [h1 - h0, B', T, d] (float32) of heads h0..h1-1 for
-        the prompts `sel` [B'] (x^{l-1} of them: x_in [B', T, d]). From recorded value vectors, a chunk of heads at
-        a time holds at most HEAD_VALUE_ELEMENTS; from the normed states, all heads at once."""
+    def head_values(self, layer: int, sel: torch.Tensor, shape: torch.Size) -> tuple[Callable, int]:
+        """(values, heads per call): values(h0, h1) gives f_h(x_j) [h1 - h0, B', T, d] (float32 or bfloat16) of heads
+        h0..h1-1 for the prompts `sel` [B'] (shape: [B', T, d]). From recorded value vectors, a chunk of heads at a
+        time holds at most HEAD_VALUE_ELEMENTS; from the normed states, all heads at once."""
         adapter = self.loaded.adapter
         ov, beta = adapter.ov_weights(layer), adapter.input_norm_bias(layer)
         call = self.call[layer]
-        n_sel, n_tok, d = x_in.shape
+        n_sel, n_tok, d = shape
         if isinstance(call, RecordedAttention):  # the value vectors the model computed: [B', KV, T, dh]
             values = call.values[sel.to(call.values.device)]
             values = values.transpose(1, 2).reshape(n_sel * n_tok, *values.shape[1:2], values.shape[-1])
@@ -188,11 +196,7 @@ class _LazyBatch:
                 return _kernel_dtype(f).view(h1 - h0, n_sel, n_tok, d)
 
             return from_values, max(1, HEAD_VALUE_ELEMENTS // (n_sel * n_tok * d))
-        normed = self.normed[layer]
-        if normed is None:  # not kept: the block's input norm gives it again, bit for bit
-            normed = adapter.block_modules(layer).input_norm(x_in)
-        else:
-            normed = normed[sel.to(normed.device)]
+        normed = self.normed[layer][sel.to(self.normed[layer].device)]  # kept where values were not recorded
         f = head_values_by_head(normed.float(), ov, beta, adapter.kv_heads, self.head_dtype)
         f = _kernel_dtype(f).view(-1, n_sel, n_tok, d)  # [H, B', T, d]
         return (lambda h0, h1: f[h0:h1]), f.shape[0]
@@ -206,28 +210,30 @@ class _LazyBatch:
         sel = torch.tensor([b for b, _ in requests])
         n_rows = [len(p) for _, p in requests]
         rows = torch.tensor([p + [p[-1]] * (max(n_rows) - len(p)) for _, p in requests])  # [B', R], padded
-        x_in = self.x_in[layer][sel.to(self.x_in[layer].device)]  # [B', T, d] in the model's dtype
-        n_sel = x_in.shape[0]
+        x_mid = self.x_mid[layer][sel.to(self.x_mid[layer].device)]  # [B', T, d] in the model's dtype
+        n_sel = x_mid.shape[0]
         with torch.no_grad():
-            values, per_call = self.head_values(layer, sel, x_in)  # values(h0, h1): [h1 - h0, B', T, d]
+            values, per_call = self.head_values(layer, sel, x_mid.shape)  # values(h0, h1): [h1 - h0, B', T, d]
             alpha = attention_rows_batch(self.loaded, layer, self.call[layer], sel, rows)  # [B', H, R, T]
+
         def at_rows(t):  # [B', R, d] float32 on the CPU
             return None if t is None else t[torch.arange(n_sel, device=t.device)[:, None], rows.to(t.device)].to(
                 "cpu", torch.float32)
 
-        x_mid = self.x_mid[layer][sel.to(self.x_mid[layer].device)]
         scale = None if self.scale[layer] is None else self.scale[layer][sel.to(self.scale[layer].device)]
         out = []
-        if _batched_kernel(self.kernel, "float32", x_in.device):
+        if self.residual[layer] is not None:  # the fused CPU kernel
+            residual = torch.from_numpy(self.residual[layer][sel.numpy()[:, None], rows.numpy()])  # [B', R]
             sub, res, degen, _ = batch_attention_importance(
-                alpha.cpu(), lambda h0, h1: values(h0, h1).cpu(), at_rows(x_in), at_rows(x_mid), rows, n_rows,
-                scale=at_rows(scale), prune=self.prune, heads_per_call=per_call)
+                alpha.cpu(), lambda h0, h1: values(h0, h1).cpu(), None, at_rows(x_mid), rows, n_rows,
+                scale=at_rows(scale), prune=self.prune, heads_per_call=per_call, residual=residual)
             sub, res, degen = sub.numpy(), res.numpy(), degen.numpy()
             for k, (b, positions) in enumerate(requests):
                 n = len(positions)
                 out.append((sub[k, :, :n, : self.lengths[b]], res[k, :n], degen[k, :n]))
             return out
         f = values(0, n_heads).float()  # [H, B', T, d]
+        x_in = self.x_in[layer][sel.to(self.x_in[layer].device)]  # [B', T, d]
         for k, (b, positions) in enumerate(requests):  # the torch or Triton kernel: prompt by prompt
             n, n_b = len(positions), self.lengths[b]
             sub, res, degen, _ = attention_importance(

@@ -48,8 +48,9 @@ def test_a_half_precision_model_is_traced_exactly_on_its_own_activations(family,
 
 @pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
 def test_half_precision_lazy_and_batched_traces_keep_the_models_dtype(dtype):
-    """Lazy traces keep each block's activations in the model's dtype (half the memory of float32) and read the head
-    values off the value vectors the forward pass computed, in that dtype. Against the float32 model with the same
+    """Lazy traces keep each block's activations in the model's dtype (half the memory of float32), read the head
+    values off the value vectors the forward pass computed, in that dtype, and keep the residual edges' proximities
+    instead of x^{l-1}. Against the float32 model with the same
     weights, the importances differ by the model's own rounding: ~2e-3 on average, at most 2e-2 on this random-init
     model."""
     half = tiny_llama().to(dtype)
@@ -58,8 +59,10 @@ def test_half_precision_lazy_and_batched_traces_keep_the_models_dtype(dtype):
     reference = flowroutes.load_model(exact, tokenizer=word_tokenizer())
     prompts = ["w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11", "w8 w9 w10", "w10 w11 w12 w1 w2 w3 w40"]
     lazy = flowroutes.trace(loaded, prompts, lazy=True)
-    assert lazy[0].batch.x_in[0].dtype == dtype and lazy[0].batch.x_mid[0].dtype == dtype
-    assert lazy[0].batch.call[0].values.dtype == dtype and lazy[0].batch.normed[0] is None
+    assert lazy[0].batch.x_mid[0].dtype == dtype and lazy[0].batch.call[0].values.dtype == dtype
+    # the fused CPU kernel: the residual edges' proximities instead of x^{l-1}; recorded values instead of LN(x)
+    assert lazy[0].batch.x_in[0] is None and lazy[0].batch.residual[0].shape == (3, 11)
+    assert lazy[0].batch.normed[0] is None
     ref = flowroutes.trace(reference, prompts, lazy=True)
     for got, want in zip(lazy, ref):
         full, full_ref = got.full(), want.full()

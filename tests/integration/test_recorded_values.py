@@ -86,3 +86,22 @@ def test_head_values_in_chunks_of_heads_give_the_same_lazy_routes(family, monkey
         got = got.full()
         for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
             np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=2e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+def test_lazy_traces_keep_residual_proximities_or_the_residual_itself(kernel):
+    """The fused CPU kernel keeps each block's residual-edge proximities instead of x^{l-1}; the prompt-by-prompt
+    kernels keep x^{l-1}. Both give the full trace's importances."""
+    loaded = _loaded("llama")
+    prompts = [IDS, IDS[:4]]
+    full = flowroutes.trace(loaded, input_ids=prompts)
+    lazy = flowroutes.trace(loaded, input_ids=prompts, lazy=True, kernel=kernel)
+    batch = lazy[0].batch
+    if kernel == "numba":
+        assert batch.x_in[0] is None and batch.residual[0].shape == (2, len(IDS))
+    else:
+        assert batch.residual[0] is None and batch.x_in[0].shape[:2] == (2, len(IDS))
+    for got, want in zip(lazy, full):
+        got = got.full()
+        for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=2e-6, err_msg=name)
