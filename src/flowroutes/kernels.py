@@ -15,7 +15,7 @@ from numba.extending import intrinsic, overload
 
 
 @intrinsic
-def _bfloat16_bits(typingctx, bits):
+def _bfloat16_bits(_typingctx, bits):
     """The float32 whose upper 16 bits are `bits` (a bfloat16 value, exactly)."""
     if not isinstance(bits, types.Integer) or bits.bitwidth != 16:
         return None
