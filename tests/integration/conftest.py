@@ -1,9 +1,11 @@
-"""Fixtures with models: the real SmolLM2, tiny random-init families, a tiny model saved as a local folder."""
+"""Fixtures with models: the real SmolLM2, tiny random-init families, a tiny model saved as a local folder; and
+the browser."""
 
 import pytest
 
 import flowroutes
 from tests.helpers.models import TINY_MODELS, word_tokenizer
+from tests.helpers.web_helpers import chromium
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,10 @@ def tiny_folder(tmp_path_factory):
     TINY_MODELS["llama"]().save_pretrained(folder)
     word_tokenizer().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, one per test module."""
+    with chromium() as b:
+        yield b

@@ -7,21 +7,12 @@ import pytest
 import torch
 
 import flowroutes
-from flowroutes import report
 from flowroutes.analyses import svd
 from flowroutes.analyses.base import Context
-from flowroutes.analyses.rows import table_from_columns
 from tests.helpers.models import tiny_gpt2, tiny_llama, word_tokenizer
+from tests.helpers.results import domains_result
 
 OPTS = types.SimpleNamespace(n_boot=1000, seed=0, heads=[])
-
-
-def _domains_result(specific, tokens_by_domain):
-    cols = {"domain": [], "token": []}
-    for domain, tokens in tokens_by_domain.items():
-        cols["domain"] += [domain] * len(tokens)
-        cols["token"] += tokens
-    return report.Result("domains", "d", "", table_from_columns(cols), data={"specific_heads": specific})
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +99,7 @@ def test_default_heads(llama):
     assert "no bias" in result.summary["final_norm"]
     specific = {"code": [(0, 0), (2, 1), (0, 1)], "non-english": [(0, 1), (2, 1), (1, 0)], "addition": [(2, 1)],
                 "english": [(1, 1)]}
-    ctx.inputs = {"domains": _domains_result(specific, {"general": ["w1"], "code": ["w2"]})}
+    ctx.inputs = {"domains": domains_result(specific, {"general": ["w1"], "code": ["w2"]})}
     result = svd.summarize(ctx)
     # code: L0H0, L2H1; non-English: L0H1, then L1H0 (L2H1 taken); addition: only L2H1, already shown
     assert result.data["heads_shown"] == [(0, 0), (2, 1), (0, 1), (1, 0)]

@@ -15,7 +15,7 @@ import flowroutes
 from flowroutes import inspection as ins
 from flowroutes.capture import eager_attention
 from flowroutes.web.store import Settings
-from tests.helpers.web_helpers import ServerThread, chromium, renders, wait_render
+from tests.helpers.web_helpers import ServerThread, renders, wait_render
 
 PROMPT = "w1 w2 w3 w1 w5 w6 w7 w2"
 MAX_CHARS, MAX_TOKENS = 300, 40
@@ -37,12 +37,6 @@ def server(tiny_folder):
                         max_prompt_chars=MAX_CHARS, cache_size=32)
     with ServerThread(settings) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import torch
 import flowroutes
 from flowroutes import inspection as ins
 from flowroutes.web.store import Settings
-from tests.helpers.web_helpers import ServerThread, chromium, renders, wait_render
+from tests.helpers.web_helpers import ServerThread, renders, wait_render
 
 PROMPT = "w1 w2 w3 w1 w5 w6 w7 w2"
 LONG = " ".join(f"w{(i * 7) % 90}" for i in range(40))
@@ -30,12 +30,6 @@ def server(tiny_folder):
                         max_drawn_edges=60)
     with ServerThread(settings) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def new_page(browser, **options):

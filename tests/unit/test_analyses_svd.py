@@ -11,6 +11,7 @@ from flowroutes import report
 from flowroutes.analyses import svd
 from flowroutes.analyses.base import Context
 from flowroutes.analyses.rows import table_from_columns
+from tests.helpers.results import domains_result
 
 OPTS = types.SimpleNamespace(n_boot=1000, seed=0, heads=[])
 
@@ -26,14 +27,6 @@ def test_thin_svd_equals_full_svd_of_the_product():
     # the same right singular vectors up to sign
     torch.testing.assert_close((vt @ vt_full[:3].T).abs(), torch.eye(3, dtype=torch.float64))
     torch.testing.assert_close(vt @ vt.T, torch.eye(3, dtype=torch.float64))
-
-
-def _domains_result(specific, tokens_by_domain):
-    cols = {"domain": [], "token": []}
-    for domain, tokens in tokens_by_domain.items():
-        cols["domain"] += [domain] * len(tokens)
-        cols["token"] += tokens
-    return report.Result("domains", "d", "", table_from_columns(cols), data={"specific_heads": specific})
 
 
 SVD_TOKENS = {  # head -> its top tokens (one singular vector, 4 ranks)
@@ -66,7 +59,7 @@ def test_topic_vocabulary_by_hand():
 
 def test_topic_tokens_claim():
     specific = {"code": [(0, 0)], "non-english": [(0, 1)]}
-    claim, = svd.claims({"svd": _svd_result(), "domains": _domains_result(specific, TEXT_TOKENS)})
+    claim, = svd.claims({"svd": _svd_result(), "domains": domains_result(specific, TEXT_TOKENS)})
     # topic heads: (1 + 1 + 0 + 0) code hits and (1 + 1 + 1 + 0) non-English hits of 8 tokens = 5/8; other heads,
     # scored against both topics: 2 hits of 16 = 1/8. Resampling the two topic heads (means 1/2, 3/4) gives
     # [1/2, 3/4] - 1/8; each other head has 1 hit in 8 rows, so that side never moves.
@@ -78,13 +71,13 @@ def test_topic_tokens_claim():
     tokens = dict(SVD_TOKENS)
     tokens[(0, 0)] = ["the", "of", "a", "x"]
     tokens[(1, 0)] = ["def", "(", "и", "в"]  # and another head now promotes topic tokens: 4 hits of 16
-    claim, = svd.claims({"svd": _svd_result(tokens), "domains": _domains_result(specific, TEXT_TOKENS)})
+    claim, = svd.claims({"svd": _svd_result(tokens), "domains": domains_result(specific, TEXT_TOKENS)})
     assert claim.verdict == "does not hold"
     assert claim.estimate.value == pytest.approx(3 / 8 - 5 / 16)
     # without a domains result, or without code and non-English domains
     claim, = svd.claims({"svd": _svd_result()})
     assert claim.verdict == "cannot be tested" and "domains" in claim.why
-    only_general = _domains_result({"code": [(0, 0)]}, {"general": ["the"], "addition": ["1"]})
+    only_general = domains_result({"code": [(0, 0)]}, {"general": ["the"], "addition": ["1"]})
     claim, = svd.claims({"svd": _svd_result(), "domains": only_general})
     assert claim.verdict == "cannot be tested"
     assert svd.claims({}) == []
@@ -92,7 +85,7 @@ def test_topic_tokens_claim():
 
 def test_summary_reports_the_topic_measure():
     specific = {"code": [(0, 0)], "non-english": [(0, 1)]}
-    ctx = Context(_svd_result().table, 2, 2, OPTS, {}, None, {"domains": _domains_result(specific, TEXT_TOKENS)})
+    ctx = Context(_svd_result().table, 2, 2, OPTS, {}, None, {"domains": domains_result(specific, TEXT_TOKENS)})
     result = svd.summarize(ctx)
     assert result.data["heads_shown"] == [(0, 0), (0, 1)] and "final_norm" not in result.summary
     assert result.summary["topic tokens (claim svd-topic-tokens)"]["difference"].value == pytest.approx(0.5)
