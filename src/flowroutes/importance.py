@@ -98,17 +98,15 @@ def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Te
     n_kv, _, dh = ov.value.shape
     w_v = ov.value.permute(1, 0, 2).reshape(d, n_kv * dh).T.to(dtype)  # [KV*dh, d]: nn.Linear's own layout
     v = torch.nn.functional.linear(lin, w_v).view(-1, n_kv, dh)  # [N, KV, dh]
-    return _head_outputs(v, ov.output, kv_heads, dtype)
+    return head_outputs(v.transpose(0, 1).contiguous(), ov.output, kv_heads, dtype)
 
 
-def head_values_from_values(values: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None,
-                            kv_heads: list[int], dtype: torch.dtype = torch.float32,
-                            heads: tuple[int, int] | None = None) -> torch.Tensor:
-    """f_h(x_j) as [H, N, d] from the value vectors the forward pass itself computed, values [N, KV, dh]
-    (v_j = LN(x_j) W_V + b_V = x_j L W_V + beta W_V + b_V): f_h(x_j) = (v_j - beta W_V - b_V) W_O^h, in `dtype`.
-    Saves the value projection, and in half precision reads exactly the vectors the model multiplied by W_O.
-    heads = (h0, h1): only those heads ([h1 - h0, N, d])."""
-    h0, h1 = heads if heads is not None else (0, len(kv_heads))
+def centred_values(values: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The value vectors the forward pass itself computed, values [N, KV, dh] (v_j = LN(x_j) W_V + b_V =
+    x_j L W_V + beta W_V + b_V), without their constant, value head first: [KV, N, dh] in `dtype`. Through
+    `head_outputs` they give f_h(x_j) = (v_j - beta W_V - b_V) W_O^h without running the value projection again, and in
+    half precision from exactly the vectors the model multiplied by W_O."""
     v = values.to(dtype)
     n_kv, _, dh = ov.value.shape
     constant = torch.zeros(n_kv, dh, dtype=dtype, device=v.device)  # [KV, dh]: beta W_V + b_V
@@ -116,15 +114,15 @@ def head_values_from_values(values: torch.Tensor, ov: OVWeights, norm_bias: torc
         constant = constant + ov.value_bias.to(v.device, dtype)
     if norm_bias is not None:
         constant = constant + torch.einsum("d,kde->ke", norm_bias.to(v.device, dtype), ov.value.to(v.device, dtype))
-    return _head_outputs(v - constant, ov.output[h0:h1], list(kv_heads)[h0:h1], dtype)
+    return (v - constant).transpose(0, 1).contiguous()
 
 
-def _head_outputs(v: torch.Tensor, output: torch.Tensor, kv_heads: list[int], dtype: torch.dtype) -> torch.Tensor:
-    """v [N, KV, dh] -> [H, N, d]: v^{kv(h)} W_O^h, one matrix product per head (on CPUs faster than one batched
-    product), each head's W_O converted to `dtype` on its own."""
-    by_kv = v.transpose(0, 1).contiguous()  # [KV, N, dh]
+def head_outputs(by_kv: torch.Tensor, output: torch.Tensor, kv_heads: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """by_kv [KV, N, dh] -> [H, N, d]: v^{kv(h)} W_O^h for the heads of `output` [H, dh, d] (kv_heads [H]: the value
+    head each reads), one matrix product per head (on CPUs faster than one batched product), each head's W_O
+    converted to `dtype` on its own."""
     n_rows, d = by_kv.shape[1], output.shape[-1]
-    out = torch.empty(len(kv_heads), n_rows, d, dtype=dtype, device=v.device)
+    out = torch.empty(len(kv_heads), n_rows, d, dtype=dtype, device=by_kv.device)
     for h, kv in enumerate(kv_heads):
         torch.mm(by_kv[kv], output[h].to(dtype), out=out[h])
     return out

@@ -22,9 +22,10 @@ from .importance import (
     CHUNK_ELEMENTS,
     attention_importance,
     batch_attention_importance,
+    centred_values,
     ffn_importance,
+    head_outputs,
     head_values_by_head,
-    head_values_from_values,
 )
 from .models.loading import LoadedModel, load_model
 
@@ -189,10 +190,13 @@ class _LazyBatch:
         if isinstance(call, RecordedAttention):  # the value vectors the model computed: [B', KV, T, dh]
             values = call.values[sel.to(call.values.device)]
             values = values.transpose(1, 2).reshape(n_sel * n_tok, *values.shape[1:2], values.shape[-1])
+            with torch.no_grad():
+                by_kv = centred_values(values, ov, beta, self.head_dtype)  # [KV, B' * T, dh], once per block
+            kv_heads = list(adapter.kv_heads)
 
-            def from_values(h0: int, h1: int) -> torch.Tensor:  # [B' * T, KV, dh] -> [h1 - h0, B', T, d]
+            def from_values(h0: int, h1: int) -> torch.Tensor:  # -> [h1 - h0, B', T, d]
                 with torch.no_grad():
-                    f = head_values_from_values(values, ov, beta, adapter.kv_heads, self.head_dtype, heads=(h0, h1))
+                    f = head_outputs(by_kv, ov.output[h0:h1], kv_heads[h0:h1], self.head_dtype)
                 return _kernel_dtype(f).view(h1 - h0, n_sel, n_tok, d)
 
             return from_values, max(1, HEAD_VALUE_ELEMENTS // (n_sel * n_tok * d))

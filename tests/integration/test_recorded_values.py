@@ -8,7 +8,7 @@ import torch
 
 import flowroutes
 from flowroutes.capture import RecordedAttention, can_record, run_with_capture
-from flowroutes.importance import head_values_by_head, head_values_from_values
+from flowroutes.importance import centred_values, head_outputs, head_values_by_head
 from tests.helpers.families import FAMILIES, tiny_family
 from tests.helpers.models import word_tokenizer
 
@@ -33,7 +33,7 @@ def test_head_values_from_recorded_values_equal_those_from_the_normed_states(fam
         assert isinstance(rec.attention_call, RecordedAttention)
         ov, beta = adapter.ov_weights(cap.layer), adapter.input_norm_bias(cap.layer)
         values = rec.attention_call.values[0].transpose(0, 1)  # [T, KV, dh]
-        got = head_values_from_values(values, ov, beta, adapter.kv_heads)
+        got = head_outputs(centred_values(values, ov, beta), ov.output, adapter.kv_heads, torch.float32)
         want = head_values_by_head(cap.normed, ov, beta, adapter.kv_heads)
         assert got.shape == want.shape == (adapter.n_heads, len(IDS), cap.x_out.shape[-1])
         scale = want.abs().max().item()
