@@ -615,11 +615,7 @@ class _FullBatch:
             self.per_node["ffn"][layer], self.per_node["ffn_residual"][layer] = extra_imp, res
             self.per_node["degenerate_ffn"][layer] = degen
             return
-        # the FFN nodes of the whole batch at once: rows [B * T_max]
-        ffn_all = ffn_importance(*(t.to(self.torch_dtype).reshape(-1, d) for t in (batch.x_mid, batch.ffn_out,
-                                                                                  batch.x_out)))
-        for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
-            self.per_node[name][layer] = t.reshape(n_batch, t_max).cpu().numpy()
+        _ffn_nodes(batch, self.per_node, self.torch_dtype)
 
     def attention_fused(self, layer, alpha, f, x_in, y, scale, extra) -> tuple:
         """The whole batch in one call of the fused numba kernel: (residual, degenerate, extra) [B, T_max]."""
@@ -664,6 +660,15 @@ class _FullBatch:
             if e is not None:
                 extra_imp[b, :n_tok] = e.cpu().numpy()
         return res, degen, extra_imp
+
+
+def _ffn_nodes(cap: BlockCapture, per_node: dict[str, np.ndarray], dtype: torch.dtype) -> None:
+    """The FFN nodes x^l_p of a sequential block for the whole batch at once (rows [B * T_max], in `dtype`), into
+    per_node["ffn" | "ffn_residual" | "degenerate_ffn"][layer] ([B, T_max] each)."""
+    n_batch, t_max, d = cap.x_out.shape
+    ffn_all = ffn_importance(*(t.to(dtype).reshape(-1, d) for t in (cap.x_mid, cap.ffn_out, cap.x_out)))
+    for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
+        per_node[name][cap.layer] = t.reshape(n_batch, t_max).cpu().numpy()
 
 
 def _forward(loaded, id_lists, on_block, opts: _Options, lazy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -725,10 +730,7 @@ def _trace_lazy(loaded, prompts, id_lists, opts: _Options) -> list[LazyTrace]:
 
     def on_block(cap: BlockCapture) -> None:  # tensors [B, ...] in the model's dtype
         batch.keep(cap)  # what the attention rows need later; the weights go now
-        d = cap.x_out.shape[-1]
-        ffn_all = ffn_importance(*(t.float().reshape(-1, d) for t in (cap.x_mid, cap.ffn_out, cap.x_out)))
-        for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
-            per_node[name][cap.layer] = t.reshape(n_batch, t_max).cpu().numpy()
+        _ffn_nodes(cap, per_node, torch.float32)
 
     logits, keep = _forward(loaded, id_lists, on_block, opts, lazy=True)
     meta = _meta(loaded, opts, lazy=True)
