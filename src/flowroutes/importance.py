@@ -294,7 +294,7 @@ def numba_threads() -> Iterator[int]:
 def batch_attention_importance(
     alpha: torch.Tensor,
     f: torch.Tensor | Callable[[int, int], torch.Tensor],
-    x_in: torch.Tensor,
+    x_in: torch.Tensor | None,
     y: torch.Tensor,
     rows: torch.Tensor,
     n_rows: list[int] | torch.Tensor,
