@@ -812,3 +812,63 @@ def test_inspect_answers_are_right_while_an_intervention_runs(server, reference,
             assert answer["heads"] == before["heads"]
     served = server.store.slot(None).loaded.adapter.output_projection(1).weight
     assert torch.equal(served.detach(), weight)  # restored (the fixture's model equals the reference's)
+
+
+# === issue 24: the defects a full tour of the page found ==========================================================
+def shown_code_routes(page, tmp_path, monkeypatch) -> dict:
+    """Run the lines the code panel shows now, as a user would; the routes they build, as a dict."""
+    monkeypatch.chdir(tmp_path)
+    space: dict = {}
+    exec(compile(page.inner_text("#code-text"), "view.py", "exec"), space)  # noqa: S102
+    return space["routes"].to_dict()
+
+
+# --- defect 2: the code panel follows the view, and loads the embedded model as load_model() ---------------------
+def test_open_code_panel_follows_new_prompts_and_thresholds(page, server, tmp_path, monkeypatch):
+    trace_prompt(page, server)
+    page.click("#show-code")
+    assert PROMPT in page.inner_text("#code-text")
+    # a new threshold, with the panel open: the lines are the new view's
+    before = renders(page)
+    with page.expect_response(lambda r: r.url.endswith("/api/routes")) as got:
+        page.fill("#threshold", "0.1")
+    wait_render(page, before)
+    assert "threshold=0.1," in page.inner_text("#code-text")
+    assert shown_code_routes(page, tmp_path, monkeypatch) == got.value.json()["routes"]
+    # a new prompt: the same
+    before = renders(page)
+    with page.expect_response(lambda r: r.url.endswith("/api/routes")) as got:
+        page.fill("#prompt", "w4 w9 w4")
+        page.click("#run")
+    wait_render(page, before)
+    assert PROMPT not in page.inner_text("#code-text")
+    assert shown_code_routes(page, tmp_path, monkeypatch) == got.value.json()["routes"]
+    # a prompt that fails: no lines of the old view stay
+    page.fill("#prompt", "w1 " * 120)  # over the server's 64 tokens
+    page.click("#run")
+    page.wait_for_selector("#error:not([hidden])")
+    idle(page)
+    assert "w4 w9 w4" not in page.inner_text("#code-text")
+    assert "tr.routes(" not in page.inner_text("#code-text")
+
+
+def test_code_of_the_embedded_default_model_loads_it_offline(browser, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # what `flowroutes serve` configures without --model: the embedded SmolLM2 (loaded by the server)
+    with ServerThread(Settings(models={"SmolLM2-135M-Instruct": None})) as srv:
+        page = new_page(browser)
+        try:
+            page.goto(srv.url + "/")
+            page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+            before = renders(page)
+            page.fill("#prompt", "The cat sat on the")
+            with page.expect_response(lambda r: r.url.endswith("/api/routes"), timeout=120_000) as got:
+                page.click("#run")
+            wait_render(page, before, timeout=120_000)
+            page.click("#show-code")
+            code = page.inner_text("#code-text")
+            assert "model = flowroutes.load_model()" in code, code
+            assert shown_code_routes(page, tmp_path, monkeypatch) == got.value.json()["routes"]
+            assert not page.errors, page.errors
+        finally:
+            page.context.close()

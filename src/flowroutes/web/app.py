@@ -331,6 +331,13 @@ def _add_error_answers(app: FastAPI, settings: Settings) -> None:
                             status_code=500)
 
 
+def _load_sources(settings: Settings) -> dict[str, str | None]:
+    """What the page's code writes in `flowroutes.load_model(...)` for each model: its configured string (a hub
+    id, folder or .gguf), or None for the embedded default (`load_model()`); models passed in as objects are left
+    out (the page then names them in a comment)."""
+    return {name: spec for name, spec in settings.models.items() if spec is None or isinstance(spec, str)}
+
+
 def _add_page(app: FastAPI, settings: Settings, store: Store) -> None:
     """The explorer page and its configuration."""
 
@@ -345,7 +352,7 @@ def _add_page(app: FastAPI, settings: Settings, store: Store) -> None:
                              "max_prompt_tokens": settings.max_prompt_tokens,
                              "max_prompt_chars": settings.max_prompt_chars,
                              "min_threshold": settings.min_threshold, "max_edges": settings.max_edges,
-                             "max_drawn_edges": settings.max_drawn_edges})
+                             "max_drawn_edges": settings.max_drawn_edges, "sources": _load_sources(settings)})
 
 
 def _add_routes_api(app: FastAPI, settings: Settings, store: Store) -> None:

@@ -612,6 +612,7 @@ async function runIntervention(component, mode, ctx) {
   const d = await api("/api/intervene", body);
   if (gen !== generation) return;
   lastIntervention = { component, mode, prompt_b: body.prompt_b, target: body.target, target_b: body.target_b };
+  refreshCode();
   const box = $("#intervention");
   box.hidden = false;
   box.textContent = "";
@@ -753,10 +754,22 @@ async function setFrequency() {
 }
 
 // ---------- the code of the current view ----------
+// what load_model gets: the server's configured string (hub id, folder, .gguf), nothing for the embedded default
+function loadLine() {
+  const sources = conf.sources || {};
+  if (!(state.model in sources)) return `model = flowroutes.load_model(${JSON.stringify(state.model)})  # this server was given the model as an object: load it as you did`;
+  return sources[state.model] === null ? "model = flowroutes.load_model()  # the embedded SmolLM2-135M-Instruct"
+    : `model = flowroutes.load_model(${JSON.stringify(sources[state.model])})`;
+}
+// the open code panel always shows the lines of the view on screen (or says there is none)
+function refreshCode() {
+  if ($("#code").hidden) return;
+  $("#code-text").textContent = current ? pythonCode()
+    : "# no routes on screen to reproduce: trace a prompt (the last one, if any, failed: see the message above)";
+}
 function pythonCode() {
   const py = (v) => JSON.stringify(v);
-  const lines = ["import flowroutes", "from flowroutes.figures import render_routes", "",
-                 `model = flowroutes.load_model(${py(state.model)})`,
+  const lines = ["import flowroutes", "from flowroutes.figures import render_routes", "", loadLine(),
                  `tr = flowroutes.trace(model, ${py(state.prompt)})`];
   const args = [`threshold=${state.threshold}`, `position=${current ? current.routes.position : state.position}`];
   if (state.separate) args.push(`attention_threshold=${state.attention_threshold}`, `ffn_threshold=${state.ffn_threshold}`);
@@ -809,6 +822,7 @@ function newTrace() { // a new prompt, position or model: nothing of the old one
   lastIntervention = null;
   for (const id of ["#target-view", "#intervention"]) { $(id).textContent = ""; }
   $("#intervention").hidden = true;
+  refreshCode();
 }
 async function loadRoutes(opts = {}) {
   if (!state.prompt.trim()) { showError("the prompt is empty: type some text"); return; }
@@ -841,6 +855,7 @@ async function loadRoutes(opts = {}) {
     drawRoutes($("#graph"), r, { interactive: true, ctx: mainCtx(), display: data.display, collapse: state.collapse, dla });
     $("#status").textContent = `${data.model}: ${data.cached ? "cached trace" : "new forward pass"}, server ${data.server_ms.toFixed(1)} ms`;
     downloadLinks();
+    refreshCode();
     if (state.target || state.target_b) await guarded(() => computing("#target-view", loadTarget));
     renders++;
     document.body.dataset.renders = renders;
@@ -860,6 +875,7 @@ async function loadRoutes(opts = {}) {
     newTrace();
     for (const id of ["#status", "#graph", "#summary", "#predictions"]) $(id).textContent = "";
     downloadLinks();
+    refreshCode();
     renders++;
     document.body.dataset.renders = renders;
   } finally {
@@ -1024,7 +1040,7 @@ async function init() {
   $("#show-code").addEventListener("click", () => {
     const box = $("#code");
     box.hidden = !box.hidden;
-    $("#code-text").textContent = pythonCode();
+    refreshCode();
   });
   for (const b of document.querySelectorAll("#tabs button")) {
     b.addEventListener("click", () => {
