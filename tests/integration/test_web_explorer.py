@@ -872,3 +872,46 @@ def test_code_of_the_embedded_default_model_loads_it_offline(browser, tmp_path, 
             assert not page.errors, page.errors
         finally:
             page.context.close()
+
+
+# --- defect 5: no state carries over silently ----------------------------------------------------------------------
+def dla_coloured(page) -> int:
+    """How many FFN boxes of the main graph carry a direct-logit-attribution colour (not the plain pink)."""
+    return page.locator("#graph svg rect.ffn-block").evaluate_all(
+        "rs => rs.filter(r => r.getAttribute('fill') !== '#e377c2').length")
+
+
+def explain(page, target, target_b=""):
+    page.fill("#target", target)
+    page.fill("#target-b", target_b)
+    page.click("#run-target")
+    idle(page)
+
+
+def test_explain_targets_stay_with_their_prompt(page, server):
+    trace_prompt(page, server)
+    explain(page, "w3", "w5")
+    assert page.inner_text("#target-title").startswith('Explaining the logit difference "w3" - "w5"')
+    assert dla_coloured(page) > 0
+    # a new prompt: the targets of the old one neither colour its graph nor stay in the form or the link
+    retrace(page, "w5 w6 w7 w2 w9")
+    assert page.locator("#graph svg rect.ffn-block").count() > 0 and dla_coloured(page) == 0
+    assert page.input_value("#target") == "" and page.input_value("#target-b") == ""
+    assert page.inner_text("#target-view") == "" and "target=" not in page.url
+    # the same prompt traced again (or another threshold) keeps what is explained
+    explain(page, "w3")
+    before = renders(page)
+    page.fill("#threshold", "0.05")
+    wait_render(page, before)
+    assert page.inner_text("#target-title").startswith('Explaining "w3"') and dla_coloured(page) > 0
+
+
+def test_a_failed_explain_leaves_no_old_explanation(page, server):
+    trace_prompt(page, server)
+    explain(page, "w3", "w5")
+    assert dla_coloured(page) > 0 and page.locator("#heat-dla").count() == 1
+    explain(page, "w3 w5")  # two tokens: refused
+    assert "is 2 tokens" in page.inner_text("#error")
+    assert page.locator("#heat-dla").count() == 0 and page.locator("#target-title").count() == 0
+    assert "w3 w5" in page.inner_text("#target-view")  # the panel says what failed, not what was shown before
+    assert dla_coloured(page) == 0

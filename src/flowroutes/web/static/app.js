@@ -642,14 +642,37 @@ async function runIntervention(component, mode, ctx) {
 }
 
 // ---------- explaining any token ----------
+let targetSeq = 0; // newest explain request; older answers are dropped
+let targetsFor = null; // the prompt and model the targets were explained for (null: not used yet, e.g. from a link)
+// targets belong to one prompt: a new prompt or model forgets them (they would colour a graph they were not chosen for)
+function forgetTargets(prompt, model) {
+  if (targetsFor === null || (targetsFor.prompt === prompt && targetsFor.model === model)) return;
+  targetsFor = null;
+  state.target = ""; state.target_b = "";
+  $("#target").value = ""; $("#target-b").value = "";
+}
 async function loadTarget() {
   if (!current) return;
-  const gen = generation;
-  const d = await api("/api/target", { model: state.model, prompt: state.prompt, position: current.routes.position,
-                                       target: state.target || null, target_b: state.target_b || null, normalize: state.normalize });
-  if (gen !== generation) return;
-  dla = d;
+  const gen = generation, mine = ++targetSeq;
+  targetsFor = { prompt: state.prompt, model: state.model };
   const box = $("#target-view");
+  let d;
+  try {
+    d = await api("/api/target", { model: state.model, prompt: state.prompt, position: current.routes.position,
+                                   target: state.target || null, target_b: state.target_b || null, normalize: state.normalize });
+  } catch (err) { // nothing of the previous explanation stays: not its panel, not its colours
+    if (gen !== generation || mine !== targetSeq) return;
+    const what = [state.target, state.target_b].filter(Boolean).map(show).join(" vs ") || "the top prediction";
+    box.textContent = "";
+    el("p", { class: "side-error target-error", text: `could not explain ${what}: ${err.message}` }, box);
+    if (dla) {
+      dla = null;
+      drawRoutes($("#graph"), current.routes, { interactive: true, ctx: mainCtx(), display: current.display, collapse: state.collapse, dla });
+    }
+    throw err;
+  }
+  if (gen !== generation || mine !== targetSeq) return;
+  dla = d;
   box.textContent = "";
   const names = d.targets.map((t) => show(t.token));
   el("h3", { id: "target-title", text: d.difference ? `Explaining the logit difference ${names[0]} - ${names[1]} (${d.logit.toFixed(3)})` : `Explaining ${names[0]}: p = ${d.targets[0].prob.toFixed(4)}, rank ${d.targets[0].rank + 1}` }, box);
@@ -721,6 +744,7 @@ async function stepSet(delta) {
   if (!n) { showError("load a prompt set first (a shipped sample or a .txt / .jsonl file)"); return; }
   promptSet.index = Math.max(0, Math.min(n - 1, promptSet.index + delta));
   showSetPosition();
+  forgetTargets(promptSet.prompts[promptSet.index], state.model);
   state.prompt = promptSet.prompts[promptSet.index]; $("#prompt").value = state.prompt; state.position = -1;
   await loadRoutes({ reset: true });
 }
@@ -996,10 +1020,12 @@ async function init() {
   resetInspector();
   if (!state.prompt) $("#prompt").value = "When Mary and John went to the store, John gave a drink to";
   $("#query").addEventListener("submit", (ev) => {
-    ev.preventDefault(); showNote(""); state.prompt = $("#prompt").value; state.position = -1; loadRoutes({ reset: true });
+    ev.preventDefault(); showNote("");
+    forgetTargets($("#prompt").value, state.model);
+    state.prompt = $("#prompt").value; state.position = -1; loadRoutes({ reset: true });
   });
   $("#prompt").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("#run").click(); } });
-  $("#model").addEventListener("change", () => { state.model = $("#model").value; state.position = -1; current = null; newTrace(); if (state.prompt) loadRoutes({ reset: true }); });
+  $("#model").addEventListener("change", () => { state.model = $("#model").value; state.position = -1; current = null; forgetTargets(state.prompt, state.model); newTrace(); if (state.prompt) loadRoutes({ reset: true }); });
   $("#position").addEventListener("change", () => { state.position = Number($("#position").value); newTrace(); loadRoutes({ reset: true }); });
   for (const id of ["threshold", "attention-threshold", "ffn-threshold"]) $(`#${id}`).addEventListener("input", onThreshold);
   $("#separate").addEventListener("change", () => {
