@@ -915,3 +915,55 @@ def test_a_failed_explain_leaves_no_old_explanation(page, server):
     assert page.locator("#heat-dla").count() == 0 and page.locator("#target-title").count() == 0
     assert "w3 w5" in page.inner_text("#target-view")  # the panel says what failed, not what was shown before
     assert dla_coloured(page) == 0
+
+
+# --- defect 4 (the page): summaries are read as words and numbers, never as raw JSON -----------------------------
+def test_analyses_summaries_are_readable_not_raw_json(page, tiny_folder, tmp_path):
+    import json
+
+    from flowroutes.analyses.stats import Estimate
+
+    est = Estimate(0.895833, 0.8, 0.92, 48, 48).to_dict()
+    clustered = Estimate(0.0123, 0.0101, 0.0145, 1306, 48).to_dict()
+    claim = {"claim": "subword merging", "section": "5.2", "estimate": Estimate(0.858, 0.803, 0.916, 60, 20).to_dict(),
+             "verdict": "does not hold", "rule": "the lower bound of the 95% interval of the share is above 0.9"}
+    summary = {
+        "previous-token share": est,
+        "small share": clustered,
+        "texts_per_domain": {"code": 48, "math": 47},
+        "general: most important heads": [{"head": "L3H1", "mean": est}, {"head": "L2H0", "mean": clustered}],
+        "claims": [claim],
+        "verdicts": {"holds": 3, "does not hold": 1, "cannot be tested": 0},
+        "renormalised": True,
+        "no interval": {"value": 0.5, "ci95": [None, None], "n": 1, "units": 1, "unit": "runs"},
+        "shown_threshold": 0.16594171936692717,
+        "timing": 90.686,
+    }
+    folder = tmp_path / "domains"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps(summary))
+    with ServerThread(Settings(models={"m": str(tiny_folder)}, analyses=[str(folder)])) as srv:
+        page.goto(srv.url + "/?view=analyses")
+        page.wait_for_selector("#analyses table.summary")
+        text = page.inner_text("#analyses")
+        for raw in ("{", "}", '"value"', "ci95", "0.16594171936692717", "true", "nan"):
+            assert raw not in text, (raw, text)
+        rows = dict(page.locator("#analyses table.summary > tbody > tr").evaluate_all(
+            "trs => trs.map(tr => [tr.children[0].innerText, tr.children[1].innerText])"))
+        assert rows["previous-token share"] == "0.896 [0.800, 0.920] (n=48 texts)"
+        assert rows["small share"] == "0.012 [0.010, 0.015] (n=1,306 in 48 texts)"
+        assert rows["shown_threshold"] == "0.166" and rows["timing"] == "90.7"
+        assert rows["renormalised"] == "yes"
+        assert rows["no interval"] == "0.500 (no interval: n=1 runs)"
+        assert rows["verdicts"] == "3 hold, 1 does not hold, 0 cannot be tested"
+        # nested objects are rows of their own: one row a key, lists of records a table with a header
+        row = page.locator("#analyses table.summary > tbody > tr")
+        nested = row.filter(has_text="texts_per_domain").locator("table tr")
+        assert nested.all_inner_texts() == ["code\t48", "math\t47"]
+        heads = row.filter(has_text="most important heads").locator("table tr")
+        assert heads.all_inner_texts() == ["head\tmean", "L3H1\t0.896 [0.800, 0.920] (n=48 texts)",
+                                           "L2H0\t0.012 [0.010, 0.015] (n=1,306 in 48 texts)"]
+        verdict = page.locator("#analyses .verdict").first
+        assert verdict.inner_text() == "does not hold" and "does-not-hold" in verdict.get_attribute("class")
+        assert "0.858 [0.803, 0.916] (n=60 in 20 texts)" in rows["claims"]
+        assert "the lower bound of the 95% interval of the share is above 0.9" in rows["claims"]

@@ -959,6 +959,88 @@ async function loadHeatmaps() {
   }));
 }
 
+// ---------- summaries for people: numbers, intervals, verdicts and nested records, never raw JSON ----------
+// a number as flowroutes.analyses.stats.fmt writes it: three decimals below 10, then 90.7, 2173, 12300
+function fmtNumber(x) {
+  if (x === null || x === undefined || !Number.isFinite(x)) return "not computed";
+  if (Number.isInteger(x)) return x.toLocaleString("en-US");
+  if (Math.abs(x) < 1e-3) return Math.abs(x) < 1e-4 ? x.toExponential(2) : x.toPrecision(3);
+  for (const [limit, digits] of [[10, 3], [100, 1], [10000, 0]]) {
+    const text = x.toFixed(digits);
+    if (Math.abs(Number(text)) < limit) return text === "-0.000" ? "0.000" : text;
+  }
+  const step = 10 ** (Math.floor(Math.log10(Math.abs(x))) - 2);
+  return (Math.round(x / step) * step).toFixed(0);
+}
+const isRecord = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const isEstimate = (v) => isRecord(v) && "value" in v && Array.isArray(v.ci95) && v.ci95.length === 2;
+const VERDICT_WORDS = { holds: ["holds", "hold"], "does not hold": ["does not hold", "do not hold"],
+                        "cannot be tested": ["cannot be tested", "cannot be tested"] };
+const isVerdictCounts = (v) => isRecord(v) && Object.keys(v).length > 0
+  && Object.entries(v).every(([k, n]) => k in VERDICT_WORDS && Number.isInteger(n));
+// an Estimate's to_dict() as its __str__: 0.896 [0.800, 0.920] (n=48 texts)
+function estimateText(e) {
+  const n = Number(e.n), units = Number(e.units ?? e.n), unit = e.unit || "texts";
+  const counted = Number.isFinite(n) ? (n === units ? `n=${fmtNumber(n)} ${unit}` : `n=${fmtNumber(n)} in ${fmtNumber(units)} ${unit}`) : "";
+  if (e.value === null || e.value === undefined) return `not computed${counted ? ` (${counted})` : ""}`;
+  const [lo, hi] = e.ci95;
+  if (lo === null || hi === null) {
+    return `${fmtNumber(e.value)} (no interval: ${units <= 1 ? counted : "no resample gave a value"})`;
+  }
+  return `${fmtNumber(e.value)} [${fmtNumber(lo)}, ${fmtNumber(hi)}]${counted ? ` (${counted})` : ""}`;
+}
+const keyLabel = (k) => String(k); // the summary's own keys (the names its docs and report use)
+// one value of a summary as DOM: text for scalars, estimates and verdict counts; rows for objects; a table with
+// a header for lists of records
+function readable(v, key = "") {
+  if (v === null || v === undefined) return document.createTextNode("none");
+  if (typeof v === "boolean") return document.createTextNode(v ? "yes" : "no");
+  if (typeof v === "number") return document.createTextNode(fmtNumber(v));
+  if (typeof v === "string") {
+    if (key === "verdict" && v in VERDICT_WORDS) return el("span", { class: `verdict ${v.replace(/ /g, "-")}`, text: v });
+    return document.createTextNode(v);
+  }
+  if (isEstimate(v)) return document.createTextNode(estimateText(v));
+  if (isVerdictCounts(v)) {
+    return document.createTextNode(Object.entries(v).map(([k, n]) => `${n} ${VERDICT_WORDS[k][n === 1 ? 0 : 1]}`).join(", "));
+  }
+  if (Array.isArray(v)) {
+    if (!v.length) return document.createTextNode("none");
+    const shown = v.slice(0, 50), more = v.length - shown.length;
+    let node;
+    if (v.every((x) => !isRecord(x) && !Array.isArray(x)) || v.every(isEstimate)) {
+      node = document.createTextNode(shown.map((x) => readable(x).textContent).join(", ") + (more ? ` and ${more} more` : ""));
+      return node;
+    }
+    if (v.every((x) => isRecord(x) && !isEstimate(x))) { // records: one row each, one column per key
+      const cols = [...new Set(shown.flatMap(Object.keys))];
+      const table = el("table", { class: "rank nested records" });
+      const body = el("tbody", {}, table);
+      const head = el("tr", {}, body);
+      for (const c of cols) el("th", { text: keyLabel(c) }, head);
+      for (const r of shown) {
+        const tr = el("tr", {}, body);
+        for (const c of cols) el("td", {}, tr).appendChild(c in r ? readable(r[c], c) : document.createTextNode(""));
+      }
+      if (!more) return table;
+      node = el("div"); node.append(table, el("p", { class: "hint", text: `and ${more} more` }));
+      return node;
+    }
+    node = el("ol", { class: "nested" });
+    for (const x of shown) el("li", {}, node).appendChild(readable(x));
+    if (more) el("li", { class: "hint", text: `and ${more} more` }, node);
+    return node;
+  }
+  const table = el("table", { class: "rank nested" });
+  const body = el("tbody", {}, table);
+  for (const [k, x] of Object.entries(v)) {
+    const tr = el("tr", {}, body);
+    el("th", { text: keyLabel(k) }, tr);
+    el("td", {}, tr).appendChild(readable(x, k));
+  }
+  return table;
+}
+
 let analysesShown = false;
 async function loadAnalyses() {
   if (analysesShown) return;
@@ -975,10 +1057,11 @@ async function loadAnalyses() {
       const sec = el("div", { class: "analysis" }, box);
       el("h3", { text: a.name }, sec);
       const table = el("table", { class: "rank summary" }, sec);
+      const body = el("tbody", {}, table);
       for (const [k, v] of Object.entries(a.summary)) {
-        const tr = el("tr", {}, table);
-        el("th", { text: k }, tr);
-        el("td", { text: typeof v === "string" ? v : JSON.stringify(v) }, tr);
+        const tr = el("tr", {}, body);
+        el("th", { text: keyLabel(k) }, tr);
+        el("td", {}, tr).appendChild(readable(v, k));
       }
       for (const f of a.figures) {
         const fig = el("figure", {}, sec);
