@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import deadline
 from .errors import FlowroutesError
 from .models.loading import LoadedModel
 
@@ -191,6 +192,7 @@ class _BlockHooks:
         return self.grab(args[0] if args else kwargs["hidden_states"])
 
     def block_input(self, _m, args, kwargs):
+        deadline.check()  # a request past its time limit stops here, between blocks
         self.state["x_in"] = self.hidden_arg(args, kwargs)
 
     def input_norm_output(self, _m, _args, out):

@@ -25,7 +25,14 @@ def positive_int(name: str, value: int) -> int:
 
 
 def prompt(text: str) -> str:
-    """A prompt: a string with some text in it."""
-    if not isinstance(text, str) or not text.strip():
+    """A prompt: a string with some text in it, all of it encodable as UTF-8 (no lone surrogate)."""
+    if not isinstance(text, str):
+        raise FlowroutesError(f"the prompt must be a string, got {type(text).__name__}")
+    if not text.strip():
         raise FlowroutesError("the prompt is empty: give some text whose next-token prediction should be explained")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FlowroutesError(f"the prompt holds a lone surrogate U+{ord(text[exc.start]):04X} at character "
+                              f"{exc.start}, which is half of a character and not text: remove it") from None
     return text

@@ -8,11 +8,13 @@ Never computes importances (the Trace does).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from . import deadline
 from .capture import BlockCapture, run_with_capture
 from .errors import FlowroutesError
 from .importance import head_values
@@ -284,42 +286,92 @@ def lens_chart(loaded: LoadedModel, internals: Internals, position: int, target:
 
 def token_display(loaded: LoadedModel, ids) -> list[str]:
     """What to show for each token: its text, with characters that span several tokens (emoji, CJK in byte-level
-    BPE) shown whole. A token that ends inside a character gets the character and '(1/3)'-style marks."""
+    BPE or byte-fallback pieces) shown whole, each of their tokens marked '(1/3)'-style. A token that no run of up
+    to `MAX_CHARACTER_TOKENS` tokens makes whole is shown as its bytes (`token_bytes`). A U+FFFD that the text
+    itself holds is a whole character and is shown as one. At most `MAX_CHARACTER_TOKENS` byte joins per token."""
     tok = loaded.tokenizer
     ids = [int(i) for i in ids]
-    out = [tok.decode([i]) for i in ids]
+    texts = [tok.decode([i]) for i in ids]
+    pieces = [None if "\ufffd" not in t else _piece_bytes(tok, i) for t, i in zip(texts, ids)]
+    out = list(texts)
     p = 0
     while p < len(ids):
-        if "\ufffd" not in out[p]:
-            p += 1
-            continue
-        for n in range(2, 9):  # smallest run starting at p whose text is whole
-            if p + n > len(ids):
-                break
-            text = tok.decode(ids[p:p + n])
-            if "\ufffd" not in text:
-                for k in range(n):
-                    out[p + k] = text if n == 1 else f"{text}({k + 1}/{n})"
-                p += n
-                break
-        else:
-            out[p] = token_bytes(loaded, ids[p])
-            p += 1
+        deadline.check()
+        n, text = _whole_run(texts, pieces, p)
+        if n == 0:  # no run from p ends on a character boundary: its bytes
+            out[p] = _bytes_label(pieces[p], tok, ids[p])
+            n = 1
+        elif n > 1:
+            out[p:p + n] = [f"{text}({k + 1}/{n})" for k in range(n)]
+        p += n
     return out
 
 
+MAX_CHARACTER_TOKENS = 8  # a UTF-8 character has at most 4 bytes; byte-fallback pieces can split it no further
+
+
+def _whole_run(texts: list[str], pieces: list[bytes | None], p: int) -> tuple[int, str]:
+    """(n, text) of the shortest run of tokens p..p+n-1 whose bytes end on a character boundary (n = 1 for a token
+    whose text is whole), or (0, "") when none of up to MAX_CHARACTER_TOKENS tokens does."""
+    if pieces[p] is None and "\ufffd" not in texts[p]:
+        return 1, texts[p]
+    data = b""
+    for n in range(1, min(MAX_CHARACTER_TOKENS, len(texts) - p) + 1):
+        piece = pieces[p + n - 1] if pieces[p + n - 1] is not None else texts[p + n - 1].encode("utf-8")
+        if pieces[p + n - 1] is None and "\ufffd" in texts[p + n - 1]:
+            return 0, ""  # bytes this tokenizer does not tell: no run through it can be checked
+        data += piece
+        try:
+            return n, data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return 0, ""
+
+
 def token_bytes(loaded: LoadedModel, token: int) -> str:
-    """A token that is part of a character, shown as its bytes (byte-level BPE) or its raw form."""
-    text = loaded.tokenizer.decode([int(token)])
+    """One token as text; a token that is part of a character is shown as the whole characters it holds and
+    its other bytes in hex ('<E2 80>'), or as its raw form when the tokenizer does not tell its bytes."""
+    tok = loaded.tokenizer
+    text = tok.decode([int(token)])
     if "\ufffd" not in text:
         return text
-    raw = loaded.tokenizer.convert_ids_to_tokens(int(token))
+    return _bytes_label(_piece_bytes(tok, int(token)), tok, int(token))
+
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _piece_bytes(tok, token: int) -> bytes | None:
+    """The UTF-8 bytes a token stands for: a byte-fallback piece '<0xE2>', or a byte-level BPE token (GPT-2's
+    byte alphabet); None when the tokenizer's piece is neither."""
+    raw = tok.convert_ids_to_tokens(int(token))
+    if not isinstance(raw, str):
+        return None
+    byte = _BYTE_PIECE.fullmatch(raw)
+    if byte is not None:
+        return bytes([int(byte.group(1), 16)])
     try:
-        data = bytes(_UNICODE_TO_BYTE[c] for c in raw)
-    except (KeyError, TypeError):
-        return f"<{raw}>"
-    whole = data.decode("utf-8", errors="replace").replace("\ufffd", "")
-    return whole + "<" + " ".join(f"{b:02X}" for b in data if b >= 0x80) + ">" if data else f"<{raw}>"
+        return bytes(_UNICODE_TO_BYTE[c] for c in raw)
+    except KeyError:
+        return None
+
+
+def _bytes_label(data: bytes | None, tok, token: int) -> str:
+    """Whole characters of `data` as text, the bytes of partial ones in hex: b' \xe2\x80' -> ' <E2 80>'."""
+    if not data:
+        return f"<{tok.convert_ids_to_tokens(int(token))}>"
+    text, stray = [], []
+    for chunk in data.decode("utf-8", errors="surrogateescape"):
+        if "\udc80" <= chunk <= "\udcff":  # a byte that is not part of a whole character
+            stray.append(f"{ord(chunk) - 0xDC00:02X}")
+        else:
+            if stray:
+                text.append("<" + " ".join(stray) + ">")
+                stray = []
+            text.append(chunk)
+    if stray:
+        text.append("<" + " ".join(stray) + ">")
+    return "".join(text)
 
 
 def _byte_level_alphabet() -> dict[str, int]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import deadline
 from .errors import FlowroutesError
 
 SCHEMA = "flowroutes.routes"
@@ -254,6 +255,7 @@ def _walk(trace, pos: int, tau_a: float, tau_f: float, renormalize: bool):
     graph.node("residual", trace.n_layers, pos)
     frontier = {pos}  # positions of the residual nodes x^layer_p reached so far
     for layer in range(trace.n_layers, 0, -1):
+        deadline.check()
         block = layer - 1
         if not frontier:
             break

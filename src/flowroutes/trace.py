@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import checks
 from .capture import BlockCapture, RecordedAttention, attention_rows_batch, can_record, run_with_capture
 from .errors import FlowroutesError
 from .importance import (
@@ -338,10 +339,7 @@ class LazyTraces(list):
 
 def tokenize(loaded: LoadedModel, prompt: str, add_special_tokens: bool | None = None) -> torch.Tensor:
     """The prompt's token ids [T], with the tokenizer's own defaults unless told otherwise."""
-    if not isinstance(prompt, str):
-        raise FlowroutesError(f"the prompt must be a string, got {type(prompt).__name__}")
-    if not prompt.strip():
-        raise FlowroutesError("the prompt is empty: give some text to explain the model's next-token prediction")
+    checks.prompt(prompt)
     kwargs = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
     ids = loaded.tokenizer(prompt, **kwargs)["input_ids"]
     return torch.as_tensor(ids, dtype=torch.long)

@@ -41,9 +41,9 @@ def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     return _randomise(GPT2LMHeadModel(cfg), seed)
 
 
-def tiny_llama(seed: int = 0, *, kv_heads: int = 2, bias: bool = True) -> LlamaForCausalLM:
+def tiny_llama(seed: int = 0, *, kv_heads: int = 2, bias: bool = True, vocab_size: int = VOCAB) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64,
                       attention_bias=bias, mlp_bias=bias, tie_word_embeddings=False)
     return _randomise(LlamaForCausalLM(cfg), seed)

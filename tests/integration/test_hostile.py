@@ -343,6 +343,181 @@ def test_a_prompt_asked_by_many_at_once_is_traced_once(preempted):
         assert srv.store.slot("m").forward_passes == 1
 
 
+# --- 9. text that is not plain, and work bounded in time ----------------------------------------------------------
+BROKEN_TEXT = {  # prompts made of what a careless or hostile client sends (every one hung the server's display)
+    "replacement character": "w1 \ufffd is",
+    "replacement characters only": "\ufffd" * 20,
+    "emoji split at the end": "w1 w2 \U0001F642",
+    "CJK split at the end": "w1 \u6f22\u5b57",
+    "control characters": "\x00\x1b[2J\x07 w1 \x7f",
+    "lone surrogate": "w1 \ud800 w2",
+    "lone low surrogate at the end": "w1 w2 \udfff",
+}
+
+
+@pytest.fixture(scope="module")
+def bytes_server():
+    """A server whose tokenizer is byte-level BPE with no merges: every non-ASCII character is split into bytes."""
+    from tests.helpers.bpe import bpe
+    from tests.helpers.models import tiny_llama
+
+    tok = bpe(years=False)
+    loaded = flowroutes.load_model(tiny_llama(vocab_size=len(tok)), tokenizer=tok)
+    with ServerThread(Settings(models={"m": loaded}, time_limit_s=20.0)) as srv:
+        yield srv
+
+
+def text_paths(prompt: str) -> list[tuple[str, str, object]]:
+    """(method, path, body) of every endpoint that reads a prompt (or a target's text) from the client."""
+    from urllib.parse import quote
+
+    return [
+        ("POST", "/api/routes", {"prompt": prompt}),
+        ("POST", "/api/heatmaps", {"prompt": prompt}),
+        ("POST", "/api/contrast", {"prompt": "w1 w2", "prompt_b": prompt}),
+        ("POST", "/api/head", {"prompt": prompt, "layer": 0, "head": 0, "position": -1}),
+        ("POST", "/api/ffn", {"prompt": prompt, "layer": 1, "position": -1}),
+        ("POST", "/api/lens", {"prompt": prompt, "layer": 1, "position": -1}),
+        ("POST", "/api/target", {"prompt": prompt, "target": prompt[-1]}),
+        ("POST", "/api/intervene", {"prompt": prompt, "component": {"kind": "head", "layer": 0, "head": 1}}),
+        ("GET", f"/api/download?format=json&prompt={quote(prompt, errors='surrogatepass')}", None),
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_TEXT))
+def test_broken_text_gets_an_answer_on_every_path(bytes_server, case):
+    prompt = BROKEN_TEXT[case]
+    slowest = 0.0
+    for method, path, body in text_paths(prompt):
+        data = json.dumps(body).encode() if body is not None else None  # lone surrogates as \ud800 escapes
+        t0 = time.monotonic()
+        status, _, answer = call(bytes_server, method, path, data, timeout=15)  # the lock-up never answered
+        slowest = max(slowest, time.monotonic() - t0)
+        assert status == 200 or 400 <= status < 500, (path, status, answer)
+        if status != 200:
+            assert isinstance(answer, dict) and "\n" not in answer["detail"], (path, answer)
+        if "surrogate" in case and path.startswith("/api/routes"):
+            assert status == 422 and "lone surrogate" in answer["detail"], answer
+        if path == "/api/routes" and status == 200:
+            shown = answer["display"]
+            whole = [s.rsplit("(", 1)[0] if s.endswith("/4)") or s.endswith("/3)") else s for s in shown]
+            assert "\ufffd" not in "".join(whole).replace("\ufffd(", "") or "\ufffd" in prompt
+            if "split at the end" in case:
+                assert shown[-1].endswith(("(4/4)", "(3/3)")) and prompt[-1] in shown[-1], shown
+    print(f"{case}: slowest of {len(text_paths(prompt))} paths {slowest * 1000:.0f} ms")
+    assert call(bytes_server, "POST", "/api/routes", {"prompt": "w1 w2 w3"}, timeout=15)[0] == 200  # still serving
+
+
+def slow_blocks(loaded, seconds: float, min_tokens: int):
+    """Each decoder block of `loaded` sleeps `seconds` before running on a prompt of at least `min_tokens`
+    tokens (a slow request that the time limit can stop between blocks; short prompts stay fast)."""
+    for layer in range(loaded.adapter.n_layers):
+        block = loaded.adapter.block_modules(layer).block
+
+        def nap(_m, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if hidden.shape[1] >= min_tokens:
+                time.sleep(seconds)
+
+        block.register_forward_pre_hook(nap, with_kwargs=True)
+    return loaded
+
+
+def test_a_request_past_the_time_limit_is_stopped_and_the_next_prompt_is_served():
+    loaded = slow_blocks(tiny(), 0.4, min_tokens=20)  # 3 blocks: 1.2 s for a long prompt
+    with ServerThread(Settings(models={"m": loaded}, time_limit_s=0.6)) as srv:
+        t0 = time.monotonic()
+        status, _, answer = call(srv, "POST", "/api/routes", {"prompt": LONG}, timeout=15)
+        stopped_after = time.monotonic() - t0
+        assert status == 503 and "ran past the server's limit of 0.6 s and was stopped" in answer["detail"]
+        assert stopped_after < 1.2  # stopped at block 2 (0.8 s), not after the whole pass
+        slot = srv.store.slot("m")
+        assert not slot.lock.locked() and slot.waiting == 0 and slot.forward_passes == 0
+        status, _, answer = call(srv, "POST", "/api/routes", {"prompt": PROMPT}, timeout=15)
+        assert status == 200 and answer["routes"]["edges"]
+        assert call(srv, "POST", "/api/routes", {"prompt": LONG}, timeout=15)[0] == 503  # not cached as done
+
+
+def test_a_request_behind_work_that_never_checks_is_refused_within_its_limit():
+    loaded = tiny()
+    stuck = threading.Event()
+
+    def never_checks(*_):  # one long call inside the model that no check can interrupt
+        if stuck.is_set():
+            time.sleep(2.5)
+
+    loaded.adapter.block_modules(0).attention.register_forward_pre_hook(never_checks)
+    with ServerThread(Settings(models={"m": loaded}, time_limit_s=1.0)) as srv:
+        assert call(srv, "POST", "/api/routes", {"prompt": "w1"}, timeout=15)[0] == 200  # warm: imports, kernels
+        stuck.set()
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(call, srv, "POST", "/api/routes", {"prompt": LONG}, None, 15)
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            status, headers, answer = call(srv, "POST", "/api/routes", {"prompt": PROMPT}, timeout=15)
+            waited = time.monotonic() - t0
+            assert status == 503 and "busy" in answer["detail"] and int(headers["retry-after"]) >= 1
+            assert waited < 2.0  # refused at its own limit (1 s), not after the stuck one (2.5 s)
+            status, _, answer = first.result()
+        assert status == 503 and "was stopped" in answer["detail"]  # the stuck one ends at its next check
+        stuck.clear()
+        assert call(srv, "POST", "/api/routes", {"prompt": PROMPT}, timeout=15)[0] == 200
+
+STUCK_SERVER = """
+import sys, threading, time
+import flowroutes
+from flowroutes.web.app import create_app
+from flowroutes.web.cli import serve
+from flowroutes.web.store import Settings
+from tests.helpers.models import tiny_llama, word_tokenizer
+
+loaded = flowroutes.load_model(tiny_llama(), tokenizer=word_tokenizer())
+loaded.adapter.block_modules(0).attention.register_forward_pre_hook(lambda *_: time.sleep(120))  # never checks
+serve(create_app(Settings(models={"m": loaded}, time_limit_s=1.0)), "127.0.0.1", int(sys.argv[1]), 1.0)
+"""
+
+
+def test_sigterm_stops_a_server_whose_request_never_ends(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_SERVER, str(port)], cwd=root, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": root})
+    try:
+        for _ in range(600):  # up: it answers /api/config
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(_quietly, port)  # a request stuck for 120 s inside the model
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=20)  # the grace period (1 s) and the exit, not the 120 s
+        # uvicorn raises the signal again once it has stopped (exit -15); a still running worker never ends it
+        assert code in (0, -signal.SIGTERM), proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _quietly(port: int) -> None:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/api/routes", body=json.dumps({"prompt": PROMPT}),
+                     headers={"Content-Type": "application/json"})
+        conn.getresponse().read()
+    except OSError:
+        pass  # the server went away: what this test wants
+
+
 # --- 7. errors do not leak --------------------------------------------------------------------------------------
 def test_internal_errors_are_logged_with_an_id_and_not_sent(model, caplog):
     with ServerThread(Settings(models={"m": model})) as srv:

@@ -2,11 +2,13 @@
 
 Routes come from the cached Trace of (model, prompt): a threshold or position change costs no forward pass.
 Errors answer {"detail": one line}: 400 bad Host, 401 missing token, 403 cross-site, 404 unknown model or file,
-413 prompt or body too long, 422 other bad input, 503 busy (with Retry-After), 500 a bug (logged with an id).
+413 prompt or body too long, 422 other bad input, 503 busy (with Retry-After) or past the request's time limit,
+500 a bug (logged with an id).
 
 Work per request is bounded: thresholds below `Settings.min_threshold` are refused, a routes answer keeps at most
 `max_edges` edges (the strongest, and says so), pictures are drawn one at a time and only up to `max_render_edges`
-edges and `max_render_pixels` pixels, and forward passes queue per model up to `max_queue` requests.
+edges and `max_render_pixels` pixels, forward passes queue per model up to `max_queue` requests, and a request
+still working after `time_limit_s` is stopped at its next check (`flowroutes.deadline`), its locks released.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..deadline import TimeLimitExceeded
 from ..errors import FlowroutesError
-from .guard import HostCheck, SameOrigin, TokenCheck
+from .guard import HostCheck, SameOrigin, TimeLimit, TokenCheck
 from .store import Busy, NotFound, PromptTooLong, Settings, Store
 
 STATIC = Path(__file__).parent / "static"
@@ -290,7 +293,8 @@ def _add_guards(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(SameOrigin)
     if settings.token:
         app.add_middleware(TokenCheck, token=settings.token)
-    app.add_middleware(HostCheck, allowed_hosts=list(settings.allowed_hosts))  # outermost: checked first
+    app.add_middleware(HostCheck, allowed_hosts=list(settings.allowed_hosts))
+    app.add_middleware(TimeLimit, seconds=settings.time_limit_s)  # outermost: the limit counts from arrival
 
 
 def _add_error_answers(app: FastAPI, settings: Settings) -> None:
@@ -300,6 +304,8 @@ def _add_error_answers(app: FastAPI, settings: Settings) -> None:
     def on_bad_input(_request: Request, exc: FlowroutesError):
         if isinstance(exc, Busy):
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+        if isinstance(exc, TimeLimitExceeded):
+            return JSONResponse({"detail": str(exc)}, status_code=503)
         status = 413 if isinstance(exc, PromptTooLong) else 404 if isinstance(exc, NotFound) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
@@ -434,7 +440,7 @@ def _add_inspect_api(app: FastAPI, store: Store) -> None:
     @app.post("/api/head")
     def head(q: HeadQuery):
         slot, tr, p, it = _block(store, q, q.head)
-        with slot.lock:  # reads W_O, which an intervention's trace changes for a moment
+        with slot.holding():  # reads W_O, which an intervention's trace changes for a moment
             out = ins.head_output(slot.loaded, it, q.layer, q.head, p)
         return JSONResponse({"layer": q.layer, "head": q.head, "position": p, "tokens": display_texts(slot, tr),
                              "attention": _matrix(it.alpha[q.layer, q.head]),  # [T, T] alpha[p, j]
@@ -496,7 +502,7 @@ def _add_readout_api(app: FastAPI, store: Store) -> None:
             raise FlowroutesError("the two targets are the same token: choose two different tokens")
         it = slot.internals(q.prompt)
         direction = ins.target_direction(loaded, t, o)
-        with slot.lock:  # reads W_O, which an intervention's trace changes for a moment
+        with slot.holding():  # reads W_O, which an intervention's trace changes for a moment
             dla = ins.direct_logit_attribution(loaded, it, p, direction)
         logits = it.logits[p].astype(np.float64)
         logit = float(logits[t] - (logits[o] if o is not None else 0.0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..errors import FlowroutesError
 #: config keys (JSON / TOML) and the type each must have; command-line options of the same name win
 CONFIG_TYPES = {"models": list, "analyses": list, "host": str, "port": int, "max_prompt_tokens": int,
                 "max_prompt_chars": int, "cache_size": int, "cache_mb": int, "min_threshold": float, "max_edges": int,
-                "max_drawn_edges": int, "max_queue": int, "no_auth": bool}
+                "max_drawn_edges": int, "max_queue": int, "time_limit": int, "no_auth": bool}
 CONFIG_KEYS = set(CONFIG_TYPES)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -61,6 +62,9 @@ def add_parser(subparsers) -> None:
                         "in one path, and the page says how many")
     s.add_argument("--max-queue", type=int, default=None, metavar="N",
                    help="requests that may wait for one model's forward pass (default 8); more get HTTP 503")
+    s.add_argument("--time-limit", type=int, default=None, metavar="S",
+                   help="seconds a request may work or wait (default 60): past them it is stopped at its next "
+                        "block, its model freed for the next request, and the page told so (HTTP 503)")
     s.add_argument("--no-auth", action="store_true", default=None,
                    help="with a --host other than loopback, serve without the access token (anyone who can reach "
                         "the address can use the models)")
@@ -133,7 +137,7 @@ def settings_from_args(args: argparse.Namespace):
     numbers = {key: _positive(key, pick(key, default), upper) for key, default, upper in (
         ("max_prompt_tokens", 256, None), ("max_prompt_chars", 4000, None), ("cache_size", 4, MAX_CACHE_SIZE),
         ("cache_mb", 1024, 1 << 30), ("max_edges", 5000, None), ("max_drawn_edges", 1500, None), ("max_queue", 8, None),
-        ("port", 8050, 65535))}
+        ("time_limit", 60, 24 * 3600), ("port", 8050, 65535))}
     tau = pick("min_threshold", 0.005)
     checks.threshold("--min-threshold", tau)
     host = pick("host", "127.0.0.1")
@@ -153,15 +157,13 @@ def settings_from_args(args: argparse.Namespace):
                         max_prompt_chars=numbers["max_prompt_chars"], cache_size=numbers["cache_size"],
                         cache_bytes=numbers["cache_mb"] << 20, min_threshold=float(tau),
                         max_edges=numbers["max_edges"], max_drawn_edges=numbers["max_drawn_edges"],
-                        max_queue=numbers["max_queue"],
+                        max_queue=numbers["max_queue"], time_limit_s=float(numbers["time_limit"]),
                         analyses=[str(Path(f).resolve()) for f in analyses], allowed_hosts=allowed, token=token)
     return settings, host, numbers["port"]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings, host, port = settings_from_args(args)
-    import uvicorn
-
     from ..commands import quiet_transformers
     from .app import create_app
 
@@ -177,5 +179,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: serving on {host or 'every address'}: {who} can run the models", file=sys.stderr)
     query = f"/?token={settings.token}" if settings.token else ""
     print(f"flowroutes explorer on http://{shown}:{port}{query}", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serve(app, host, port, settings.time_limit_s)
     return 0
+
+
+def serve(app, host: str, port: int, time_limit_s: float | None) -> None:
+    """Serve `app` until SIGINT / SIGTERM. Running requests then get the time limit to finish (they stop at their
+    next check) ..."""
+    import uvicorn
+
+    grace = None if time_limit_s is None else max(1, int(time_limit_s))
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
+    _abandon_stuck_workers()
+
+
+def _abandon_stuck_workers() -> None:
+    """... and a worker thread still busy after that (inside one call that never checks the limit) is not
+    waited for: the process ends now instead of at that call's end."""
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
+        print("stopped with a request still running in a worker thread", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

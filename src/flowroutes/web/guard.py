@@ -139,3 +139,21 @@ class SameOrigin:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class TimeLimit:
+    """Every request works under `flowroutes.deadline.time_limit(seconds)`: the forward pass, the routes walk and
+    the token display stop at their next check once it has passed, and waits for a model's lock end there too
+    (the endpoint answers 503). None: no limit."""
+
+    def __init__(self, app: ASGIApp, seconds: float | None):
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from ..deadline import time_limit
+
+        with time_limit(self.seconds):  # a context variable: the endpoint's worker thread runs in a copy of it
+            await self.app(scope, receive, send)

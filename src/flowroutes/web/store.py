@@ -8,16 +8,19 @@ server answers 503 at once, so that waiting requests never hold every worker thr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
 
+from .. import checks, deadline
 from ..errors import FlowroutesError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -63,6 +66,7 @@ class Settings:
     max_render_pixels: int = 16_000_000  # a PNG wider than this is drawn at a lower resolution
     render_wait_s: float = 30.0  # one picture is drawn at a time; a request waits at most this long to start
     max_queue: int = 8  # requests per model that may wait for (or hold) its forward pass; beyond: HTTP 503
+    time_limit_s: float | None = 60.0  # a request still working (or waiting) after this long is stopped: HTTP 503
     max_body_bytes: int | None = None  # request bodies; None: enough for two prompts of max_prompt_chars
     allowed_hosts: list[str] = field(default_factory=lambda: list(LOOPBACK_HOSTS))  # Host headers; "*": any
     token: str | None = None  # when set, every request must carry it (cookie, ?token= or Authorization)
@@ -72,6 +76,21 @@ class Settings:
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         return max(65_536, 16 * self.max_prompt_chars + 4096)  # JSON may spend 6 bytes on one character
+
+
+@contextlib.contextmanager
+def acquired(lock: threading.Lock, what: str):
+    """Hold `lock`, waiting at most what is left of the request's time limit; past it the request is refused as
+    busy (HTTP 503) instead of waiting behind work that may never end."""
+    wait = deadline.remaining()
+    if not lock.acquire(timeout=-1 if wait is None else wait):
+        raise Busy(f"{what} has been busy with other requests for longer than this request may wait: "
+                   "try again shortly", retry_after=5)
+    try:
+        deadline.check()
+        yield
+    finally:
+        lock.release()
 
 
 def nbytes(obj: Any) -> int:
@@ -121,7 +140,7 @@ class ModelSlot:
     @property
     def loaded(self):
         if self._loaded is None:
-            with self.lock:
+            with self.holding():
                 if self._loaded is None:
                     from ..models import LoadedModel, load_model
 
@@ -134,8 +153,7 @@ class ModelSlot:
             return sum(e.nbytes for e in self._cache.values())
 
     def _check_length(self, prompt: str) -> None:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise FlowroutesError("the prompt is empty: type some text whose next token the model should predict")
+        checks.prompt(prompt)
         limit = self.settings.max_prompt_chars
         if len(prompt) > limit:
             raise PromptTooLong(f"the prompt has {len(prompt)} characters; this server accepts at most {limit}: "
@@ -191,7 +209,11 @@ class ModelSlot:
                 job = self._pending[prompt] = Future()
         try:
             if not owner:  # someone traces this prompt now: wait for their answer (or their error)
-                return job.result()
+                try:
+                    return job.result(timeout=deadline.remaining())
+                except FutureTimeout:
+                    raise Busy(f"model {self.name} is still tracing this prompt for another request: try again "
+                               "shortly") from None
             try:
                 made = self._trace(prompt)
             except BaseException as exc:
@@ -209,7 +231,7 @@ class ModelSlot:
 
     def _trace(self, prompt: str) -> Entry:
         loaded = self.loaded
-        with self.lock:
+        with self.holding():
             from ..trace import tokenize, trace
 
             ids = tokenize(loaded, prompt)
@@ -231,9 +253,9 @@ class ModelSlot:
         with self._cache_lock:
             self._admit()
         try:
-            with got.lock:  # one capture per entry; the others wait for it
+            with acquired(got.lock, f"model {self.name}"):  # one capture per entry; the others wait for it
                 if got.internals is None:
-                    with self.lock:
+                    with self.holding():
                         it = self._timed(lambda: capture_internals(self.loaded, np.asarray(got.trace.input_ids)))
                     got.internals = it
                     with self._cache_lock:
@@ -244,13 +266,18 @@ class ModelSlot:
             self._leave()
 
 
+    def holding(self):
+        """This model's lock (loading, forward passes, anything that hooks or changes the model), waited for at
+        most until the request's time limit."""
+        return acquired(self.lock, f"model {self.name}")
+
     def exclusive(self, work):
         """Run `work(loaded)` holding this model's lock (it may hook the model), counted against the queue."""
         loaded = self.loaded
         with self._cache_lock:
             self._admit()
         try:
-            with self.lock:
+            with self.holding():
                 return self._timed(lambda: work(loaded))
         finally:
             self._leave()
