@@ -1,0 +1,150 @@
+"""Planted models (issue 18): tiny Llamas whose weights are set by hand so that what a claim of the paper looks
+for is there, or is not, by construction. No training: every planted part is a formula of the weights.
+
+- `relative_head`: a head of layer 0 that attends to the token `offset` positions back (RoPE makes the score of
+  constant query and key biases a function of p - j alone; the weights are zeroed, so the pattern is the same for
+  every text); `content_head` adds a query that a marked set of tokens reads, so that those tokens attend elsewhere.
+- `scale_head`, `scale_ffn`, `scale_attention`: the size of a head's or a block's output (its importance follows).
+- Token embeddings all have the same norm, so layer 0's RMSNorm is one scale for every token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+HEAD_DIM = 16
+ROPE_THETA = 100.0  # frequencies 1, 0.56, 0.32, ... rad per position: a sharp peak at one offset
+SHARPNESS = 40.0  # the softmax gap between the planted offset and its neighbours, in logits
+
+
+def planted_llama(vocab_size: int, n_layers: int = 4, n_heads: int = 4, seed: int = 0) -> LlamaForCausalLM:
+    """A tiny random Llama (no grouped keys: one key head per head, biases on) with embeddings of equal norm."""
+    torch.manual_seed(seed)
+    d = n_heads * HEAD_DIM
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
+                      num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=256,
+                      attention_bias=True, mlp_bias=True, tie_word_embeddings=False, rope_theta=ROPE_THETA,
+                      head_dim=HEAD_DIM)
+    model = LlamaForCausalLM(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            elif param.ndim == 1:
+                param.copy_(0.05 * torch.randn(param.shape, generator=gen))
+            else:
+                param.copy_(0.15 * torch.randn(param.shape, generator=gen))
+        emb = model.model.embed_tokens.weight
+        emb.div_(emb.norm(dim=-1, keepdim=True)).mul_(math.sqrt(d))  # rms 1: layer 0's norm is the identity
+    return model.eval()
+
+
+def _rope_pairs(model) -> torch.Tensor:
+    """The RoPE frequency of each of the head's HEAD_DIM / 2 rotated pairs (dims i and i + HEAD_DIM / 2)."""
+    half = HEAD_DIM // 2
+    theta = model.config.rope_parameters["rope_theta"] if hasattr(model.config, "rope_parameters") else \
+        model.config.rope_theta
+    return 1.0 / (theta ** (torch.arange(half, dtype=torch.float64) * 2 / HEAD_DIM))
+
+
+def offset_query(model, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query, key) [HEAD_DIM] constant vectors whose rotated score peaks where p - j = offset: with RoPE the score
+    of pair i is |q||k| cos((p - j) w_i + phase), and phase = -offset w_i puts every pair's peak at the offset."""
+    w = _rope_pairs(model)
+    half = HEAD_DIM // 2
+    size = math.sqrt(SHARPNESS * math.sqrt(HEAD_DIM) / float((1 - torch.cos(w)).sum()))  # |q| = |k| per pair
+    key = torch.zeros(HEAD_DIM, dtype=torch.float64)
+    key[:half] = size
+    query = torch.cat([size * torch.cos(-offset * w), size * torch.sin(-offset * w)])
+    return query.float(), key.float()
+
+
+def relative_head(model, layer: int, head: int, offset: int) -> None:
+    """Head `head` of `layer` attends (almost) only to position p - offset (to 0 where p < offset): its query and
+    key read nothing, their biases are the constant vectors of `offset_query`."""
+    attn = model.model.layers[layer].self_attn
+    rows = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+    query, key = offset_query(model, offset)
+    with torch.no_grad():
+        attn.q_proj.weight[rows] = 0.0
+        attn.k_proj.weight[rows] = 0.0
+        attn.q_proj.bias[rows] = query
+        attn.k_proj.bias[rows] = key
+
+
+def content_head(model, layer: int, head: int, marker: int, marked_offset: int) -> None:
+    """Tokens whose embedding has a 1 (rms units) in dimension `marker` attend to p - marked_offset instead: their
+    query gets the difference of the two offsets' queries through W_Q's column `marker` (layer 0: the norm is the
+    identity, so that column is read exactly). Call after `relative_head`."""
+    attn = model.model.layers[layer].self_attn
+    rows = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+    query = offset_query(model, marked_offset)[0]
+    with torch.no_grad():
+        attn.q_proj.weight[rows, marker] = (query - attn.q_proj.bias[rows]) / model.model.embed_tokens.weight[
+            :, marker].abs().max()
+
+
+def scale_head(model, layer: int, head: int, factor: float) -> None:
+    """Multiply what head `head` of `layer` writes (its columns of W_O) by `factor`."""
+    o = model.model.layers[layer].self_attn.o_proj
+    with torch.no_grad():
+        o.weight[:, head * HEAD_DIM:(head + 1) * HEAD_DIM] *= factor
+
+
+def scale_attention(model, layer: int, factor: float) -> None:
+    """Multiply the attention block's output of `layer` (W_O and its bias) by `factor`."""
+    o = model.model.layers[layer].self_attn.o_proj
+    with torch.no_grad():
+        o.weight.mul_(factor)
+        o.bias.mul_(factor)
+
+
+def scale_ffn(model, layer: int, factor: float) -> None:
+    """Multiply the FFN block's output of `layer` (its down projection and bias) by `factor`."""
+    down = model.model.layers[layer].mlp.down_proj
+    with torch.no_grad():
+        down.weight.mul_(factor)
+        down.bias.mul_(factor)
+
+
+def value_blind(model, layer: int, head: int, dims: list[int]) -> None:
+    """Head `head` of `layer` reads none of the embedding dimensions `dims` into its values (W_V's columns there
+    are zero): a token whose embedding lives only in `dims` gives that head the value of the bias alone, which
+    belongs to the node, to no edge."""
+    v = model.model.layers[layer].self_attn.v_proj
+    with torch.no_grad():
+        v.weight[head * HEAD_DIM:(head + 1) * HEAD_DIM][:, dims] = 0.0
+
+
+def corpus_claims(model, tokenizer, texts: list[str], analyses: tuple[str, ...], n_boot: int = 300) -> dict:
+    """Model -> traces -> corpus rows -> each analysis's summary -> claims, as `flowroutes reproduce` runs them
+    (general domain only, regex words, no spaCy); claim key -> Claim."""
+    import flowroutes
+    from flowroutes.analyses.base import Context, registry
+    from flowroutes.analyses.rows import corpus_rows
+    from flowroutes.analyses.run import corpus_items, make_options
+
+    loaded = flowroutes.load_model(model, tokenizer=tokenizer)
+    opts = make_options(None, spacy=False, n_boot=n_boot, progress=False)
+    items, counts = corpus_items(loaded, [("general", texts)], opts)
+    table = corpus_rows(loaded, items, use_spacy=False)
+    specs = registry()
+    results = {}
+    for name in analyses:
+        ctx = Context(table, loaded.n_layers, loaded.n_heads, opts, counts, loaded, dict(results))
+        results[name] = specs[name].summarize(ctx)
+    return {c.key: c for name in analyses for c in (specs[name].claims(results) if specs[name].claims else [])}
+
+
+def word_texts(n: int, seed: int = 0, words: int = 90) -> list[str]:
+    """n texts of 12-19 random words 'w0'..'w{words-1}' (the word tokenizer's: one token each)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n):
+        ids = torch.randint(0, words, (12 + k % 8,), generator=gen)
+        out.append(" ".join(f"w{int(i)}" for i in ids))
+    return out

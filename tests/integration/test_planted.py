@@ -1,0 +1,85 @@
+"""Known answers for the claims report (issue 18): for each claim, a tiny model whose weights plant the claim true
+and one that plants it false (tests/helpers/planted.py), run end to end as `flowroutes reproduce` runs it: model ->
+traces -> rows -> the analysis's summary -> the claim's verdict. Each test fails if either verdict is wrong.
+
+The planted parts are formulas of the weights (no training); each test first checks that the planted part is
+there (an attention pattern, a scale), so that a verdict is never compared with a model that missed its plan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import flowroutes
+from flowroutes.capture import run_with_capture
+from tests.helpers.models import word_tokenizer
+from tests.helpers.planted import (
+    corpus_claims,
+    planted_llama,
+    relative_head,
+    scale_attention,
+    scale_ffn,
+    scale_head,
+    word_texts,
+)
+
+TEXTS = word_texts(40)
+
+
+def attention_of(model, tokenizer, text: str, layer: int) -> np.ndarray:
+    """[H, T, T] the attention weights of `layer` on `text`."""
+    loaded = flowroutes.load_model(model, tokenizer=tokenizer)
+    got = {}
+    ids = torch.as_tensor(tokenizer(text)["input_ids"])
+    run_with_capture(loaded, ids, lambda cap: got.setdefault(cap.layer, cap.alpha.numpy()))
+    return got[layer]
+
+
+def verdicts(claims: dict, key: str) -> str:
+    claim = claims[key]
+    print(f"{key}: {claim.verdict}; " + "; ".join(c.check() for c in claim.conditions))
+    return claim.verdict
+
+
+# --- 4.3: previous-token heads lead their layer -----------------------------------------------------------------
+@pytest.mark.parametrize("planted, factor, other", [("holds", 3.0, 1.0), ("does not hold", 0.5, 1.0)])
+def test_previous_token_head_that_leads_its_layer_or_does_not(planted, factor, other):
+    """L0H1 attends to the previous token (RoPE biases); its output is scaled by `factor`: 3x, it is the most
+    active head of its layer (tau = 0.01); 0.5x, it is still a previous-token head (> 1/2 of its influence on the
+    previous token in >= 70% of cases) but its layer's other heads affect more streams."""
+    tok = word_tokenizer()
+    model = planted_llama(len(tok))
+    relative_head(model, 0, 1, offset=1)
+    scale_head(model, 0, 1, factor)
+    alpha = attention_of(model, tok, TEXTS[0], 0)[1]  # [T, T]
+    assert (alpha.argmax(-1)[1:] == np.arange(alpha.shape[0] - 1)).all() and alpha.max(-1).min() > 0.99
+    claims = corpus_claims(model, tok, TEXTS, ("head-roles", "bottom-to-top"))
+    assert verdicts(claims, "previous-token-heads-lead") == planted
+
+
+# --- 4.2: bottom-to-top activity and the last FFN ----------------------------------------------------------------
+FALLING = [3.0, 2.0, 1.5, 0.5, 0.3, 0.3]
+
+
+@pytest.mark.parametrize("planted, scales", [("holds", FALLING), ("does not hold", FALLING[::-1])])
+def test_blocks_more_active_at_the_bottom_or_at_the_top(planted, scales):
+    """Six layers whose attention and FFN outputs are scaled by `scales`: falling from the bottom, the heads of the
+    bottom third affect more streams and the bottom FFNs matter more; rising, the reverse."""
+    tok = word_tokenizer()
+    model = planted_llama(len(tok), n_layers=6)
+    for layer, s in enumerate(scales):
+        scale_attention(model, layer, s)
+        scale_ffn(model, layer, s)
+    assert verdicts(corpus_claims(model, tok, TEXTS, ("bottom-to-top",)), "bottom-to-top") == planted
+
+
+@pytest.mark.parametrize("planted, last", [("holds", 8.0), ("does not hold", 0.05)])
+def test_last_ffn_highly_important_or_nearly_silent(planted, last):
+    """The last layer's FFN output scaled by 8 (the other FFNs by 0.5), or by 0.05."""
+    tok = word_tokenizer()
+    model = planted_llama(len(tok), n_layers=6)
+    for layer in range(6):
+        scale_ffn(model, layer, last if layer == 5 else (0.5 if last > 1 else 1.0))
+    assert verdicts(corpus_claims(model, tok, TEXTS, ("bottom-to-top",)), "last-layer-ffn") == planted
