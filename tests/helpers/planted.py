@@ -76,18 +76,6 @@ def relative_head(model, layer: int, head: int, offset: int) -> None:
         attn.k_proj.bias[rows] = key
 
 
-def content_head(model, layer: int, head: int, marker: int, marked_offset: int) -> None:
-    """Tokens whose embedding has a 1 (rms units) in dimension `marker` attend to p - marked_offset instead: their
-    query gets the difference of the two offsets' queries through W_Q's column `marker` (layer 0: the norm is the
-    identity, so that column is read exactly). Call after `relative_head`."""
-    attn = model.model.layers[layer].self_attn
-    rows = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
-    query = offset_query(model, marked_offset)[0]
-    with torch.no_grad():
-        attn.q_proj.weight[rows, marker] = (query - attn.q_proj.bias[rows]) / model.model.embed_tokens.weight[
-            :, marker].abs().max()
-
-
 def scale_head(model, layer: int, head: int, factor: float) -> None:
     """Multiply what head `head` of `layer` writes (its columns of W_O) by `factor`."""
     o = model.model.layers[layer].self_attn.o_proj
@@ -148,3 +136,64 @@ def word_texts(n: int, seed: int = 0, words: int = 90) -> list[str]:
         ids = torch.randint(0, words, (12 + k % 8,), generator=gen)
         out.append(" ".join(f"w{int(i)}" for i in ids))
     return out
+
+
+LETTERS = "abcdefghij"
+END = "z"  # every word ends in it
+G = "\u0120"  # byte-level BPE's mark of a leading space
+
+
+def subword_tokenizer():
+    """Byte-level BPE whose tokens are single letters and a space joined to a letter: ' abc' -> ' a', 'b', 'c'; the
+    first subword of every word but the text's first carries its space."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges = []
+    for c in LETTERS:
+        merges.append((G, c))
+        vocab[G + c] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def subword_texts(n: int, seed: int = 0) -> list[str]:
+    """n texts of 10-15 words of 1-2 letters and the word end 'z': ' abz' -> ' a', 'b', 'z'. 60% of the positions after
+    the first are later subwords, under the 70% that would make a head reading the previous token a previous-token
+    head."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n):
+        words = []
+        for _ in range(10 + k % 6):
+            size = 1 + int(torch.randint(0, 2, (1,), generator=gen))
+            words.append("".join(LETTERS[int(i)] for i in torch.randint(0, len(LETTERS), (size,), generator=gen)))
+        out.append(" ".join(w + END for w in words))
+    return out
+
+
+def word_ends_apart(model, tokenizer) -> list[int]:
+    """The word end's embedding lives in dims >= HALF, every other token's in dims < HALF (all of rms 1); returns
+    the dims of the word end, which `value_blind` can hide from a head."""
+    emb = model.model.embed_tokens.weight
+    d = emb.shape[1]
+    end = tokenizer.convert_tokens_to_ids(END)
+    with torch.no_grad():
+        emb[:, d // 2:] = 0.0
+        v = torch.randn(d, generator=torch.Generator().manual_seed(2))
+        v[:d // 2] = 0.0
+        emb[end] = v
+        emb.div_(emb.norm(dim=-1, keepdim=True)).mul_(math.sqrt(d))
+    return list(range(d // 2, d))
+
+
+def merging_head(model, tokenizer, layer: int, head: int) -> None:
+    """A subword-merging head (sec. 4.3) by construction: it reads the previous token, and a word end gives it
+    nothing. Later subwords (letters after the first, and the word end) put all their influence on their own word's
+    previous subword; a first subword reads the word end before it, so its influence is zero; 60% of the cases
+    read the previous token, so it is not a previous-token head."""
+    relative_head(model, layer, head, offset=1)
+    value_blind(model, layer, head, word_ends_apart(model, tokenizer))  # its sub-edges from a word end are zero

@@ -17,11 +17,15 @@ from flowroutes.capture import run_with_capture
 from tests.helpers.models import word_tokenizer
 from tests.helpers.planted import (
     corpus_claims,
+    merging_head,
     planted_llama,
     relative_head,
     scale_attention,
     scale_ffn,
     scale_head,
+    subword_texts,
+    subword_tokenizer,
+    word_ends_apart,
     word_texts,
 )
 
@@ -83,3 +87,27 @@ def test_last_ffn_highly_important_or_nearly_silent(planted, last):
     for layer in range(6):
         scale_ffn(model, layer, last if layer == 5 else (0.5 if last > 1 else 1.0))
     assert verdicts(corpus_claims(model, tok, TEXTS, ("bottom-to-top",)), "last-layer-ffn") == planted
+
+
+# --- 4.3: subword-merging heads in the bottom layers -----------------------------------------------------------
+@pytest.mark.parametrize("planted", ["holds", "does not hold"])
+def test_subword_merging_head_in_a_bottom_layer_or_none(planted):
+    """Words of 1-2 letters ending in 'z' (' abz' -> ' a', 'b', 'z'). L0H2 reads the previous token in both models.
+    Planted true, it reads nothing of 'z' (W_V blind to the word end's dimensions): later subwords put all their
+    influence on their own word, first subwords (which read the 'z' before them) have none, and 60% < 70% of the
+    cases read the previous token, so it is a merging head, not a previous-token head. Planted false, 'z' has a
+    value like any token: the head is a previous-token head, and no head merges subwords."""
+    tok = subword_tokenizer()
+    texts = subword_texts(40)
+    model = planted_llama(len(tok))
+    if planted == "holds":
+        merging_head(model, tok, 0, 2)
+    else:
+        word_ends_apart(model, tok)
+        relative_head(model, 0, 2, offset=1)
+    alpha = attention_of(model, tok, texts[0], 0)[2]
+    assert (alpha.argmax(-1)[1:] == np.arange(alpha.shape[0] - 1)).all() and alpha.max(-1).min() > 0.99
+    claims = corpus_claims(model, tok, texts, ("head-roles", "bottom-to-top"))
+    assert verdicts(claims, "subword-merging-heads") == planted
+    if planted == "holds":  # and it is not a previous-token head: there is none
+        assert claims["previous-token-heads-lead"].verdict == "cannot be tested"
