@@ -69,11 +69,7 @@ class Result:
             "<h2>Summary</h2><table>",
         ]
         for key, value in self.summary.items():
-            text = value if isinstance(value, str) else (str(value) if hasattr(value, "to_dict") else
-                                                         json.dumps(value, default=_json_default))
-            if len(text) > 400:
-                text = text[:400] + " ..."
-            parts.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(text)}</td></tr>")
+            parts.append(f"<tr><th>{html.escape(str(key))}</th><td>{value_html(value)}</td></tr>")
         parts.append("</table>")
         for name, (_fig, caption) in self.figures.items():
             data = base64.b64encode(images[name]).decode("ascii")
@@ -82,6 +78,94 @@ class Result:
         parts.append(f"<p><small>Raw numbers: {html.escape(self.name)}.parquet; figures also as PNG and SVG."
                      "</small></p></body></html>")
         return "\n".join(parts)
+
+
+#: a summary list longer than this shows its first items and how many more there are
+LIST_MAX = 12
+
+
+def value_html(value) -> str:
+    """A summary value for people: numbers to 3-4 significant digits, estimates as 'value [low, high] (n)', a
+    dict as a small table, a list of dicts as a table with a column per key, other lists as comma-separated
+    items; never a raw dict, JSON or 'nan'."""
+    if isinstance(value, dict) and set(value) >= {"value", "ci95", "n"}:  # an estimate read back from JSON
+        value = _estimate_from_dict(value)
+    if hasattr(value, "interval_text"):  # an Estimate
+        return html.escape(str(value))
+    if isinstance(value, dict):
+        if not value:
+            return "none"
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{value_html(v)}</td></tr>"
+                       for k, v in value.items())
+        return f"<table>{rows}</table>"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+        if not items:
+            return "none"
+        more = f" ... ({len(items) - LIST_MAX:,} more)" if len(items) > LIST_MAX else ""
+        items = items[:LIST_MAX]
+        if all(isinstance(v, dict) for v in items):
+            keys = list(dict.fromkeys(k for v in items for k in v))
+            head = "".join(f"<th>{html.escape(str(k))}</th>" for k in keys)
+            body = "".join("<tr>" + "".join(f"<td>{value_html(v.get(k, '-'))}</td>" for k in keys)
+                           + "</tr>" for v in items)
+            return f"<table><tr>{head}</tr>{body}</table>{html.escape(more)}"
+        return ", ".join(value_html(v) for v in items) + html.escape(more)
+    return html.escape(value_text(value))
+
+
+def value_plain(value) -> str:
+    """value_html's words as one line of plain text (for the terminal)."""
+    if isinstance(value, dict) and set(value) >= {"value", "ci95", "n"}:
+        value = _estimate_from_dict(value)
+    if hasattr(value, "interval_text"):
+        return str(value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {value_plain(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+        more = f" ... ({len(items) - LIST_MAX:,} more)" if len(items) > LIST_MAX else ""
+        return (", ".join(value_plain(v) for v in items[:LIST_MAX]) + more) or "none"
+    return value_text(value)
+
+
+def value_text(value) -> str:
+    """A scalar for people: counts with thousands separators, other numbers to 3-4 significant digits."""
+    from .analyses.stats import fmt
+
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return fmt(float(value))
+    return str(value)
+
+
+def _estimate_from_dict(d: dict):
+    from .analyses.stats import Estimate
+
+    low, high = (list(d.get("ci95") or []) + [None, None])[:2]
+    nan = float("nan")
+    return Estimate(nan if d["value"] is None else float(d["value"]), nan if low is None else float(low),
+                    nan if high is None else float(high), int(d["n"]), int(d.get("units", d["n"])),
+                    str(d.get("unit", "")))
+
+
+def duration(seconds: float | None) -> str:
+    """'3.2 s', '48 s', '13 min 14 s', '1 h 2 min'."""
+    if seconds is None or not np.isfinite(seconds):
+        return "not timed"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def _plain(text: str) -> str:

@@ -2,6 +2,7 @@
 is written, and a second run resumes from the shards on disk with the same numbers."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 from flowroutes.analyses import reproduce as rep
 from flowroutes.analyses.base import VERDICTS
+from tests.helpers.readable import assert_readable
 
 #: the claims the issue lists; every reproduce run reports each of them
 CLAIMS = {
@@ -32,12 +34,24 @@ def test_reproduce_reports_every_claim_and_resumes(tiny_folder, tmp_path, tiny_s
     assert set(keys) == CLAIMS and len(keys) == len(CLAIMS)
     for c in doc["claims"]:
         assert c["verdict"] in VERDICTS and c["paper"] and c["why"]
-        if c["verdict"] != "cannot be tested" and c["claim"] != "hundred-times-faster":
+        if c["verdict"] != "cannot be tested":
+            # the numbers the verdict compares, and the rule as a pass condition
+            assert c["conditions"] and c["rule"].startswith("holds if ")
+            assert (c["verdict"] == "holds") == all(cond["met"] for cond in c["conditions"])
             est = c["estimate"]
-            assert est["n"] > 0 and est["ci95"][0] <= est["value"] <= est["ci95"][1]
+            if est is not None and None not in est["ci95"]:
+                assert est["n"] > 0 and est["ci95"][0] <= est["value"] <= est["ci95"][1]
+        assert all((out / f).is_file() for f in c["figures"]), c["claim"]
+        if c["verdict"] != "cannot be tested" and c["claim"] != "hundred-times-faster":  # a timing has no figure
+            assert c["figures"], c["claim"]
     assert json.loads((out / "claims.json").read_text())["claims"] == json.loads(json.dumps(doc["claims"]))
     html = (out / "report.html").read_text()
-    assert html.count("<tr style=") == len(CLAIMS)
+    assert html.count("<tr id='claim-") == len(CLAIMS)
+    assert_readable(html)
+    for link in re.findall(r"href='([^']+)'", html):
+        assert (out / link).is_file(), link
+    for page in out.glob("*/report.html"):  # every analysis's page too
+        assert_readable(page.read_text())
     for sub in ("vectors", "bottom-to-top", "head-roles", "periods", "domains", "svd", "task-heads-ioi",
                 "task-heads-greater-than", "task-heads-greater-than-00", "patching"):
         assert (out / sub / "report.html").exists(), sub

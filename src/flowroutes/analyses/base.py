@@ -12,17 +12,89 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .stats import Estimate
+import numpy as np
+
+from .stats import Estimate, fmt
 
 VERDICTS = ("holds", "does not hold", "cannot be tested")
+
+
+#: how a rule reads each bound of an estimate, and each comparison
+BOUNDS = {"value": "{label}", "low": "the lower bound of the 95% interval of {label}",
+          "high": "the upper bound of the 95% interval of {label}"}
+OPS = {">": ("above", float.__gt__), ">=": ("at least", float.__ge__), "<": ("below", float.__lt__),
+       "<=": ("at most", float.__le__)}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition of a claim's verdict: the `bound` ("value", "low" or "high") of `quantity` compared with
+    `threshold` by `op`. `quantity` is an Estimate, or an int for a count (e.g. of heads that meet a definition).
+    A claim whose conditions are all met holds; the report shows exactly these numbers."""
+
+    label: str  # what the quantity is, starting with "the" ("the mean head frequency, bottom 10 minus top 10")
+    quantity: Estimate | int
+    bound: str = "low"
+    op: str = ">"
+    threshold: float = 0.0
+
+    def __post_init__(self):
+        assert self.bound in BOUNDS and self.op in OPS, (self.bound, self.op)
+        assert isinstance(self.quantity, Estimate) or self.bound == "value", "a count has no interval"
+
+    @property
+    def compared(self) -> float:
+        """The number the rule compares with the threshold."""
+        q = self.quantity
+        return float(q) if not isinstance(q, Estimate) else float(getattr(q, self.bound))
+
+    @property
+    def met(self) -> bool:
+        x = self.compared
+        return bool(np.isfinite(x) and OPS[self.op][1](x, float(self.threshold)))
+
+    def rule(self) -> str:
+        """'the lower bound of the 95% interval of X is above 0'."""
+        return f"{BOUNDS[self.bound].format(label=self.label)} is {OPS[self.op][0]} {threshold_text(self.threshold)}"
+
+    def shown(self) -> str:
+        """The quantity as the report shows it: '0.086 [0.066, 0.109] (n=48 examples)', or a count."""
+        return str(self.quantity) if isinstance(self.quantity, Estimate) else f"{self.quantity:,}"
+
+    def check(self) -> str:
+        """'lower bound 0.010 > 0: met'."""
+        what = {"value": "", "low": "lower bound ", "high": "upper bound "}[self.bound]
+        x = self.compared
+        number = f"{int(x):,}" if not isinstance(self.quantity, Estimate) else fmt(x)
+        return f"{what}{number} {self.op} {threshold_text(self.threshold)}: {'met' if self.met else 'not met'}"
+
+    def to_dict(self) -> dict:
+        q = self.quantity
+        return {"quantity": self.label, "estimate": q.to_dict() if isinstance(q, Estimate) else {"value": int(q)},
+                "compares": self.bound, "op": self.op, "threshold": self.threshold,
+                "compared_value": _finite(self.compared), "met": self.met, "rule": self.rule(),
+                "shown": self.shown(), "check": self.check()}
+
+
+def threshold_text(x: float) -> str:
+    """A threshold as written in a rule: 0, 100, 0.75, 0.333, -0.01."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:.3g}"
+
+
+def verdict_of(conditions) -> str:
+    """'holds' when every condition is met, else 'does not hold'."""
+    return "holds" if all(c.met for c in conditions) else "does not hold"
 
 
 @dataclass
 class Claim:
     """One claim of the paper, measured on this model.
 
-    statement: the paper's words; measure: what was computed; estimate: the number with its 95% interval;
-    verdict: one of VERDICTS; why: the rule that gave the verdict (or why it cannot be tested).
+    statement: the paper's words; measure: what was computed; estimate: the headline number with its 95%
+    interval, one of the conditions' quantities (None when none of them is an estimate); verdict: one of
+    VERDICTS; why: details (the reading of the paper's words, numbers for reference) or why it cannot be tested;
+    conditions: what the verdict compares, each number with its threshold: "holds" exactly when all are met.
     """
 
     key: str
@@ -32,14 +104,31 @@ class Claim:
     estimate: Estimate | None
     verdict: str
     why: str
+    conditions: tuple[Condition, ...] = ()
 
     def __post_init__(self):
         assert self.verdict in VERDICTS, self.verdict
+        self.conditions = tuple(self.conditions)
+        if self.verdict != "cannot be tested":
+            assert self.conditions, f"{self.key}: a tested claim states the conditions its verdict compares"
+            assert self.verdict == verdict_of(self.conditions), f"{self.key}: verdict and conditions disagree"
+            assert self.estimate is None or any(c.quantity is self.estimate or c.quantity == self.estimate
+                                             for c in self.conditions), \
+                f"{self.key}: the estimate shown is not one the verdict compares"
+
+    def rule(self) -> str:
+        """The pass condition: 'holds if A and B'."""
+        return "holds if " + " and ".join(c.rule() for c in self.conditions) if self.conditions else ""
 
     def to_dict(self) -> dict:
         return {"claim": self.key, "section": self.section, "paper": self.statement, "measure": self.measure,
                 "estimate": self.estimate.to_dict() if self.estimate is not None else None,
-                "verdict": self.verdict, "why": self.why}
+                "verdict": self.verdict, "rule": self.rule(), "conditions": [c.to_dict() for c in self.conditions],
+                "why": self.why}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
 
 
 def untestable(key: str, section: str, statement: str, why: str, measure: str = "") -> Claim:

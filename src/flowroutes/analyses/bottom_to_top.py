@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import report
-from .base import Analysis, Claim, Context
+from .base import Analysis, Claim, Condition, Context, verdict_of
 from .head_roles import roles, stream_activity
 from .rows import list_column
 from .stats import mean_ci, paired_ci
@@ -89,19 +89,22 @@ def claims(results: dict) -> list[Claim]:
     ffn_est = paired_ci(lambda m: m[:third].mean() - m[ffn_top].mean(), ffn, docs, unit="texts")[0]
     statement = ("attention and feed-forward blocks are more active at the bottom part of the network [...] Later "
                  "[...] the activation frequency of individual attention heads and FFN blocks goes down")
-    both = est.above(0) and ffn_est.above(0)
+    conditions = (Condition(f"the mean head frequency (tau = 0.01), bottom {third} layers minus top {third}", est),
+                  Condition(f"the mean FFN importance, bottom {third} layers minus the {len(ffn_top)} layers below "
+                            "the last", ffn_est))
     out = [Claim("bottom-to-top", "4.2, fig. 9a", statement,
                  f"mean head frequency (tau = 0.01) in the bottom {third} layers minus the top {third}", est,
-                 "holds" if both else "does not hold",
+                 verdict_of(conditions),
                  f"heads: interval {'above' if est.above(0) else 'not above'} 0; FFN importance bottom {third} "
                  f"minus the {len(ffn_top)} layers below the last {ffn_est}: "
-                 f"{'above' if ffn_est.above(0) else 'not above'} 0 (both needed)")]
+                 f"{'above' if ffn_est.above(0) else 'not above'} 0 (both needed)", conditions)]
     last = paired_ci(lambda m: m[-1] - m[:-1].mean(), ffn, docs, unit="texts")[0]
     statement = "the last-layer FFN is highly important"
+    conditions = (Condition("the last layer's FFN importance minus the mean of the other layers'", last),)
     out.append(Claim("last-layer-ffn", "4.2, fig. 9a", statement,
                      "FFN importance of the last layer minus the mean FFN importance of the other layers", last,
-                     "holds" if last.above(0) else "does not hold",
-                     "the interval is above 0" if last.above(0) else "the interval does not lie above 0"))
+                     verdict_of(conditions),
+                     "the interval is above 0" if last.above(0) else "the interval does not lie above 0", conditions))
     return out
 
 

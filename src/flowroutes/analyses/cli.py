@@ -85,7 +85,7 @@ def _heads(text: str) -> list[tuple[int, int]]:
 
 
 def cmd_analyze(args) -> int:
-    from .. import checks
+    from .. import checks, report
     from ..commands import quiet_transformers
     from ..errors import FlowroutesError
     from .run import Options, analysis, analyze, check_out, check_ray_address
@@ -108,7 +108,7 @@ def cmd_analyze(args) -> int:
     result = analyze(args.analysis, args.model, data=args.data, out=args.out, options=opts)
     print(f"{result.title}: {result.table.num_rows} rows")
     for key, value in list(result.summary.items())[:12]:
-        text = str(value)
+        text = report.value_plain(value)
         print(f"  {key}: {text[:160] + ' ...' if len(text) > 160 else text}")
     print(f"wrote {args.out}/report.html")
     return 0
@@ -117,7 +117,7 @@ def cmd_analyze(args) -> int:
 def cmd_reproduce(args) -> int:
     from .. import checks
     from ..commands import quiet_transformers
-    from .reproduce import reproduce
+    from .reproduce import claims_text, reproduce
     from .run import Options, check_out
 
     checks.positive_int("--batch-size", args.batch_size)
@@ -125,9 +125,6 @@ def cmd_reproduce(args) -> int:
     quiet_transformers()
     doc = reproduce(args.model, size=args.size, out=args.out, options=Options(batch_size=args.batch_size),
                     progress=not args.no_progress, patching=not args.no_patching)
-    for claim in doc["claims"]:
-        est = claim["estimate"]
-        value = f"{est['value']} {est['ci95']}" if est else "-"
-        print(f"  {claim['verdict']:>16}  {claim['claim']:<28} {value}")
-    print(f"{doc['verdicts']}; wrote {args.out}/report.html and {args.out}/claims.json")
+    print(claims_text(doc))
+    print(f"wrote {args.out}/report.html and {args.out}/claims.json")
     return 0

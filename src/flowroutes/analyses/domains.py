@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from .. import report
 from ..errors import FlowroutesError
-from .base import Analysis, Claim, Context, untestable
+from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
 from .stats import Estimate, difference_ci, mean_ci, paired_ci, statistic_ci, unit_sums
 
@@ -365,13 +365,16 @@ def overlap_claim(res: report.Result) -> Claim:
     pairs = "; ".join(f"{a}-{b} {jaccard(tops[i], tops[j]):.2f}"
                       for (i, a), (j, b) in itertools.combinations(list(enumerate(sets)), 2))
     different, specific = est.below(OVERLAP_MAX), guard.above(0.0)
+    conditions = (Condition(f"the mean pairwise Jaccard index of the top-{k} specific heads", est, "high", "<",
+                            OVERLAP_MAX),
+                  Condition("the smallest held-out specificity of the three domains' top heads", guard))
     why = (f"holds when the upper bound is below {OVERLAP_MAX:.3g} (on average fewer than half of the top-{k} heads "
            f"shared) and the heads are specific on held-out texts (smallest held-out specificity {guard}, lower bound "
            f"above 0: {'yes' if specific else 'no'}; per domain "
-           + ", ".join(f"{name} {v:.3g}" for name, v in zip(sets, held)) + "). "
+           + ", ".join(f"{name} {_short(v)}" for name, v in zip(sets, held)) + "). "
            f"Upper bound {'below' if different else 'not below'} {OVERLAP_MAX:.3g}. Pairwise: {pairs}. Top heads: "
            + "; ".join(f"{name} {', '.join(h)}" for name, h in names.items()))
-    return Claim(key, section, statement, measure, est, "holds" if different and specific else "does not hold", why)
+    return Claim(key, section, statement, measure, est, verdict_of(conditions), why, conditions)
 
 
 class _TopHeads:
@@ -443,17 +446,21 @@ def last_ffn_claim(res: report.Result) -> Claim:
     ne = np.isin(dom, present)
     boot = d["boot"]
     diffs = {r: difference_ci(ffn[ne, -1], docs[ne], ffn[dom == r, -1], docs[dom == r], **boot)[0] for r in refs}
-    holds = all(e.below(-MARGIN) for e in diffs.values())
+    conditions = tuple(Condition(f"the last FFN's importance, non-English minus {r}", e, "high", "<", -MARGIN)
+                       for r, e in diffs.items())
     why = (f"holds when the difference to every reference (english, general) lies below -{MARGIN}: "
            + "; ".join(f"vs {r} {e}" for r, e in diffs.items()) + f" (non-English: {', '.join(present)})")
-    return Claim(key, section, statement, measure, diffs[refs[0]], "holds" if holds else "does not hold", why)
+    return Claim(key, section, statement, measure, diffs[refs[0]], verdict_of(conditions), why, conditions)
 
 
 def ffn_zero_claim(res: report.Result) -> Claim:
     """A layer's FFN 'falls to zero' for an arithmetic domain when its mean importance there has an upper 95% bound
     below 0.01 while the general domain's lower bound is above 0.01. Holds when every arithmetic domain of the run
     (addition, subtraction) has at least one such layer. Estimate: min over layers of the mean FFN importance
-    (recomputed per resample) for the arithmetic domain where that minimum is largest."""
+    (recomputed per resample) for the arithmetic domain where that minimum is largest, for reference. What the
+    verdict compares, per arithmetic domain: the upper bound of the layer with the lowest upper bound among the
+    layers where the general domain's lower bound is above 0.01 (such a layer exists exactly when it is below
+    0.01)."""
     key, section = "ffn-zero-arithmetic", "5.1, fig. 16"
     statement = "the importance of FFN blocks for addition and subtraction falls to zero in some layers"
     d = res.data
@@ -461,8 +468,8 @@ def ffn_zero_claim(res: report.Result) -> Claim:
     nh = d["n_layers"] * d["n_heads"]
     present = [a for a in ARITHMETIC if a in est]
     measure = (f"per arithmetic domain, the layers whose mean FFN importance has an upper 95% bound below "
-               f"{NEAR_ZERO} while the general domain's lower bound is above it; estimate: min over layers of the "
-               "mean FFN importance, for the arithmetic domain where it is largest")
+               f"{NEAR_ZERO} while the general domain's lower bound is above it: of the layers where general's lower "
+               "bound is above it, the one with the lowest upper bound")
     if not present:
         return untestable(key, section, statement, "the run has neither an addition nor a subtraction domain", measure)
     gen = est[GENERAL][nh:]
@@ -472,11 +479,30 @@ def ffn_zero_claim(res: report.Result) -> Claim:
         layers[a] = [lay for lay in range(len(es)) if es[lay].high < NEAR_ZERO and gen[lay].low > NEAR_ZERO]
         sel = dom == a
         minima[a] = paired_ci(lambda m: m.min(), ffn[sel], docs[sel], **d["boot"])[0]
-    binding = max(present, key=lambda a: minima[a].value)
-    holds = all(layers[a] for a in present)
+    conditions = tuple(_zero_condition(a, est[a][nh:], gen) for a in present)
+    assert [c.met for c in conditions] == [bool(layers[a]) for a in present]
+    shown = [c for c in conditions if isinstance(c.quantity, Estimate)]
+    binding = max(shown, key=lambda c: c.compared, default=None)  # the domain furthest from meeting it
     why = (f"holds when every arithmetic domain of the run ({', '.join(present)}) has such a layer: "
-           + "; ".join(f"{a}: layers {layers[a] or 'none'}, min {minima[a]}" for a in present))
-    return Claim(key, section, statement, measure, minima[binding], "holds" if holds else "does not hold", why)
+           + "; ".join(f"{a}: layers {layers[a] or 'none'}, lowest layer mean {minima[a]}" for a in present))
+    return Claim(key, section, statement, measure, binding.quantity if binding else None, verdict_of(conditions), why,
+                 conditions)
+
+
+def _zero_condition(domain: str, es: list[Estimate], gen: list[Estimate]) -> Condition:
+    """The layer of `domain` whose FFN mean has the lowest upper bound among those where general's lower bound is
+    above NEAR_ZERO; its upper bound below NEAR_ZERO: the FFN 'falls to zero' there."""
+    candidates = [lay for lay in range(len(es)) if gen[lay].low > NEAR_ZERO]
+    if not candidates:
+        return Condition(f"the number of layers where the general domain's FFN lower bound is above {NEAR_ZERO}", 0,
+                         "value", ">=", 1)
+    lay = min(candidates, key=lambda i: es[i].high if np.isfinite(es[i].high) else np.inf)
+    return Condition(f"{domain}'s mean FFN importance in layer {lay} (the lowest upper bound among the layers where "
+                     f"general's lower bound is above {NEAR_ZERO})", es[lay], "high", "<", NEAR_ZERO)
+
+
+def _short(x: float) -> str:
+    return f"{x:.3g}" if np.isfinite(x) else "not computed"
 
 
 ANALYSIS = Analysis(

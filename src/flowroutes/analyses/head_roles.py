@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import report
 from . import compute
-from .base import Analysis, Claim, Context, untestable
+from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
 from .stats import mean_ci, paired_ci
 
@@ -127,17 +127,22 @@ def leader_claim(prev: np.ndarray, active: np.ndarray, docs: np.ndarray, stateme
 
     est = paired_ci(share, active, docs, unit="texts", n_boot=300)[0]
     est = type(est)(est.value, est.low, est.high, len(heads), est.units, f"heads ({est.units} texts resampled)")
-    verdict = "holds" if est.value >= 0.75 and est.low >= 0.5 else "does not hold"
+    label = "the share of previous-token heads that are the most active head of their layer"
+    conditions = (Condition(label, est, "value", ">=", 0.75), Condition(label, est, "low", ">=", 0.5))
+    verdict = verdict_of(conditions)
     why = ("'almost all' read as: at least 75% of them lead their layer, and at least 50% in 95% of resamples; "
            f"{len(heads)} previous-token head(s)")
-    return Claim("previous-token-heads-lead", "4.3, fig. 9a", statement, measure, est, verdict, why)
+    return Claim("previous-token-heads-lead", "4.3, fig. 9a", statement, measure, est, verdict, why, conditions)
 
 
 def merging_claim(r: dict, statement: str) -> Claim:
-    """The best candidate head's share of later subwords with > 1/2 influence on the own word, and whether any
-    head meets the full definition in the bottom half of the layers."""
+    """Whether any head meets the full definition in the bottom half of the layers (the number the verdict
+    compares); for reference, the best candidate head's share of later subwords with > 1/2 influence on the own
+    word."""
     n_layers, n_heads = r["subword_merging"].shape
-    measure = "share of later subwords that put > 1/2 of the head's influence on their word (best candidate head)"
+    half = int(np.ceil(n_layers / 2))
+    measure = (f"the heads that meet the subword-merging definition (the paper's footnote: (i), (ii) and not a "
+               f"previous-token head), counted in the bottom half of the layers (0-{half - 1})")
     if len(r["ind_merging"]) == 0:
         return untestable("subword-merging-heads", "4.3, fig. 9a", statement, "no word has a later subword", measure)
     cand = np.where(r["previous_token"].ravel(), -1.0, r["merging_frequency"].ravel())
@@ -145,10 +150,14 @@ def merging_claim(r: dict, statement: str) -> Claim:
     est = mean_ci(r["ind_merging"][:, best], r["docs_merging"], unit="texts")[0]
     found = [(a, b) for a, b in zip(*np.nonzero(r["subword_merging"]))]
     bottom = [h for h in found if h[0] < n_layers / 2]
-    verdict = "holds" if bottom else "does not hold"
+    conditions = (Condition(f"the number of heads in layers 0-{half - 1} that meet the subword-merging definition",
+                            len(bottom), "value", ">=", 1),)
+    verdict = verdict_of(conditions)
     why = (f"{len(found)} head(s) meet the definition ({', '.join(f'L{a}H{b}' for a, b in found) or 'none'}), "
-           f"{len(bottom)} in the bottom half; best candidate L{best // n_heads}H{best % n_heads}")
-    return Claim("subword-merging-heads", "4.3, fig. 9a", statement, measure, est, verdict, why)
+           f"{len(bottom)} in the bottom half. For reference, the best candidate L{best // n_heads}H{best % n_heads} "
+           f"puts > 1/2 of its influence on its own word for {est} of later subwords (part (i) of the definition "
+           "alone, not what the verdict compares)")
+    return Claim("subword-merging-heads", "4.3, fig. 9a", statement, measure, None, verdict, why, conditions)
 
 
 ANALYSIS = Analysis(

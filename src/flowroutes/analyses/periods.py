@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import report
-from .base import Analysis, Claim, Context, untestable
+from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
 from .stats import Estimate, difference_ci, mean_ci, paired_ci
 
@@ -371,7 +371,11 @@ def claims(results: dict) -> list[Claim]:
            "attention-block contribution than an average other earlier token (the estimate, interval above 0). "
            f"(a) = {quiet}: {'below 0' if a else 'not below 0'}; (b): {'above 0' if b else 'not above 0'}. "
            f"For reference, the first period's share minus the first token's share: {first}.")
-    return [Claim(KEY, SECTION, STATEMENT, measure, more, "holds" if a and b else "does not hold", why)]
+    conditions = (Condition("(a) the first periods' own-block importance minus other positions'", quiet, "high", "<",
+                            0.0),
+                  Condition("(b) later tokens' contribution share from the first period minus from an average other "
+                            "earlier token", more))
+    return [Claim(KEY, SECTION, STATEMENT, measure, more, verdict_of(conditions), why, conditions)]
 
 
 ANALYSIS = Analysis(

@@ -19,10 +19,10 @@ import numpy as np
 
 from .. import report
 from ..errors import FlowroutesError
-from .base import Claim, Context, registry, untestable
+from .base import Claim, Condition, Context, registry, untestable, verdict_of
 from .rows import column
 from .run import DOMAINS, Options, check_out, compute_rows, load, make_options, read_sources
-from .stats import Estimate, statistic_ci
+from .stats import Estimate, fmt, statistic_ci
 
 SIZES = ("quick", "paper")
 
@@ -106,17 +106,55 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
             claims += spec.claims(results)
     claims += patching_claims(patch)
     for key, res in results.items():
-        res.write(out_dir / key.replace(":", "-"))
-    doc = {
-        "model": loaded.name, "size": size, "plan": plan.__dict__, "counts": counts, "timings_s": timings,
-        "claims": [c.to_dict() for c in claims],
-        "verdicts": {v: sum(c.verdict == v for c in claims) for v in ("holds", "does not hold", "cannot be tested")},
-    }
+        res.write(out_dir / folder_of(key))
+    doc = claims_doc(loaded.name, size, plan.__dict__, counts, timings, claims, out_dir)
     from ..fileio import write_atomic
 
     write_atomic(out_dir / "claims.json", json.dumps(doc, indent=1, default=report._json_default).encode())
     write_atomic(out_dir / "report.html", claims_html(doc, claims, results).encode("utf-8"))
     return doc
+
+
+def claims_doc(model: str, size: str, plan: dict, counts: dict, timings: dict, claims: list[Claim],
+               out_dir: Path) -> dict:
+    """The claims report as a dict (claims.json): each claim with the figures of out_dir that show it."""
+    return {
+        "model": model, "size": size, "plan": plan, "counts": counts, "timings_s": timings,
+        "claims": [{**c.to_dict(), "figures": claim_figures(c.key, out_dir)} for c in claims],
+        "verdicts": {v: sum(c.verdict == v for c in claims) for v in ("holds", "does not hold", "cannot be tested")},
+    }
+
+
+def folder_of(run: str) -> str:
+    """The folder of out/ that a run's result is written to ("task-heads:ioi" -> "task-heads-ioi")."""
+    return run.replace(":", "-")
+
+
+#: claim -> the figures that show it: (run of the reproduce, figure name); linked when the run wrote them
+CLAIM_FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
+    "ioi-generic-heads": (("task-heads:ioi", "task-heads"),),
+    "greater-than-contrast": (("task-heads:greater-than", "task-heads"), ("task-heads:greater-than-00", "task-heads")),
+    "pos-function-words": (("vectors", "tsne-pos_in"),),
+    "first-vs-later-subwords": (("vectors", "tsne-subword"),),
+    "input-vs-next-pos": (("vectors", "tsne-pos_in"), ("vectors", "tsne-pos_next")),
+    "bottom-to-top": (("bottom-to-top", "bottom-to-top-heads"), ("bottom-to-top", "ffn-per-layer")),
+    "last-layer-ffn": (("bottom-to-top", "ffn-per-layer"),),
+    "previous-token-heads-lead": (("bottom-to-top", "bottom-to-top-heads"),),
+    "subword-merging-heads": (("head-roles", "head-roles"),),
+    "first-period-bos": (("periods", "periods-blocks"), ("periods", "periods-contrib-shares")),
+    "domain-specific-heads": (("domains", "domains-specificity"),),
+    "last-ffn-non-english": (("domains", "domains-ffn"),),
+    "ffn-zero-arithmetic": (("domains", "domains-ffn"),),
+    "svd-topic-tokens": (("svd", "svd-top-tokens"),),
+    "routes-vs-patching": (("patching", "patching-heatmaps"), ("patching", "patching-scatter")),
+    "hundred-times-faster": (),  # a timing: no figure
+}
+
+
+def claim_figures(key: str, out_dir: Path) -> list[str]:
+    """The figure files (PNG, relative to out_dir) of a claim that exist in out_dir."""
+    paths = [f"{folder_of(run)}/{name}.png" for run, name in CLAIM_FIGURES.get(key, ())]
+    return [p for p in paths if (Path(out_dir) / p).is_file()]
 
 
 def _summarize(spec, table, counts, loaded, opts, results) -> report.Result:
@@ -192,54 +230,148 @@ def patching_claims(patch: dict | None) -> list[Claim]:
 
     est = statistic_ci(covered, len(active), unit="examples", n_boot=300)
     s = patch["summary"]
+    spearman = s.get("spearman(route frequency, |patching effect|)")
+    conditions = (Condition("the share of the patching circuit's 10 heads that are in the routes of at least half "
+                            "of the examples", est, "low", ">", 0.5),)
     out = [Claim("routes-vs-patching", "3.1, fig. 6", statement,
                  "share of the 10 heads with the largest |head patching effect| (the patching circuit) that are "
                  "active in the IOI routes (tau = 0.03) of at least half of the examples; the interval resamples "
                  "the routes' examples (patching effects held fixed)",
-                 est, "holds" if est.low > 0.5 else "does not hold",
+                 est, verdict_of(conditions),
                  "'largely consist of the heads discovered previously' read as: more than half of the patching "
                  "circuit is in the routes, in 95% of resamples; the routes also hold generic heads the circuit "
                  f"lacks (fig. 6). Spearman(route frequency, |effect|) over all "
-                 f"{n_heads_total} heads: {s.get('spearman(route frequency, |patching effect|)')}")]
+                 f"{n_heads_total} heads: {_number(spearman)}", conditions)]
     ratio_patch = float(s.get("speed_ratio_head_patching_vs_routes", float("nan")))
     ratio_acdc = float(s.get("speed_ratio_acdc_style_vs_routes", float("nan")))
     est = Estimate(ratio_acdc, float("nan"), float("nan"), int(s.get("examples", 0)), 1, "timed run")
+    conditions = (Condition("the wall time of the ACDC-style run over heads divided by that of the routes", est,
+                            "value", ">=", 100),)
     out.append(Claim("hundred-times-faster", "3.3", speed,
                      "wall time of the ACDC-style run over heads / wall time of the routes of the same examples "
-                     "(one timed run, no interval)", est, "holds" if ratio_acdc >= 100 else "does not hold",
-                     f"head patching / routes = {ratio_patch:.1f}x; the ACDC-style run prunes heads, not edges, so "
-                     "real edge-level ACDC costs more: this ratio is a lower bound"))
+                     "(one timed run, no interval)", est, verdict_of(conditions),
+                     f"head patching / routes = {fmt(ratio_patch)}x; the ACDC-style run prunes heads, not edges, so "
+                     "real edge-level ACDC costs more: this ratio is a lower bound", conditions))
     return out
+
+
+def _number(x) -> str:
+    """A number from a summary (float, or an {value, ci95, ...} dict) as the report prints it."""
+    if isinstance(x, dict) and "value" in x:
+        low, high = (x.get("ci95") or [None, None])[:2]
+        interval = f" [{fmt(low)}, {fmt(high)}]" if low is not None and high is not None else ""
+        return f"{fmt(x['value'])}{interval}"
+    try:
+        return fmt(float(x))
+    except (TypeError, ValueError):
+        return "not computed" if x is None else str(x)
 
 
 # --- the claims report ------------------------------------------------------------------------------------------
 
-def claims_html(doc: dict, claims: list[Claim], results: dict) -> str:
+def size_text(size: str, plan: dict) -> str:
+    """'quick: 48 texts per domain, 48 examples per task, ...'."""
+    per = plan.get("texts_per_domain")
+    parts = [f"{per:,} texts per domain" if per else "every shipped text of each domain",
+             f"{plan['task_examples']:,} examples per task" if "task_examples" in plan else "",
+             (f"{plan['patching_examples']:,} IOI examples for the patching comparison"
+              if "patching_examples" in plan else ""),
+             f"{plan['n_boot']:,} bootstrap resamples" if "n_boot" in plan else "",
+             f"t-SNE of at most {plan['tsne_max']:,} predictions" if "tsne_max" in plan else "",
+             ("faithfulness curves over every k and threshold" if plan.get("full_faithfulness")
+              else "faithfulness curves at k = 10 and tau = 0.03 only")]
+    return f"{size}: " + ", ".join(p for p in parts if p)
+
+
+def counts_text(counts: dict) -> str:
+    """'384 texts (general 48, code 48, ...), 11,931 predictions; 0 skipped (too long or one token), 0 truncated'."""
+    per = counts.get("texts_per_domain") or {}
+    texts = f"{counts.get('texts', sum(per.values())):,} texts"
+    if per:
+        texts += " (" + ", ".join(f"{d} {n:,}" for d, n in per.items()) + ")"
+    parts = [texts]
+    if "predictions" in counts:
+        parts.append(f"{counts['predictions']:,} predictions")
+    rest = [f"{counts.get('skipped_long_or_short', 0):,} skipped (too long, or a single token)",
+            f"{counts.get('truncated', 0):,} truncated"]
+    return ", ".join(parts) + "; " + ", ".join(rest)
+
+
+def timings_text(timings: dict) -> str:
+    """'corpus rows 13 min 14 s, head-roles 3.2 s, ...; total 57 min 3 s'."""
+    if not timings:
+        return "not timed"
+    steps = ", ".join(f"{step} {report.duration(s)}" for step, s in timings.items())
+    return f"{steps}; total {report.duration(sum(timings.values()))}"
+
+
+def _figure_links(paths: list[str]) -> str:
+    import html
+
+    if not paths:
+        return "no figure"
+    return "<br>".join(f"<a href='{html.escape(p)}'>{html.escape(p)}</a>" for p in paths)
+
+
+def _claim_row(c: Claim, figures: list[str]) -> str:
     import html
 
     colour = {"holds": "#d8f0d8", "does not hold": "#f6d6d6", "cannot be tested": "#eeeeee"}
-    rows = []
-    for c in claims:
-        est = str(c.estimate) if c.estimate is not None else "-"
-        rows.append(
-            f"<tr style='background:{colour[c.verdict]}'><td>{html.escape(c.section)}</td>"
-            f"<td><i>{html.escape(c.statement)}</i></td><td>{html.escape(c.measure)}</td>"
-            f"<td style='white-space:nowrap'>{html.escape(est)}</td><td><b>{html.escape(c.verdict)}</b></td>"
-            f"<td>{html.escape(c.why)}</td></tr>")
-    links = "".join(f"<li><a href='{html.escape(k.replace(':', '-'))}/report.html'>{html.escape(r.title)}</a>"
+    if c.conditions:
+        shown = "<ul>" + "".join(f"<li>{html.escape(d.label)}: <b>{html.escape(d.shown())}</b></li>"
+                                 for d in c.conditions) + "</ul>"
+        rule = (f"{html.escape(c.rule())}.<ul>" + "".join(f"<li>{html.escape(d.check())}</li>" for d in c.conditions)
+                + "</ul>")
+    else:
+        shown, rule = "-", "cannot be tested (see the details)"
+    return (f"<tr id='claim-{html.escape(c.key)}' style='background:{colour[c.verdict]}'>"
+            f"<td>{html.escape(c.section)}</td><td><i>{html.escape(c.statement)}</i></td>"
+            f"<td>{html.escape(c.measure) or '-'}</td><td>{shown}</td><td><b>{html.escape(c.verdict)}</b></td>"
+            f"<td>{rule}</td><td>{html.escape(c.why)}</td><td>{_figure_links(figures)}</td></tr>")
+
+
+def claims_html(doc: dict, claims: list[Claim], results: dict) -> str:
+    """The claims report: one row per claim with the numbers its verdict compares, its rule as a pass condition
+    and links to its figures (doc["claims"][i]["figures"])."""
+    import html
+
+    figures = {c["claim"]: c.get("figures", []) for c in doc["claims"]}
+    rows = [_claim_row(c, figures.get(c.key, [])) for c in claims]
+    links = "".join(f"<li><a href='{html.escape(folder_of(k))}/report.html'>{html.escape(r.title)}</a>"
                     f" ({html.escape(k)})</li>" for k, r in results.items())
     verdicts = ", ".join(f"{v}: {n}" for v, n in doc["verdicts"].items())
     return "\n".join([
         "<!doctype html><html><head><meta charset='utf-8'><title>flowroutes reproduce</title>",
-        "<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;line-height:1.4}"
+        "<style>body{font-family:sans-serif;max-width:1400px;margin:2em auto;line-height:1.4}"
         "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px;font-size:88%;"
-        "vertical-align:top}</style></head><body>",
+        "vertical-align:top}ul{margin:0;padding-left:1.2em}</style></head><body>",
         f"<h1>Information flow routes: the paper's claims on {html.escape(doc['model'])}</h1>",
-        f"<p>Size: {html.escape(doc['size'])} ({html.escape(json.dumps(doc['plan']))}). {html.escape(verdicts)}. "
-        "Every number is a mean, frequency or difference with its 95% bootstrap interval and n; a verdict is "
-        "'holds' only when the interval excludes the alternative named in the last column.</p>",
+        "<ul>",
+        f"<li><b>Size</b> {html.escape(size_text(doc['size'], doc['plan']))}</li>",
+        f"<li><b>Data</b> {html.escape(counts_text(doc['counts']))}</li>",
+        f"<li><b>Verdicts</b> {html.escape(verdicts)}</li>",
+        "</ul>",
+        "<p>Every number is a mean, frequency or difference with its 95% bootstrap interval and n. The column "
+        "'on this model' shows exactly the numbers the verdict compares; 'rule' states when the claim holds and "
+        "whether each condition is met.</p>",
         "<table><tr><th>section</th><th>the paper</th><th>measured</th><th>on this model</th><th>verdict</th>"
-        "<th>rule</th></tr>", *rows, "</table>",
+        "<th>rule</th><th>details</th><th>figure</th></tr>", *rows, "</table>",
         f"<h2>The analyses</h2><ul>{links}</ul>",
-        f"<p><small>Timings (s): {html.escape(json.dumps({k: round(v, 1) for k, v in doc['timings_s'].items()}))}"
-        "</small></p></body></html>"])
+        f"<p><small>Time: {html.escape(timings_text(doc['timings_s']))}</small></p></body></html>"])
+
+
+def claims_text(doc: dict) -> str:
+    """The claims report as the terminal prints it: the size, then per claim its verdict, the numbers it compares
+    and its figures, then the verdict counts and the time."""
+    lines = [f"{doc['model']}, {size_text(doc['size'], doc['plan'])}", f"data: {counts_text(doc['counts'])}"]
+    for c in doc["claims"]:
+        lines.append(f"  {c['verdict']:>16}  {c['claim']}")
+        for cond in c.get("conditions", []):
+            lines.append(f"{'':20}{cond['quantity']}: {cond['shown']}; {cond['check']}")
+        if not c.get("conditions"):
+            lines.append(f"{'':20}{c['why']}")
+        for path in c.get("figures", []):
+            lines.append(f"{'':20}figure: {path}")
+    lines.append("verdicts: " + ", ".join(f"{v} {n}" for v, n in doc["verdicts"].items()))
+    lines.append(f"time: {timings_text(doc['timings_s'])}")
+    return "\n".join(lines)

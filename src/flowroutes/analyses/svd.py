@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .. import report
 from ..errors import FlowroutesError
-from .base import Analysis, Claim, Context, untestable
+from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .domains import GENERAL, NON_ENGLISH, POOLED
 from .rows import column
 from .stats import difference_ci
@@ -272,7 +272,8 @@ def claims(results: dict) -> list[Claim]:
     why = ("holds when the interval lies above 0; it " + ("does" if holds else "does not") + ". Per topic: "
            + "; ".join(f"{k} {v} (heads {', '.join(m['heads'][k])}; {m['vocabulary_sizes'][k]} topic tokens)"
                        for k, v in m["parts"].items()) + f"; {m['baseline_heads']} other heads")
-    return [Claim(key, section, statement, measure, est, "holds" if holds else "does not hold", why)]
+    conditions = (Condition("the topic-token share of the topic heads minus that of the other heads", est),)
+    return [Claim(key, section, statement, measure, est, verdict_of(conditions), why, conditions)]
 
 
 ANALYSIS = Analysis(

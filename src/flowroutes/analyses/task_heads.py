@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import report
-from .base import Analysis, Claim, Context, untestable
+from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
 from .stats import mean_ci, paired_ci
 
@@ -131,10 +131,14 @@ def generic_heads_claim(res: report.Result, statement: str) -> Claim:
     specific = [e for e in mean_ci(on - off, unit="examples") if e.above(0.0)]
     best = max(specific, key=lambda e: e.value, default=None)
     small = est.high < 0.1
-    verdict = "holds" if small and best is not None else "does not hold"
+    conditions = (Condition(f"the mean task - contrastive frequency of the {len(generic)} generic heads", est, "high",
+                            "<", 0.1),
+                  Condition("the number of heads whose task - contrastive difference has its interval above 0",
+                            len(specific), "value", ">=", 1))
+    verdict = verdict_of(conditions)
     why = (f"generic heads' mean difference {'< 0.1 (upper bound)' if small else 'reaches 0.1 or more'}; "
            f"{len(specific)} head(s) have a difference above 0" + (f", the largest {best}" if best else ""))
-    return Claim("ioi-generic-heads", "3.1, fig. 6", statement, measure, est, verdict, why)
+    return Claim("ioi-generic-heads", "3.1, fig. 6", statement, measure, est, verdict, why, conditions)
 
 
 def contrast_claim(gt: report.Result, gt00: report.Result, statement: str) -> Claim:
@@ -150,9 +154,10 @@ def contrast_claim(gt: report.Result, gt00: report.Result, statement: str) -> Cl
 
     est = paired_ci(change, stacked, None, unit="examples")[0]
     measure = "mean over heads of |f(task) - f(contrast)|, contrast YY=00 minus contrast YY=01"
-    verdict = "holds" if est.above(0.0) else "does not hold"
+    conditions = (Condition("the mean over heads of |f(task) - f(contrast)|, YY=00 minus YY=01", est),)
+    verdict = verdict_of(conditions)
     why = "the interval is above 0" if est.above(0.0) else "the interval does not exclude 0 or is below it"
-    return Claim("greater-than-contrast", "3.2, fig. 7", statement, measure, est, verdict, why)
+    return Claim("greater-than-contrast", "3.2, fig. 7", statement, measure, est, verdict, why, conditions)
 
 
 ANALYSIS = Analysis(

@@ -11,7 +11,7 @@ import collections
 import numpy as np
 
 from .. import report
-from .base import Analysis, Claim, Context
+from .base import Analysis, Claim, Condition, Context, verdict_of
 from .data import CONTENT_TAGS, FUNCTION_TAGS
 from .rows import column, list_column
 from .stats import difference_ci, mean_ci
@@ -128,19 +128,19 @@ def claims(results: dict) -> list[Claim]:
         out.append(Claim("pos-function-words", "4.1, fig. 8a", statement, measure, None, "cannot be tested",
                          "no function or no content words were tagged (spaCy off?)"))
     else:
-        out.append(Claim("pos-function-words", "4.1, fig. 8a", statement, measure, est,
-                         "holds" if est.above(0.0) else "does not hold",
+        conditions = (Condition("the k-NN accuracy of input POS, function words minus content words", est),)
+        out.append(Claim("pos-function-words", "4.1, fig. 8a", statement, measure, est, verdict_of(conditions),
                          "function-word POS is recovered more often (interval above 0)" if est.above(0.0)
-                         else "the interval does not lie above 0"))
+                         else "the interval does not lie above 0", conditions))
     # 2. first vs later subwords
     sub = d["subword"]
     est = sub["gain"]
     statement = "contribution patterns strongly depend on whether the current token is the first or a later subword"
     measure = "k-NN accuracy of first/later subword minus the majority baseline"
-    out.append(Claim("first-vs-later-subwords", "4.1, fig. 8c", statement, measure, est,
-                     "holds" if est.above(0.0) else "does not hold",
+    conditions = (Condition("the k-NN accuracy of first/later subword minus the majority baseline", est),)
+    out.append(Claim("first-vs-later-subwords", "4.1, fig. 8c", statement, measure, est, verdict_of(conditions),
                      f"majority baseline {sub['majority_baseline']}; gain interval "
-                     + ("above 0" if est.above(0.0) else "not above 0")))
+                     + ("above 0" if est.above(0.0) else "not above 0"), conditions))
     # 3. input vs next token POS
     a, b = d["pos_in"], d["pos_next"]
     statement = "contribution patterns depend more on input tokens rather than output tokens"
@@ -152,10 +152,10 @@ def claims(results: dict) -> list[Claim]:
     else:
         ga, gb, docs_ab = both
         est = mean_ci(ga - gb, docs_ab, unit="texts")[0]
-        out.append(Claim("input-vs-next-pos", "4.1, fig. 8b", statement, measure, est,
-                         "holds" if est.above(0.0) else "does not hold",
+        conditions = (Condition("the k-NN gain over the majority baseline, input POS minus next-token POS", est),)
+        out.append(Claim("input-vs-next-pos", "4.1, fig. 8b", statement, measure, est, verdict_of(conditions),
                          "input POS is recovered better (interval above 0)" if est.above(0.0)
-                         else "the interval does not lie above 0"))
+                         else "the interval does not lie above 0", conditions))
     return out
 
 
