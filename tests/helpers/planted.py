@@ -197,3 +197,55 @@ def merging_head(model, tokenizer, layer: int, head: int) -> None:
     read the previous token, so it is not a previous-token head."""
     relative_head(model, layer, head, offset=1)
     value_blind(model, layer, head, word_ends_apart(model, tokenizer))  # its sub-edges from a word end are zero
+
+
+def period_tokenizer():
+    """Words 'w0'..'w94', '.' and '[UNK]', split at spaces and punctuation (the word tokenizer with a period)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(95)}
+    vocab["."] = 95
+    vocab["[UNK]"] = 96
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+def period_texts(n: int, seed: int = 0) -> list[str]:
+    """n texts of 16-23 random words with one period after the 5th-9th word."""
+    texts = word_texts(n, seed)
+    out = []
+    for k, text in enumerate(texts):
+        words = text.split() + [f"w{(7 * k) % 90}", f"w{(11 * k) % 90}", f"w{(13 * k) % 90}", f"w{(3 * k) % 90}"]
+        cut = 5 + k % 5
+        out.append(" ".join(words[:cut]) + " . " + " ".join(words[cut:]))
+    return out
+
+
+SINK_PAIR = HEAD_DIM // 2 - 1  # the slowest RoPE pair (0.018 rad per position): content attention nearly unrotated
+
+
+def sink_token(model, token: int, heads: list[tuple[int, int]], norm: float = 20.0, strength: float = 60.0) -> None:
+    """Make `token` a BOS-like sink: its embedding is `norm` times the others' and holds a marker dimension no
+    other token has; each (layer, head) of `heads` attends to it from every later position (query bias and key
+    column on the slowest RoPE pair, so the score of the marked key is about `strength` logits over any other)."""
+    emb = model.model.embed_tokens.weight
+    d = emb.shape[1]
+    marker = d - 1
+    with torch.no_grad():
+        emb[:, marker] = 0.0
+        emb.div_(emb.norm(dim=-1, keepdim=True)).mul_(math.sqrt(d))
+        emb[token] = 0.0
+        emb[token, marker] = norm * math.sqrt(d)
+        emb[token, :marker] = norm * torch.randn(marker, generator=torch.Generator().manual_seed(3)) * 0.3
+        size = math.sqrt(strength * math.sqrt(HEAD_DIM))
+        for layer, head in heads:
+            attn = model.model.layers[layer].self_attn
+            rows = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+            for proj in (attn.q_proj, attn.k_proj):
+                proj.weight[rows] = 0.0
+                proj.bias[rows] = 0.0
+            attn.q_proj.bias[head * HEAD_DIM + SINK_PAIR] = size
+            # the marked token's normed state holds about marker / rms of it in the marker dimension
+            attn.k_proj.weight[head * HEAD_DIM + SINK_PAIR, marker] = size

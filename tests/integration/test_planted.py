@@ -18,11 +18,14 @@ from tests.helpers.models import word_tokenizer
 from tests.helpers.planted import (
     corpus_claims,
     merging_head,
+    period_texts,
+    period_tokenizer,
     planted_llama,
     relative_head,
     scale_attention,
     scale_ffn,
     scale_head,
+    sink_token,
     subword_texts,
     subword_tokenizer,
     word_ends_apart,
@@ -111,3 +114,25 @@ def test_subword_merging_head_in_a_bottom_layer_or_none(planted):
     assert verdicts(claims, "subword-merging-heads") == planted
     if planted == "holds":  # and it is not a previous-token head: there is none
         assert claims["previous-token-heads-lead"].verdict == "cannot be tested"
+
+
+# --- app. D: the first period acts as BOS ----------------------------------------------------------------------
+@pytest.mark.parametrize("planted, quiet, attended", [("holds", True, True), ("does not hold", True, False),
+                                                      ("does not hold", False, False)])
+def test_first_period_as_bos_or_as_any_token(planted, quiet, attended):
+    """One period per text. `quiet`: its embedding is 20x the others' norm, so its own stream ignores its blocks;
+    `attended`: heads L0H0 and L1H0 attend to it from every later position (a key only it has), output 3x.
+    Planted true: both; planted false: quiet but never attended, or an ordinary token."""
+    tok = period_tokenizer()
+    texts = period_texts(40)
+    period = tok.convert_tokens_to_ids(".")
+    model = planted_llama(len(tok))
+    if quiet:
+        sink_token(model, period, [(0, 0), (1, 0)] if attended else [])
+    if attended:
+        for layer in (0, 1):
+            scale_head(model, layer, 0, 3.0)
+    alpha = attention_of(model, tok, texts[0], 0)[0]  # [T, T]
+    q = tok(texts[0])["input_ids"].index(period)
+    assert (alpha[q:, q].min() > 0.99) == attended
+    assert verdicts(corpus_claims(model, tok, texts, ("periods",)), "first-period-bos") == planted
