@@ -16,7 +16,8 @@ import numpy as np
 
 from .stats import Estimate, fmt
 
-VERDICTS = ("holds", "does not hold", "cannot be tested")
+VERDICTS = ("holds", "does not hold", "not enough data to tell", "cannot be tested")
+Z95, Z80 = 1.959964, 0.841621  # two-sided 95% intervals; 80% power
 
 
 #: how a rule reads each bound of an estimate, and each comparison
@@ -37,6 +38,10 @@ class Condition:
     bound: str = "low"
     op: str = ">"
     threshold: float = 0.0
+    # the smallest effect the paper's words describe, in the quantity's units, as this rule reads them (None: the
+    # paper states no size). A condition not met whose interval still reaches it is undecided: the run could not
+    # tell the paper's effect from what it saw (docs/claims.md has each reading)
+    effect: float | None = None
 
     def __post_init__(self):
         assert self.bound in BOUNDS and self.op in OPS, (self.bound, self.op)
@@ -52,6 +57,41 @@ class Condition:
     def met(self) -> bool:
         x = self.compared
         return bool(np.isfinite(x) and OPS[self.op][1](x, float(self.threshold)))
+
+    @property
+    def undecided(self) -> bool:
+        """Not met, yet the interval reaches the paper's effect: this run cannot tell that effect from none."""
+        q = self.quantity
+        if self.met or self.effect is None or not isinstance(q, Estimate) or not q.has_interval:
+            return False
+        if self.bound == "low":
+            return bool(q.high >= self.effect)
+        if self.bound == "high":
+            return bool(q.low <= self.effect)
+        return False
+
+    @property
+    def detectable(self) -> float | None:
+        """The smallest true effect this rule meets with 80% power at this run's interval width (the standard error
+        read off the 95% interval); None for counts, single values and missing intervals."""
+        q = self.quantity
+        if not isinstance(q, Estimate) or not q.has_interval or self.bound == "value":
+            return None
+        margin = (Z95 + Z80) * (q.high - q.low) / (2 * Z95)
+        return float(self.threshold + margin if self.bound == "low" else self.threshold - margin)
+
+    def power(self) -> str:
+        """What the run could see: 'an effect of 0.031 or more would meet this rule with 80% power; the paper's
+        effect (0.05) is within reach' (or the reading when the paper states no size)."""
+        mde = self.detectable
+        if mde is None:
+            return "a count or a single value: no power calculation"
+        word = "or more" if self.bound == "low" else "or less"
+        text = f"an effect of {fmt(mde)} {word} would meet this rule with 80% power at this n"
+        if self.effect is None:
+            return text + "; the paper states no size for this effect"
+        reach = mde <= self.effect if self.bound == "low" else mde >= self.effect
+        return text + f"; the paper's effect, read as {fmt(self.effect)}, is {'within' if reach else 'beyond'} reach"
 
     def rule(self) -> str:
         """'the lower bound of the 95% interval of X is above 0'."""
@@ -73,7 +113,9 @@ class Condition:
         return {"quantity": self.label, "estimate": q.to_dict() if isinstance(q, Estimate) else {"value": int(q)},
                 "compares": self.bound, "op": self.op, "threshold": self.threshold,
                 "compared_value": _finite(self.compared), "met": self.met, "rule": self.rule(),
-                "shown": self.shown(), "check": self.check()}
+                "shown": self.shown(), "check": self.check(), "paper_effect": self.effect,
+                "detectable": _finite(self.detectable) if self.detectable is not None else None,
+                "undecided": self.undecided, "power": self.power()}
 
 
 def threshold_text(x: float) -> str:
@@ -83,8 +125,12 @@ def threshold_text(x: float) -> str:
 
 
 def verdict_of(conditions) -> str:
-    """'holds' when every condition is met, else 'does not hold'."""
-    return "holds" if all(c.met for c in conditions) else "does not hold"
+    """'holds' when every condition is met; 'not enough data to tell' when every condition not met is undecided
+    (its interval still reaches the paper's effect); else 'does not hold'."""
+    unmet = [c for c in conditions if not c.met]
+    if not unmet:
+        return "holds"
+    return "not enough data to tell" if all(c.undecided for c in unmet) else "does not hold"
 
 
 @dataclass
@@ -121,10 +167,12 @@ class Claim:
         return "holds if " + " and ".join(c.rule() for c in self.conditions) if self.conditions else ""
 
     def to_dict(self) -> dict:
+        from .calibration import calibration
+
         return {"claim": self.key, "section": self.section, "paper": self.statement, "measure": self.measure,
                 "estimate": self.estimate.to_dict() if self.estimate is not None else None,
                 "verdict": self.verdict, "rule": self.rule(), "conditions": [c.to_dict() for c in self.conditions],
-                "why": self.why}
+                "why": self.why, "calibration": calibration(self.key)}
 
 
 def _finite(x: float) -> float | None:

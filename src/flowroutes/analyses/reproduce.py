@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import report
 from ..errors import FlowroutesError
-from .base import Claim, Condition, Context, registry, untestable, verdict_of
+from .base import VERDICTS, Claim, Condition, Context, registry, untestable, verdict_of
 from .rows import column
 from .run import DOMAINS, Options, check_out, compute_rows, load, make_options, read_sources
 from .stats import Estimate, fmt, statistic_ci
@@ -121,7 +121,7 @@ def claims_doc(model: str, size: str, plan: dict, counts: dict, timings: dict, c
     return {
         "model": model, "size": size, "plan": plan, "counts": counts, "timings_s": timings,
         "claims": [{**c.to_dict(), "figures": claim_figures(c.key, out_dir)} for c in claims],
-        "verdicts": {v: sum(c.verdict == v for c in claims) for v in ("holds", "does not hold", "cannot be tested")},
+        "verdicts": {v: sum(c.verdict == v for c in claims) for v in VERDICTS},
     }
 
 
@@ -316,14 +316,21 @@ def _figure_links(paths: list[str]) -> str:
 def _claim_row(c: Claim, figures: list[str]) -> str:
     import html
 
-    colour = {"holds": "#d8f0d8", "does not hold": "#f6d6d6", "cannot be tested": "#eeeeee"}
+    from .calibration import calibration
+
+    colour = {"holds": "#d8f0d8", "does not hold": "#f6d6d6", "not enough data to tell": "#f6ecc8",
+              "cannot be tested": "#eeeeee"}
     if c.conditions:
         shown = "<ul>" + "".join(f"<li>{html.escape(d.label)}: <b>{html.escape(d.shown())}</b></li>"
                                  for d in c.conditions) + "</ul>"
-        rule = (f"{html.escape(c.rule())}.<ul>" + "".join(f"<li>{html.escape(d.check())}</li>" for d in c.conditions)
-                + "</ul>")
+        rule = (f"{html.escape(c.rule())}.<ul>" + "".join(
+            f"<li>{html.escape(d.check())}{' (undecided)' if d.undecided else ''}"
+            f"{'; ' + html.escape(d.power()) if d.detectable is not None else ''}</li>"
+            for d in c.conditions) + "</ul>")
     else:
         shown, rule = "-", "cannot be tested (see the details)"
+    checked = calibration(c.key)
+    rule += f"<p><small>{html.escape(checked['text'])}</small></p>"
     return (f"<tr id='claim-{html.escape(c.key)}' style='background:{colour[c.verdict]}'>"
             f"<td>{html.escape(c.section)}</td><td><i>{html.escape(c.statement)}</i></td>"
             f"<td>{html.escape(c.measure) or '-'}</td><td>{shown}</td><td><b>{html.escape(c.verdict)}</b></td>"
@@ -352,8 +359,11 @@ def claims_html(doc: dict, claims: list[Claim], results: dict) -> str:
         f"<li><b>Verdicts</b> {html.escape(verdicts)}</li>",
         "</ul>",
         "<p>Every number is a mean, frequency or difference with its 95% bootstrap interval and n. The column "
-        "'on this model' shows exactly the numbers the verdict compares; 'rule' states when the claim holds and "
-        "whether each condition is met.</p>",
+        "'on this model' shows exactly the numbers the verdict compares; 'rule' states when the claim holds, "
+        "whether each condition is met, the smallest effect this run could see (80% power) and whether the claim's "
+        "detector was seen to flip on planted models. A condition that is not met while its interval still reaches "
+        "the paper's effect is undecided; a verdict whose unmet conditions are all undecided reads 'not enough data "
+        "to tell'.</p>",
         "<table><tr><th>section</th><th>the paper</th><th>measured</th><th>on this model</th><th>verdict</th>"
         "<th>rule</th><th>details</th><th>figure</th></tr>", *rows, "</table>",
         f"<h2>The analyses</h2><ul>{links}</ul>",
@@ -368,10 +378,14 @@ def claims_text(doc: dict) -> str:
         lines.append(f"  {c['verdict']:>16}  {c['claim']}")
         for cond in c.get("conditions", []):
             lines.append(f"{'':20}{cond['quantity']}: {cond['shown']}; {cond['check']}")
+            if cond.get("detectable") is not None:
+                lines.append(f"{'':22}power: {cond['power']}")
         if not c.get("conditions"):
             lines.append(f"{'':20}{c['why']}")
         for path in c.get("figures", []):
             lines.append(f"{'':20}figure: {path}")
+        if "calibration" in c:
+            lines.append(f"{'':20}{c['calibration']['text']}")
     lines.append("verdicts: " + ", ".join(f"{v} {n}" for v, n in doc["verdicts"].items()))
     lines.append(f"time: {timings_text(doc['timings_s'])}")
     return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Which claims' detectors have been seen to flip on planted models: a model built so that the claim is true must
+get "holds", one built so that it is false "does not hold" (tests/integration/test_planted.py, run by `make test`).
+The report shows each row's entry; a claim with none says so. Computes nothing.
+
+`tests/unit/test_calibration.py` checks that this table and the planted tests name the same claims and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TESTS = "tests/integration/test_planted.py"
+
+
+@dataclass(frozen=True)
+class Planted:
+    """The planted pair of one claim: the test that runs both models end to end, and what each plants."""
+
+    test: str
+    true: str
+    false: str
+
+
+PLANTED: dict[str, Planted] = {
+    "previous-token-heads-lead": Planted(
+        "test_previous_token_head_that_leads_its_layer_or_does_not",
+        "a previous-token head (RoPE biases) whose output is 3x: the most active head of its layer",
+        "the same head at 0.5x: still a previous-token head, but the other heads of its layer affect more streams"),
+    "bottom-to-top": Planted(
+        "test_blocks_more_active_at_the_bottom_or_at_the_top",
+        "attention and FFN outputs scaled 3, 2, 1.5, 0.5, 0.3, 0.3 from the bottom layer up",
+        "the same scales from the top layer down"),
+    "last-layer-ffn": Planted(
+        "test_last_ffn_highly_important_or_nearly_silent",
+        "the last FFN's output 8x, the others 0.5x", "the last FFN's output 0.05x"),
+    "subword-merging-heads": Planted(
+        "test_subword_merging_head_in_a_bottom_layer_or_none",
+        "a layer-0 head that reads the previous token and nothing of the word end: later subwords read their own "
+        "word, first subwords get no influence, 60% of cases read the previous token",
+        "the same head reading the word end too: a previous-token head, and no merging head"),
+    "first-period-bos": Planted(
+        "test_first_period_as_bos_or_as_any_token",
+        "a period 20x the others' norm, attended by two heads from every later token",
+        "a period as quiet but attended by no head; and a period like any other token"),
+}
+
+
+def calibration(key: str) -> dict:
+    """The row's calibration for claims.json and the report."""
+    got = PLANTED.get(key)
+    if got is None:
+        return {"planted": False, "text": "not yet checked on planted models: the verdict's detector has not been "
+                                          "seen to flip"}
+    return {"planted": True, "test": f"{TESTS}::{got.test}", "true": got.true, "false": got.false,
+            "text": f"checked on planted models: 'holds' where planted true ({got.true}); 'does not hold' where "
+                    f"planted false ({got.false})"}
