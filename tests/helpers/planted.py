@@ -108,22 +108,26 @@ def value_blind(model, layer: int, head: int, dims: list[int]) -> None:
         v.weight[head * HEAD_DIM:(head + 1) * HEAD_DIM][:, dims] = 0.0
 
 
-def corpus_claims(model, tokenizer, texts: list[str], analyses: tuple[str, ...], n_boot: int = 300) -> dict:
-    """Model -> traces -> corpus rows -> each analysis's summary -> claims, as `flowroutes reproduce` runs them
-    (general domain only, regex words, no spaCy); claim key -> Claim."""
+def corpus_claims(model, tokenizer, texts: list[str] | dict[str, list[str]], analyses: tuple[str, ...],
+                  n_boot: int = 300) -> dict:
+    """Model -> traces -> corpus rows (and weight rows for svd) -> each analysis's summary -> claims, as
+    `flowroutes reproduce` runs them (regex words, no spaCy); `texts`: the general domain's, or domain -> texts.
+    Returns claim key -> Claim."""
     import flowroutes
     from flowroutes.analyses.base import Context, registry
     from flowroutes.analyses.rows import corpus_rows
-    from flowroutes.analyses.run import corpus_items, make_options
+    from flowroutes.analyses.run import compute_rows, corpus_items, make_options
 
     loaded = flowroutes.load_model(model, tokenizer=tokenizer)
     opts = make_options(None, spacy=False, n_boot=n_boot, progress=False)
-    items, counts = corpus_items(loaded, [("general", texts)], opts)
+    sources = list(texts.items()) if isinstance(texts, dict) else [("general", texts)]
+    items, counts = corpus_items(loaded, sources, opts)
     table = corpus_rows(loaded, items, use_spacy=False)
     specs = registry()
     results = {}
     for name in analyses:
-        ctx = Context(table, loaded.n_layers, loaded.n_heads, opts, counts, loaded, dict(results))
+        rows = compute_rows("weights", loaded, None, opts, None)[0] if specs[name].kind == "weights" else table
+        ctx = Context(rows, loaded.n_layers, loaded.n_heads, opts, counts, loaded, dict(results))
         results[name] = specs[name].summarize(ctx)
     return {c.key: c for name in analyses for c in (specs[name].claims(results) if specs[name].claims else [])}
 
@@ -249,3 +253,96 @@ def sink_token(model, token: int, heads: list[tuple[int, int]], norm: float = 20
             attn.q_proj.bias[head * HEAD_DIM + SINK_PAIR] = size
             # the marked token's normed state holds about marker / rms of it in the marker dimension
             attn.k_proj.weight[head * HEAD_DIM + SINK_PAIR, marker] = size
+
+
+# --- a world of domains: each domain's words live in their own block of embedding dimensions -------------------
+DOMAINS = ("general", "english", "code", "russian", "addition", "subtraction")
+WORDS_PER_DOMAIN = 20
+BLOCK = 20  # embedding dims per domain: domain k's words live in dims k * BLOCK .. (k + 1) * BLOCK - 1
+SPARE = len(DOMAINS) * BLOCK  # dims from here on: output directions of promoting heads
+
+
+def domain_tokenizer():
+    """Words 'w0'..'w119' (domain k: w{20k}..w{20k+19}) and '[UNK]'."""
+    from tests.helpers.models import word_tokenizer
+
+    return word_tokenizer(len(DOMAINS) * WORDS_PER_DOMAIN + 1)
+
+
+def domain_texts(n: int, seed: int = 0) -> dict[str, list[str]]:
+    """n texts of 12-19 words per domain, each drawn from its own domain's words."""
+    out = {}
+    for k, name in enumerate(DOMAINS):
+        base = word_texts(n, seed + k, words=WORDS_PER_DOMAIN)
+        out[name] = [" ".join(f"w{int(w[1:]) + k * WORDS_PER_DOMAIN}" for w in t.split()) for t in base]
+    return out
+
+
+def domain_model(n_layers: int = 3, n_heads: int = 8, seed: int = 0) -> LlamaForCausalLM:
+    """A planted Llama (d = 128) whose token embeddings live in their domain's block of dims."""
+    model = planted_llama(len(DOMAINS) * WORDS_PER_DOMAIN + 1, n_layers=n_layers, n_heads=n_heads, seed=seed)
+    emb = model.model.embed_tokens.weight
+    d = emb.shape[1]
+    with torch.no_grad():
+        keep = torch.zeros_like(emb)
+        for k in range(len(DOMAINS)):
+            rows = slice(k * WORDS_PER_DOMAIN, (k + 1) * WORDS_PER_DOMAIN)
+            keep[rows, k * BLOCK:(k + 1) * BLOCK] = 1.0
+        keep[-1, :BLOCK] = 1.0  # [UNK]: with the general words
+        emb.mul_(keep)
+        emb.div_(emb.norm(dim=-1, keepdim=True)).mul_(math.sqrt(d))
+        for layer in model.model.layers:  # no constant written into every dim: blocks read only what tokens hold
+            layer.self_attn.o_proj.bias.zero_()
+    scale_ffn(model, 0, 0.0)  # layer 0 only routes words (its heads); its FFN writes nothing
+    return model
+
+
+def block_dims(*domains: str) -> list[int]:
+    return [i for name in domains for i in range(DOMAINS.index(name) * BLOCK, (DOMAINS.index(name) + 1) * BLOCK)]
+
+
+def domain_head(model, layer: int, head: int, domains: tuple[str, ...], scale: float = 2.0) -> None:
+    """Head `head` of `layer` reads the previous token, and only the dims of `domains` into its values: it matters
+    where the previous word is of those domains, nowhere else."""
+    relative_head(model, layer, head, offset=1)
+    d = model.config.hidden_size
+    value_blind(model, layer, head, [i for i in range(d) if i not in set(block_dims(*domains))])
+    scale_head(model, layer, head, scale)
+
+
+def quiet_heads(model, except_heads: set[tuple[int, int]], factor: float = 1e-4) -> None:
+    """Every other head writes `factor` times its output: eq. 1 gives it (almost) no importance anywhere, while its
+    W_OV keeps its random directions (its singular vectors are a fair baseline)."""
+    for layer in range(model.config.num_hidden_layers):
+        for head in range(model.config.num_attention_heads):
+            if (layer, head) not in except_heads:
+                scale_head(model, layer, head, factor)
+
+
+def ffn_reads_only(model, layer: int, domains: tuple[str, ...]) -> None:
+    """The FFN of `layer` reads only the dims of `domains` and has no biases: tokens of other domains give it
+    (almost) nothing to work on."""
+    mlp = model.model.layers[layer].mlp
+    d = model.config.hidden_size
+    blind = [i for i in range(d) if i not in set(block_dims(*domains))]
+    with torch.no_grad():
+        for proj in (mlp.gate_proj, mlp.up_proj):
+            proj.weight[:, blind] = 0.0
+            proj.bias.zero_()
+        mlp.down_proj.bias.zero_()
+
+
+def promote(model, layer: int, head: int, domain: str) -> None:
+    """Head `head` of `layer` writes only along one spare direction, which the unembedding reads for the words
+    of `domain`: its W_OV's top singular vector promotes exactly those words (through a final norm of weight 1)."""
+    k = DOMAINS.index(domain)
+    direction = SPARE + k
+    o = model.model.layers[layer].self_attn.o_proj
+    head_u = model.lm_head.weight
+    with torch.no_grad():
+        cols = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+        size = o.weight[:, cols].norm()
+        o.weight[:, cols] = 0.0
+        o.weight[direction, cols] = size / math.sqrt(HEAD_DIM)
+        head_u[:, direction] = 0.0
+        head_u[k * WORDS_PER_DOMAIN:(k + 1) * WORDS_PER_DOMAIN, direction] = 3.0

@@ -17,10 +17,17 @@ from flowroutes.capture import run_with_capture
 from tests.helpers.models import word_tokenizer
 from tests.helpers.planted import (
     corpus_claims,
+    domain_head,
+    domain_model,
+    domain_texts,
+    domain_tokenizer,
+    ffn_reads_only,
     merging_head,
     period_texts,
     period_tokenizer,
     planted_llama,
+    promote,
+    quiet_heads,
     relative_head,
     scale_attention,
     scale_ffn,
@@ -136,3 +143,51 @@ def test_first_period_as_bos_or_as_any_token(planted, quiet, attended):
     q = tok(texts[0])["input_ids"].index(period)
     assert (alpha[q:, q].min() > 0.99) == attended
     assert verdicts(corpus_claims(model, tok, texts, ("periods",)), "first-period-bos") == planted
+
+
+# --- 5.1, 5.2: domains ---------------------------------------------------------------------------------------------
+DOMAIN_HEADS = {"code": [(0, 0), (0, 1)], "russian": [(0, 2), (0, 3)], "addition": [(0, 4), (0, 5)]}
+#: each claim of the domain world, and what its planted-false model changes
+DOMAIN_CLAIMS = {"domain-specific-heads": "shared", "ffn-zero-arithmetic": "ffn_reads_all",
+                 "last-ffn-non-english": "last_reads_all", "svd-topic-tokens": "promote_general"}
+
+
+def domain_world(change: str | None = None):
+    """Six domains whose words live in their own embedding dims (general, english, code, russian, addition,
+    subtraction; 3 layers of 8 heads). Planted true: two layer-0 heads per domain (code, russian, addition) read the
+    previous word's values only from their domain's dims (the other heads write 1e-4 of their output), and write
+    along a direction the unembedding reads for their domain's words; the layer-1 FFN reads only general, english
+    and code dims (so it has nothing to do on addition and subtraction), the last FFN all but russian's.
+    `change` plants one claim false: "shared" (the six heads read all three domains), "ffn_reads_all",
+    "last_reads_all", "promote_general" (the heads promote general words)."""
+    model = domain_model()
+    for domain, heads in DOMAIN_HEADS.items():
+        for layer, head in heads:
+            domain_head(model, layer, head, ("code", "russian", "addition") if change == "shared" else (domain,))
+            promote(model, layer, head, "general" if change == "promote_general" else domain)
+    quiet_heads(model, {h for heads in DOMAIN_HEADS.values() for h in heads})
+    if change != "ffn_reads_all":
+        ffn_reads_only(model, 1, ("general", "english", "code"))
+    if change != "last_reads_all":
+        ffn_reads_only(model, 2, ("general", "english", "code", "addition", "subtraction"))
+    scale_ffn(model, 1, 3.0)
+    scale_ffn(model, 2, 3.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def domain_claims_true():
+    return corpus_claims(domain_world(), domain_tokenizer(), domain_texts(30), ("domains", "svd"))
+
+
+@pytest.mark.parametrize("planted", ["holds", "does not hold"])
+@pytest.mark.parametrize("key", sorted(DOMAIN_CLAIMS))
+def test_domain_claims_on_a_world_of_domains(domain_claims_true, key, planted):
+    tok = domain_tokenizer()
+    if planted == "holds":
+        claims = domain_claims_true
+        alpha = attention_of(domain_world(), tok, domain_texts(1)["code"][0], 0)[0]
+        assert alpha.max(-1).min() > 0.99  # the planted heads read the previous word
+    else:
+        claims = corpus_claims(domain_world(DOMAIN_CLAIMS[key]), tok, domain_texts(30), ("domains", "svd"))
+    assert verdicts(claims, key) == planted

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TESTS = "tests/integration/test_planted.py"
+DOMAINS_TEST = "test_domain_claims_on_a_world_of_domains"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,19 @@ PLANTED: dict[str, Planted] = {
         "test_first_period_as_bos_or_as_any_token",
         "a period 20x the others' norm, attended by two heads from every later token",
         "a period as quiet but attended by no head; and a period like any other token"),
+    "domain-specific-heads": Planted(
+        DOMAINS_TEST,
+        "six domains whose words live in their own embedding dims; two layer-0 heads per domain (code, russian, "
+        "addition) read values only from their domain's dims, every other head writes 1e-4 of its output",
+        "the same six heads read all three domains' dims"),
+    "ffn-zero-arithmetic": Planted(
+        DOMAINS_TEST, "the same world; the layer-1 FFN reads only general, english and code dims",
+        "the layer-1 FFN reads every dim"),
+    "last-ffn-non-english": Planted(
+        DOMAINS_TEST, "the same world; the last FFN reads every dim but russian's", "the last FFN reads every dim"),
+    "svd-topic-tokens": Planted(
+        DOMAINS_TEST, "the same world; each domain head writes along a direction the unembedding reads for its "
+        "domain's words (the other heads keep random W_OV)", "the domain heads promote general words"),
 }
 
 

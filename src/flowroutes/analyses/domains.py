@@ -54,10 +54,12 @@ def domain_masks(domains: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def most_specific(specificity: np.ndarray, k: int) -> list[int]:
-    """Flat indices of the (at most) k heads with the largest positive specificity, largest first."""
+def most_specific(specificity: np.ndarray, k: int, means: np.ndarray | None = None) -> list[int]:
+    """Flat indices of the (at most) k heads with the largest positive specificity, largest first; with `means`
+    (the heads' mean importance in the domain), only heads the paper would show there (mean above SHOWN, fig. 10:
+    "we show only heads with importance higher than 0.015"): a head of no importance is specific to nothing."""
     order = np.argsort(-specificity, kind="stable")
-    return [int(i) for i in order[:k] if specificity[i] > 0]
+    return [int(i) for i in order[:k] if specificity[i] > 0 and (means is None or means[i] > SHOWN)]
 
 
 def jaccard(a: set, b: set) -> float:
@@ -111,7 +113,8 @@ def summarize(ctx: Context) -> report.Result:
         "specialised domains; 'non-english' pools the russian, italian and spanish rows. All intervals are 95% "
         "bootstrap intervals resampling texts."
     )
-    specific = {g: [divmod(i, n_heads) for i in most_specific(v, TOP)] for g, v in e.spec_values.items()}
+    specific = {g: [divmod(i, n_heads) for i in most_specific(v, TOP, e.means[g][:nh])]
+                for g, v in e.spec_values.items()}
     data = {"specific_heads": specific, "means": e.means, "specificity": e.spec, "estimates": e.est, "shown": shown,
             "ffn": x[:, nh:].astype(np.float64), "domain": dom, "doc": docs,
             "doc_sums": np.concatenate(e.doc_sums), "doc_counts": np.concatenate(e.doc_counts),
@@ -182,7 +185,7 @@ def _summary(ctx: Context, masks: dict[str, np.ndarray], docs: np.ndarray, e: Do
     for g, v in e.spec_values.items():
         summary[f"{g}: most specific heads (mean - general)"] = [
             {"head": _name(i, n_heads), "mean": e.est[g][i], "specificity": e.spec[g][i]}
-            for i in most_specific(v, LISTED)]
+            for i in most_specific(v, LISTED, e.means[g][:nh])]
         summary[f"{g}: heads shown (mean > {SHOWN})"] = int(np.isfinite(shown[g]).sum())
     summary["last-layer FFN importance"] = {g: ffn[g][-1] for g in masks}
     return summary
@@ -392,16 +395,23 @@ class _TopHeads:
 
     def specificity(self, w: np.ndarray, mask: np.ndarray, within: np.ndarray) -> np.ndarray | None:
         """Mean of the texts in mask & within minus general's, texts weighted by w [D]; None without texts."""
+        got = self.means(w, mask, within)
+        return None if got is None else got[0] - got[1]
+
+    def means(self, w: np.ndarray, mask: np.ndarray, within: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean head importance of the texts in mask & within, of general's), texts weighted by w [D]."""
         a, b = w * (mask & within), w * (self.general & within)
         na, nb = a @ self.counts, b @ self.counts
-        return (a @ self.sums) / na - (b @ self.sums) / nb if na > 0 and nb > 0 else None
+        return ((a @ self.sums) / na, (b @ self.sums) / nb) if na > 0 and nb > 0 else None
 
     def top_sets(self, w: np.ndarray) -> list[set] | None:
         everything = np.ones(self.n_texts, dtype=bool)
-        specs = [self.specificity(w, mask, everything) for mask in self.member]
-        if any(s is None for s in specs):  # a resample without any text of some domain
+        got = [self.means(w, mask, everything) for mask in self.member]
+        if any(g is None for g in got):  # a resample without any text of some domain
             return None
-        return [set(np.argsort(-s, kind="stable")[: self.k].tolist()) for s in specs]
+        # only heads that are specific (above 0) and shown (above SHOWN) count, as in `most_specific`: a top-k padded
+        # with heads that no domain uses would make every domain's set look alike
+        return [set(most_specific(mine - general, self.k, mine)) for mine, general in got]
 
     def held_out(self, w: np.ndarray) -> list[float] | None:
         out = []
