@@ -109,9 +109,10 @@ def value_blind(model, layer: int, head: int, dims: list[int]) -> None:
 
 
 def corpus_claims(model, tokenizer, texts: list[str] | dict[str, list[str]], analyses: tuple[str, ...],
-                  n_boot: int = 300) -> dict:
+                  n_boot: int = 300, spacy: bool = False) -> dict:
     """Model -> traces -> corpus rows (and weight rows for svd) -> each analysis's summary -> claims, as
-    `flowroutes reproduce` runs them (regex words, no spaCy); `texts`: the general domain's, or domain -> texts.
+    `flowroutes reproduce` runs them (regex words and no POS unless `spacy`); `texts`: the general domain's, or
+    domain -> texts.
     Returns claim key -> Claim."""
     import flowroutes
     from flowroutes.analyses.base import Context, registry
@@ -119,10 +120,10 @@ def corpus_claims(model, tokenizer, texts: list[str] | dict[str, list[str]], ana
     from flowroutes.analyses.run import compute_rows, corpus_items, make_options
 
     loaded = flowroutes.load_model(model, tokenizer=tokenizer)
-    opts = make_options(None, spacy=False, n_boot=n_boot, progress=False)
+    opts = make_options(None, spacy=spacy, n_boot=n_boot, progress=False, tsne_max=300)
     sources = list(texts.items()) if isinstance(texts, dict) else [("general", texts)]
     items, counts = corpus_items(loaded, sources, opts)
-    table = corpus_rows(loaded, items, use_spacy=False)
+    table = corpus_rows(loaded, items, use_spacy=spacy)
     specs = registry()
     results = {}
     for name in analyses:
@@ -346,3 +347,59 @@ def promote(model, layer: int, head: int, domain: str) -> None:
         o.weight[direction, cols] = size / math.sqrt(HEAD_DIM)
         head_u[:, direction] = 0.0
         head_u[k * WORDS_PER_DOMAIN:(k + 1) * WORDS_PER_DOMAIN, direction] = 3.0
+
+
+def same_embeddings(model) -> None:
+    """Every token gets the same embedding: no component can tell tokens apart, so every contribution pattern is a
+    function of the position alone."""
+    emb = model.model.embed_tokens.weight
+    with torch.no_grad():
+        emb[:] = emb[0].clone()
+
+
+# --- English words whose part of speech spaCy tags by the word alone ------------------------------------------
+POS_WORDS = {"DET": ["the", "a", "this", "every"], "ADP": ["in", "on", "under", "near"],
+             "NOUN": ["cat", "dog", "house", "tree", "car", "girl"], "VERB": ["ate", "went", "took", "found"],
+             "ADJ": ["big", "small", "red", "old"]}
+
+
+def pos_tokenizer():
+    """A word-level tokenizer over POS_WORDS (and '[UNK]')."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [w for ws in POS_WORDS.values() for w in ws]
+    vocab = {w: i for i, w in enumerate(words)}
+    vocab["[UNK]"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+def pos_texts(n: int, seed: int = 0) -> list[str]:
+    """n texts of 14-19 words drawn at random (part of speech at random too): the next word's part of speech is
+    independent of the current one's."""
+    gen = torch.Generator().manual_seed(seed)
+    classes = list(POS_WORDS)
+    out = []
+    for k in range(n):
+        words = []
+        for _ in range(14 + k % 6):
+            tag = classes[int(torch.randint(0, len(classes), (1,), generator=gen))]
+            words.append(POS_WORDS[tag][int(torch.randint(0, len(POS_WORDS[tag]), (1,), generator=gen))])
+        out.append(" ".join(words))
+    return out
+
+
+def pos_embeddings(model, tokenizer, tags=tuple(POS_WORDS), spread: float = 0.2) -> None:
+    """Words of one part of speech of `tags` share an embedding (plus `spread` of noise): every component sees
+    the part of speech of such an input, and little else; the other words keep their random embeddings."""
+    emb = model.model.embed_tokens.weight
+    d = emb.shape[1]
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for words in (POS_WORDS[t] for t in tags):
+            centre = torch.randn(d, generator=gen)
+            for w in words:
+                emb[tokenizer.convert_tokens_to_ids(w)] = centre + spread * torch.randn(d, generator=gen)
+        emb.div_(emb.norm(dim=-1, keepdim=True)).mul_(math.sqrt(d))

@@ -16,6 +16,7 @@ import flowroutes
 from flowroutes.capture import run_with_capture
 from tests.helpers.models import word_tokenizer
 from tests.helpers.planted import (
+    POS_WORDS,
     corpus_claims,
     domain_head,
     domain_model,
@@ -26,9 +27,13 @@ from tests.helpers.planted import (
     period_texts,
     period_tokenizer,
     planted_llama,
+    pos_embeddings,
+    pos_texts,
+    pos_tokenizer,
     promote,
     quiet_heads,
     relative_head,
+    same_embeddings,
     scale_attention,
     scale_ffn,
     scale_head,
@@ -191,3 +196,45 @@ def test_domain_claims_on_a_world_of_domains(domain_claims_true, key, planted):
     else:
         claims = corpus_claims(domain_world(DOMAIN_CLAIMS[key]), tok, domain_texts(30), ("domains", "svd"))
     assert verdicts(claims, key) == planted
+
+
+# --- 4.1: component importance vectors ---------------------------------------------------------------------------
+@pytest.mark.parametrize("planted", ["holds", "does not hold"])
+def test_first_and_later_subwords_apart_or_alike(planted):
+    """Planted true: the subword-merging head (its importance is zero at first subwords, high at later ones);
+    planted false: every token has the same embedding, so no component can tell a first subword from a later one."""
+    tok = subword_tokenizer()
+    model = planted_llama(len(tok))
+    if planted == "holds":
+        merging_head(model, tok, 0, 2)
+    else:
+        same_embeddings(model)
+    assert verdicts(corpus_claims(model, tok, subword_texts(40), ("vectors",)), "first-vs-later-subwords") == planted
+
+
+@pytest.mark.parametrize("planted", ["holds", "does not hold"])
+def test_input_part_of_speech_or_nothing(planted):
+    """Random sequences of English words that spaCy tags by the word alone (the next word's part of speech is
+    independent of the current one's). Planted true: words of one part of speech share an embedding, so the
+    components see the input's part of speech; planted false: every token has the same embedding."""
+    tok = pos_tokenizer()
+    model = planted_llama(len(tok))
+    if planted == "holds":
+        pos_embeddings(model, tok)
+    else:
+        same_embeddings(model)
+    claims = corpus_claims(model, tok, pos_texts(40), ("vectors",), spacy=True)
+    assert verdicts(claims, "input-vs-next-pos") == planted
+
+
+@pytest.mark.parametrize("planted, shared", [("holds", ("DET", "ADP")), ("does not hold", tuple(POS_WORDS)),
+                                             ("does not hold", ())])
+def test_function_words_cluster_by_part_of_speech_or_everything_does(planted, shared):
+    """Planted true: determiners share an embedding, and so do prepositions; content words keep random ones.
+    Planted false: every part of speech shares its embedding (content words cluster too), or none does (a random
+    model: function words are few types, which a k-NN over same-type neighbours took for clusters)."""
+    tok = pos_tokenizer()
+    model = planted_llama(len(tok))
+    pos_embeddings(model, tok, shared)
+    claims = corpus_claims(model, tok, pos_texts(40), ("vectors",), spacy=True)
+    assert verdicts(claims, "pos-function-words") == planted

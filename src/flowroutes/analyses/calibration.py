@@ -56,6 +56,17 @@ PLANTED: dict[str, Planted] = {
     "svd-topic-tokens": Planted(
         DOMAINS_TEST, "the same world; each domain head writes along a direction the unembedding reads for its "
         "domain's words (the other heads keep random W_OV)", "the domain heads promote general words"),
+    "first-vs-later-subwords": Planted(
+        "test_first_and_later_subwords_apart_or_alike",
+        "the subword-merging head (zero importance at first subwords)", "every token with the same embedding"),
+    "input-vs-next-pos": Planted(
+        "test_input_part_of_speech_or_nothing",
+        "random English word sequences; words of one part of speech share an embedding",
+        "every token with the same embedding"),
+    "pos-function-words": Planted(
+        "test_function_words_cluster_by_part_of_speech_or_everything_does",
+        "determiners share an embedding, prepositions too; content words random",
+        "every part of speech shares its embedding; and a random model"),
 }
 
 
