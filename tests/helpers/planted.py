@@ -11,6 +11,7 @@ for is there, or is not, by construction. No training: every planted part is a f
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -403,3 +404,66 @@ def pos_embeddings(model, tokenizer, tags=tuple(POS_WORDS), spread: float = 0.2)
             for w in words:
                 emb[tokenizer.convert_tokens_to_ids(w)] = centre + spread * torch.randn(d, generator=gen)
         emb.div_(emb.norm(dim=-1, keepdim=True)).mul_(math.sqrt(d))
+
+
+# --- a copy task: the answer is the prompt's first word ----------------------------------------------------------
+CANDIDATES = 8  # first words w0..w7; the answer directions are the last CANDIDATES embedding dims
+COPY_LENGTH = 6  # prompt words: the last position reads position 0 at offset 5
+
+
+def copy_examples(n: int, seed: int = 0):
+    """TaskExamples 'w{a} w.. w.. w.. w.. w..' -> answer 'w{a}', wrong 'w{(a+1) % 8}'; the contrastive prompt has
+    another first word. The middle words come from w20..w89."""
+    from flowroutes.tasks import TaskExample
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        a = int(torch.randint(0, CANDIDATES, (1,), generator=gen))
+        rest = " ".join(f"w{int(i)}" for i in torch.randint(20, 90, (COPY_LENGTH - 1,), generator=gen))
+        b = (a + 3) % CANDIDATES
+        out.append(TaskExample(prompt=f"w{a} {rest}", answer=f"w{a}", wrong=f"w{(a + 1) % CANDIDATES}",
+                               contrastive=f"w{b} {rest}"))
+    return out
+
+
+def copy_model(heads: list[tuple[int, int]], write: float, unembed: float, sleep: float = 0.0,
+               n_layers: int = 2, n_heads: int = 12) -> LlamaForCausalLM:
+    """A planted Llama (d = 192) on the word tokenizer whose `heads` copy the first word to the last position: each
+    attends 5 positions back, reads which candidate word is there (W_V) and writes `write` along that word's answer
+    direction (W_O), which the unembedding reads with weight `unembed` for that word; nothing else writes along
+    the answer directions. Large `write`: the copy heads
+    are big parts of the last position's sums (in the routes); small `write` with large `unembed`: they move the
+    logits as much while eq. 1 gives them no importance. `sleep`: seconds each forward pass waits (a model of
+    known cost)."""
+    from tests.helpers.models import VOCAB
+
+    model = planted_llama(VOCAB, n_layers=n_layers, n_heads=n_heads)
+    d = model.config.hidden_size
+    emb, head_u = model.model.embed_tokens.weight, model.lm_head.weight
+    first = d - CANDIDATES
+    with torch.no_grad():
+        emb[:, first:] = 0.0
+        emb.div_(emb.norm(dim=-1, keepdim=True)).mul_(math.sqrt(d))
+        head_u[:, first:] = 0.0
+        for a in range(CANDIDATES):
+            head_u[a, first + a] = unembed
+        for block in model.model.layers:  # nothing but the copy heads writes along the answer directions
+            block.self_attn.o_proj.weight[first:] = 0.0
+            block.self_attn.o_proj.bias[first:] = 0.0
+            block.mlp.down_proj.weight[first:] = 0.0
+            block.mlp.down_proj.bias[first:] = 0.0
+        for layer, head in heads:
+            relative_head(model, layer, head, offset=COPY_LENGTH - 1)
+            attn = model.model.layers[layer].self_attn
+            rows = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+            attn.v_proj.weight[rows] = 0.0
+            attn.v_proj.bias[rows] = 0.0
+            for a in range(CANDIDATES):  # value dim a: how much of word a's embedding the token holds
+                attn.v_proj.weight[head * HEAD_DIM + a] = emb[a] / emb[a].norm() ** 2 * math.sqrt(d)
+            attn.o_proj.weight[:, rows] = 0.0
+            for a in range(CANDIDATES):
+                attn.o_proj.weight[first + a, head * HEAD_DIM + a] = write
+    if sleep:
+        model.register_forward_pre_hook(lambda *_: time.sleep(sleep))
+    return model

@@ -17,6 +17,8 @@ from flowroutes.capture import run_with_capture
 from tests.helpers.models import word_tokenizer
 from tests.helpers.planted import (
     POS_WORDS,
+    copy_examples,
+    copy_model,
     corpus_claims,
     domain_head,
     domain_model,
@@ -238,3 +240,28 @@ def test_function_words_cluster_by_part_of_speech_or_everything_does(planted, sh
     pos_embeddings(model, tok, shared)
     claims = corpus_claims(model, tok, pos_texts(40), ("vectors",), spacy=True)
     assert verdicts(claims, "pos-function-words") == planted
+
+
+# --- 3.1: routes against patching ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("planted, write, unembed", [("holds", 1.0, 1.0), ("does not hold", 0.002, 500.0)])
+def test_routes_hold_the_patching_circuit_or_miss_it(tmp_path, planted, write, unembed):
+    """A copy task (the answer is the prompt's first word) that ten layer-0 heads solve: they read the first word
+    and write along its answer direction, which nothing else writes. Head patching finds the ten in both models.
+    Planted true: they write big vectors (they are in the routes). Planted false: they write 1/500 of that, read
+    500x harder by the unembedding: the same logits, but eq. 1 gives them no importance, so the routes miss the
+    circuit patching finds."""
+    from flowroutes.analyses.reproduce import patching_claims, patching_summary
+    from flowroutes.analyses.run import make_options
+
+    tok = word_tokenizer()
+    heads = [(0, h) for h in range(10)]
+    examples = copy_examples(16)
+    loaded = flowroutes.load_model(copy_model(heads, write, unembed), tokenizer=tok)
+    tr = flowroutes.trace(loaded, examples[0].prompt)
+    assert tr.top_tokens[-1][0] == examples[0].answer  # the copy works in both models
+    saved = patching_summary(loaded, tmp_path, 16, make_options(None, progress=False), full=False,
+                             examples=examples)
+    circuit = set(np.argsort(-np.abs(saved["effect"]))[:10].tolist())
+    assert circuit == set(range(10))  # patching's circuit is the ten copy heads (flat index = head in layer 0)
+    claims = {c.key: c for c in patching_claims(saved)}
+    assert verdicts(claims, "routes-vs-patching") == planted

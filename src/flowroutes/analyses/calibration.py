@@ -67,6 +67,11 @@ PLANTED: dict[str, Planted] = {
         "test_function_words_cluster_by_part_of_speech_or_everything_does",
         "determiners share an embedding, prepositions too; content words random",
         "every part of speech shares its embedding; and a random model"),
+    "routes-vs-patching": Planted(
+        "test_routes_hold_the_patching_circuit_or_miss_it",
+        "a copy task solved by ten layer-0 heads that write big vectors along the answer's direction",
+        "the same heads writing 1/500 of that, read 500x harder by the unembedding: the same logits and patching "
+        "circuit, no importance in eq. 1"),
 }
 
 

@@ -182,11 +182,15 @@ class _Progress:
 
 # --- routes vs patching -----------------------------------------------------------------------------------------
 
-def patching_summary(loaded, out_dir: Path, n: int, opts: Options, full: bool = True) -> dict:
+def patching_summary(loaded, out_dir: Path, n: int, opts: Options, full: bool = True,
+                     examples: list | None = None) -> dict:
     """The IOI patching comparison (cached in out/patching/comparison.json for the same model and n). Without
-    `full`, the faithfulness curves keep one k (10 heads) and one threshold (0.03): the claims do not read them."""
+    `full`, the faithfulness curves keep one k (10 heads) and one threshold (0.03): the claims do not read them.
+    examples: TaskExamples to compare on instead of IOI's (the planted models' tasks); never cached."""
     cache = out_dir / "patching" / "comparison.json"
     key = {"model": loaded.name, "n": n, "seed": opts.seed, "full": full}
+    if examples is not None:
+        key["examples"] = [e.prompt for e in examples]
     if cache.exists():
         try:
             saved = json.loads(cache.read_text())
@@ -197,8 +201,8 @@ def patching_summary(loaded, out_dir: Path, n: int, opts: Options, full: bool = 
     from ..patching.compare import compare_patching
 
     lean = {} if full else {"ks": [10], "thresholds": (0.03,), "random_repeats": 1}
-    res = compare_patching(loaded, task="ioi", n=n, seed=opts.seed, tau=0.03, batch_size=min(n, 64),
-                           progress=opts.progress, force=True, **lean)
+    res = compare_patching(loaded, task="ioi", examples=examples, n=n, seed=opts.seed, tau=0.03,
+                           batch_size=min(n, 64), progress=opts.progress, force=True, **lean)
     res.write(out_dir / "patching")
     active = res.extra_tables["patching_examples"].column("routes_active_heads").to_pylist()
     effect = np.asarray(res.table.column("patching_effect").to_pylist(), dtype=np.float64)
