@@ -411,9 +411,10 @@ CANDIDATES = 8  # first words w0..w7; the answer directions are the last CANDIDA
 COPY_LENGTH = 6  # prompt words: the last position reads position 0 at offset 5
 
 
-def copy_examples(n: int, seed: int = 0):
+def copy_examples(n: int, seed: int = 0, contrast_from: int = 0):
     """TaskExamples 'w{a} w.. w.. w.. w.. w..' -> answer 'w{a}', wrong 'w{(a+1) % 8}'; the contrastive prompt has
-    another first word. The middle words come from w20..w89."""
+    another first word: a candidate (contrast_from = 0) or a word of w{contrast_from}..w{contrast_from + 7}. The
+    middle words come from w20..w89."""
     from flowroutes.tasks import TaskExample
 
     gen = torch.Generator().manual_seed(seed)
@@ -421,10 +422,38 @@ def copy_examples(n: int, seed: int = 0):
     for _ in range(n):
         a = int(torch.randint(0, CANDIDATES, (1,), generator=gen))
         rest = " ".join(f"w{int(i)}" for i in torch.randint(20, 90, (COPY_LENGTH - 1,), generator=gen))
-        b = (a + 3) % CANDIDATES
+        b = contrast_from + (a + 3) % CANDIDATES
         out.append(TaskExample(prompt=f"w{a} {rest}", answer=f"w{a}", wrong=f"w{(a + 1) % CANDIDATES}",
                                contrastive=f"w{b} {rest}"))
     return out
+
+
+def task_claims(model, tokenizer, examples, task: str = "ioi", tau: float = 0.03) -> dict:
+    """Model -> task rows (routes of the task and contrastive prompts at tau) -> the task-heads summary -> its
+    claims, as `flowroutes reproduce` runs them for `task`; claim key -> Claim."""
+    from dataclasses import asdict
+
+    import flowroutes
+    from flowroutes.analyses.base import Context, registry
+    from flowroutes.analyses.rows import task_rows
+    from flowroutes.analyses.run import make_options
+
+    loaded = flowroutes.load_model(model, tokenizer=tokenizer)
+    items = [{"index": i, "example": asdict(e)} for i, e in enumerate(examples)]
+    table = task_rows(loaded, items, tau=tau)
+    spec = registry()["task-heads"]
+    opts = make_options(None, task=task, n_boot=300, progress=False)
+    res = spec.summarize(Context(table, loaded.n_layers, loaded.n_heads, opts, {"task": task, "tau": tau}, loaded))
+    return {c.key: c for c in spec.claims({f"task-heads:{task}": res})}
+
+
+def reads_only(model, layer: int, head: int, words: range) -> None:
+    """A copy head of `copy_model` reads only the candidate words `words` (its other value dims are zeroed)."""
+    attn = model.model.layers[layer].self_attn
+    with torch.no_grad():
+        for a in range(CANDIDATES):
+            if a not in words:
+                attn.v_proj.weight[head * HEAD_DIM + a] = 0.0
 
 
 def copy_model(heads: list[tuple[int, int]], write: float, unembed: float, sleep: float = 0.0,
@@ -467,3 +496,15 @@ def copy_model(heads: list[tuple[int, int]], write: float, unembed: float, sleep
     if sleep:
         model.register_forward_pre_hook(lambda *_: time.sleep(sleep))
     return model
+
+
+def unlike_candidates(model, words: range) -> None:
+    """The embeddings of `words` lose their components along the candidate words' embeddings (kept at rms 1): a
+    copy head reads nothing of them."""
+    emb = model.model.embed_tokens.weight
+    d = emb.shape[1]
+    with torch.no_grad():
+        basis, _ = torch.linalg.qr(emb[:CANDIDATES].T)  # [d, CANDIDATES]
+        for w in words:
+            v = emb[w] - basis @ (basis.T @ emb[w])
+            emb[w] = v / v.norm() * math.sqrt(d)

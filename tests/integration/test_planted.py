@@ -34,6 +34,7 @@ from tests.helpers.planted import (
     pos_tokenizer,
     promote,
     quiet_heads,
+    reads_only,
     relative_head,
     same_embeddings,
     scale_attention,
@@ -42,6 +43,8 @@ from tests.helpers.planted import (
     sink_token,
     subword_texts,
     subword_tokenizer,
+    task_claims,
+    unlike_candidates,
     word_ends_apart,
     word_texts,
 )
@@ -265,3 +268,25 @@ def test_routes_hold_the_patching_circuit_or_miss_it(tmp_path, planted, write, u
     assert circuit == set(range(10))  # patching's circuit is the ten copy heads (flat index = head in layer 0)
     claims = {c.key: c for c in patching_claims(saved)}
     assert verdicts(claims, "routes-vs-patching") == planted
+
+
+# --- 3.1: generic heads vanish against the contrastive prompts -------------------------------------------------
+@pytest.mark.parametrize("planted", ["holds", "does not hold"])
+def test_generic_heads_common_to_task_and_contrast_or_not(planted):
+    """The copy task; contrastive prompts start with a word no copy head reads (w8..w15, made orthogonal to the
+    candidates). Four copy heads read only candidates w0..w4: active in 5/8 of the task prompts and in no
+    contrastive one (task-specific, not generic). Planted true: L0H4 reads the previous token in every prompt
+    (generic in both). Planted false: L0H4 is a copy head for every candidate: active in every task prompt, in no
+    contrastive one, so the one generic head does not vanish in the difference. Other heads write 1e-4."""
+    tok = word_tokenizer()
+    copiers = [(0, h) for h in range(4)]
+    model = copy_model(copiers + ([(0, 4)] if planted == "does not hold" else []), 1.0, 1.0)
+    for _, head in copiers:
+        reads_only(model, 0, head, range(5))
+    if planted == "holds":
+        relative_head(model, 0, 4, offset=1)
+        scale_head(model, 0, 4, 3.0)
+    quiet_heads(model, set(copiers) | {(0, 4)})
+    unlike_candidates(model, range(8, 16))
+    claims = task_claims(model, tok, copy_examples(48, contrast_from=8))
+    assert verdicts(claims, "ioi-generic-heads") == planted

@@ -72,6 +72,11 @@ PLANTED: dict[str, Planted] = {
         "a copy task solved by ten layer-0 heads that write big vectors along the answer's direction",
         "the same heads writing 1/500 of that, read 500x harder by the unembedding: the same logits and patching "
         "circuit, no importance in eq. 1"),
+    "ioi-generic-heads": Planted(
+        "test_generic_heads_common_to_task_and_contrast_or_not",
+        "a copy task: four copy heads active on 5/8 of the task prompts and no contrastive one, and a "
+        "previous-token head active in every prompt (the generic head)",
+        "the generic head is a copy head of every candidate: active in every task prompt, in no contrastive one"),
 }
 
 
