@@ -428,9 +428,10 @@ def copy_examples(n: int, seed: int = 0, contrast_from: int = 0):
     return out
 
 
-def task_claims(model, tokenizer, examples, task: str = "ioi", tau: float = 0.03) -> dict:
-    """Model -> task rows (routes of the task and contrastive prompts at tau) -> the task-heads summary -> its
-    claims, as `flowroutes reproduce` runs them for `task`; claim key -> Claim."""
+def task_claims(model, tokenizer, runs: dict[str, list], tau: float = 0.03) -> dict:
+    """Model -> task rows (routes of the task and contrastive prompts at tau) -> the task-heads summary of each
+    run (task name -> its TaskExamples, e.g. {"ioi": [...]}) -> the claims, as `flowroutes reproduce` runs them;
+    claim key -> Claim."""
     from dataclasses import asdict
 
     import flowroutes
@@ -439,12 +440,15 @@ def task_claims(model, tokenizer, examples, task: str = "ioi", tau: float = 0.03
     from flowroutes.analyses.run import make_options
 
     loaded = flowroutes.load_model(model, tokenizer=tokenizer)
-    items = [{"index": i, "example": asdict(e)} for i, e in enumerate(examples)]
-    table = task_rows(loaded, items, tau=tau)
     spec = registry()["task-heads"]
-    opts = make_options(None, task=task, n_boot=300, progress=False)
-    res = spec.summarize(Context(table, loaded.n_layers, loaded.n_heads, opts, {"task": task, "tau": tau}, loaded))
-    return {c.key: c for c in spec.claims({f"task-heads:{task}": res})}
+    results = {}
+    for task, examples in runs.items():
+        items = [{"index": i, "example": asdict(e)} for i, e in enumerate(examples)]
+        table = task_rows(loaded, items, tau=tau)
+        opts = make_options(None, task=task, n_boot=300, progress=False)
+        ctx = Context(table, loaded.n_layers, loaded.n_heads, opts, {"task": task, "tau": tau}, loaded)
+        results[f"task-heads:{task}"] = spec.summarize(ctx)
+    return {c.key: c for c in spec.claims(results)}
 
 
 def reads_only(model, layer: int, head: int, words: range) -> None:

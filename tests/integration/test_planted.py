@@ -288,5 +288,20 @@ def test_generic_heads_common_to_task_and_contrast_or_not(planted):
         scale_head(model, 0, 4, 3.0)
     quiet_heads(model, set(copiers) | {(0, 4)})
     unlike_candidates(model, range(8, 16))
-    claims = task_claims(model, tok, copy_examples(48, contrast_from=8))
+    claims = task_claims(model, tok, {"ioi": copy_examples(48, contrast_from=8)})
     assert verdicts(claims, "ioi-generic-heads") == planted
+
+
+# --- 3.2: which contrast changes the routes ---------------------------------------------------------------------
+@pytest.mark.parametrize("planted, contrast_00", [("holds", 8), ("does not hold", 0)])
+def test_a_contrast_that_changes_the_routes_or_one_that_does_not(planted, contrast_00):
+    """The copy task, ten copy heads (the model of the routes-vs-patching pair), run twice as the claim's two
+    greater-than runs. The "01" contrast starts with another candidate word: the copy heads stay active, the
+    routes do not change. The "00" contrast: planted true, it starts with a word no copy head reads (the routes
+    change); planted false, with a candidate again (as the 01 one)."""
+    tok = word_tokenizer()
+    model = copy_model([(0, h) for h in range(10)], 1.0, 1.0)
+    unlike_candidates(model, range(8, 16))
+    runs = {"greater-than": copy_examples(32, contrast_from=0),
+            "greater-than-00": copy_examples(32, seed=1, contrast_from=contrast_00)}
+    assert verdicts(task_claims(model, tok, runs), "greater-than-contrast") == planted

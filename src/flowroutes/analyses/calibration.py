@@ -77,6 +77,11 @@ PLANTED: dict[str, Planted] = {
         "a copy task: four copy heads active on 5/8 of the task prompts and no contrastive one, and a "
         "previous-token head active in every prompt (the generic head)",
         "the generic head is a copy head of every candidate: active in every task prompt, in no contrastive one"),
+    "greater-than-contrast": Planted(
+        "test_a_contrast_that_changes_the_routes_or_one_that_does_not",
+        "a copy task run twice: the 01 contrast keeps the copied word a candidate (routes unchanged), the 00 "
+        "contrast starts with a word no copy head reads (routes change)",
+        "both contrasts keep a candidate first word"),
 }
 
 
