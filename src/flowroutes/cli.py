@@ -112,6 +112,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     there = [n for n in names if (out / n).exists()]
     if there and not args.force:
         raise FlowroutesError(f"{out} already holds {', '.join(there)}: pass --force to replace them, or another --out")
+    _check_position_early(args)
 
     from .figures import render_routes
     from .trace import trace
@@ -155,6 +156,21 @@ def cmd_trace(args: argparse.Namespace) -> int:
     write_atomic(out / "routes.png", png)
     print(f"wrote {out / 'routes.json'}, {out / 'routes.svg'}, {out / 'routes.png'}")
     return 0
+
+
+def _check_position_early(args: argparse.Namespace) -> None:
+    """--position against the prompt's tokens, before the weights load, when the tokenizer comes cheaply (a model
+    folder or a cached GGUF); otherwise the trace checks it, with the same message."""
+    from .models.loading import tokenizer_only
+
+    tok = tokenizer_only(args.model)
+    if tok is None:
+        return
+    kwargs = {"add_special_tokens": False} if args.no_special_tokens else {}
+    n = len(tok(args.prompt, **kwargs)["input_ids"])
+    if not -n <= args.position < n:
+        raise FlowroutesError(f"position {args.position} is out of range for a prompt of {n} tokens: use "
+                              f"0..{n - 1} or -{n}..-1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,6 @@ optional extra is missing. Library code does not import this module."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -39,18 +38,10 @@ def quiet_transformers() -> None:
 
 
 def out_folder(path: str) -> Path:
-    """The --out folder, refused (before any slow work) when it exists and is not a folder."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise FlowroutesError(f"--out {out} exists and is not a folder: pass a folder path")
-    for parent in (out, *out.parents):  # the nearest existing folder must be a folder we may write in
-        if parent.exists():
-            if not parent.is_dir():
-                raise FlowroutesError(f"--out {out} is inside {parent}, which is a file: pass a folder path")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise FlowroutesError(f"--out {out}: cannot write in {parent}: pass a folder you may write to")
-            break
-    return out
+    """The --out folder, refused (before any slow work) when no file can be written there."""
+    from .fileio import writable_folder
+
+    return writable_folder(path)
 
 
 def load_for_command(model: str | None):

@@ -72,3 +72,35 @@ def write_parquet_atomic(table, path: Path, *, metadata: dict[bytes, bytes] | No
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     write_with(Path(path), lambda tmp: pq.write_table(table, tmp), fsync=fsync)
+
+
+def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """The output folder, checked before any slow work: it (or the nearest existing parent) is a folder in which a
+    file can really be created (a probe file, removed at once; permission bits say nothing for root or for /proc).
+    Folders it had to create for the probe are removed again: the command creates them when it writes, and a
+    refused path or a failed run leaves nothing behind."""
+    from .errors import FlowroutesError
+
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise FlowroutesError(f"{flag} {out} is a file, not a folder: pass a folder path")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise FlowroutesError(f"{flag} {out} is inside {parent}, which is a file: pass a folder path")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".flowroutes-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise FlowroutesError(f"{flag} {out}: cannot write there ({reason}): pass a folder you may write to") \
+            from None
+    finally:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+    return out

@@ -107,3 +107,17 @@ def test_debug_shows_the_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "flowroutes", "--debug", "trace", "hi", "--model",
                            str(tmp_path / "nope")], capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_a_bad_position_is_refused_before_the_weights_load(capsys, tiny_folder, monkeypatch):
+    from flowroutes.models import loading
+    from tests.helpers.cli import assert_one_line_error, run_cli
+
+    def no_load(*_a, **_k):
+        raise AssertionError("the weights were loaded before --position was checked")
+
+    monkeypatch.setattr(loading, "load_model", no_load)
+    monkeypatch.setattr("flowroutes.models.load_model", no_load)
+    code, _, err = run_cli(capsys, "trace", "w1 w2 w3", "--model", str(tiny_folder), "--position", "7",
+                           "--out", str(tiny_folder.parent / "out-bad-position"))
+    assert_one_line_error(code, err, "position 7 is out of range for a prompt of 3 tokens")

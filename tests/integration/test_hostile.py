@@ -592,6 +592,26 @@ def same_weights(loaded) -> bool:
     return all(np.array_equal(t.numpy(), want[k].numpy()) for k, t in loaded.model.state_dict().items())
 
 
+def test_every_gguf_is_cached_by_its_content(fake_default, tmp_path):
+    import os
+    import shutil
+
+    calls, root = fake_default
+    path = tmp_path / "other.gguf"  # any GGUF a user passes, not only the embedded one
+    path.write_bytes(b"GGUF another stand-in")
+    assert same_weights(flowroutes.load_model(str(path))) and len(calls) == 1
+    assert same_weights(flowroutes.load_model(str(path))) and len(calls) == 1  # second run: from the cache
+    copy = tmp_path / "elsewhere" / "other.gguf"  # a reinstall: same content, another place and time
+    copy.parent.mkdir()
+    shutil.copyfile(path, copy)
+    os.utime(copy, (1, 1))
+    assert same_weights(flowroutes.load_model(str(copy))) and len(calls) == 1
+    assert len([f for f in root.iterdir() if not f.name.startswith(".")]) == 1
+    path.write_bytes(b"GGUF edited stand-in")  # new content: a new entry, the old one kept for the copy
+    flowroutes.load_model(str(path))
+    assert len(calls) == 2 and len([f for f in root.iterdir() if not f.name.startswith(".")]) == 2
+
+
 def test_default_model_cache_is_checked_and_repaired(fake_default):
     from flowroutes.models.loading import CHECKSUM, verify_cache
 

@@ -107,3 +107,15 @@ def test_compare_patching_options_checked_before_the_model_loads(capsys, tmp_pat
     code, _, err = run_cli(capsys, "compare-patching", "--model", str(tmp_path / "no-model"), "--out",
                            str(tmp_path / "o"), *argv)
     assert_one_line_error(code, err, pattern)
+
+
+@pytest.mark.parametrize("command", [["trace", "hi"], ["analyze", "head-roles"], ["reproduce"],
+                                     ["compare-patching"]])
+def test_an_unwritable_out_is_refused_before_the_model_loads(capsys, tmp_path, command):
+    # /proc refuses new files even to root, whose permission bits say it may write anywhere
+    code, _, err = run_cli(capsys, *command, "--model", str(tmp_path / "no-model"), "--out", "/proc/flowroutes/x")
+    assert_one_line_error(code, err, "--out /proc/flowroutes/x: cannot write there")
+    missing = tmp_path / "new" / "deeper"  # a folder to create: checked by creating it, then removed again
+    code, _, err = run_cli(capsys, *command, "--model", str(tmp_path / "no-model"), "--out", str(missing))
+    assert_one_line_error(code, err, "does not exist")  # now the model path is what is wrong
+    assert not (tmp_path / "new").exists()

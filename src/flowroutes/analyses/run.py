@@ -101,14 +101,13 @@ def check_ray_address(address: str) -> None:
 
 
 def check_out(out) -> Path | None:
-    """The output folder, refused before any work when it (or a parent) is a file."""
+    """The output folder, refused before any work when no file can be written there (fileio.writable_folder,
+    as every command's --out)."""
     if out is None:
         return None
-    out_dir = Path(out).expanduser()
-    for parent in [out_dir, *out_dir.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise FlowroutesError(f"--out {out_dir}: {parent} is a file, not a folder: pass a folder path")
-    return out_dir
+    from ..fileio import writable_folder
+
+    return writable_folder(out)
 
 
 def load(model: Any, opts: Options):

