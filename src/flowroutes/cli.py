@@ -127,9 +127,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
         renormalize=not args.no_renormalize,
     )
     pos = routes.position
-    print(f"model: {tr.model_name}   tokens: {tr.n_tokens}   position: {pos} ({tr.token_texts[pos]!r})")
+    from .inspection import token_bytes, token_display
+
+    labels = token_display(model, tr.input_ids)  # characters split over tokens shown whole, cut ones as bytes
+    tops = [token_bytes(model, int(i)) for i in tr.top_ids[pos][:5]]
+    print(f"model: {tr.model_name}   tokens: {tr.n_tokens}   position: {pos} ({labels[pos]!r})")
     print("top next tokens:")
-    for token, prob in zip(tr.top_tokens[pos][:5], tr.top_probs[pos][:5]):
+    for token, prob in zip(tops, tr.top_probs[pos][:5]):
         print(f"  {prob:7.2%}  {token!r}")
     n_att = sum(e.kind == "attention" for e in routes.edges)
     print(f"routes: {len(routes.nodes)} nodes, {len(routes.edges)} edges ({n_att} attention), "
@@ -149,7 +153,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         path = write_circuit_tracer(routes, out, names[0][: -len(".json")])
         print(f"wrote {path} and {out / 'graph-metadata.json'} (circuit-tracer's viewer: serve(data_dir='{out}'))")
         return 0
-    svg, png = render_routes(routes, "svg"), render_routes(routes, "png")
+    svg, png = (render_routes(routes, fmt, labels, tops[0] if tops else None) for fmt in ("svg", "png"))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "routes.json", routes.to_json().encode())
     write_atomic(out / "routes.svg", svg)

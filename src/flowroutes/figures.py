@@ -8,10 +8,12 @@ residual edges are grey verticals; widths and colours follow importance. Reads `
 
 from __future__ import annotations
 
+import functools
 import io
 
-from matplotlib import colormaps
+from matplotlib import colormaps, font_manager
 from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font
 from matplotlib.patches import Rectangle
 
 from .routes import Routes, level
@@ -26,8 +28,25 @@ def _width(weight: float) -> float:
     return 0.4 + 3.6 * max(0.0, min(1.0, weight))
 
 
-def draw_routes(routes: Routes, ax) -> None:
-    """Draw `routes` on a matplotlib Axes."""
+@functools.lru_cache(maxsize=1)
+def _glyphs() -> frozenset[int]:
+    """The code points the figures' font draws."""
+    return frozenset(FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap())
+
+
+def drawable(text: str) -> str:
+    """`text` with each character the font has no glyph for written as its code point ('U+1F642'), so that no
+    label draws as an empty box; a newline as '\\n'."""
+    glyphs = _glyphs()
+    return "".join("\\n" if c == "\n" else c if ord(c) in glyphs or c == " " else f"U+{ord(c):04X}" for c in text)
+
+
+def draw_routes(routes: Routes, ax, labels: list[str] | None = None, top_label: str | None = None) -> None:
+    """Draw `routes` on a matplotlib Axes. `labels`: what to show for each token (default its text; the CLI passes
+    `inspection.token_display`, which shows characters split over tokens whole); `top_label` the same for the
+    top prediction."""
+    if labels is not None and len(labels) != len(routes.tokens):
+        raise ValueError(f"{len(labels)} labels for {len(routes.tokens)} tokens")
     n_tok, n_layers = len(routes.tokens), routes.n_layers
     levels = {n.id: level(n) for n in routes.nodes}
     pos = {n.id: n.position for n in routes.nodes}
@@ -64,7 +83,8 @@ def draw_routes(routes: Routes, ax) -> None:
     ax.scatter([routes.position], [top_y], s=80, facecolors="none", edgecolors="#d62728", lw=1.5, zorder=5)
 
     ax.set_xticks(range(n_tok))
-    ax.set_xticklabels([t.replace("\n", "\\n") for t in routes.token_texts], rotation=45, ha="right", fontsize=9)
+    ax.set_xticklabels([drawable(t) for t in (labels if labels is not None else routes.token_texts)], rotation=45,
+                       ha="right", fontsize=9)
     step = 1 if n_layers <= 16 else 2
     ticks = list(range(0, n_layers + 1, step))
     ax.set_yticks([2 * t for t in ticks])
@@ -75,15 +95,16 @@ def draw_routes(routes: Routes, ax) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     if routes.top_tokens:
-        ax.annotate(f"{routes.top_tokens[0]!r} {routes.top_probs[0]:.0%}", (routes.position, top_y),
+        top = drawable(top_label if top_label is not None else routes.top_tokens[0])
+        ax.annotate(f"'{top}' {routes.top_probs[0]:.0%}", (routes.position, top_y),
                     xytext=(0, 10), textcoords="offset points", ha="center", fontsize=10, color="#d62728")
 
 
-def routes_figure(routes: Routes) -> Figure:
+def routes_figure(routes: Routes, labels: list[str] | None = None, top_label: str | None = None) -> Figure:
     n_tok, n_layers = len(routes.tokens), routes.n_layers
     fig = Figure(figsize=(max(6.0, 0.75 * n_tok + 1.8), max(4.5, 0.2 * (2 * n_layers + 1) + 2.2)), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
-    draw_routes(routes, ax)
+    draw_routes(routes, ax, labels, top_label)
     tau = (f"tau={routes.attention_threshold:g}" if routes.attention_threshold == routes.ffn_threshold
            else f"tau_attn={routes.attention_threshold:g}, tau_ffn={routes.ffn_threshold:g}")
     ax.set_title(f"Information flow routes - {routes.model_name}, position {routes.position}, {tau}\n"
@@ -93,10 +114,11 @@ def routes_figure(routes: Routes) -> Figure:
     return fig
 
 
-def render_routes(routes: Routes, fmt: str = "svg") -> bytes:
-    """The routes picture as SVG or PNG bytes."""
+def render_routes(routes: Routes, fmt: str = "svg", labels: list[str] | None = None,
+                  top_label: str | None = None) -> bytes:
+    """The routes picture as SVG or PNG bytes (`labels`, `top_label`: see `draw_routes`)."""
     if fmt not in {"svg", "png"}:
         raise ValueError(f"format must be 'svg' or 'png', got {fmt!r}")
     buf = io.BytesIO()
-    routes_figure(routes).savefig(buf, format=fmt)
+    routes_figure(routes, labels, top_label).savefig(buf, format=fmt)
     return buf.getvalue()

@@ -121,3 +121,42 @@ def test_a_bad_position_is_refused_before_the_weights_load(capsys, tiny_folder, 
     code, _, err = run_cli(capsys, "trace", "w1 w2 w3", "--model", str(tiny_folder), "--position", "7",
                            "--out", str(tiny_folder.parent / "out-bad-position"))
     assert_one_line_error(code, err, "position 7 is out of range for a prompt of 3 tokens")
+
+
+def test_tokens_that_are_parts_of_a_character_print_and_draw_whole(capsys, tmp_path, monkeypatch):
+    """Issue 24 defect 6: ' \ufffd' was printed for each byte token of an emoji and drawn as an empty box."""
+    from flowroutes import figures
+    from tests.helpers.bpe import bpe
+    from tests.helpers.models import tiny_llama
+
+    tok = bpe(years=False)  # every non-ASCII character falls apart into its UTF-8 bytes
+    folder = tmp_path / "bytes-model"
+    tiny_llama(vocab_size=len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    drawn: list = []
+    real = figures.draw_routes
+    monkeypatch.setattr(figures, "draw_routes", lambda routes, ax, *a: (real(routes, ax, *a), drawn.append(ax)))
+    code, out, _ = run_cli(capsys, "trace", "ab \U0001F642", "--model", str(folder), "--out", str(tmp_path / "o"))
+    assert code == 0
+    assert "\ufffd" not in out
+    assert "position: 6 ('\U0001F642(4/4)')" in out  # 'a', 'b', ' ', then the four bytes F0 9F 99 82
+    tops = out.split("top next tokens:\n")[1].split("\nroutes:")[0].splitlines()
+    assert len(tops) == 5 and all("\ufffd" not in t for t in tops)
+    # the PNG and the SVG: the emoji is joined on each of its tokens, and written as its code point because the
+    # figure's font has no glyph for it (an empty box before)
+    assert len(drawn) == 2
+    for ax in drawn:
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels == ["a", "b", " "] + [f"U+1F642({k}/4)" for k in range(1, 5)]
+        glyphs = figures._glyphs()
+        texts = labels + [a.get_text() for a in ax.texts]
+        assert all(ord(c) in glyphs or c == " " for t in texts for c in t), texts
+
+
+def test_drawable_keeps_what_the_font_draws_and_names_the_rest():
+    from flowroutes.figures import drawable
+
+    assert drawable(" Mary") == " Mary"
+    assert drawable("caf\u00e9\n") == "caf\u00e9\\n"
+    assert drawable("\U0001F642(1/4)") == "U+1F642(1/4)"
+    assert drawable("\ufffd") in ("\ufffd", "U+FFFD")
