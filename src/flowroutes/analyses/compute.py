@@ -42,7 +42,7 @@ def head_shares(trace, word_ids: list[int]) -> dict[str, np.ndarray]:
     total [L, H, T]: the head's overall influence on x^{l+1,A}_p, sum_j attention[l, h, p, j];
     previous [L, H, T]: share of that influence on j = p - 1 (NaN at p = 0 or when total = 0);
     same_word [L, H, T]: share on the previous subwords of p's own word (NaN where p is a first subword
-    or total = 0). `word_ids[p]` is the word token p belongs to (tokens of one word are adjacent).
+    or total = 0). `word_ids[p]` is the word token p belongs to (tokens of one word are adjacent; -1: none).
     """
     att = trace.attention.astype(np.float64)  # [L, H, T, T]
     total = att.sum(axis=-1)  # [L, H, T]
@@ -53,7 +53,7 @@ def head_shares(trace, word_ids: list[int]) -> dict[str, np.ndarray]:
         for p in range(1, n_tok):
             ok = total[:, :, p] > 0
             prev[:, :, p] = np.where(ok, att[:, :, p, p - 1] / total[:, :, p], np.nan)
-            if word_ids[p] == word_ids[p - 1]:
+            if word_ids[p] == word_ids[p - 1] >= 0:  # a later subword (a token of no word is none)
                 start = p
                 while start > 0 and word_ids[start - 1] == word_ids[p]:
                     start -= 1
@@ -99,27 +99,29 @@ def word_spans(text: str) -> list[tuple[int, int]]:
 def token_words(offsets: list[tuple[int, int]], text: str, spans: list[tuple[int, int]]) -> list[int]:
     """The word index of every token: the span holding the token's first non-space character.
 
-    Tokens with no visible character (e.g. a lone space or a special token) join the next word when there is one
-    (a leading space belongs to the word it precedes), else the previous one; -1 when there are no words.
+    A token that covers no character of the text (an empty offset span: the BOS, or any special token the
+    tokenizer added) belongs to no word: -1. Tokens with no visible character (e.g. a lone space) join the next
+    word when there is one (a leading space belongs to the word it precedes), else the previous one; -1 when
+    there are no words.
     """
     starts = []
     for start, end in offsets:
         s = start
         while s < end and text[s].isspace():
             s += 1
-        starts.append(s if s < end else None)
+        starts.append(-1 if start >= end else (s if s < end else None))
     out = []
     span_starts = [a for a, _ in spans]
     for s in starts:
-        if s is None:
-            out.append(None)
+        if s is None or s == -1:
+            out.append(s)
             continue
         i = int(np.searchsorted(span_starts, s, side="right")) - 1
         out.append(i if i >= 0 and s < spans[i][1] else (i if i >= 0 else 0))
     # fill tokens without a visible character
     for k in range(len(out)):
         if out[k] is None:
-            nxt = next((w for w in out[k + 1:] if w is not None), None)
-            prv = next((w for w in reversed(out[:k]) if w is not None), None)
+            nxt = next((w for w in out[k + 1:] if w is not None and w >= 0), None)
+            prv = next((w for w in reversed(out[:k]) if w is not None and w >= 0), None)
             out[k] = nxt if nxt is not None else (prv if prv is not None else -1)
     return [int(w) for w in out]

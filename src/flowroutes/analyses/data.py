@@ -55,6 +55,27 @@ def tokenize_texts(tokenizer, texts: list[str], max_tokens: int, long: str = "sk
     return out
 
 
+def bos_status(tokenizer, id_lists: dict[str, list[list[int]]]) -> dict:
+    """Whether a BOS token was prepended: the tokenizer's BOS, whether its defaults add it (every corpus text and
+    task prompt is tokenised with them), and per kind of input (e.g. "corpus texts", "task prompts") how many of
+    `id_lists` start with it. `text` says it in one sentence for the report."""
+    bos = tokenizer.bos_token_id
+    probe = list(tokenizer("a")["input_ids"])
+    adds = bos is not None and bool(probe) and probe[0] == bos
+    counts = {kind: [sum(1 for ids in lists if bos is not None and len(ids) and ids[0] == bos), len(lists)]
+              for kind, lists in id_lists.items()}
+    where = ", ".join(f"{k:,} of {n:,} {kind}" for kind, (k, n) in counts.items())
+    if bos is None:
+        text = "no BOS token: the tokenizer has none"
+    elif adds:
+        text = f"BOS {tokenizer.bos_token} prepended (the tokenizer adds it): {where} start with it"
+    else:
+        text = (f"no BOS prepended: the tokenizer's defaults do not add its BOS {tokenizer.bos_token} "
+                f"({where} start with it)")
+    return {"token": tokenizer.bos_token, "id": bos, "tokenizer_adds": adds, "starts_with_bos": counts,
+            "prepended": adds and all(k == n for k, n in counts.values()), "text": text}
+
+
 _NLP = {}
 
 

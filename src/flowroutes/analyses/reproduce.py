@@ -81,6 +81,7 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
         table, cnt = (general, general_counts) if name != "domains" else (corpus, counts)
         results[name] = _summarize(specs[name], table, cnt, loaded, opts, results)
         timings[name] = time.perf_counter() - t0
+    task_prompts: list[str] = []
     say("svd")
     t0 = time.perf_counter()
     table, cnt = compute_rows("weights", loaded, source, opts, out_dir, shards_dir=shards)
@@ -91,6 +92,7 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
         t0 = time.perf_counter()
         table, cnt = compute_rows("task", loaded, source, opts, out_dir, task=task, tau=0.03, shards_dir=shards)
         results[f"task-heads:{task}"] = _summarize(specs["task-heads"], table, cnt, loaded, opts, results)
+        task_prompts += column(table, "prompt").tolist()
         timings[f"task-heads:{task}"] = time.perf_counter() - t0
     patch = None
     if patching:
@@ -107,7 +109,8 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
     claims += patching_claims(patch)
     for key, res in results.items():
         res.write(out_dir / folder_of(key))
-    doc = claims_doc(loaded.name, size, plan.__dict__, counts, timings, claims, out_dir)
+    doc = claims_doc(loaded.name, size, plan.__dict__, counts, timings, claims, out_dir,
+                     bos=bos_report(loaded.tokenizer, corpus, task_prompts))
     from ..fileio import write_atomic
 
     write_atomic(out_dir / "claims.json", json.dumps(doc, indent=1, default=report._json_default).encode())
@@ -115,11 +118,23 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
     return doc
 
 
+def bos_report(tokenizer, corpus, task_prompts: list[str]) -> dict:
+    """Whether the corpus texts (their rows' first tokens) and the task prompts (tokenised as the traces were:
+    the tokenizer's defaults) start with the tokenizer's BOS; see `data.bos_status`."""
+    from .data import bos_status
+
+    first = column(corpus, "position") == 0 if corpus.num_rows else np.zeros(0, dtype=bool)
+    corpus_ids = [[int(i)] for i in column(corpus, "token_id")[first]] if corpus.num_rows else []
+    prompt_ids = [list(tokenizer(p)["input_ids"][:1]) for p in task_prompts]
+    return bos_status(tokenizer, {"corpus texts": corpus_ids, "task prompts": prompt_ids})
+
+
 def claims_doc(model: str, size: str, plan: dict, counts: dict, timings: dict, claims: list[Claim],
-               out_dir: Path) -> dict:
-    """The claims report as a dict (claims.json): each claim with the figures of out_dir that show it."""
+               out_dir: Path, bos: dict | None = None) -> dict:
+    """The claims report as a dict (claims.json): each claim with the figures of out_dir that show it; `bos`:
+    whether a BOS token was prepended (`bos_report`)."""
     return {
-        "model": model, "size": size, "plan": plan, "counts": counts, "timings_s": timings,
+        "model": model, "size": size, "plan": plan, "counts": counts, "bos": bos, "timings_s": timings,
         "claims": [{**c.to_dict(), "figures": claim_figures(c.key, out_dir)} for c in claims],
         "verdicts": {v: sum(c.verdict == v for c in claims) for v in VERDICTS},
     }
@@ -360,6 +375,7 @@ def claims_html(doc: dict, claims: list[Claim], results: dict) -> str:
         "<ul>",
         f"<li><b>Size</b> {html.escape(size_text(doc['size'], doc['plan']))}</li>",
         f"<li><b>Data</b> {html.escape(counts_text(doc['counts']))}</li>",
+        *([f"<li><b>BOS</b> {html.escape(doc['bos']['text'])}</li>"] if doc.get("bos") else []),
         f"<li><b>Verdicts</b> {html.escape(verdicts)}</li>",
         "</ul>",
         "<p>Every number is a mean, frequency or difference with its 95% bootstrap interval and n. The column "
@@ -378,6 +394,8 @@ def claims_text(doc: dict) -> str:
     """The claims report as the terminal prints it: the size, then per claim its verdict, the numbers it compares
     and its figures, then the verdict counts and the time."""
     lines = [f"{doc['model']}, {size_text(doc['size'], doc['plan'])}", f"data: {counts_text(doc['counts'])}"]
+    if doc.get("bos"):
+        lines.append(f"bos: {doc['bos']['text']}")
     for c in doc["claims"]:
         lines.append(f"  {c['verdict']:>16}  {c['claim']}")
         for cond in c.get("conditions", []):
