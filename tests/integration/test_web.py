@@ -52,7 +52,7 @@ def page(browser):
 
 def trace_prompt(page, server, prompt=PROMPT):
     page.goto(server.url + "/")
-    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    page.wait_for_function("document.body.dataset.ready === '1'")
     before = renders(page)
     page.fill("#prompt", prompt)
     page.click("#run")
@@ -305,7 +305,7 @@ def test_a_server_with_a_token_works_from_its_printed_address(page, tiny_folder)
 def test_page_shows_an_error_when_the_server_is_gone(page, tiny_folder):
     with ServerThread(Settings(models={"m": str(tiny_folder)})) as srv:
         page.goto(srv.url + "/")
-        page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+        page.wait_for_function("document.body.dataset.ready === '1'")
     page.fill("#prompt", PROMPT)
     page.click("#run")
     assert "cannot reach the flowroutes server" in error_text(page)

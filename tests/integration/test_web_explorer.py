@@ -50,7 +50,7 @@ def page(browser):
 
 def trace_prompt(page, server, prompt=PROMPT, query=""):
     page.goto(server.url + "/" + query)
-    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    page.wait_for_function("document.body.dataset.ready === '1'")
     before = renders(page)
     page.fill("#prompt", prompt)
     page.click("#run")
@@ -354,7 +354,7 @@ def test_keyboard_opens_edges_nodes_and_rows_and_dark_preference_is_honoured(bro
         assert sum(rgb) < 150, background
         i = edge_index(routes, lambda e: e.kind == "attention")
         edge = page.locator(f'#graph svg .edge[data-index="{i}"]')
-        assert edge.get_attribute("tabindex") == "0"
+        assert edge.get_attribute("tabindex") == "-1"  # focusable; the graph's one tab stop roves (test_web_tour)
         edge.focus()
         page.keyboard.press("Enter")
         page.wait_for_selector("tr.head-row")
@@ -514,7 +514,7 @@ def run_intervention(page, where, mode):
     page.locator(f"{where} .intervene-mode").select_option(mode)
     with page.expect_response(lambda r: r.url.endswith("/api/intervene")) as got:
         page.locator(f"{where} .intervene-run").click()
-    page.wait_for_selector("#routes-after svg")
+    page.wait_for_selector("#routes-diff svg")
     idle(page)
     return got.value.json()
 
@@ -543,7 +543,8 @@ def test_interventions_from_the_graph_equal_flowroutes_patching(page, server, re
     assert float(shown) == pytest.approx(d["after"]["difference"], abs=1e-4)
     assert "change: probability" in page.inner_text("#intervention .change")
     # the new routes, side by side with the old: the zeroed head has no edge left, and they explain the new logits
-    assert page.locator("#routes-before svg").get_attribute("data-edges") == str(len(routes.edges))
+    kept, lost = (int(page.get_attribute("#routes-diff", f"data-{k}")) for k in ("kept", "lost"))
+    assert kept + lost == len(routes.edges)  # the diff holds every edge of the routes before
     assert [edge.layer, head] not in d["routes"]["active_heads"]
     assert d["routes"]["prediction"][0]["prob"] == pytest.approx(d["after"]["top"][0]["prob"], abs=1e-5)
     # patch it from prompt B
@@ -696,11 +697,12 @@ def test_prompt_sets_from_a_file_or_the_shipped_samples(page, server, reference,
              f'"{prompts[3].strip()}"']
     (tmp_path / "set.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     trace_prompt(page, server)
+    before = renders(page)
     page.set_input_files("#set-file", str(tmp_path / "set.jsonl"))
-    page.wait_for_function("document.querySelector('#set-position').textContent.includes('of 4')")
-    for k in (0, 1):
-        before = renders(page)
-        page.click("#set-next")
+    for k in (0, 1):  # a loaded set opens on its first prompt; then the next one
+        if k:
+            before = renders(page)
+            page.click("#set-next")
         wait_render(page, before)
         assert page.input_value("#prompt") == prompts[k]
         assert page.inner_text("#set-position") == f"set.jsonl: {k + 1} of 4"
@@ -719,7 +721,8 @@ def test_prompt_sets_from_a_file_or_the_shipped_samples(page, server, reference,
     # a shipped sample (the names are the server's list: no path reaches the disk)
     page.select_option("#set-sample", "general")
     page.click("#set-load-sample")
-    page.wait_for_function("document.querySelector('#set-position').textContent.startsWith('general: 0 of ')")
+    page.wait_for_function("document.querySelector('#set-position').textContent.startsWith('general: 1 of ')")
+    idle(page)
     from flowroutes.analyses.data import read_texts
 
     n = int(page.inner_text("#set-position").split(" of ")[1])
@@ -859,7 +862,7 @@ def test_code_of_the_embedded_default_model_loads_it_offline(browser, tmp_path, 
         page = new_page(browser)
         try:
             page.goto(srv.url + "/")
-            page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+            page.wait_for_function("document.body.dataset.ready === '1'")
             before = renders(page)
             page.fill("#prompt", "The cat sat on the")
             with page.expect_response(lambda r: r.url.endswith("/api/routes"), timeout=120_000) as got:

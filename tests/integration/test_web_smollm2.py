@@ -38,7 +38,7 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(srv.url + "/")
-        page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+        page.wait_for_function("document.body.dataset.ready === '1'")
         page.fill("#prompt", IOI)
         page.click("#run")
         wait_render(page, 0, timeout=120_000)

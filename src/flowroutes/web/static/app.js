@@ -178,18 +178,25 @@ function drawRoutes(container, routes, opts = {}) {
   const dx = Math.max(46, Math.min(110, 1000 / ncols)), dy = Math.max(7, Math.min(22, 720 / (2 * L)));
   const left = 48, top = 24, bottom = 80;
   // column widths: columns without any node collapse when asked
+  // columns without any node collapse when asked: each run of them becomes one narrow gap
   const used = new Set(routes.nodes.map((n) => xcols[n.position]));
-  const colW = Array.from({ length: ncols }, (_, c) => (opts.collapse && !used.has(c) ? 12 : dx));
+  const GAP = 14;
+  const colW = Array.from({ length: ncols }, (_, c) => (!opts.collapse || used.has(c) ? dx : c > 0 && !used.has(c - 1) ? 0 : GAP));
   const colX = [];
   let acc = left;
-  for (const w of colW) { colX.push(acc + w / 2); acc += w; }
+  for (let c = 0; c < ncols; c++) {
+    if (colW[c] === 0) { colX.push(colX[c - 1]); continue; } // inside a collapsed run: at the run's gap
+    colX.push(acc + colW[c] / 2); acc += colW[c];
+  }
   const W = acc + 10, H = top + dy * 2 * L + bottom;
-  const frame = el("div", { class: "graph-frame", tabindex: "0", "aria-label": "routes graph: arrows pan, + and - zoom, f fits" }, container);
+  const frame = el("div", { class: "graph-frame", tabindex: "0",
+                            "aria-label": "routes graph: arrows pan, + and - zoom, f fits, c centres; Tab goes to the explained position, then arrows walk the routes" }, container);
   const tools = el("div", { class: "graph-tools" }, frame);
   const svg = svgEl("svg", { class: "routes", width: "100%", height: Math.min(H, Math.max(320, window.innerHeight * 0.72)),
                              "data-edges": routes.edges.length, "data-nodes": routes.nodes.length,
-                             "data-width": W, "data-height": H }, frame);
+                             "data-width": W, "data-height": H, "data-column-width": dx }, frame);
   const view = svgEl("g", { class: "viewport" }, svg);
+  const axes = svgEl("g", { class: "axes" }, svg); // layer and token labels: they stay in view while the graph pans
   const X = (p) => colX[xcols[p]];
   const Y = (lv) => top + (2 * L - lv) * dy;
   const levelOf = (n) => 2 * n.layer + (n.kind === "attention" ? 1 : 0);
@@ -197,17 +204,26 @@ function drawRoutes(container, routes, opts = {}) {
   const grid = svgEl("g", { class: "grid" }, view);
   const catcher = svgEl("rect", { class: "catcher", x: 0, y: 0, width: W, height: H, fill: "transparent" }, grid);
   for (let l = 0; l <= L; l++) {
-    if (l % Math.max(1, Math.round(L / 15)) === 0 || l === L) {
-      svgEl("text", { x: 4, y: Y(2 * l) + 4, class: "axis-label", text: `x${l}` }, grid);
-    }
     svgEl("line", { x1: left, x2: W - 10, y1: Y(2 * l), y2: Y(2 * l), class: "gridline" }, grid);
   }
+  const tokenBand = svgEl("rect", { class: "axis-band token-band", x: 0, width: "100%", height: 0 }, axes);
+  const layerBand = svgEl("rect", { class: "axis-band layer-band", x: 0, y: 0, width: 34, height: "100%" }, axes);
+  const layerLabels = [];
+  for (let l = 0; l <= L; l++) layerLabels.push(svgEl("text", { x: 4, class: "axis-label", "data-layer": l, text: `x${l}` }, axes));
+  const tokenLabels = [];
   routes.tokens.forEach((_, p) => {
     if (colW[xcols[p]] < dx) return;
-    const label = svgEl("text", { x: X(p), y: Y(0) + 14, "text-anchor": "end", class: "token-label",
-                                  "data-position": p, transform: `rotate(-40 ${X(p)} ${Y(0) + 14})`, text: show(display[p]) }, grid);
+    const label = svgEl("text", { "text-anchor": "end", class: "token-label", "data-position": p, text: show(display[p]) }, axes);
     if (p === routes.position) label.classList.add("explained");
+    tokenLabels.push([p, label]);
   });
+  for (let c = 0; c < ncols; c++) { // what a collapsed gap hides
+    if (colW[c] !== GAP) continue;
+    let n = 0;
+    while (c + n < ncols && !used.has(c + n)) n++;
+    svgEl("text", { class: "gap-label", x: colX[c], y: Y(0) + 4, "text-anchor": "middle", text: "\u22ef",
+                    "aria-label": `${n} token column${n > 1 ? "s" : ""} without routes` }, grid);
+  }
   // edges: the strongest SVG_EDGE_LIMIT one by one, the rest in one path per kind (drawn, not clickable)
   const order = routes.edges.map((e, i) => i);
   let bulk = new Set();
@@ -257,9 +273,17 @@ function drawRoutes(container, routes, opts = {}) {
                       stroke: "#a0327a" }, g);
     }
     g.classList.add("edge", `edge-${e.kind}`);
+    if (e.status) g.classList.add(`edge-${e.status}`);
+    if (e.status === "gained" || e.status === "lost") {
+      for (const part of (g.tagName === "g" ? Array.from(g.children) : [g])) {
+        part.setAttribute("stroke", e.status === "gained" ? "#1a7f37" : "#d03a2c");
+        if (part.tagName === "rect") part.setAttribute("fill", e.status === "gained" ? "#1a7f37" : "#d03a2c");
+        if (e.status === "lost") part.setAttribute("stroke-dasharray", "4 3");
+      }
+    }
     g.dataset.index = i;
-    g.setAttribute("aria-label", tip);
-    if (opts.interactive) { g.setAttribute("tabindex", "0"); g.setAttribute("role", "button"); }
+    g.setAttribute("aria-label", tip + (e.status ? `, ${e.status}${e.before !== undefined ? ` (weight before ${e.before.toFixed(3)})` : ""}` : ""));
+    if (opts.interactive) { g.setAttribute("tabindex", "-1"); g.setAttribute("role", "button"); }
   });
   for (const [kind, parts] of Object.entries(bulkPaths)) {
     if (!parts.length) continue;
@@ -273,7 +297,51 @@ function drawRoutes(container, routes, opts = {}) {
                                 class: `node node-${n.kind}`, "data-id": n.id }, nodesG);
     const tip = `${n.id}  (${n.kind === "attention" ? `after block ${n.layer}'s attention` : n.layer === 0 ? "embedding" : `input of block ${n.layer}`}, token ${show(display[n.position])})`;
     c.setAttribute("aria-label", tip);
-    if (opts.interactive) { c.setAttribute("tabindex", "0"); c.setAttribute("role", "button"); }
+    if (opts.interactive) { c.setAttribute("tabindex", "-1"); c.setAttribute("role", "button"); }
+  }
+  // the keyboard: one tab stop in the graph (the explained position's top state, then wherever the arrows went);
+  // from a node, Down goes to its strongest incoming edge and Up to its strongest outgoing one; from an edge, Down
+  // to its source, Up to its target, Left and Right to the other edges into the same state; Home goes back
+  const topId = `x${L}@${routes.position}`;
+  const into = new Map(), outOf = new Map();
+  const elOfEdge = new Map(Array.from(edgesG.querySelectorAll(".edge"), (g) => [Number(g.dataset.index), g]));
+  routes.edges.forEach((e, i) => {
+    if (!elOfEdge.has(i)) return;
+    if (!into.has(e.target)) into.set(e.target, []);
+    if (!outOf.has(e.source)) outOf.set(e.source, []);
+    into.get(e.target).push(i); outOf.get(e.source).push(i);
+  });
+  for (const list of [...into.values(), ...outOf.values()]) list.sort((a, b) => routes.edges[b].weight - routes.edges[a].weight);
+  const nodeEl = (id) => nodesG.querySelector(`circle[data-id="${CSS.escape(id)}"]`);
+  let roving = null;
+  function rove(item, focus = true) {
+    if (!item || !opts.interactive) return;
+    if (roving) roving.setAttribute("tabindex", "-1");
+    roving = item; item.setAttribute("tabindex", "0");
+    if (focus) { item.focus({ preventScroll: true }); reveal(item); }
+  }
+  function step(item, key) {
+    if (item.classList.contains("node")) {
+      const id = item.dataset.id;
+      if (key === "ArrowDown" && into.get(id)) return elOfEdge.get(into.get(id)[0]);
+      if (key === "ArrowUp" && outOf.get(id)) return elOfEdge.get(outOf.get(id)[0]);
+      if (key === "ArrowLeft" || key === "ArrowRight") { // the nearest node of the same level on that side
+        const n = nodes.get(id), lv = levelOf(n), dir = key === "ArrowLeft" ? -1 : 1;
+        let best = null;
+        for (const m of routes.nodes) {
+          if (levelOf(m) !== lv || Math.sign(m.position - n.position) !== dir) continue;
+          if (!best || Math.abs(m.position - n.position) < Math.abs(best.position - n.position)) best = m;
+        }
+        return best ? nodeEl(best.id) : null;
+      }
+      return null;
+    }
+    const e = routes.edges[Number(item.dataset.index)];
+    if (key === "ArrowDown") return nodeEl(e.source);
+    if (key === "ArrowUp") return nodeEl(e.target);
+    const siblings = into.get(e.target) || [];
+    const k = siblings.indexOf(Number(item.dataset.index)) + (key === "ArrowRight" ? 1 : -1);
+    return k >= 0 && k < siblings.length ? elOfEdge.get(siblings[k]) : null;
   }
   svgEl("circle", { class: "explained-marker", cx: X(routes.position), cy: Y(2 * L), r: 7, fill: "none", stroke: "#d62728", "stroke-width": 1.5 }, view);
   if (bulk.size) {
@@ -294,11 +362,18 @@ function drawRoutes(container, routes, opts = {}) {
   if (opts.interactive) {
     svg.addEventListener("keydown", (ev) => {
       const item = ev.target.closest && ev.target.closest(".edge, .node");
-      if (item && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); act(ev, item); }
+      if (!item) return;
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); act(ev, item); return; }
+      if (ev.key === "Home") { ev.preventDefault(); rove(nodeEl(topId)); return; }
+      if (["ArrowDown", "ArrowUp", "ArrowLeft", "ArrowRight"].includes(ev.key)) {
+        ev.preventDefault();
+        const next = step(item, ev.key);
+        if (next) rove(next);
+      }
     });
     svg.addEventListener("click", (ev) => {
       const item = ev.target.closest(".edge, .node");
-      if (item) { act(ev, item); return; }
+      if (item) { rove(item, false); act(ev, item); return; }
       if (ev.target !== catcher) return;
       const pt = toGraph(ev);
       let best = 0;
@@ -312,17 +387,56 @@ function drawRoutes(container, routes, opts = {}) {
   }
   // ---- pan and zoom ----
   const vp = { k: 1, x: 0, y: 0 };
-  const apply = () => view.setAttribute("transform", `translate(${vp.x},${vp.y}) scale(${vp.k})`);
+  const MIN_READABLE = 0.5; // fit never shrinks the graph below this scale: it shows the routes' columns instead
+  function clamp() { // the graph never leaves the view: it covers the view, or sits wholly inside it
+    const { w, h } = size();
+    const gw = W * vp.k, gh = H * vp.k;
+    vp.x = gw <= w ? Math.max(0, Math.min(w - gw, vp.x)) : Math.max(w - gw, Math.min(0, vp.x));
+    vp.y = gh <= h ? Math.max(0, Math.min(h - gh, vp.y)) : Math.max(h - gh, Math.min(0, vp.y));
+  }
+  function placeLabels() { // layer labels at the left edge, token labels at the bottom edge, thinned to fit
+    const { w, h } = size();
+    const every = Math.max(1, Math.ceil(13 / (dy * 2 * vp.k)));
+    layerLabels.forEach((t, l) => {
+      const y = vp.y + Y(2 * l) * vp.k + 4;
+      t.setAttribute("y", y);
+      t.style.display = (l % every === 0 || l === L) && y > 8 && y < h - 2 ? "" : "none";
+    });
+    const natural = vp.y + (Y(0) + 14) * vp.k, band = 64;
+    const ty = Math.min(natural, h - band);
+    tokenBand.setAttribute("y", ty - 10); tokenBand.setAttribute("height", Math.max(0, h - ty + 10));
+    tokenBand.style.display = ty < natural ? "" : "none";
+    const colPx = dx * vp.k, thin = Math.max(1, Math.ceil(14 / colPx));
+    for (const [p, t] of tokenLabels) {
+      const x = vp.x + X(p) * vp.k;
+      t.setAttribute("x", x); t.setAttribute("y", ty);
+      t.setAttribute("transform", `rotate(-40 ${x} ${ty})`);
+      t.style.display = (xcols[p] % thin === 0 || p === routes.position) && x > 30 && x < w + 40 ? "" : "none";
+    }
+  }
+  const apply = () => { clamp(); view.setAttribute("transform", `translate(${vp.x},${vp.y}) scale(${vp.k})`); placeLabels(); };
   function toGraph(ev) {
     const r = svg.getBoundingClientRect();
     return { x: (ev.clientX - r.left - vp.x) / vp.k, y: (ev.clientY - r.top - vp.y) / vp.k };
   }
   const size = () => ({ w: svg.clientWidth || svg.getBoundingClientRect().width, h: svg.clientHeight || svg.getBoundingClientRect().height });
-  function fit() {
+  function fit() { // the whole graph; when that would be unreadably small, the routes' columns at a readable scale
     let { w, h } = size();
-    vp.k = Math.min(1.5, w / W, h / H);
+    const xs = routes.nodes.map((n) => X(n.position));
+    const lo = Math.max(0, Math.min(...xs) - dx), hi = Math.min(W, Math.max(...xs) + dx);
+    const whole = Math.min(1.5, w / W, h / H);
+    vp.k = whole >= MIN_READABLE ? whole : Math.min(1.5, h / H, Math.max(MIN_READABLE, w / (hi - lo)));
     if (opts.fit && H * vp.k < h - 4) { h = Math.ceil(H * vp.k) + 4; svg.setAttribute("height", h); } // no empty band
-    vp.x = (w - W * vp.k) / 2; vp.y = (h - H * vp.k) / 2; apply();
+    const cx = (W * vp.k <= w) ? W / 2 : (hi - lo) * vp.k <= w ? (lo + hi) / 2 : X(routes.position);
+    vp.x = w / 2 - cx * vp.k; vp.y = (h - H * vp.k) / 2; apply();
+  }
+  function reveal(item) { // pan so that a focused item is in view
+    const { w, h } = size();
+    const r = item.getBoundingClientRect(), s = svg.getBoundingClientRect();
+    const cx = r.left + r.width / 2 - s.left, cy = r.top + r.height / 2 - s.top;
+    if (cx < 40 || cx > w - 20) vp.x += w / 2 - cx;
+    if (cy < 20 || cy > h - 70) vp.y += h / 2 - cy;
+    apply();
   }
   function centre() { // the explained position in the middle, at full size (or the whole graph when it fits)
     const { w, h } = size();
@@ -364,6 +478,7 @@ function drawRoutes(container, routes, opts = {}) {
   const start = opts.fit ? fit : centre;
   requestAnimationFrame(start);
   start();
+  if (opts.interactive) rove(nodeEl(topId) || nodesG.querySelector(".node"), false);
   svg.fit = fit; svg.centre = centre; svg.viewport = vp;
   return svg;
 }
@@ -372,6 +487,23 @@ function select(element) {
   for (const old of document.querySelectorAll("svg.routes .selected")) old.classList.remove("selected");
   if (element) element.classList.add("selected");
 }
+// a heatmap cell clicked: that head (or FFN) selected in the main graph, and opened in the inspector
+function showInGraph(kind, layer, index) {
+  if (!current) return;
+  if (state.view !== "graph") { state.view = "graph"; syncControls(); writeUrl(); }
+  const r = current.routes, ctx = mainCtx();
+  select(null);
+  let n = 0;
+  for (const g of document.querySelectorAll("#graph svg.routes .edge")) {
+    const e = r.edges[Number(g.dataset.index)];
+    const hit = kind === "head" ? e.kind === "attention" && e.layer === layer && e.heads && e.heads[index] !== undefined
+      : e.kind === "ffn" && e.layer === layer && pos(e.target) === index;
+    if (hit) { g.classList.add("selected"); n++; }
+  }
+  document.querySelector("#graph").dataset.selected = n;
+  if (kind === "head") inInspector(() => inspectHeads(layer, r.position, null, null, ctx, null, index));
+  else inInspector(() => inspectFfn(layer, index, ctx));
+}
 
 // ---------- heatmaps (canvas) ----------
 // opts.scale: "global" (one maximum), "row" (each row its own maximum: layer 0 no longer flattens the rest) or
@@ -379,11 +511,13 @@ function select(element) {
 function heatmap(parent, matrix, opts = {}) {
   const rows = matrix.length, cols = rows ? matrix[0].length : 0;
   const cell = opts.cell || Math.max(3, Math.min(22, Math.floor(260 / Math.max(rows, cols, 1))));
-  const labelled = Boolean(opts.rowLabels || opts.colLabels) && Math.max(rows, cols) <= 80;
+  const labelled = Boolean(opts.rowLabels || opts.colLabels);
   const wrap = el("div", { class: "heatwrap" }, parent);
   if (opts.title) el("div", { class: "heat-title", text: opts.title }, wrap);
   const scale = opts.scale || "global";
-  const font = `${Math.min(11, Math.max(7, cell - 2))}px sans-serif`;
+  const fontPx = Math.min(11, Math.max(7, cell - 2));
+  const font = `${fontPx}px sans-serif`;
+  const every = Math.max(1, Math.ceil((fontPx + 1) / cell)); // labels thinned to every k-th when cells are smaller than text
   const measure = document.createElement("canvas").getContext("2d");
   measure.font = font;
   const cut = (t) => { const s = String(t); return s.length > 14 ? s.slice(0, 13) + "\u2026" : s; };
@@ -395,7 +529,7 @@ function heatmap(parent, matrix, opts = {}) {
   const canvas = el("canvas", { class: "heat", width: left + cols * cell + right, height: top + rows * cell }, wrap);
   if (opts.id) canvas.id = opts.id;
   canvas.dataset.left = left; canvas.dataset.top = top; canvas.dataset.cell = cell; canvas.dataset.labelExtent = colExtent;
-  canvas.dataset.scale = scale;
+  canvas.dataset.scale = scale; canvas.dataset.labelEvery = every;
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   let max = 0;
@@ -423,13 +557,28 @@ function heatmap(parent, matrix, opts = {}) {
     ctx.fillStyle = getComputedStyle(document.body).getPropertyValue("--muted").trim() || "#444";
     ctx.font = font;
     ctx.textAlign = "right"; ctx.textBaseline = "middle";
-    if (opts.rowLabels) opts.rowLabels.forEach((t, i) => ctx.fillText(cut(t), left - 3, top + i * cell + cell / 2));
-    if (opts.colLabels) {
-      opts.colLabels.forEach((t, j) => {
-        ctx.save(); ctx.translate(left + j * cell + cell / 2, top - 3); ctx.rotate(-Math.PI / 3);
-        ctx.textAlign = "left"; ctx.fillText(cut(t), 0, 0); ctx.restore();
+    let drawnRows = 0, drawnCols = 0;
+    if (opts.rowLabels) {
+      opts.rowLabels.forEach((t, i) => {
+        if (i % every) return;
+        ctx.fillText(cut(t), left - 3, top + i * cell + cell / 2); drawnRows++;
       });
     }
+    if (opts.colLabels) {
+      opts.colLabels.forEach((t, j) => {
+        if (j % every) return;
+        ctx.save(); ctx.translate(left + j * cell + cell / 2, top - 3); ctx.rotate(-Math.PI / 3);
+        ctx.textAlign = "left"; ctx.fillText(cut(t), 0, 0); ctx.restore(); drawnCols++;
+      });
+    }
+    canvas.dataset.rowLabelsDrawn = drawnRows; canvas.dataset.colLabelsDrawn = drawnCols;
+  }
+  if (opts.mark) { // the inspected cell (or row, when col is null): outlined
+    const { row, col } = opts.mark;
+    ctx.strokeStyle = "#ff8c00"; ctx.lineWidth = 2;
+    if (col === null || col === undefined) ctx.strokeRect(left + 1, top + row * cell + 1, cols * cell - 2, cell - 2);
+    else ctx.strokeRect(left + col * cell + 1, top + row * cell + 1, cell - 2, cell - 2);
+    canvas.dataset.mark = `${row},${col ?? ""}`;
   }
   // the colour legend: what the lightest and darkest colours mean
   const legend = el("div", { class: "legend" }, wrap);
@@ -444,7 +593,14 @@ function heatmap(parent, matrix, opts = {}) {
     : scale === "log" ? `${opts.diverging ? "-" : ""}${max.toPrecision(3)} .. 1e-4 of it .. ${max.toPrecision(3)} (log scale)`
     : `${lo.toPrecision(3)} .. ${max.toPrecision(3)}`;
   el("span", { class: "legend-text", text: words }, legend);
-  const info = el("div", { class: "hint", text: opts.legend || "hover a cell for its value" }, wrap);
+  const info = el("div", { class: "hint", text: opts.legend || (opts.onClick ? "hover a cell for its value, click it to see it in the graph" : "hover a cell for its value") }, wrap);
+  if (opts.onClick) {
+    canvas.classList.add("clickable");
+    canvas.addEventListener("click", (ev) => {
+      const i = Math.floor((ev.offsetY - top) / cell), j = Math.floor((ev.offsetX - left) / cell);
+      if (i >= 0 && j >= 0 && i < rows && j < cols) opts.onClick(i, j);
+    });
+  }
   canvas.addEventListener("mousemove", (ev) => {
     const i = Math.floor((ev.offsetY - top) / cell), j = Math.floor((ev.offsetX - left) / cell);
     if (i >= 0 && j >= 0 && i < rows && j < cols) {
@@ -504,7 +660,7 @@ function rowAction(tr, label, fn) {
   activatable(tr, label, fn);
   tr.setAttribute("role", "row");
 }
-async function inspectHeads(layer, target, source, edgeHeads, ctx, node = null) {
+async function inspectHeads(layer, target, source, edgeHeads, ctx, node = null, pick = null) {
   const data = await api("/api/heads", { ...base(ctx), layer, position: target, source });
   if (stale(ctx)) return;
   const toks = ctx.display;
@@ -522,7 +678,7 @@ async function inspectHeads(layer, target, source, edgeHeads, ctx, node = null) 
     rowAction(tr, `head L${layer}H${h.head}`, () => {
       for (const r of table.querySelectorAll("tr.chosen")) r.classList.remove("chosen");
       tr.classList.add("chosen");
-      guarded(() => computing(headView, () => inspectHead(layer, h.head, target, headView, ctx)));
+      guarded(() => computing(headView, () => inspectHead(layer, h.head, target, headView, ctx, source)));
     });
   }
   if (source !== null && edgeHeads) {
@@ -530,21 +686,30 @@ async function inspectHeads(layer, target, source, edgeHeads, ctx, node = null) 
                     { kind: "edge", layer, source, target, heads: Object.keys(edgeHeads).map(Number) }, ctx, ["zero"]);
   }
   const headView = el("div", { id: "head-view" }, box);
+  if (pick !== null) { // opened from a heatmap: that head's sub-edges in the routes, and its maps
+    const edges = (ctx.routes ? ctx.routes.edges : []).filter((e) => e.kind === "attention" && e.layer === layer && e.heads && e.heads[pick] !== undefined);
+    el("p", { class: "picked-head", text: edges.length ? `L${layer}H${pick} is active: ${edges.length} sub-edge${edges.length > 1 ? "s" : ""} in the routes (outlined in the graph)`
+                                                        : `L${layer}H${pick} has no sub-edge in the routes at this threshold` }, box);
+    const row = table.querySelector(`tr.head-row[data-head="${pick}"]`);
+    if (row) row.click();
+  }
   if (node) {
     const lensBox = el("div", { id: "lens-of-node" }, box);
     await inspectLens(node, ctx, lensBox);
   }
 }
-async function inspectHead(layer, head, target, box, ctx) {
+async function inspectHead(layer, head, target, box, ctx, source = null) {
   const data = await api("/api/head", { ...base(ctx), layer, head, position: target });
   if (stale(ctx)) return;
   box.textContent = "";
   el("h3", { id: "head-title", text: `L${layer}H${head}` }, box);
   const toks = data.tokens.map(show);
+  const mark = { row: target, col: source }; // the inspected edge's cell, or the inspected state's row
+  el("p", { class: "hint", text: source === null ? `outlined: row ${target}, the inspected state` : `outlined: the inspected edge ${source} -> ${target}` }, box);
   heatmap(box, data.attention, { id: "heat-attention", title: "attention weights alpha[p, j] (rows p: target, columns j: source)",
-                                 rowLabels: toks, colLabels: toks, rowName: "target", colName: "source" });
+                                 rowLabels: toks, colLabels: toks, rowName: "target", colName: "source", mark });
   heatmap(box, data.contribution, { id: "heat-contribution", title: "contribution (importance of x_j -> x^A_p through this head)",
-                                    rowLabels: toks, colLabels: toks, rowName: "target", colName: "source" });
+                                    rowLabels: toks, colLabels: toks, rowName: "target", colName: "source", mark });
   el("p", { class: "hint", text: `what the head writes at position ${target} ${show(data.tokens[target])}, projected on the unembedding${state.normalize ? " (through the final norm's weight)" : " (raw)"}:` }, box);
   tokenList(box, "promotes", data.promote, "promote");
   tokenList(box, "suppresses", data.suppress, "suppress");
@@ -634,11 +799,29 @@ async function runIntervention(component, mode, ctx) {
   const change = el("p", { class: "change" }, box);
   change.textContent = `change: probability ${(d.after.prob - d.before.prob >= 0 ? "+" : "")}${(d.after.prob - d.before.prob).toFixed(4)}, logit ${(d.after.logit - d.before.logit >= 0 ? "+" : "")}${(d.after.logit - d.before.logit).toFixed(4)}`;
   el("p", { class: "hint", text: "The new routes are traced on the intervened model; an intervened head's new output counts like the block's constant (no edges)." }, box);
-  const pair = el("div", { class: "pair" }, box);
-  const old = el("div", {}, pair), now = el("div", {}, pair);
-  el("h3", { text: "routes before" }, old); el("h3", { text: "routes after" }, now);
-  drawRoutes(el("div", { id: "routes-before" }, old), current.routes, { display: current.display, fit: true });
-  drawRoutes(el("div", { id: "routes-after" }, now), d.routes, { display: current.display, fit: true });
+  // one graph at full size: the routes after the intervention, diffed against the routes before it
+  const merged = diffRoutes(current.routes, d.routes);
+  const count = (st) => merged.edges.filter((e) => e.status === st).length;
+  const changed = merged.edges.filter((e) => e.status === "kept" && Math.abs(e.weight - e.before) > 0.05).length;
+  const heads = (r) => new Set(r.active_heads.map(([l, h]) => `L${l}H${h}`));
+  const ha = heads(current.routes), hb = heads(d.routes);
+  const newly = [...hb].filter((h) => !ha.has(h)), gone = [...ha].filter((h) => !hb.has(h));
+  el("h3", { text: "routes after the intervention, against the routes before it" }, box);
+  el("p", { class: "diff-summary", text: `${count("gained")} edges gained (green), ${count("lost")} lost (red, dashed), ${count("kept")} kept`
+            + ` (${changed} of them changed by more than 0.05); heads newly active: ${newly.join(", ") || "none"}; no longer active: ${gone.join(", ") || "none"}` }, box);
+  const diffBox = el("div", { id: "routes-diff" }, box);
+  diffBox.dataset.gained = count("gained"); diffBox.dataset.lost = count("lost"); diffBox.dataset.kept = count("kept");
+  drawRoutes(diffBox, merged, { display: current.display });
+}
+// the union of two routes' edges, each marked gained (only in b), lost (only in a) or kept (weight of b, before: a's)
+function diffRoutes(a, b) {
+  const key = (e) => `${e.kind}|${e.layer}|${e.source}|${e.target}`;
+  const before = new Map(a.edges.map((e) => [key(e), e]));
+  const after = new Set(b.edges.map(key));
+  const edges = b.edges.map((e) => (before.has(key(e)) ? { ...e, status: "kept", before: before.get(key(e)).weight } : { ...e, status: "gained" }));
+  for (const e of a.edges) if (!after.has(key(e))) edges.push({ ...e, status: "lost" });
+  const nodes = new Map([...a.nodes, ...b.nodes].map((n) => [n.id, n]));
+  return { ...b, nodes: [...nodes.values()], edges };
 }
 
 // ---------- explaining any token ----------
@@ -683,7 +866,8 @@ async function loadTarget() {
   const L = d.heads.length;
   const matrix = d.heads.map((row, l) => [...row, d.ffn[l]]);
   const cols = [...d.heads[0].map((_, h) => `H${h}`), "FFN"];
-  heatmap(right, matrix, { id: "heat-dla", diverging: true, cell: 14, rowLabels: d.heads.map((_, l) => `L${l}`), colLabels: cols,
+  const H = d.heads[0].length;
+  heatmap(right, matrix, { id: "heat-dla", diverging: true, cell: 14, onClick: (l, j) => (j < H ? showInGraph("head", l, j) : showInGraph("ffn", l, d.position)), rowLabels: d.heads.map((_, l) => `L${l}`), colLabels: cols,
                          rowName: "block", colName: "component", title: `direct logit attribution at position ${d.position} (red: raises ${d.difference ? "the difference" : names[0]}, blue: lowers it)` });
   el("p", { class: "hint", text: `embeddings ${d.embedding.toFixed(3)}, attention constants ${d.attention_constant.reduce((a, b) => a + b, 0).toFixed(3)}, final norm bias ${d.bias.toFixed(3)}; all parts add up to ${d.logit.toFixed(3)}. ${L} blocks.` }, right);
   drawRoutes($("#graph"), current.routes, { interactive: true, ctx: mainCtx(), display: current.display, collapse: state.collapse, dla: d });
@@ -733,7 +917,7 @@ function useSet(prompts, name) {
   if (!prompts.length) throw new Error(`${name} holds no prompt`);
   promptSet.name = name; promptSet.prompts = prompts.slice(0, conf.max_set || 500); promptSet.index = -1;
   $("#set-view").textContent = "";
-  showSetPosition();
+  return stepSet(1); // the first prompt, traced: "1 of n"
 }
 function showSetPosition() {
   const n = promptSet.prompts.length;
@@ -953,9 +1137,10 @@ async function loadHeatmaps() {
     const d = await api("/api/heatmaps", routesQuery());
     const scale = $("#heat-scale").value;
     for (const id of ["#heat-heads", "#heat-head-importance", "#heat-ffn"]) $(id).textContent = "";
-    heatmap($("#heat-heads"), d.head_weights, { id: "heat-routes-heads", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_weights), colLabels: heads(d.head_weights), scale });
-    heatmap($("#heat-head-importance"), d.head_importance, { id: "heat-raw-heads", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_importance), colLabels: heads(d.head_importance), scale });
-    heatmap($("#heat-ffn"), d.ffn, { id: "heat-ffn-map", rowName: "layer", colName: "token", rowLabels: layers(d.ffn), colLabels: d.tokens.map(show), cell: 14, scale });
+    const head = (l, h) => showInGraph("head", l, h), ffn = (l, p) => showInGraph("ffn", l, p);
+    heatmap($("#heat-heads"), d.head_weights, { id: "heat-routes-heads", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_weights), colLabels: heads(d.head_weights), scale, onClick: head });
+    heatmap($("#heat-head-importance"), d.head_importance, { id: "heat-raw-heads", rowName: "layer", colName: "head", cell: 14, rowLabels: layers(d.head_importance), colLabels: heads(d.head_importance), scale, onClick: head });
+    heatmap($("#heat-ffn"), d.ffn, { id: "heat-ffn-map", rowName: "layer", colName: "token", rowLabels: layers(d.ffn), colLabels: d.tokens.map(show), cell: 14, scale, onClick: ffn });
   }));
 }
 
@@ -1101,7 +1286,10 @@ async function init() {
   if (!conf.models.includes(state.model)) state.model = conf.default;
   syncControls();
   resetInspector();
+  // the bare landing page: the example prompt, traced at once (a link with settings but no prompt waits for one)
+  const landing = !location.search;
   if (!state.prompt) $("#prompt").value = "When Mary and John went to the store, John gave a drink to";
+  if (landing) state.prompt = $("#prompt").value;
   $("#query").addEventListener("submit", (ev) => {
     ev.preventDefault(); showNote("");
     forgetTargets($("#prompt").value, state.model);
@@ -1136,11 +1324,11 @@ async function init() {
     const res = await fetch(`/api/samples/${encodeURIComponent(name)}?n=50&model=${encodeURIComponent(state.model)}`);
     const d = await res.json();
     if (!res.ok) throw new Error(`${d.detail} (HTTP ${res.status})`);
-    useSet(d.prompts, name);
+    await useSet(d.prompts, name);
   })));
   $("#set-file").addEventListener("change", () => guarded(async () => {
     const file = $("#set-file").files[0];
-    if (file) useSet(parseSet(await file.text(), file.name), file.name);
+    if (file) await useSet(parseSet(await file.text(), file.name), file.name);
   }));
   $("#set-prev").addEventListener("click", () => stepSet(-1));
   $("#set-next").addEventListener("click", () => stepSet(1));
@@ -1162,6 +1350,8 @@ async function init() {
   $("#contrast-form").addEventListener("submit", (ev) => { ev.preventDefault(); state.prompt_b = $("#prompt-b").value; loadContrast(); });
   downloadLinks();
   if (state.view === "analyses") loadAnalyses();
-  if (state.prompt) await loadRoutes({ fromLink: true });
+  if (landing) await loadRoutes();
+  else if (state.prompt) await loadRoutes({ fromLink: true });
+  document.body.dataset.ready = "1"; // set up, and the first trace (if any) drawn
 }
 init();
