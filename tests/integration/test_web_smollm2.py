@@ -38,7 +38,7 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(srv.url + "/")
-        page.wait_for_function("document.body.dataset.ready === '1'")
+        page.wait_for_function("document.body.dataset.ready === '1'", timeout=180_000)
         page.fill("#prompt", IOI)
         page.click("#run")
         wait_render(page, 0, timeout=120_000)
@@ -109,7 +109,7 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
         with page.expect_response(lambda r: r.url.endswith("/api/intervene"), timeout=120_000) as got:
             page.locator("#head-view .intervene-run").click()
         d = got.value.json()
-        page.wait_for_selector("#routes-after svg")
+        page.wait_for_selector("#routes-diff svg")
         ids = torch.as_tensor(ioi_trace.input_ids)[None]
         batch = TaskBatch(ids, ids, torch.tensor([ids.shape[1]]), [[mary]], [[john]], "logit_diff", [None])
         mask = torch.zeros(1, smollm2.adapter.n_heads)
@@ -137,8 +137,9 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
         page.click('#tabs button[data-view="graph"]')
         page.select_option("#set-sample", "ioi")
         page.click("#set-load-sample")
-        page.wait_for_function("document.querySelector('#set-position').textContent.startsWith('ioi: 0 of 50')",
+        page.wait_for_function("document.querySelector('#set-position').textContent.startsWith('ioi: 1 of 50')",
                                timeout=120_000)
+        page.wait_for_function("document.body.dataset.busy === '0'", timeout=120_000)
         page.evaluate("promptSet.prompts = promptSet.prompts.slice(0, 12)")  # a short set keeps the test quick
         page.click("#set-frequency")
         page.wait_for_function("document.querySelector('#set-progress') && "
