@@ -305,3 +305,25 @@ def test_a_contrast_that_changes_the_routes_or_one_that_does_not(planted, contra
     runs = {"greater-than": copy_examples(32, contrast_from=0),
             "greater-than-00": copy_examples(32, seed=1, contrast_from=contrast_00)}
     assert verdicts(task_claims(model, tok, runs), "greater-than-contrast") == planted
+
+
+# --- 3.3: the speed claim on models of known cost ---------------------------------------------------------------
+@pytest.mark.parametrize("planted, n_layers, n_heads", [("holds", 8, 32), ("does not hold", 2, 12)])
+def test_patching_a_hundred_times_slower_or_not(tmp_path, planted, n_layers, n_heads):
+    """Models of known cost: every forward pass sleeps 50 ms, so a run's wall time is its pass count times 50 ms
+    plus a little compute. The ACDC-style run over heads makes one pass per head and example batch (plus one); the
+    routes make one. Planted true: 8 layers of 32 heads, 259 passes of ACDC against the routes' 1 (a ratio near
+    130-170, above 100). Planted false: 2 layers of 12 heads, 27 passes (a ratio near 20). The pass counts are
+    asserted first: they are what makes the ratio known."""
+    from flowroutes.analyses.reproduce import patching_claims, patching_summary
+    from flowroutes.analyses.run import make_options
+
+    tok = word_tokenizer()
+    model = copy_model([(0, h) for h in range(10)], 1.0, 1.0, sleep=0.05, n_layers=n_layers, n_heads=n_heads)
+    loaded = flowroutes.load_model(model, tokenizer=tok)
+    saved = patching_summary(loaded, tmp_path, 2, make_options(None, progress=False), full=False,
+                             examples=copy_examples(2))
+    passes = saved["summary"]["forward_passes"]
+    assert passes["routes"] == 1 and passes["acdc_style"] == n_layers * n_heads + 3
+    claims = {c.key: c for c in patching_claims(saved)}
+    assert verdicts(claims, "hundred-times-faster") == planted

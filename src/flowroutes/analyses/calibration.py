@@ -82,6 +82,11 @@ PLANTED: dict[str, Planted] = {
         "a copy task run twice: the 01 contrast keeps the copied word a candidate (routes unchanged), the 00 "
         "contrast starts with a word no copy head reads (routes change)",
         "both contrasts keep a candidate first word"),
+    "hundred-times-faster": Planted(
+        "test_patching_a_hundred_times_slower_or_not",
+        "a model of known cost (every forward pass sleeps 50 ms) with 8 layers of 32 heads: the ACDC-style run "
+        "makes 259 passes against the routes' 1",
+        "the same cost with 2 layers of 12 heads: 27 passes"),
 }
 
 
