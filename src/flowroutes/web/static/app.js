@@ -245,8 +245,8 @@ function drawRoutes(container, routes, opts = {}) {
       else bulkPaths[e.kind].push(`M${x0},${y0} L${x1},${y1}`);
       return;
     }
-    const heads = e.heads ? Object.entries(e.heads).map(([h, w]) => `L${e.layer}H${h} ${w.toFixed(3)}`).join(", ") : "";
-    const tip = `${e.kind} edge ${e.source} -> ${e.target}, block ${e.layer}, weight ${e.weight.toFixed(3)}${heads ? ": " + heads : ""}`;
+    const headWeights = e.heads ? Object.entries(e.heads).map(([h, w]) => `L${e.layer}H${h} ${w.toFixed(3)}`).join(", ") : "";
+    const tip = `${e.kind} edge ${e.source} -> ${e.target}, block ${e.layer}, weight ${e.weight.toFixed(3)}${headWeights ? ": " + headWeights : ""}`;
     let g;
     let colour = null;
     if (opts.dla && t.position === routes.position) { // direct logit attribution of what this edge carries
@@ -803,8 +803,8 @@ async function runIntervention(component, mode, ctx) {
   const merged = diffRoutes(current.routes, d.routes);
   const count = (st) => merged.edges.filter((e) => e.status === st).length;
   const changed = merged.edges.filter((e) => e.status === "kept" && Math.abs(e.weight - e.before) > 0.05).length;
-  const heads = (r) => new Set(r.active_heads.map(([l, h]) => `L${l}H${h}`));
-  const ha = heads(current.routes), hb = heads(d.routes);
+  const activeHeads = (r) => new Set(r.active_heads.map(([l, h]) => `L${l}H${h}`));
+  const ha = activeHeads(current.routes), hb = activeHeads(d.routes);
   const newly = [...hb].filter((h) => !ha.has(h)), gone = [...ha].filter((h) => !hb.has(h));
   el("h3", { text: "routes after the intervention, against the routes before it" }, box);
   el("p", { class: "diff-summary", text: `${count("gained")} edges gained (green), ${count("lost")} lost (red, dashed), ${count("kept")} kept`
