@@ -81,11 +81,11 @@ def _figure():
     return fig
 
 
-def task_result(task, on, off):
+def task_result(task, on, off, n_boot=200):
     return report.Result("task_heads", f"Task heads: {task}", "", _small_table(), {"examples": len(on)},
                          {"task-heads": (_figure(), "frequency")},
                          data={"on": np.asarray(on, float), "off": np.asarray(off, float),
-                               "examples": np.arange(len(on))})
+                               "examples": np.arange(len(on)), "boot": {"n_boot": n_boot, "seed": 0}})
 
 
 def vectors_result():
@@ -296,7 +296,7 @@ def test_claims_report_reads_as_words_and_short_numbers(written):
     assert_readable(page)
     text = visible_text(page)
     assert ("quick: 48 texts per domain, 48 examples per task, 16 IOI examples for the patching comparison, "
-            "500 bootstrap resamples") in text
+            "2,000 bootstrap resamples") in text
     assert "384 texts (general 48, code 48), 11,931 predictions; 0 skipped" in text
     assert "corpus rows 13 min 14 s, head-roles 3.2 s, bottom-to-top 12 s, patching 36 min 13 s" in text
     # a timed run has no interval, and says so; the Spearman correlation is rounded
@@ -344,3 +344,40 @@ def test_numbers(x, text):
     from flowroutes.analyses.stats import fmt
 
     assert fmt(x) == text
+
+
+def test_every_claim_interval_uses_the_runs_bootstrap_count(monkeypatch):
+    """One bootstrap setting: every interval a claim computes has as many replicates as the run's n_boot (here
+    300, against the 2000 default), none a count of its own (the previous-token and patching rows used 300 and the
+    domain overlap 200 whatever the run asked)."""
+    from flowroutes.analyses import stats
+
+    n_boot = 300
+    ctx = Context(corpus_table(), L, H, Options(n_boot=n_boot, threshold=0.01), {"texts": 10})
+    n = 12
+    on, off = np.zeros((n, 4)), np.zeros((n, 4))
+    on[:, :2], off[:, 0] = 1, 1
+    results = {
+        "head-roles": head_roles.summarize(ctx), "bottom-to-top": bottom_to_top.summarize(ctx),
+        "domains": domains.summarize(Context(domains_table(), 2, 2, Options(n_boot=n_boot), {"texts": 12})),
+        "task-heads:ioi": task_result("ioi", on, off, n_boot=n_boot),
+        "task-heads:greater-than": task_result("greater-than", on, on, n_boot=n_boot),
+        "task-heads:greater-than-00": task_result("greater-than-00", on, np.zeros((n, 4)), n_boot=n_boot),
+    }
+    seen = []
+    replicates, interval = stats.replicates, stats.interval
+
+    def counting_replicates(values, groups=None, n_boot=stats.N_BOOT, seed=0):
+        seen.append(n_boot)
+        return replicates(values, groups, n_boot, seed)
+
+    def counting_interval(value, reps, *args, **kwargs):
+        seen.append(len(reps))
+        return interval(value, reps, *args, **kwargs)
+
+    monkeypatch.setattr(stats, "replicates", counting_replicates)
+    monkeypatch.setattr(stats, "interval", counting_interval)
+    claims = [c for spec in registry().values() if spec.claims for c in spec.claims(results)]
+    claims += reproduce.patching_claims(PATCH, n_boot)
+    assert len(claims) >= 10 and seen
+    assert set(seen) == {n_boot}

@@ -12,7 +12,7 @@ from .. import report
 from .base import Analysis, Claim, Condition, Context, verdict_of
 from .head_roles import roles, stream_activity
 from .rows import list_column
-from .stats import mean_ci, paired_ci
+from .stats import N_BOOT, mean_ci, paired_ci
 
 PAPER = ("In the full information flow graph from Figure 2 we look at individual residual streams and consider all "
          "the immediate connections to this stream. [...] Figure 9a shows the average activation frequency of "
@@ -69,7 +69,7 @@ def summarize(ctx: Context) -> report.Result:
                                    "subword_merging": r["subword_merging"].astype(float)})
     return report.Result("bottom_to_top", "Bottom-to-top patterns", explanation, table, summary, figures,
                          {"bottom_to_top_per_head": table_out},
-                         data={"active": active, "docs": docs, "ffn": ffn_rows, "frequency": freq},
+                         data={"active": active, "docs": docs, "ffn": ffn_rows, "frequency": freq, "boot": boot},
                          paper=PAPER, paper_size=ANALYSIS.paper_size)
 
 
@@ -78,15 +78,16 @@ def claims(results: dict) -> list[Claim]:
     if res is None:
         return []
     active, docs, ffn = res.data["active"], res.data["docs"], res.data["ffn"]
+    reps = res.data.get("boot", {}).get("n_boot", N_BOOT)
     n_layers = ffn.shape[1]
     n_heads = active.shape[1] // n_layers
     third = max(1, n_layers // 3)
     bottom = np.arange(third * n_heads)
     top = np.arange((n_layers - third) * n_heads, n_layers * n_heads)
-    est = paired_ci(lambda m: m[bottom].mean() - m[top].mean(), active, docs, unit="texts")[0]
+    est = paired_ci(lambda m: m[bottom].mean() - m[top].mean(), active, docs, unit="texts", n_boot=reps)[0]
     # the FFN's fall is read without the last layer, which the paper singles out as highly important
     ffn_top = np.arange(max(third, n_layers - 1 - third), n_layers - 1)
-    ffn_est = paired_ci(lambda m: m[:third].mean() - m[ffn_top].mean(), ffn, docs, unit="texts")[0]
+    ffn_est = paired_ci(lambda m: m[:third].mean() - m[ffn_top].mean(), ffn, docs, unit="texts", n_boot=reps)[0]
     statement = ("attention and feed-forward blocks are more active at the bottom part of the network [...] Later "
                  "[...] the activation frequency of individual attention heads and FFN blocks goes down")
     conditions = (Condition(f"the mean head frequency (tau = 0.01), bottom {third} layers minus top {third}", est),
@@ -98,7 +99,7 @@ def claims(results: dict) -> list[Claim]:
                  f"heads: interval {'above' if est.above(0) else 'not above'} 0; FFN importance bottom {third} "
                  f"minus the {len(ffn_top)} layers below the last {ffn_est}: "
                  f"{'above' if ffn_est.above(0) else 'not above'} 0 (both needed)", conditions)]
-    last = paired_ci(lambda m: m[-1] - m[:-1].mean(), ffn, docs, unit="texts")[0]
+    last = paired_ci(lambda m: m[-1] - m[:-1].mean(), ffn, docs, unit="texts", n_boot=reps)[0]
     statement = "the last-layer FFN is highly important"
     conditions = (Condition("the last layer's FFN importance minus the mean of the other layers'", last),)
     out.append(Claim("last-layer-ffn", "4.2, fig. 9a", statement,

@@ -12,7 +12,7 @@ from .. import report
 from . import compute
 from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
-from .stats import mean_ci, paired_ci
+from .stats import N_BOOT, mean_ci, paired_ci
 
 PAPER = ("We refer to a head as the previous token head if in at least 70% of the cases it puts more than half of "
          "its influence on the previous token. [...] for a subword merging head (i) in at least 70% of the cases, "
@@ -51,6 +51,7 @@ def summarize(ctx: Context) -> report.Result:
     table, n_layers, n_heads = ctx.table, ctx.n_layers, ctx.n_heads
     r = roles(table, n_layers, n_heads)
     boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed}
+    r["boot"] = boot
     summary = dict(ctx.counts)
     summary["paper_sample"] = ANALYSIS.paper_size
     for key, label in (("previous_token", "previous_token_heads"), ("subword_merging", "subword_merging_heads")):
@@ -100,7 +101,8 @@ def claims(results: dict) -> list[Claim]:
     if res is None or btt is None:
         out.append(untestable(key, section, statement, "needs the head-roles and bottom-to-top analyses"))
     else:
-        out.append(leader_claim(res.data["previous_token"], btt.data["active"], btt.data["docs"], statement))
+        out.append(leader_claim(res.data["previous_token"], btt.data["active"], btt.data["docs"], statement,
+                                btt.data.get("boot", {}).get("n_boot", N_BOOT)))
     statement = ("the model has several such [subword merging] heads in the bottom part of the network, and these "
                  "heads are among the most important heads in the corresponding layers")
     key = "subword-merging-heads"
@@ -111,7 +113,8 @@ def claims(results: dict) -> list[Claim]:
     return out
 
 
-def leader_claim(prev: np.ndarray, active: np.ndarray, docs: np.ndarray, statement: str) -> Claim:
+def leader_claim(prev: np.ndarray, active: np.ndarray, docs: np.ndarray, statement: str,
+                 n_boot: int = N_BOOT) -> Claim:
     """Share of previous-token heads whose stream-activity frequency (tau = 0.01, fig. 9a) is the highest of their
     layer; the interval resamples texts (the ranking may change), n is the number of heads."""
     n_layers, n_heads = prev.shape
@@ -125,7 +128,7 @@ def leader_claim(prev: np.ndarray, active: np.ndarray, docs: np.ndarray, stateme
         mat = freq.reshape(n_layers, n_heads)
         return np.mean([mat[h // n_heads, h % n_heads] >= mat[h // n_heads].max() for h in heads])
 
-    est = paired_ci(share, active, docs, unit="texts", n_boot=300)[0]
+    est = paired_ci(share, active, docs, unit="texts", n_boot=n_boot)[0]
     est = type(est)(est.value, est.low, est.high, len(heads), est.units, f"heads ({est.units} texts resampled)")
     label = "the share of previous-token heads that are the most active head of their layer"
     # "almost all of them": the paper's effect read as 90% of the previous-token heads (docs/claims.md)
@@ -148,7 +151,8 @@ def merging_claim(r: dict, statement: str) -> Claim:
         return untestable("subword-merging-heads", "4.3, fig. 9a", statement, "no word has a later subword", measure)
     cand = np.where(r["previous_token"].ravel(), -1.0, r["merging_frequency"].ravel())
     best = int(np.argmax(cand))
-    est = mean_ci(r["ind_merging"][:, best], r["docs_merging"], unit="texts")[0]
+    est = mean_ci(r["ind_merging"][:, best], r["docs_merging"], unit="texts",
+                  n_boot=r.get("boot", {}).get("n_boot", N_BOOT))[0]
     found = [(a, b) for a, b in zip(*np.nonzero(r["subword_merging"]))]
     bottom = [h for h in found if h[0] < n_layers / 2]
     conditions = (Condition(f"the number of heads in layers 0-{half - 1} that meet the subword-merging definition",

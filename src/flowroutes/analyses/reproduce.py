@@ -22,7 +22,7 @@ from ..errors import FlowroutesError
 from .base import VERDICTS, Claim, Condition, Context, registry, untestable, verdict_of
 from .rows import column
 from .run import DOMAINS, Options, check_out, compute_rows, load, make_options, read_sources
-from .stats import Estimate, fmt, statistic_ci
+from .stats import N_BOOT, Estimate, fmt, statistic_ci
 
 SIZES = ("quick", "paper")
 
@@ -38,8 +38,8 @@ class Size:
 
 
 SIZE = {
-    "quick": Size(texts_per_domain=48, task_examples=48, patching_examples=16, n_boot=500, tsne_max=800),
-    "paper": Size(texts_per_domain=None, task_examples=200, patching_examples=50, n_boot=1000, tsne_max=2000,
+    "quick": Size(texts_per_domain=48, task_examples=48, patching_examples=16, n_boot=N_BOOT, tsne_max=800),
+    "paper": Size(texts_per_domain=None, task_examples=200, patching_examples=50, n_boot=N_BOOT, tsne_max=2000,
                   full_faithfulness=True),
 }
 #: the general-domain analyses (sec. 4 uses C4 only), the ones over every domain, the ones from weights
@@ -106,7 +106,7 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
     for spec in specs.values():
         if spec.claims is not None:
             claims += spec.claims(results)
-    claims += patching_claims(patch)
+    claims += patching_claims(patch, opts.n_boot)
     for key, res in results.items():
         res.write(out_dir / folder_of(key))
     doc = claims_doc(loaded.name, size, plan.__dict__, counts, timings, claims, out_dir,
@@ -229,7 +229,7 @@ def patching_summary(loaded, out_dir: Path, n: int, opts: Options, full: bool = 
     return saved
 
 
-def patching_claims(patch: dict | None) -> list[Claim]:
+def patching_claims(patch: dict | None, n_boot: int = N_BOOT) -> list[Claim]:
     statement = ("When looking at overall contributions, Figure 6 (left) shows that our routes largely consist of "
                  "the heads discovered previously")
     speed = "In contrast, our method accomplishes this task in 5 seconds, around 100x in time reduction."
@@ -247,7 +247,7 @@ def patching_claims(patch: dict | None) -> list[Claim]:
     def covered(idx: np.ndarray) -> float:
         return float((ind[idx][:, circuit].mean(axis=0) >= 0.5).mean())
 
-    est = statistic_ci(covered, len(active), unit="examples", n_boot=300)
+    est = statistic_ci(covered, len(active), unit="examples", n_boot=n_boot)
     s = patch["summary"]
     spearman = s.get("spearman(route frequency, |patching effect|)")
     conditions = (Condition("the share of the patching circuit's 10 heads that are in the routes of at least half "

@@ -19,6 +19,7 @@ from .. import checks, report
 from ..errors import FlowroutesError
 from .base import Analysis, Context, registry
 from .data import read_texts, tokenize_texts
+from .stats import N_BOOT
 
 ROWS_VERSION = 3  # bump when a row schema changes, so that old shards are never mixed with new ones
 #: every corpus run includes the general domain (sec. 5: "C4"); the rest are the paper's domains
@@ -46,7 +47,7 @@ class Options:
     heads: list[tuple[int, int]] = field(default_factory=list)  # svd: heads to show; default domain-specific ones
     svd_vectors: int = 4  # svd: singular vectors per head
     svd_tokens: int = 6  # svd: top tokens per singular vector
-    n_boot: int = 1000  # bootstrap replicates of every interval
+    n_boot: int = N_BOOT  # bootstrap replicates of every interval (stats.N_BOOT)
     progress: bool = True
     ray: str | None = None
 

@@ -14,7 +14,7 @@ from .. import report
 from .base import Analysis, Claim, Condition, Context, verdict_of
 from .data import CONTENT_TAGS, FUNCTION_TAGS
 from .rows import column, list_column
-from .stats import difference_ci, mean_ci
+from .stats import N_BOOT, difference_ci, mean_ci
 
 PAPER = ("Vector for to the pos-th position is defined as (sum_j e^{1,1}_{pos,j}, ..., sum_j e^{L,H}_{pos,j}, "
          "e^{ffn_1}_{pos}, ..., e^{ffn_L}_{pos}). [...] We obtain POS tags with NLTK (universal tagset, Petrov et al. "
@@ -72,7 +72,7 @@ def summarize(ctx: Context) -> report.Result:
     sub = np.arange(len(x)) if len(x) <= KNN_MAX else np.sort(rng.choice(len(x), KNN_MAX, replace=False))
     summary = dict(ctx.counts)
     summary["paper_sample"] = ANALYSIS.paper_size
-    data = {"docs": docs[sub]}
+    data = {"docs": docs[sub], "boot": boot}
     token_ids = column(table, "token_id")[sub]
     for col in LABELS:
         values = column(table, col)[sub]
@@ -120,7 +120,7 @@ def claims(results: dict) -> list[Claim]:
     if res is None:
         return []
     d = res.data
-    boot = {"unit": "texts"}
+    boot = {"unit": "texts", **d.get("boot", {"n_boot": N_BOOT})}
     out = []
     # 1. function words cluster by POS, content words do not
     pos = d["pos_in"]
@@ -161,7 +161,7 @@ def claims(results: dict) -> list[Claim]:
                          "no prediction has both labels"))
     else:
         ga, gb, docs_ab = both
-        est = mean_ci(ga - gb, docs_ab, unit="texts")[0]
+        est = mean_ci(ga - gb, docs_ab, **boot)[0]
         conditions = (Condition("the k-NN gain over the majority baseline, input POS minus next-token POS", est),)
         out.append(Claim("input-vs-next-pos", "4.1, fig. 8b", statement, measure, est, verdict_of(conditions),
                          "input POS is recovered better (interval above 0)" if est.above(0.0)
