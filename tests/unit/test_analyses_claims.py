@@ -124,11 +124,60 @@ def test_generic_heads_vanish_in_the_contrastive_difference():
     off = np.zeros((n, 4))
     off[:, 0] = 1
     c = task_heads.generic_heads_claim(_task_result(on, off), "s")
-    # generic heads: L0H0 (freq 1.0) and the task head (freq 1.0): mean difference (0 + 1) / 2
+    # generic heads: L0H0 and the task head (both freq 1.0): D_gen = (0 + 1) / 2; the task-specific heads (the
+    # two others, difference 0): D_spec = 0, so D_gen - D_spec / 2 = 0.5
     assert c.estimate.value == pytest.approx(0.5) and c.verdict == "does not hold"
     on[:, 1] = np.arange(n) % 2  # the task head active in half the task prompts: not generic
+    pick, held = task_heads.halves(n)
+    assert on[pick, 1].mean() < task_heads.GENERIC
     c = task_heads.generic_heads_claim(_task_result(on, off), "s")
-    assert c.estimate.value == 0.0 and c.verdict == "holds"
+    # D_gen = 0 (L0H0), D_spec = the task head's held-out frequency
+    assert c.estimate.value == pytest.approx(-on[held, 1].mean() / 2) and c.verdict == "holds"
+
+
+def test_generic_heads_judged_against_the_task_specific_heads_not_a_fixed_cut():
+    """A generic head whose task - contrastive difference is 0.12 beside task-specific heads at 0.8: the paper's
+    "these generic heads disappear" holds there (the difference is small against the task's own heads), but the
+    rule before 2026-12-03 (generic heads' upper bound below a fixed 0.1) said "does not hold". And a generic
+    head that differs more than the task heads (0.9) must not hold."""
+    n = 200
+    rng = np.random.default_rng(0)
+    on = np.zeros((n, 6))
+    off = np.zeros((n, 6))
+    on[:, 0] = 1  # generic: always active for the task, in 88% of the contrastive prompts
+    off[:, 0] = rng.random(n) < 0.88
+    on[:, 1:3] = rng.random((n, 2)) < 0.8  # task-specific (below 90%: not generic): never in the contrast
+    c = task_heads.generic_heads_claim(_task_result(on, off), "s")
+    assert c.verdict == "holds", c.why
+    off[:, 0] = rng.random(n) < 0.1  # the generic head now differs as much as the task heads
+    c = task_heads.generic_heads_claim(_task_result(on, off), "s")
+    assert c.verdict == "does not hold", c.why
+
+
+def test_greater_than_on_a_digit_tokenizer_gets_no_verdict():
+    """On a tokenizer that splits years into digits, the task's next token is the end year's first digit, and
+    after XX00 as after XX01 every first digit begins a later year: the contrasts cannot differ in which
+    continuations are valid. Before 2026-12-03 the claim still got a verdict on the difference of their routes
+    (here "holds": the 00 runs' routes differ, the 01 runs' do not); now it cannot be tested. The two-digit form
+    keeps its verdict."""
+    from flowroutes import tasks
+
+    n = 12
+    on = np.zeros((n, 4))
+    on[:, 1] = 1
+    verdicts = {}
+    for form in ("digit", "two-digit"):
+        examples = tasks.greater_than(4, form=form)
+        line = tasks.describe_form(examples)
+        results = {}
+        for key, off in (("task-heads:greater-than", on), ("task-heads:greater-than-00", np.zeros((n, 4)))):
+            r = _task_result(on, off)
+            r.summary = {"form": line}
+            results[key] = r
+        verdicts[form] = _claims(results, "greater-than-contrast")
+    assert verdicts["digit"].verdict == "cannot be tested"
+    assert "cannot be tested on this tokenizer" in verdicts["digit"].why
+    assert verdicts["two-digit"].verdict == "holds"
 
 
 def test_contrast_choice_changes_greater_than_heads():
