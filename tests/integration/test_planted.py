@@ -310,16 +310,17 @@ def test_a_contrast_that_changes_the_routes_or_one_that_does_not(planted, contra
 # --- 3.3: the speed claim on models of known cost ---------------------------------------------------------------
 @pytest.mark.parametrize("planted, n_layers, n_heads", [("holds", 8, 32), ("does not hold", 2, 12)])
 def test_patching_a_hundred_times_slower_or_not(tmp_path, planted, n_layers, n_heads):
-    """Models of known cost: every forward pass sleeps 50 ms, so a run's wall time is its pass count times 50 ms
-    plus a little compute. The ACDC-style run over heads makes one pass per head and example batch (plus one); the
-    routes make one. Planted true: 8 layers of 32 heads, 259 passes of ACDC against the routes' 1 (a ratio near
-    130-170, above 100). Planted false: 2 layers of 12 heads, 27 passes (a ratio near 20). The pass counts are
-    asserted first: they are what makes the ratio known."""
+    """Models of known cost: every forward pass sleeps 150 ms, so a run's wall time is its pass count times 150 ms
+    plus a little compute. The ACDC-style run over heads makes one pass per head and example batch (plus three);
+    the routes make one. Planted true: 8 layers of 32 heads, 259 passes of ACDC against the routes' 1 (a ratio
+    near 190 on a quiet machine, about 130 with the routes' compute slowed 3x by other work). Planted false: 2
+    layers of 12 heads, 27 passes (a ratio near 20). The pass counts are asserted first: they are what makes the
+    ratio known. (With a 50 ms sleep the planted-true ratio fell below 100 while other test runs shared the CPU.)"""
     from flowroutes.analyses.reproduce import patching_claims, patching_summary
     from flowroutes.analyses.run import make_options
 
     tok = word_tokenizer()
-    model = copy_model([(0, h) for h in range(10)], 1.0, 1.0, sleep=0.05, n_layers=n_layers, n_heads=n_heads)
+    model = copy_model([(0, h) for h in range(10)], 1.0, 1.0, sleep=0.15, n_layers=n_layers, n_heads=n_heads)
     loaded = flowroutes.load_model(model, tokenizer=tok)
     saved = patching_summary(loaded, tmp_path, 2, make_options(None, progress=False), full=False,
                              examples=copy_examples(2))

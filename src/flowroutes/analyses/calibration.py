@@ -84,7 +84,7 @@ PLANTED: dict[str, Planted] = {
         "both contrasts keep a candidate first word"),
     "hundred-times-faster": Planted(
         "test_patching_a_hundred_times_slower_or_not",
-        "a model of known cost (every forward pass sleeps 50 ms) with 8 layers of 32 heads: the ACDC-style run "
+        "a model of known cost (every forward pass sleeps 150 ms) with 8 layers of 32 heads: the ACDC-style run "
         "makes 259 passes against the routes' 1",
         "the same cost with 2 layers of 12 heads: 27 passes"),
 }
