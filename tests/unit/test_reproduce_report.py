@@ -381,3 +381,19 @@ def test_every_claim_interval_uses_the_runs_bootstrap_count(monkeypatch):
     claims += reproduce.patching_claims(PATCH, n_boot)
     assert len(claims) >= 10 and seen
     assert set(seen) == {n_boot}
+
+
+def test_routes_that_hold_every_head_do_not_hold_the_patching_circuit():
+    """Routes with every head in every example cover the patching circuit trivially (coverage 1.0; before
+    2026-12-03 that was "holds"). Against the base rate (every head is in the routes), the circuit is enriched 1x:
+    the claim must not hold. Routes that hold the circuit's 10 heads and nothing else (of 12) are enriched
+    1 / (10/12) = 1.2 and hold."""
+    every = {**PATCH, "active": [list(range(12))] * 8}
+    claim = {c.key: c for c in reproduce.patching_claims(every, 300)}["routes-vs-patching"]
+    assert claim.estimate.value == 1.0 and claim.verdict == "does not hold"
+    assert claim.conditions[1].quantity.value == pytest.approx(1.0)
+    circuit = np.argsort(-np.abs(np.asarray(PATCH["effect"])))[:10].tolist()
+    only = {**PATCH, "active": [circuit] * 8}
+    claim = {c.key: c for c in reproduce.patching_claims(only, 300)}["routes-vs-patching"]
+    assert claim.verdict == "holds"
+    assert claim.conditions[1].quantity.value == pytest.approx(1.0 / (10 / 12))
