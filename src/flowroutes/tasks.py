@@ -291,6 +291,10 @@ def top_valid(example: TaskExample, top_token: str) -> bool:
     return top_token == example.answer
 
 
+#: how `describe_form` names the digit form (the claims read it to know the form a run used)
+DIGIT_FORM = "greater-than, digit form: p(first digit > d1) - p(first digit < d1) over single digits"
+
+
 def describe_form(examples: list[TaskExample]) -> str:
     """One line naming the task, its form and its metric (the distinct ones, joined, if `examples` mix them)."""
     lines: list[str] = []
@@ -299,7 +303,7 @@ def describe_form(examples: list[TaskExample]) -> str:
         if form == "two-digit":
             line = "greater-than, two-digit form: p(> YY) - p(<= YY) over two-digit tokens"
         elif form == "digit":
-            line = "greater-than, digit form: p(first digit > d1) - p(first digit < d1) over single digits"
+            line = DIGIT_FORM
         elif task == "ioi":
             line = "ioi: logit(indirect object) - logit(subject), single-token names"
         else:

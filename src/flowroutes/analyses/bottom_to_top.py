@@ -12,7 +12,7 @@ from .. import report
 from .base import Analysis, Claim, Condition, Context, verdict_of
 from .head_roles import roles, stream_activity
 from .rows import list_column
-from .stats import N_BOOT, mean_ci, paired_ci
+from .stats import mean_ci, n_boot_of, paired_ci
 
 PAPER = ("In the full information flow graph from Figure 2 we look at individual residual streams and consider all "
          "the immediate connections to this stream. [...] Figure 9a shows the average activation frequency of "
@@ -78,7 +78,7 @@ def claims(results: dict) -> list[Claim]:
     if res is None:
         return []
     active, docs, ffn = res.data["active"], res.data["docs"], res.data["ffn"]
-    reps = res.data.get("boot", {}).get("n_boot", N_BOOT)
+    reps = n_boot_of(res.data)
     n_layers = ffn.shape[1]
     n_heads = active.shape[1] // n_layers
     third = max(1, n_layers // 3)

@@ -20,7 +20,7 @@ from .. import report
 from ..errors import FlowroutesError
 from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
-from .stats import N_BOOT, Estimate, difference_ci, mean_ci, paired_ci, statistic_ci, unit_sums
+from .stats import Estimate, difference_ci, mean_ci, n_boot_of, paired_ci, statistic_ci, unit_sums
 
 PAPER = ("Figure 10 shows the importance of attention heads and FFN blocks in general and for specific datasets. "
          "We see that generally unimportant attention heads become highly relevant for specific tasks. [...] For "
@@ -359,7 +359,7 @@ def overlap_claim(res: report.Result) -> Claim:
                           "(needs general, addition, code and at least one of russian, italian, spanish)", measure)
     texts = _TopHeads(owner, sums, counts, list(sets.values()), k)
     seed, n = d["boot"]["seed"], int(counts.sum())
-    reps = d["boot"].get("n_boot", N_BOOT)
+    reps = n_boot_of(d)
     est = statistic_ci(texts.overlap, len(owner), unit="texts", n=n, n_boot=reps, seed=seed)
     guard = statistic_ci(texts.weakest, len(owner), unit="texts", n=n, n_boot=reps, seed=seed)
     tops = texts.top_sets(np.ones(len(owner)))

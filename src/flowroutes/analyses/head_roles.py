@@ -12,7 +12,7 @@ from .. import report
 from . import compute
 from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
-from .stats import N_BOOT, mean_ci, paired_ci
+from .stats import N_BOOT, mean_ci, n_boot_of, paired_ci
 
 PAPER = ("We refer to a head as the previous token head if in at least 70% of the cases it puts more than half of "
          "its influence on the previous token. [...] for a subword merging head (i) in at least 70% of the cases, "
@@ -102,7 +102,7 @@ def claims(results: dict) -> list[Claim]:
         out.append(untestable(key, section, statement, "needs the head-roles and bottom-to-top analyses"))
     else:
         out.append(leader_claim(res.data["previous_token"], btt.data["active"], btt.data["docs"], statement,
-                                btt.data.get("boot", {}).get("n_boot", N_BOOT)))
+                                n_boot_of(btt.data)))
     statement = ("the model has several such [subword merging] heads in the bottom part of the network, and these "
                  "heads are among the most important heads in the corresponding layers")
     key = "subword-merging-heads"
@@ -152,7 +152,7 @@ def merging_claim(r: dict, statement: str) -> Claim:
     cand = np.where(r["previous_token"].ravel(), -1.0, r["merging_frequency"].ravel())
     best = int(np.argmax(cand))
     est = mean_ci(r["ind_merging"][:, best], r["docs_merging"], unit="texts",
-                  n_boot=r.get("boot", {}).get("n_boot", N_BOOT))[0]
+                  n_boot=n_boot_of(r))[0]
     found = [(a, b) for a, b in zip(*np.nonzero(r["subword_merging"]))]
     bottom = [h for h in found if h[0] < n_layers / 2]
     conditions = (Condition(f"the number of heads in layers 0-{half - 1} that meet the subword-merging definition",

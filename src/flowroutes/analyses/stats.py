@@ -15,6 +15,11 @@ N_BOOT = 2000  # the one bootstrap setting of every interval (issue 19: 2000 unl
 LEVEL = 0.95
 
 
+def n_boot_of(data: dict) -> int:
+    """The bootstrap count a summary ran with (its data's "boot" entry), for the claims built on it."""
+    return int(data.get("boot", {}).get("n_boot", N_BOOT))
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A statistic with its bootstrap interval: `value` [low, high] over `n` rows from `units` resampled units."""

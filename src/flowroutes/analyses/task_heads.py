@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import report
+from ..tasks import DIGIT_FORM
 from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
-from .stats import N_BOOT, mean_ci, paired_ci
+from .stats import mean_ci, n_boot_of, paired_ci
 
 PAPER = ("We consider an attention head activated if it has at least a sub-edge in the information flow routes "
          "(important subgraph). [...] Figure 6: IOI, GPT2-Small. Attention head activation frequency (tau = 0.03).")
@@ -117,7 +118,7 @@ def claims(results: dict) -> list[Claim]:
     if gt is None or gt00 is None:
         out.append(untestable("greater-than-contrast", "3.2, fig. 7", statement,
                               "needs both greater-than runs (contrast 01 and 00)"))
-    elif any("greater-than, digit form" in str(r.summary.get("form", "")) for r in (gt, gt00)):
+    elif any(DIGIT_FORM in str(r.summary.get("form", "")) for r in (gt, gt00)):
         out.append(untestable("greater-than-contrast", "3.2, fig. 7", statement, DIGIT_FORM_UNTESTABLE))
     else:
         out.append(contrast_claim(gt, gt00, statement))
@@ -140,9 +141,9 @@ def generic_heads_claim(res: report.Result, statement: str) -> Claim:
     measurement half's examples. Holds when its upper bound is below 0 (the generic heads' difference is less than
     half the task-specific heads', in 95% of resamples) and D_spec's lower bound is above 0 (there are
     task-specific heads to compare with). Replaces a fixed 0.1 on D_gen alone (until 2026-12-03), which read a
-    difference of 0.12 beside task-specific heads at 0.9 as "does not hold"."""
+    difference of 0.12 beside task-specific heads at 0.8 as "does not hold"."""
     on, off = res.data["on"], res.data["off"]
-    reps = res.data.get("boot", {}).get("n_boot", N_BOOT)
+    reps = n_boot_of(res.data)
     seed = res.data.get("boot", {}).get("seed", 0)
     pick, held = halves(len(on), seed)
     diff = on - off  # [N, heads]
@@ -183,7 +184,7 @@ def contrast_claim(gt: report.Result, gt00: report.Result, statement: str) -> Cl
     def change(m):
         return np.abs(m[2 * k:3 * k] - m[3 * k:]).mean() - np.abs(m[:k] - m[k:2 * k]).mean()
 
-    reps = a.get("boot", {}).get("n_boot", N_BOOT)
+    reps = n_boot_of(a)
     est = paired_ci(change, stacked, None, unit="examples", n_boot=reps)[0]
     measure = "mean over heads of |f(task) - f(contrast)|, contrast YY=00 minus contrast YY=01"
     conditions = (Condition("the mean over heads of |f(task) - f(contrast)|, YY=00 minus YY=01", est),)

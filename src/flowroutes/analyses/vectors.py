@@ -14,7 +14,7 @@ from .. import report
 from .base import Analysis, Claim, Condition, Context, verdict_of
 from .data import CONTENT_TAGS, FUNCTION_TAGS
 from .rows import column, list_column
-from .stats import N_BOOT, difference_ci, mean_ci
+from .stats import difference_ci, mean_ci, n_boot_of
 
 PAPER = ("Vector for to the pos-th position is defined as (sum_j e^{1,1}_{pos,j}, ..., sum_j e^{L,H}_{pos,j}, "
          "e^{ffn_1}_{pos}, ..., e^{ffn_L}_{pos}). [...] We obtain POS tags with NLTK (universal tagset, Petrov et al. "
@@ -120,7 +120,7 @@ def claims(results: dict) -> list[Claim]:
     if res is None:
         return []
     d = res.data
-    boot = {"unit": "texts", **d.get("boot", {"n_boot": N_BOOT})}
+    boot = {"unit": "texts", "n_boot": n_boot_of(d), "seed": d.get("boot", {}).get("seed", 0)}
     out = []
     # 1. function words cluster by POS, content words do not
     pos = d["pos_in"]
