@@ -42,7 +42,8 @@ browser:
 		|| echo "could not install chromium: browser tests will be skipped (outside CI)"
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/flowroutes trace "$(PROMPT)" --out demo
+	# --force: a second `make demo` refreshes the routes and the figure instead of refusing to replace them
+	HF_HUB_OFFLINE=1 $(BIN)/flowroutes trace "$(PROMPT)" --out demo --force
 	@echo "open demo/routes.png or demo/routes.svg to see the routes"
 
 # the paper's programme on the embedded model: reproduce/report.html, one verdict per claim (minutes on 2 cores)

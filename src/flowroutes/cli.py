@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
                         "the graph files circuit-tracer's local viewer serves (docs/interop.md)")
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     t.set_defaults(func=cmd_trace)
+    c = sub.add_parser("cache", help="list the model cache (dequantized GGUFs); --prune or --clear it",
+                       description="List the entries of the model cache ($FLOWROUTES_CACHE, else "
+                       "~/.cache/flowroutes): each GGUF's dequantized copy, its size, and whether a model file on "
+                       "this machine still uses it.")
+    what = c.add_mutually_exclusive_group()
+    what.add_argument("--prune", action="store_true", help="remove the entries no model file uses any more")
+    what.add_argument("--clear", action="store_true", help="remove every entry (the next load rebuilds its own)")
+    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    c.set_defaults(func=cmd_cache)
     for name, (extra, commands) in COMMAND_MODULES.items():  # further commands live with their feature
         try:
             importlib.import_module(name).add_parser(sub)
@@ -159,6 +168,36 @@ def cmd_trace(args: argparse.Namespace) -> int:
     write_atomic(out / "routes.svg", svg)
     write_atomic(out / "routes.png", png)
     print(f"wrote {out / 'routes.json'}, {out / 'routes.svg'}, {out / 'routes.png'}")
+    return 0
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from .models import cache
+
+    root = cache.cache_root()
+    if args.clear or args.prune:
+        gone = cache.clear() if args.clear else cache.prune()
+        print(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} "
+              f"({_megabytes(sum(e.size for e in gone))}) from {root}")
+        return 0
+    found = cache.entries()
+    print(f"model cache: {root} ({len(found)} entr{'y' if len(found) == 1 else 'ies'}, "
+          f"{_megabytes(sum(e.size for e in found))})")
+    for e in found:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        print(f"  {e.state:<10} {_megabytes(e.size):>8}  {e.folder.name}  (last used {when})")
+        for source in e.sources:
+            print(f"  {'':<10} {'':>8}    from {source}")
+    unused = [e for e in found if e.removable]
+    if unused:
+        print(f"`flowroutes cache --prune` removes the {len(unused)} unused or damaged "
+              f"({_megabytes(sum(e.size for e in unused))})")
     return 0
 
 

@@ -165,7 +165,7 @@ def test_a_second_run_on_the_same_folder_is_refused_or_waits(tmp_path):
         proc.wait()
 
 
-def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
+def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
     from flowroutes.analyses.shards import LOCK, run_shards
 
     proc = _holder(tmp_path, 60)
@@ -175,4 +175,9 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
     calls = []
     table = run_shards(6, _squares(calls), tmp_path, 2, {"run": 1}, progress=False)
     assert calls == [(0, 2), (2, 4), (4, 6)] and table.num_rows == 6
-    assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"flowroutes: repaired the run lock of {tmp_path}: pid {proc.pid} on ") and \
+        line.endswith("ended without releasing it; taken over")
+    caplog.clear()  # a run that ended cleanly leaves no holder behind: the next run repairs nothing
+    run_shards(6, _squares([]), tmp_path, 2, {"run": 1}, progress=False)
+    assert caplog.records == []

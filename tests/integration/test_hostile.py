@@ -613,7 +613,7 @@ def test_every_gguf_is_cached_by_its_content(fake_default, tmp_path):
 
 
 def test_default_model_cache_is_checked_and_repaired(fake_default):
-    from flowroutes.models.loading import CHECKSUM, verify_cache
+    from flowroutes.models.cache import CHECKSUM, verify_cache
 
     calls, root = fake_default
     assert same_weights(flowroutes.load_model()) and len(calls) == 1
@@ -689,6 +689,94 @@ def test_an_error_unrelated_to_the_cache_keeps_it(fake_default, monkeypatch):
     assert same_weights(flowroutes.load_model()) and len(calls) == 2
 
 
+def test_reinstalls_leave_one_entry_and_stale_entries_are_removed_and_said(fake_default, tmp_path, caplog):
+    """Issue 22: three clean installs (the same GGUF in three clones, each deleted when the next comes) leave one
+    entry; an entry no model file uses any more (an edited file, an entry keyed the old size-and-mtime way) goes
+    when the next entry is written, each removal said in one line."""
+    import shutil
+
+    from flowroutes.models import cache
+
+    calls, root = fake_default
+    original = tmp_path / "pkg.gguf"
+    original.write_bytes(b"GGUF release 1")
+    legacy = root / "pkg-18-1796236502-transformers5.24.0"  # how older versions keyed an entry
+    legacy.mkdir(parents=True)
+    (legacy / "model.safetensors").write_bytes(b"\0" * 2000)
+    previous = None
+    for clone in ("one", "two", "three"):
+        path = tmp_path / clone / "site-packages" / "pkg.gguf"
+        path.parent.mkdir(parents=True)
+        shutil.copyfile(original, path)
+        flowroutes.load_model(str(path))
+        if previous is not None:
+            shutil.rmtree(previous)
+        previous = tmp_path / clone
+    assert len(calls) == 1  # dequantized once, for the first install
+    (entry,) = [e for e in cache.entries() if e.state == "in use"]
+    assert len(cache.entries()) == 1 and not legacy.exists()  # the first write removed the legacy entry ...
+    assert [r.getMessage() for r in caplog.records] == [  # ... and said so
+        f"flowroutes: repaired the model cache ({root}): removed {legacy.name} (0 MB): no model file on this machine "
+        "holds its content any more"]
+    assert len(entry.sources) == 3 and entry.sources[-1].endswith("three/site-packages/pkg.gguf")
+    caplog.clear()
+    path.write_bytes(b"GGUF release 2")  # an upgrade: the file now holds other content; the old entry is unused
+    flowroutes.load_model(str(path))
+    assert len(calls) == 2 and [e.state for e in cache.entries()] == ["in use"]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"flowroutes: repaired the model cache ({root}): removed {entry.folder.name} (") and \
+        line.endswith("no model file on this machine holds its content any more")
+
+
+def test_the_cache_command_lists_prunes_and_clears(fake_default, tmp_path, capsys):
+    from flowroutes.models import cache
+    from tests.helpers.cli import run_cli
+
+    calls, root = fake_default
+    kept, dropped = tmp_path / "kept.gguf", tmp_path / "dropped.gguf"
+    kept.write_bytes(b"GGUF kept")
+    dropped.write_bytes(b"GGUF dropped")
+    for path in (kept, dropped):
+        flowroutes.load_model(str(path))
+    dropped.unlink()  # its package uninstalled
+    unrelated = root / "notes"  # a cache root shared with other files: never touched
+    unrelated.mkdir()
+    code, out, _ = run_cli(capsys, "cache")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith(f"model cache: {root} (2 entries, ")
+    assert lines[1].split()[:1] == ["in"] and "kept-" in lines[1] and lines[2].endswith(f"from {kept.resolve()}")
+    assert lines[3].split()[0] == "unused" and "dropped-" in lines[3]
+    assert lines[-1].startswith("`flowroutes cache --prune` removes the 1 unused or damaged (")
+    code, out, _ = run_cli(capsys, "cache", "--prune")
+    assert code == 0 and out.startswith("removed 1 entry (") and [e.state for e in cache.entries()] == ["in use"]
+    code, out, _ = run_cli(capsys, "cache", "--clear")
+    assert code == 0 and out.startswith("removed 1 entry (") and cache.entries() == [] and unrelated.is_dir()
+    assert run_cli(capsys, "cache", "--clear", "--prune")[0] == 2
+
+
+def test_every_repair_of_the_cache_is_said(fake_default, caplog):
+    import subprocess
+    import sys
+
+    calls, root = fake_default
+    flowroutes.load_model()
+    folder = cache_folder(root)
+    (folder / "config.json").unlink()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = root / f".partial-{socket.gethostname()}-{int(gone.stdout)}-k1ll3d00"
+    dead.mkdir()
+    caplog.clear()
+    flowroutes.load_model()
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"flowroutes: repaired the model cache ({root}): removed {dead.name}, a partial entry whose "
+                    "writer is gone",
+                    f"flowroutes: repaired the model cache entry {folder}: its checksum does not match its files "
+                    "(damaged or incomplete); rebuilding it from tiny.Q4.gguf"]
+    caplog.clear()
+    flowroutes.load_model()  # nothing to repair: nothing said
+    assert caplog.records == [] and len(calls) == 2
+
+
 # --- 6. the fingerprint of a model ---------------------------------------------------------------------------------
 def test_model_fingerprint_follows_config_and_weights(tmp_path):
     from flowroutes.models.loading import model_fingerprint
@@ -742,6 +830,19 @@ def test_truncated_or_foreign_shards_are_computed_again(tmp_path):
     assert again.equals(full) and again.schema.metadata == full.schema.metadata
     calls.clear()
     assert run_shards(11, squares(calls), tmp_path, 3, {"run": 1}, progress=False).equals(full) and calls == []
+
+
+def test_a_recomputed_shard_is_said(tmp_path, caplog):
+    from flowroutes.analyses.shards import run_shards
+
+    run_shards(6, squares([]), tmp_path, 3, {"run": 1}, progress=False)
+    assert caplog.records == []  # the first run computes every shard: no repair
+    (tmp_path / "shard-000001.parquet").write_bytes(b"PAR1 cut short")
+    (tmp_path / "shard-000000.parquet").unlink()  # missing: work not yet done, not a repair
+    run_shards(6, squares([]), tmp_path, 3, {"run": 1}, progress=False)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"flowroutes: repaired shard {tmp_path / 'shard-000001.parquet'}: its file is incomplete or not the rows of "
+        "its items 3..5; computing it again"]
 
 
 # --- 10. what `--ray local` listens on -------------------------------------------------------------------------------

