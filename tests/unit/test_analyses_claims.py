@@ -38,7 +38,8 @@ def test_a_head_that_affects_one_stream_in_four_has_frequency_a_quarter():
     hm[2, 3] = 0.02  # head L1H1 affects the stream of row 2 only (0.02 >= tau = 0.01)
     hm[:, 0] = 0.009  # L0H0 is always just below tau: never affects a stream
     hm[:, 5] = [0.01, 0.5, 0.01, 0.3]  # L2H1 always (>= tau, the boundary included)
-    res = bottom_to_top.summarize(ctx(corpus_table(hm, np.full((4, L), 0.1), docs=[0, 0, 1, 1])))
+    # the figure at the paper's tau = 0.01 (the claims use it scaled to the head count: head_roles.stream_tau)
+    res = bottom_to_top.summarize(ctx(corpus_table(hm, np.full((4, L), 0.1), docs=[0, 0, 1, 1]), threshold=0.01))
     np.testing.assert_allclose(res.data["frequency"], [[0, 0], [0, 0.25], [0, 1.0]])
     top = {h["head"]: h["frequency"].value for h in res.summary["most_active_heads"]}
     assert top["L2H1"] == 1.0 and top["L1H1"] == 0.25
@@ -79,12 +80,12 @@ def test_bottom_to_top_and_last_ffn_claims():
     ffn = np.tile([0.3, 0.1, 0.6], (n, 1))  # the last FFN: 0.6 vs mean 0.2 of the others
     res = bottom_to_top.summarize(ctx(corpus_table(hm, ffn, docs=np.arange(n) // 4)))
     c = _claims({"bottom-to-top": res}, "bottom-to-top")
-    assert c.verdict == "holds" and c.estimate.value == pytest.approx(1.0)  # bottom third 1.0 - top third 0.0
+    # a trend over the layers between the first and the last (tests/unit/test_claims_heads.py): 3 layers leave one
+    assert c.verdict == "cannot be tested" and "at least 4 layers" in c.why
     c = _claims({"bottom-to-top": res}, "last-layer-ffn")
     assert c.verdict == "holds" and c.estimate.value == pytest.approx(0.4, abs=1e-6)
     # reversed: activity rises to the top, the last FFN is the least important
     res = bottom_to_top.summarize(ctx(corpus_table(hm[:, ::-1].copy(), ffn[:, ::-1].copy(), np.arange(n) // 4)))
-    assert _claims({"bottom-to-top": res}, "bottom-to-top").verdict == "does not hold"
     c = _claims({"bottom-to-top": res}, "last-layer-ffn")
     assert c.verdict == "does not hold" and c.estimate.value == pytest.approx(0.3 - 0.35, abs=1e-6)
 

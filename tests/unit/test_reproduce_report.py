@@ -19,7 +19,7 @@ from flowroutes.analyses.run import Options
 from flowroutes.analyses.stats import Estimate
 from tests.helpers.readable import assert_readable, long_decimals, visible_text
 
-L, H = 3, 2  # layers, heads of the hand-built corpus rows
+L, H = 4, 2  # layers, heads of the hand-built corpus rows (4: bottom-to-top reads layers 1 to L-2)
 NAN = float("nan")
 
 
@@ -28,13 +28,14 @@ NAN = float("nan")
 def corpus_table(n=40):
     """Corpus rows of 10 texts: L0H0 is a previous-token head that leads layer 0; L0H1 puts 0.9 of its influence
     on its own word for every later subword but is never quiet on first subwords, so that no head meets the
-    subword-merging definition although L0H1's share (i) is high; activity falls from layer 0 to layer 2."""
+    subword-merging definition although L0H1's share (i) is high; activity falls from layer 0 to layer 3 (the claims'
+    tau on 2 heads is 0.01 * 33 / 3 = 0.11: layer 1's heads affect about 0.6 of the streams, layers 2-3 none)."""
     rng = np.random.default_rng(0)
     head_max = np.zeros((n, L * H), dtype=np.float32)
     head_max[:, 0] = 0.5
     head_max[:, 1] = 0.005
-    head_max[:, H:2 * H] = rng.random((n, H)) * 0.02
-    ffn = np.tile(np.array([0.3, 0.1, 0.6], dtype=np.float32), (n, 1))
+    head_max[:, H:2 * H] = rng.random((n, H)) * 0.3
+    ffn = np.tile(np.array([0.3, 0.2, 0.1, 0.6], dtype=np.float32), (n, 1))
     previous = np.full((n, L * H), 0.1, dtype=np.float32)
     previous[:, 0] = 0.9
     same = np.full((n, L * H), 0.1, dtype=np.float32)

@@ -19,6 +19,27 @@ PAPER = ("We refer to a head as the previous token head if in at least 70% of th
          "later subwords put more than half of their influence on previous subwords of the same word, (ii) in at "
          "least 70% of the cases, for the first subword this head's overall influence is no more than 0.005%.")
 SHARE, FREQUENCY, FIRST_INFLUENCE = 0.5, 0.7, 5e-5
+TAU = 0.01  # fig. 9a's tau, set on Llama 2-7B's 32 heads per layer (scaled to other head counts: stream_tau)
+PAPER_HEADS = 32  # heads per layer of Llama 2-7B, the model on which the paper set tau = 0.01 and 0.005%
+BY_FAR = 0.5  # "by far the most important": the layer's runner-up at most half as active (relative lead >= 0.5)
+
+
+def head_scale(n_heads: int) -> float:
+    """How much larger a head's uniform share of a node is here than on Llama 2-7B: (32 + 1) / (n_heads + 1).
+
+    A node x^{lA}_p has n_heads + 1 parts (the heads' sub-edges and the residual; flowroutes.importance), whose
+    importances add up to 1: if every part weighed the same, a head would get 1 / (n_heads + 1) of it, 1/33 on
+    Llama 2-7B and 1/10 on a 9-head model. An importance cut-off the paper set on 32 heads (tau = 0.01 for the
+    activation frequency, 0.005% for a quiet head) is the same fraction of that share on any model when multiplied
+    by this factor; unscaled, 0.01 is a third of a head's share on 32 heads but a tenth of it on 9.
+    """
+    return (PAPER_HEADS + 1) / (n_heads + 1)
+
+
+def stream_tau(n_heads: int) -> float:
+    """The activation threshold of fig. 9a for a model with `n_heads` heads per layer: tau = 0.01 on 32 heads
+    (the paper's), 0.033 on 9: a third of a head's uniform share of the node on every model (head_scale)."""
+    return TAU * head_scale(n_heads)
 
 
 def roles(table, n_layers: int, n_heads: int) -> dict:
@@ -26,8 +47,11 @@ def roles(table, n_layers: int, n_heads: int) -> dict:
 
     Cases: previous-token: every prediction with p >= 1; merging (i): every later subword; (ii): every first
     subword with p >= 1. A share that is NaN (the head had no influence at all) counts as "not more than half".
+    Part (ii)'s "no more than 0.005%" is the paper's 5e-5 on its 32 heads, scaled to this model's head count
+    (5e-5 * head_scale(n_heads)): the same fraction of a head's uniform share of the node on any model.
     """
     n_heads_total = n_layers * n_heads
+    quiet = FIRST_INFLUENCE * head_scale(n_heads)
     positions = column(table, "position")
     subword = column(table, "subword")
     docs = column(table, "doc")
@@ -39,12 +63,12 @@ def roles(table, n_layers: int, n_heads: int) -> dict:
     first = (subword == "first") & cases_prev
     ind_prev = (np.nan_to_num(prev[cases_prev], nan=-1.0) > SHARE).astype(float)  # [N1, L*H]
     ind_merge = (np.nan_to_num(same[later], nan=-1.0) > SHARE).astype(float)  # [N2, L*H]
-    ind_quiet = (total[first] <= FIRST_INFLUENCE).astype(float)  # [N3, L*H]
+    ind_quiet = (total[first] <= quiet).astype(float)  # [N3, L*H]
     masks = compute.head_roles(prev[cases_prev].reshape(-1, n_layers, n_heads),
                                same[later].reshape(-1, n_layers, n_heads),
-                               total[first].reshape(-1, n_layers, n_heads), SHARE, FREQUENCY, FIRST_INFLUENCE)
+                               total[first].reshape(-1, n_layers, n_heads), SHARE, FREQUENCY, quiet)
     return {**masks, "ind_previous": ind_prev, "docs_previous": docs[cases_prev], "ind_merging": ind_merge,
-            "docs_merging": docs[later], "ind_quiet": ind_quiet, "docs_quiet": docs[first]}
+            "docs_merging": docs[later], "ind_quiet": ind_quiet, "docs_quiet": docs[first], "first_influence": quiet}
 
 
 def summarize(ctx: Context) -> report.Result:
@@ -65,7 +89,7 @@ def summarize(ctx: Context) -> report.Result:
     marks = {"gold": r["previous_token"], "red": r["subword_merging"]}
     fig = report.heatmaps([r["previous_frequency"], r["merging_frequency"], r["first_quiet_frequency"]],
                           ["cases with > 1/2 influence on previous token", "later subwords: > 1/2 on own word",
-                           "first subwords: influence <= 0.005%"], marks=marks,
+                           f"first subwords: influence <= {r['first_influence']:.3g}"], marks=marks,
                           suptitle="gold: previous-token heads, red: subword-merging heads")
     roles_table = report.freq_table({"previous_frequency": r["previous_frequency"],
                                      "merging_frequency": r["merging_frequency"],
@@ -76,8 +100,10 @@ def summarize(ctx: Context) -> report.Result:
         "Head roles from contributions, not attention weights (sec. 4.3). A previous-token head puts more than "
         "half of its influence on the previous token in at least 70% of the predictions. A subword-merging head "
         "(i) puts more than half of its influence on previous subwords of the same word for at least 70% of "
-        "later subwords, (ii) has an overall influence of at most 0.005% for at least 70% of first subwords, "
-        "and is not a previous-token head. Intervals resample texts."
+        f"later subwords, (ii) has an overall influence of at most {r['first_influence']:.3g} for at least 70% of "
+        "first subwords (the paper's 0.005% on Llama 2-7B's 32 heads, times (32 + 1) / (heads + 1): the same "
+        "fraction of a head's uniform share of the node), and is not a previous-token head. Intervals resample "
+        "texts."
     )
     return report.Result("head_roles", "Head roles", explanation, table, summary,
                          {"head-roles": (fig, "How often each head meets each part of the role definitions.")},
@@ -101,8 +127,8 @@ def claims(results: dict) -> list[Claim]:
     if res is None or btt is None:
         out.append(untestable(key, section, statement, "needs the head-roles and bottom-to-top analyses"))
     else:
-        out.append(leader_claim(res.data["previous_token"], btt.data["active"], btt.data["docs"], statement,
-                                n_boot_of(btt.data)))
+        out.append(leader_claim(res.data["previous_token"], btt.data["claim_active"], btt.data["docs"], statement,
+                                n_boot_of(btt.data), btt.data["claim_tau"]))
     statement = ("the model has several such [subword merging] heads in the bottom part of the network, and these "
                  "heads are among the most important heads in the corresponding layers")
     key = "subword-merging-heads"
@@ -113,36 +139,65 @@ def claims(results: dict) -> list[Claim]:
     return out
 
 
+def relative_leads(freq: np.ndarray, heads: np.ndarray, n_heads: int) -> np.ndarray:
+    """Each head's lead over the most active other head of its layer, relative to the larger of the two:
+    (f - f2) / max(f, f2), in [-1, 1]: 1 when no other head of the layer is active, 0 for a tie, 0.5 when the
+    runner-up is half as active, below 0 when the head is not its layer's most active. freq: [L*H] frequencies;
+    heads: flat indices of the heads. A layer where neither is ever active reads 0."""
+    mat = freq.reshape(-1, n_heads)
+    out = np.empty(len(heads))
+    for i, h in enumerate(heads):
+        layer, head = divmod(int(h), n_heads)
+        f = mat[layer, head]
+        f2 = np.delete(mat[layer], head).max() if n_heads > 1 else 0.0
+        top = max(f, f2)
+        out[i] = (f - f2) / top if top > 0 else 0.0
+    return out
+
+
 def leader_claim(prev: np.ndarray, active: np.ndarray, docs: np.ndarray, statement: str,
-                 n_boot: int = N_BOOT) -> Claim:
-    """Share of previous-token heads whose stream-activity frequency (tau = 0.01, fig. 9a) is the highest of their
-    layer; the interval resamples texts (the ranking may change), n is the number of heads."""
+                 n_boot: int = N_BOOT, tau: float | None = None) -> Claim:
+    """"almost all of them are by far the most important attention heads in the corresponding layers" (sec. 4.3):
+    the share of previous-token heads that lead their layer by far, n = the number of such heads.
+
+    A head's importance is its activation frequency (fig. 9a: the share of residual streams it affects, at tau =
+    0.01 on 32 heads, scaled to this model's head count: stream_tau). "By far" is a size: the head's lead over the
+    second most active head of its layer, relative to the larger of the two ((f - f2) / max(f, f2), relative_leads),
+    is at least 0.5, i.e. the runner-up affects at most half as many streams. A relative lead needs no cut-off in
+    frequency units, so it reads the same at any frequency level. The share's interval resamples texts: every
+    replicate recomputes all frequencies, each head's lead and the share, so each head's own interval (reported in
+    `why`) is part of it; a head ahead by a hair (a lead of 0.02) never counts, however many texts there are.
+    """
     n_layers, n_heads = prev.shape
     heads = np.flatnonzero(prev.ravel())
-    measure = "share of previous-token heads that are the most active head of their layer (fig. 9a frequency)"
+    measure = (f"share of previous-token heads that lead their layer by far: the layer's second most active head "
+               f"at most half as active (relative lead >= {BY_FAR}; fig. 9a frequency)")
     if len(heads) == 0:
         return untestable("previous-token-heads-lead", "4.3, fig. 9a", statement,
                           "no head meets the previous-token definition on this model", measure)
 
-    def share(freq):
-        mat = freq.reshape(n_layers, n_heads)
-        return np.mean([mat[h // n_heads, h % n_heads] >= mat[h // n_heads].max() for h in heads])
+    def stats_of(freq):  # [share, lead of head 1, ..., lead of head k]
+        leads = relative_leads(freq, heads, n_heads)
+        return np.concatenate([[np.mean(leads >= BY_FAR)], leads])
 
-    est = paired_ci(share, active, docs, unit="texts", n_boot=n_boot)[0]
+    est, *leads = paired_ci(stats_of, active, docs, unit="texts", n_boot=n_boot)
     est = type(est)(est.value, est.low, est.high, len(heads), est.units, f"heads ({est.units} texts resampled)")
-    label = "the share of previous-token heads that are the most active head of their layer"
+    label = "the share of previous-token heads that lead their layer by far (relative lead >= 0.5)"
     # "almost all of them": the paper's effect read as 90% of the previous-token heads (docs/claims.md)
     conditions = (Condition(label, est, "value", ">=", 0.75), Condition(label, est, "low", ">=", 0.5, effect=0.9))
     verdict = verdict_of(conditions)
-    why = ("'almost all' read as: at least 75% of them lead their layer, and at least 50% in 95% of resamples; "
-           f"{len(heads)} previous-token head(s)")
+    per_head = "; ".join(f"L{h // n_heads}H{h % n_heads} {lead}" for h, lead in zip(heads, leads))
+    at = f"tau = {tau:.3g}, " if tau is not None else ""
+    why = (f"'by far' read as: the runner-up of the layer at most half as active (relative lead (f - f2) / max(f, "
+           f"f2) >= {BY_FAR}); 'almost all' as: at least 75% of the previous-token heads lead by far, and at least "
+           f"50% in 95% of resamples. {at}{len(heads)} previous-token head(s), relative leads: {per_head}")
     return Claim("previous-token-heads-lead", "4.3, fig. 9a", statement, measure, est, verdict, why, conditions)
 
 
 def merging_claim(r: dict, statement: str) -> Claim:
     """Whether any head meets the full definition in the bottom half of the layers (the number the verdict
     compares); for reference, the best candidate head's share of later subwords with > 1/2 influence on the own
-    word."""
+    word. The definition's only importance cut-off, part (ii)'s 0.005%, is scaled to the head count (roles)."""
     n_layers, n_heads = r["subword_merging"].shape
     half = int(np.ceil(n_layers / 2))
     measure = (f"the heads that meet the subword-merging definition (the paper's footnote: (i), (ii) and not a "
@@ -159,7 +214,9 @@ def merging_claim(r: dict, statement: str) -> Claim:
                             len(bottom), "value", ">=", 1),)
     verdict = verdict_of(conditions)
     why = (f"{len(found)} head(s) meet the definition ({', '.join(f'L{a}H{b}' for a, b in found) or 'none'}), "
-           f"{len(bottom)} in the bottom half. For reference, the best candidate L{best // n_heads}H{best % n_heads} "
+           f"{len(bottom)} in the bottom half (part (ii): overall influence at most {r['first_influence']:.3g}, the "
+           f"paper's 0.005% on 32 heads times 33 / ({n_heads} + 1)). For reference, the best candidate "
+           f"L{best // n_heads}H{best % n_heads} "
            f"puts > 1/2 of its influence on its own word for {est} of later subwords (part (i) of the definition "
            "alone, not what the verdict compares)")
     return Claim("subword-merging-heads", "4.3, fig. 9a", statement, measure, None, verdict, why, conditions)
