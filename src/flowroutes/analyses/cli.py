@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
     a.add_argument("--out", default="flowroutes-analysis", metavar="DIR",
                    help="output folder: <analysis>.parquet, figures (PNG, SVG), report.html, shards/ (resumable)")
     a.add_argument("--threshold", type=float, default=None, metavar="T",
-                   help="tau (default 0.03 for task-heads as in figs. 6-7, 0.01 for bottom-to-top as in fig. 9a)")
+                   help="tau (default 0.03 for task-heads as in figs. 6-7; for bottom-to-top 0.01 x 33 / (heads + 1), "
+                        "fig. 9a's 0.01 on 32 heads)")
     a.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "greater-than-00"],
                    help="task-heads: the task (greater-than uses YY=01 as contrast, greater-than-00 uses YY=00)")
     a.add_argument("--n", type=int, default=100, help="task-heads: number of generated examples (default 100)")
