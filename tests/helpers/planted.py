@@ -205,27 +205,37 @@ def merging_head(model, tokenizer, layer: int, head: int) -> None:
     value_blind(model, layer, head, word_ends_apart(model, tokenizer))  # its sub-edges from a word end are zero
 
 
+LATER_PERIOD = "P"  # a second period token: it decodes to "." (rows read it as a period), with an id of its own
+
+
 def period_tokenizer():
-    """Words 'w0'..'w94', '.' and '[UNK]', split at spaces and punctuation (the word tokenizer with a period)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """Words 'w0'..'w94', '.', 'P' and '[UNK]', split at spaces and punctuation (the word tokenizer with a period);
+    'P' decodes to '.': a period whose id is not the first period's, so that a model can tell them apart."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {f"w{i}": i for i in range(95)}
     vocab["."] = 95
     vocab["[UNK]"] = 96
+    vocab[LATER_PERIOD] = 97
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.Replace(LATER_PERIOD, ".")
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
 
 
-def period_texts(n: int, seed: int = 0) -> list[str]:
-    """n texts of 16-23 random words with one period after the 5th-9th word."""
+def period_texts(n: int, seed: int = 0, later: str = LATER_PERIOD) -> list[str]:
+    """n texts of 16-23 random words in up to four sentences: a first period '.' after the 5th-9th word, then two later
+    periods `later` ('P', which decodes to '.'; or '.' itself), 4-6 and 8-11 words on."""
     texts = word_texts(n, seed)
     out = []
     for k, text in enumerate(texts):
         words = text.split() + [f"w{(7 * k) % 90}", f"w{(11 * k) % 90}", f"w{(13 * k) % 90}", f"w{(3 * k) % 90}"]
         cut = 5 + k % 5
-        out.append(" ".join(words[:cut]) + " . " + " ".join(words[cut:]))
+        second = cut + 4 + k % 3
+        third = second + 4 + k % 4
+        out.append(" ".join(words[:cut]) + " . " + " ".join(words[cut:second]) + f" {later} "
+                   + " ".join(words[second:third]) + f" {later} " + " ".join(words[third:]))
     return out
 
 

@@ -27,7 +27,8 @@ def test_example_routes_with_a_tiny_model():
                                                                                     unk_token="[UNK]"))
     n_layers, n_heads = loaded.n_layers, loaded.n_heads
     cols = {"doc": [], "position": [], "token": [], "first_period": [], "vector": []}
-    for doc, toks in ((0, ["w1", "w2", ".", "w3"]), (1, ["w5", "zzz", ".", "w4"])):
+    # three periods a text: texts of fewer are not read (periods.MIN_PERIODS)
+    for doc, toks in ((0, ["w1", "w2", ".", "w3", ".", "w4", "."]), (1, ["w5", "zzz", ".", "w4", ".", "w6", "."])):
         for p, t in enumerate(toks):
             cols["doc"].append(doc)
             cols["position"].append(p)

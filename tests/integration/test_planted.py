@@ -136,14 +136,17 @@ def test_subword_merging_head_in_a_bottom_layer_or_none(planted):
 
 
 # --- app. D: the first period acts as BOS ----------------------------------------------------------------------
-@pytest.mark.parametrize("planted, quiet, attended", [("holds", True, True), ("does not hold", True, False),
-                                                      ("does not hold", False, False)])
-def test_first_period_as_bos_or_as_any_token(planted, quiet, attended):
-    """One period per text. `quiet`: its embedding is 20x the others' norm, so its own stream ignores its blocks;
-    `attended`: heads L0H0 and L1H0 attend to it from every later position (a key only it has), output 3x.
-    Planted true: both; planted false: quiet but never attended, or an ordinary token."""
+@pytest.mark.parametrize("planted, quiet, attended, later", [
+    ("holds", True, True, "P"), ("does not hold", True, False, "P"), ("does not hold", False, False, "P"),
+    ("does not hold", True, True, ".")])
+def test_first_period_as_bos_or_as_any_token(planted, quiet, attended, later):
+    """Texts of three periods: a first '.' and two later ones, `later` ('P', a token of its own that decodes to
+    '.', or '.' itself). `quiet`: the '.' token's embedding is 20x the others' norm, so its own stream ignores its
+    blocks; `attended`: heads L0H0 and L1H0 attend to it from every later position (a key only it has), output 3x.
+    Planted true: both, for the first period only; planted false: quiet but never attended, an ordinary token, or
+    every period a sink (the first period is like the later ones)."""
     tok = period_tokenizer()
-    texts = period_texts(40)
+    texts = period_texts(40, later=later)
     period = tok.convert_tokens_to_ids(".")
     model = planted_llama(len(tok))
     if quiet:
@@ -152,8 +155,11 @@ def test_first_period_as_bos_or_as_any_token(planted, quiet, attended):
         for layer in (0, 1):
             scale_head(model, layer, 0, 3.0)
     alpha = attention_of(model, tok, texts[0], 0)[0]  # [T, T]
-    q = tok(texts[0])["input_ids"].index(period)
-    assert (alpha[q:, q].min() > 0.99) == attended
+    ids = tok(texts[0])["input_ids"]
+    q = ids.index(period)
+    assert [tok.decode([i]) for i in ids].count(".") == 3
+    q2 = q + 1 + [tok.decode([i]) for i in ids[q + 1:]].index(".")  # the second period
+    assert (alpha[q:q2, q].min() > 0.99) == attended  # up to the second period (a second sink where later='.')
     assert verdicts(corpus_claims(model, tok, texts, ("periods",)), "first-period-bos") == planted
 
 

@@ -31,13 +31,22 @@ def vector(scale=1.0, quiet_middle=False):
     return np.concatenate([heads.ravel(), ffn]).astype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def every_text_counts(monkeypatch):
+    """The hand-built texts are short: here every text is read and one is enough (the tests of the rule that
+    skips texts of fewer than 3 periods set the constants back)."""
+    monkeypatch.setattr(periods, "MIN_PERIODS", 0, raising=False)
+    monkeypatch.setattr(periods, "MIN_TEXTS", 1, raising=False)
+
+
 def corpus(period_quiet=True, period_share=(0.1, 0.4), first_share=(0.6, 0.3), no_periods=False,
-           period_scale=1.0, attn=True):
+           period_scale=1.0, attn=True, later_periods=2, later_scale=1.0):
     """Rows for TEXTS. After the first period, position p (p - 1 other sources: 1..p without q) gets the shares
     period_share / first_share (outside / inside the middle layers) and the rest spread evenly over the others
     (period_share None: the period is one of p sources like the others). Text 3's positions have twice the
     importance x, first periods period_scale times x. Position 0 has importance 5 everywhere and rows that no
-    statistic should read carry misleading shares."""
+    statistic should read carry misleading shares. Each text with a first period ends in `later_periods` more
+    periods of importance later_scale times x and no shares (NaN)."""
     cols = {k: [] for k in ("doc", "domain", "position", "token", "first_period", "vector")}
     for kind in ("contrib", "attn") if attn else ("contrib",):
         for w in ("first", "period", "other"):
@@ -73,6 +82,13 @@ def corpus(period_quiet=True, period_share=(0.1, 0.4), first_share=(0.6, 0.3), n
                 cols[f"{kind}_first"].append((first + shift).astype(np.float32))
                 cols[f"{kind}_period"].append((per - shift).astype(np.float32))
                 cols[f"{kind}_other"].append(other.astype(np.float32))
+        for p in range(n_tok, n_tok + (later_periods if q >= 1 else 0)):
+            for name, value in (("doc", doc), ("domain", "general"), ("position", p), ("token", "."),
+                                ("first_period", q), ("vector", vector(later_scale))):
+                cols[name].append(value)
+            for kind in ("contrib", "attn") if attn else ("contrib",):
+                for w in ("first", "period", "other"):
+                    cols[f"{kind}_{w}"].append(np.full(L, NAN, dtype=np.float32))
     return rows.table_from_columns(cols)
 
 
@@ -128,7 +144,10 @@ def test_selection_is_the_first_period_not_low_importance():
     docs = rows.column(table, "doc")
     assert list(zip(docs[sel["period"]], pos[sel["period"]])) == [(0, 2), (1, 2), (2, 3)]
     assert sel["other"].sum() == 12  # 3 + 3 + 3 + 3 positions >= 1 that are no first period
-    assert list(zip(docs[sel["later"]], pos[sel["later"]])) == [(0, 3), (0, 4), (1, 3), (1, 4), (2, 4)]
+    assert list(zip(docs[sel["later"]], pos[sel["later"]])) == [(0, 3), (0, 4), (0, 5), (0, 6), (1, 3), (1, 4),
+                                                                (1, 5), (1, 6), (2, 4), (2, 5), (2, 6)]
+    assert list(zip(docs[sel["later_period"]], pos[sel["later_period"]])) == [(0, 5), (0, 6), (1, 5), (1, 6),
+                                                                              (2, 5), (2, 6)]
     # a period that is as busy as any other token is still selected
     assert periods.selections(corpus(period_quiet=False))["period"].sum() == 3
 
@@ -169,7 +188,7 @@ def test_quiet_period_that_later_tokens_use_holds():
     assert 0.275 - 1e-6 <= claim.estimate.low <= claim.estimate.high <= 0.3 + 1e-6
     assert d["bos"]["contrib"]["period - first"].value == pytest.approx(0.1, abs=1e-6)
     assert d["bos"]["attn"]["period - other"].value == pytest.approx(0.3 - 0.12, abs=1e-6)
-    assert "(a) = -0.319" in claim.why and "below 0" in claim.why
+    assert "(a) = 0.000 [0.000, 0.000]" in claim.why and "(c) = 0.000 [0.000, 0.000]" in claim.why
     assert res.summary["first_periods (the paper: 823 of the 826 points of its cluster)"] == 3
     # outside the middle layers first periods have x against 1.25x, but a third of the resamples draw no text 3
     # (0.75 ** 4): there the difference is 0, so the interval reaches 0
@@ -191,8 +210,9 @@ def test_period_like_any_other_token_does_not_hold():
     np.testing.assert_allclose(values(res.data["shares"]["contrib"]["period"]), np.full(L, 0.17), atol=1e-6)
     assert claim.estimate.value == 0.0 and claim.estimate.low == 0.0 and claim.estimate.high == 0.0
     assert claim.verdict == "does not hold"
-    assert "(a) = 0.064 [" in claim.why
-    assert "not below 0" in claim.why and "not above 0" in claim.why
+    # (a) as a ratio: 1.5 * 0.255 / 0.31875 = 1.2; (c): 1.5 * 0.255 / 0.255
+    assert "(a) = 1.200 [" in claim.why and "(c) = 1.500 [" in claim.why
+    assert "not met" in claim.why and "not above 0" in claim.why
 
 
 def test_period_quiet_but_not_attended_does_not_hold():
@@ -202,7 +222,7 @@ def test_period_quiet_but_not_attended_does_not_hold():
     assert res.data["quiet"].below(0)
     assert claim.estimate.value == pytest.approx(0.05 - 0.08, abs=1e-6)
     assert claim.estimate.high < 0
-    assert claim.verdict == "does not hold" and "(a) = -0.319" in claim.why and "not above 0" in claim.why
+    assert claim.verdict == "does not hold" and "(a) = 0.000 [" in claim.why and "not above 0" in claim.why
 
 
 def test_no_period_cannot_be_tested():
@@ -212,6 +232,50 @@ def test_no_period_cannot_be_tested():
     assert res.data["n_period"] == 0 and res.figures == {}
     (claim,) = periods.ANALYSIS.claims({})
     assert claim.verdict == "cannot be tested" and "not run" in claim.why
+
+
+def test_texts_of_fewer_than_three_periods_are_not_read(monkeypatch):
+    monkeypatch.setattr(periods, "MIN_PERIODS", 3, raising=False)
+    monkeypatch.setattr(periods, "MIN_TEXTS", 5, raising=False)
+    # one period per text (the old samples' 1-2 sentences): no text is read
+    res, (claim,) = run(corpus(later_periods=0))
+    assert res.data["n_qualified"] == 0 and res.data["n_period"] == 0
+    assert claim.verdict == "cannot be tested" and claim.estimate is None
+    assert "0 of 4 texts have at least 3 periods" in claim.why and "at least 5 such texts" in claim.why
+    # three periods in texts 0-2: they are read, text 3 (no period) is not, and 3 texts are too few
+    res, (claim,) = run(corpus())
+    sel = periods.selections(res.table)
+    assert sorted(set(rows.column(res.table, "doc")[sel["texts"]].tolist())) == [0, 1, 2]
+    assert sel["other"].sum() == 9 and res.data["n_qualified"] == 3
+    assert claim.verdict == "cannot be tested" and "3 of 4 texts" in claim.why
+    monkeypatch.setattr(periods, "MIN_TEXTS", 3, raising=False)
+    (claim,) = periods.ANALYSIS.claims({"periods": run(corpus())[0]})
+    assert claim.verdict == "holds" and claim.why.startswith("3 of 4 texts have at least 3 periods")
+
+
+def test_every_period_quiet_is_no_first_period_acting_as_bos():
+    """Later periods as quiet as the first: (a) and (b) hold, but the first period is like any period (c)."""
+    res, (claim,) = run(corpus(period_quiet=False, period_scale=0.1, later_scale=0.1))
+    d = res.data
+    # (a): 0.1 * 0.255 / 0.31875 = 0.08; (c): 0.1 x at first periods and at the 6 later periods
+    assert d["quiet_ratio"].value == pytest.approx(0.08, abs=1e-6)
+    assert d["later_ratio"].value == pytest.approx(1.0, abs=1e-6) and d["later_ratio"].low == pytest.approx(1.0)
+    assert [c.met for c in claim.conditions] == [True, True, False]
+    assert claim.verdict == "does not hold" and "(c) = 1.000 [" in claim.why
+    assert claim.estimate is claim.conditions[0].quantity and claim.estimate.value == pytest.approx(0.28, abs=1e-6)
+    # later periods like x: first periods (0) minus x's 0.255
+    res, (claim,) = run(corpus())
+    assert res.data["quiet_vs_later"].value == pytest.approx(-0.255, abs=1e-6) and claim.verdict == "holds"
+    assert res.summary["later periods (2nd, 3rd, ... of a text)"] == 6
+
+
+def test_other_positions_leave_every_period_out():
+    # quiet later periods would pull the other positions' mean (0.31875) down if they were counted among them
+    res, _ = run(corpus(later_scale=0.0))
+    assert res.data["n_other"] == 12
+    assert res.summary["middle layers: attention + FFN importance per layer at other positions"].value == \
+        pytest.approx(0.31875, abs=1e-6)
+    assert res.data["quiet"].value == pytest.approx(-0.31875, abs=1e-6)
 
 
 def test_summary_serialises():

@@ -43,8 +43,10 @@ PLANTED: dict[str, Planted] = {
         "the same head reading the word end too: a previous-token head, and no merging head"),
     "first-period-bos": Planted(
         "test_first_period_as_bos_or_as_any_token",
-        "a period 20x the others' norm, attended by two heads from every later token",
-        "a period as quiet but attended by no head; and a period like any other token"),
+        "texts of three periods; the first period 20x the others' norm, attended by two heads from every later "
+        "token, the later periods ordinary tokens",
+        "a first period as quiet but attended by no head; a first period like any other token; and every period "
+        "quiet and attended (the first like the later ones)"),
     "domain-specific-heads": Planted(
         DOMAINS_TEST,
         "six domains whose words live in their own embedding dims; two layer-0 heads per domain (code, russian, "

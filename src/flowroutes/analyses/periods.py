@@ -3,7 +3,12 @@ residual stream, and how much later tokens' attention and contribution it receiv
 
 The first-period positions are selected by what they are (rows.first_period: the first token that is '.' up to
 spaces, after position 0), never by their importance: the paper's outlier cluster "corresponds to the first period
-in a text". Summarises corpus rows (rows.corpus_rows); the model runs only for the fig. 14 example routes.
+in a text". Only texts of at least MIN_PERIODS periods count (issue 19): the first period is compared with the other
+tokens (every position >= 1 that is no period: the average over other tokens leaves the periods themselves out) and
+with the text's later periods (the 2nd, 3rd, ...), since the paper's point is that the *first* period "takes the
+role of the BOS token", not that any period does; and its own blocks must be "near zero" (under NEAR_ZERO times the
+reference's), not merely lower. Summarises corpus rows (rows.corpus_rows); the model runs only for the fig. 14
+example routes.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ EXAMPLES = 2  # fig. 14 shows two texts
 SHORT = 30  # example texts whose first period comes within this many tokens are preferred (readable pictures)
 TRIES = 8  # at most this many texts are tried for the examples
 WHERE = ("first", "period", "other")
+MIN_PERIODS = 3  # a text counts when it has this many periods (sentences): a first period and two later ones
+MIN_TEXTS = 5  # the claim is tested on at least this many such texts (intervals resample texts)
+NEAR_ZERO = 0.5  # "contributions of all model components are near zero": under half of the reference positions'
 
 
 def middle_layers(n_layers: int) -> np.ndarray:
@@ -41,12 +49,20 @@ def middle_layers(n_layers: int) -> np.ndarray:
 
 
 def selections(table) -> dict[str, np.ndarray]:
-    """Boolean row masks: `period` (a text's first period, position >= 1), `other` (every other position >= 1;
-    position 0 is the BOS stand-in) and `later` (positions after their text's first period)."""
+    """Boolean row masks over the texts with at least MIN_PERIODS periods (`texts`: the rows of such texts):
+    `period` (a text's first period, position >= 1), `later_period` (its later periods), `other` (every position
+    >= 1 that is no period; position 0 is the BOS stand-in) and `later` (positions after the text's first period).
+    A period is a token that is '.' up to spaces, as rows.first_period reads it."""
     pos = column(table, "position").astype(np.int64)
     first = column(table, "first_period").astype(np.int64)
-    period = (first >= 1) & (pos == first)
-    return {"period": period, "other": (pos >= 1) & ~period, "later": (first >= 1) & (pos > first)}
+    docs = column(table, "doc")
+    tokens = table.column("token").to_pylist() if table.num_rows else []
+    is_period = (pos >= 1) & np.array([str(t).strip() == "." for t in tokens], dtype=bool)
+    counts = collections.Counter(docs[is_period].tolist())
+    texts = np.array([counts[d] >= MIN_PERIODS for d in docs.tolist()], dtype=bool)
+    period = texts & (first >= 1) & (pos == first)
+    return {"texts": texts, "period": period, "later_period": texts & is_period & (pos > first),
+            "other": texts & (pos >= 1) & ~is_period, "later": texts & (first >= 1) & (pos > first)}
 
 
 def blocks(table, n_layers: int, n_heads: int) -> dict[str, np.ndarray]:
@@ -89,7 +105,7 @@ def summarize(ctx: Context) -> report.Result:
     sel = selections(table)
     docs = column(table, "doc")
     mid = middle_layers(n_layers)
-    per, oth, lat = sel["period"], sel["other"], sel["later"]
+    per, oth, lat, lp = sel["period"], sel["other"], sel["later"], sel["later_period"]
     own = own_blocks(blocks(table, n_layers, n_heads), sel, docs, mid, boot)
     shares = later_shares(table, lat, docs, n_layers, boot)
     bos = bos_shares(shares, docs[lat], mid, boot)
@@ -109,8 +125,11 @@ def summarize(ctx: Context) -> report.Result:
              "periods_heads": head_table(own.layers["heads"], n_layers, n_heads)}
     data = {"boot": boot, "middle": mid, "layers": own.layers, "shares": {k: {w: s[w] for w in WHERE}
                                                                         for k, s in shares.items()},
-            "bos": bos, "quiet": own.difference, "gets_more": gets_more, "n_period": int(per.sum()),
-            "n_later": int(lat.sum()), "n_other": int(oth.sum()), "examples": examples, "routes": routes}
+            "bos": bos, "quiet": own.difference, "quiet_vs_later": own.vs_later, "gets_more": gets_more,
+            "quiet_ratio": own.ratio, "later_ratio": own.ratio_later,
+            "n_period": int(per.sum()), "n_later": int(lat.sum()), "n_other": int(oth.sum()),
+            "n_later_period": int(lp.sum()), "n_texts": len(set(docs.tolist())),
+            "n_qualified": len(set(docs[sel["texts"]].tolist())), "examples": examples, "routes": routes}
     return report.Result("periods", "Periods acting as BOS", _explanation(tau, mid), table, summary, figures, extra,
                          data=data, paper=PAPER, paper_size=ANALYSIS.paper_size)
 
@@ -120,19 +139,24 @@ class OwnBlocks:
     """Fig. 9b and the "untouched" observation: the blocks of the first periods' own streams against every other
     position. layers: part ("heads" [L*H], "attention" [L], "ffn" [L]) -> "period" / "other" estimates (and
     "difference" for the attention and FFN blocks); period / other / difference (claim part a): the attention +
-    FFN importance averaged over the middle layers."""
+    FFN importance averaged over the middle layers; later_period / vs_later: the same at the texts' later periods,
+    and first periods minus later periods (the second reference)."""
 
     layers: dict[str, dict[str, list[Estimate]]]
     period: Estimate
     other: Estimate
     difference: Estimate
+    later_period: Estimate
+    vs_later: Estimate
+    ratio: Estimate  # first periods' own-block importance over the other positions' (claim part a)
+    ratio_later: Estimate  # over the later periods' (claim part c)
 
 
 def own_blocks(b: dict[str, np.ndarray], sel: dict[str, np.ndarray], docs: np.ndarray, mid: np.ndarray,
                boot: dict) -> OwnBlocks:
     """Mean importance of each head, attention block and FFN block (`blocks(...)`) at first periods and at the
     other positions, resampling texts."""
-    per, oth = sel["period"], sel["other"]
+    per, oth, lp = sel["period"], sel["other"], sel["later_period"]
     layers = {}
     for part in ("heads", "attention", "ffn"):
         layers[part] = {"period": means(b[part][per], docs[per], boot), "other": means(b[part][oth], docs[oth], boot)}
@@ -140,7 +164,19 @@ def own_blocks(b: dict[str, np.ndarray], sel: dict[str, np.ndarray], docs: np.nd
             layers[part]["difference"] = differences(b[part][per], docs[per], b[part][oth], docs[oth], boot)
     own = (b["attention"] + b["ffn"])[:, mid].mean(axis=1, keepdims=True)  # [N, 1] blocks of the middle layers
     return OwnBlocks(layers, means(own[per], docs[per], boot)[0], means(own[oth], docs[oth], boot)[0],
-                     differences(own[per], docs[per], own[oth], docs[oth], boot)[0])
+                     differences(own[per], docs[per], own[oth], docs[oth], boot)[0],
+                     means(own[lp], docs[lp], boot)[0], differences(own[per], docs[per], own[lp], docs[lp], boot)[0],
+                     ratio(own[:, 0], per, oth, docs, boot), ratio(own[:, 0], per, lp, docs, boot))
+
+
+def ratio(values: np.ndarray, num: np.ndarray, den: np.ndarray, docs: np.ndarray, boot: dict) -> Estimate:
+    """mean(values[num]) / mean(values[den]), texts resampled together (both groups from the same texts)."""
+    rows = num | den
+    if not num.any() or not den.any():
+        return _nan(1)[0]
+    cols = np.stack([np.where(num, values, np.nan), np.where(den, values, np.nan)], axis=1)[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return paired_ci(lambda v: v[:1] / v[1:], cols, docs[rows], **boot)[0]
 
 
 def later_shares(table, later: np.ndarray, docs: np.ndarray, n_layers: int, boot: dict) -> dict[str, dict]:
@@ -174,15 +210,22 @@ def _summary(ctx: Context, sel: dict[str, np.ndarray], docs: np.ndarray, mid: np
     summary = dict(ctx.counts)
     summary.update({
         "paper_sample": ANALYSIS.paper_size,
-        "texts": len(set(docs.tolist())), "texts_with_a_first_period": len(set(docs[per].tolist())),
+        "texts": len(set(docs.tolist())),
+        f"texts with at least {MIN_PERIODS} periods (the only texts read)": len(set(docs[sel['texts']].tolist())),
+        "texts_with_a_first_period": len(set(docs[per].tolist())),
         "first_periods (the paper: 823 of the 826 points of its cluster)": int(per.sum()),
         "first_period_tokens": dict(collections.Counter(repr(tokens[i]) for i in np.flatnonzero(per))),
-        "other_positions (position >= 1)": int(sel["other"].sum()),
+        "other_positions (position >= 1, no period)": int(sel["other"].sum()),
+        "later periods (2nd, 3rd, ... of a text)": int(sel["later_period"].sum()),
         "positions_after_a_first_period": int(sel["later"].sum()),
         "middle_layers": [int(x) for x in mid],
         "middle layers: attention + FFN importance per layer at first periods": own.period,
         "middle layers: attention + FFN importance per layer at other positions": own.other,
+        "middle layers: attention + FFN importance per layer at later periods": own.later_period,
         "(a) middle layers: first periods minus other positions": own.difference,
+        "(c) middle layers: first periods minus later periods": own.vs_later,
+        "(a) middle layers: first periods over other positions (ratio)": own.ratio,
+        "(c) middle layers: first periods over later periods (ratio)": own.ratio_later,
         "(b) middle layers: contribution share on the first period minus per other token": gets_more,
     })
     for kind, est in bos.items():
@@ -203,8 +246,10 @@ def _explanation(tau: float, mid: np.ndarray) -> str:
     return (
         "Appendix D looks at the outlier cluster of fig. 8, which 'corresponds to the first period in a text'. Here "
         "that cluster is selected by definition: the first token of each text that is '.' (up to spaces), after "
-        "position 0, whatever its importances; the other positions are every other prediction except position 0 (the "
-        "BOS token, or the first token where the tokenizer adds none). Fig. 9b: mean importance of each head (the sum "
+        f"position 0, whatever its importances. Only texts with at least {MIN_PERIODS} periods are read: their "
+        "later periods (2nd, 3rd, ...) are a second reference, since the paper's point is the first period. The "
+        "other positions are every other prediction that is no period, except position 0 (the BOS token, or the "
+        "first token where the tokenizer adds none). Fig. 9b: mean importance of each head (the sum "
         "of its sub-edge importances into the position's stream), of each attention block (the sum over its heads) "
         "and of each FFN block, at first periods and at the other positions. Appendix D's BOS claim: for positions "
         "after the first period, the share of the attention block's contribution (and of the head-averaged "
@@ -353,28 +398,38 @@ def claims(results: dict) -> list[Claim]:
     measure = (f"over the middle layers {layers} (all but the first two and the last three): share of later tokens' "
                "attention-block contribution that comes from the first period minus the mean share per other "
                "earlier token (not the first token), paired over the same predictions")
+    qualified = (f"{d.get('n_qualified', 0)} of {d.get('n_texts', 0)} texts have at least {MIN_PERIODS} periods "
+                 "(the only texts read)")
+    if d.get("n_qualified", 0) < MIN_TEXTS:
+        return [untestable(KEY, SECTION, STATEMENT, f"{qualified}; the claim compares a text's first period with its "
+                           f"later ones and needs at least {MIN_TEXTS} such texts (multi-sentence documents)",
+                           measure)]
     if d["n_period"] == 0:
         return [untestable(KEY, SECTION, STATEMENT, "no text has a first period after position 0 (a token that is "
                            "'.' up to spaces): there is no first-period cluster to look at", measure)]
     if d["n_later"] == 0:
         return [untestable(KEY, SECTION, STATEMENT, "every first period is the last token of its text: no later "
                            "token can attend to it", measure)]
-    quiet, more = d["quiet"], d["gets_more"]
-    if not (np.isfinite(quiet.value) and np.isfinite(more.value)):
-        return [untestable(KEY, SECTION, STATEMENT, "no other positions to compare the first periods with, or no "
-                           "contribution shares in the rows", measure)]
-    a, b = quiet.below(0.0), more.above(0.0)
+    quiet, more, vs_later = d["quiet_ratio"], d["gets_more"], d["later_ratio"]
+    if not (np.isfinite(more.value) and d["n_other"] and d.get("n_later_period", 0)):
+        return [untestable(KEY, SECTION, STATEMENT, "no other positions or later periods to compare the first "
+                           "periods with, or no contribution shares in the rows", measure)]
     first = d["bos"]["contrib"]["period - first"]
-    why = (f"rule: holds when, averaged over the middle layers {layers}, (a) the first period's own blocks are "
-           "quieter than other positions' (mean attention + FFN importance per layer, first periods minus other "
-           "positions >= 1, interval below 0) AND (b) later tokens give the first period a larger share of their "
-           "attention-block contribution than an average other earlier token (the estimate, interval above 0). "
-           f"(a) = {quiet}: {'below 0' if a else 'not below 0'}; (b): {'above 0' if b else 'not above 0'}. "
+    why = (f"{qualified}. Rule: holds when, averaged over the middle layers {layers}, (b) later tokens give the "
+           "first period a larger share of their attention-block contribution than an average other earlier token "
+           "(the estimate, interval above 0), (a) the first period's own blocks are near zero next to those of other "
+           f"positions (no period; mean attention + FFN importance per layer, the ratio's interval below {NEAR_ZERO}) "
+           f"and (c) next to those of the same texts' later periods ({d.get('n_later_period', 0)} of them; the "
+           f"ratio's interval below {NEAR_ZERO}). (a) = {quiet}: {'met' if quiet.below(NEAR_ZERO) else 'not met'}; "
+           f"(b): {'above 0' if more.above(0.0) else 'not above 0'}; (c) = {vs_later}: "
+           f"{'met' if vs_later.below(NEAR_ZERO) else 'not met'}. "
            f"For reference, the first period's share minus the first token's share: {first}.")
-    conditions = (Condition("(a) the first periods' own-block importance minus other positions'", quiet, "high", "<",
-                            0.0),
-                  Condition("(b) later tokens' contribution share from the first period minus from an average other "
-                            "earlier token", more))
+    conditions = (Condition("(b) later tokens' contribution share from the first period minus from an average other "
+                            "earlier token", more),
+                  Condition("(a) the first periods' own-block importance over other positions'", quiet, "high", "<",
+                            NEAR_ZERO),
+                  Condition("(c) the first periods' own-block importance over later periods'", vs_later, "high",
+                            "<", NEAR_ZERO))
     return [Claim(KEY, SECTION, STATEMENT, measure, more, verdict_of(conditions), why, conditions)]
 
 
