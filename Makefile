@@ -10,7 +10,7 @@ LOWEST_VENV := .venv-lowest
 LOWEST_PINS := torch==2.13.0 transformers==5.21.0
 ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py
 
-.PHONY: setup browser gemma demo reproduce reproduce-gemma test test-unit test-lowest test-install lint lock bench clean
+.PHONY: setup browser gemma demo reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,18 @@ test: setup browser $(if $(filter 1,$(GEMMA)),gemma)
 # the hand-built cases alone (tests/unit: no model, no browser): seconds
 test-unit: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+# the exactness tests under the CPU kernels other machines run (tests/helpers/tolerances.py): torch's DEFAULT and AVX2
+# dispatch, MKL and oneDNN capped to AVX2 (an AVX-512 machine then runs what an AVX2 one runs), 1 and 2 threads
+EXACT_TESTS := tests/integration/test_exactness.py tests/integration/test_gemma.py tests/unit/test_importance.py
+AVX2_CAPS   := MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+test-cpus: setup $(if $(filter 1,$(GEMMA)),gemma)
+	for level in default avx2; do for threads in 1 2; do \
+		echo "== ATEN_CPU_CAPABILITY=$$level, $$threads thread(s)"; \
+		ATEN_CPU_CAPABILITY=$$level $(AVX2_CAPS) OMP_NUM_THREADS=$$threads HF_HUB_OFFLINE=1 \
+			$(BIN)/python -m pytest -q -p no:cacheprovider $(EXACT_TESTS) \
+			"tests/integration/test_families.py::test_family_is_exact" || exit 1; \
+	done; done
 
 # the engine's tests on the lowest supported torch and transformers, in a venv of their own
 test-lowest:

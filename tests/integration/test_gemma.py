@@ -11,6 +11,7 @@ import flowroutes
 from flowroutes.capture import run_with_capture
 from flowroutes.importance import head_values
 from tests.helpers.reference import eq1
+from tests.helpers.tolerances import IMPORTANCE_ABS, IMPORTANCE_SUM_ABS, LOGITS_REL, REBUILD_REL
 
 IOI = "When Mary and John went to the store, John gave a drink to"
 
@@ -91,10 +92,10 @@ def test_gemma3_270m_is_exact_and_matches_float64(gemma):
           f"hidden states {max(v for k, v in errors.items() if k != 'logits'):.2e}, parts rebuild x^lA and x^l "
           f"{worst_rebuild:.2e} (relative), library f_h vs this test's {worst_library_f:.2e}, importances vs "
           f"float64 eq. 1 {worst_eq1:.2e} (absolute)")
-    assert errors["logits"] < 1e-5
-    assert max(errors.values()) < 1e-5
-    assert worst_library_f < 1e-5
-    assert worst_rebuild < 1e-4
-    assert worst_eq1 < 1e-5
-    np.testing.assert_allclose(tr.attention.sum(axis=(1, 3)) + tr.attention_residual, 1.0, atol=1e-5)
-    np.testing.assert_allclose(tr.ffn + tr.ffn_residual, 1.0, atol=1e-6)
+    assert errors["logits"] < LOGITS_REL
+    assert max(errors.values()) < LOGITS_REL
+    assert worst_library_f < REBUILD_REL  # float32 products against float64 ones: the rebuild's rounding
+    assert worst_rebuild < REBUILD_REL
+    assert worst_eq1 < IMPORTANCE_ABS
+    np.testing.assert_allclose(tr.attention.sum(axis=(1, 3)) + tr.attention_residual, 1.0, atol=IMPORTANCE_SUM_ABS)
+    np.testing.assert_allclose(tr.ffn + tr.ffn_residual, 1.0, atol=IMPORTANCE_SUM_ABS)
