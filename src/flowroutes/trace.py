@@ -369,8 +369,9 @@ def trace(
         ints, or a list of them) to skip tokenisation.
     lazy: return a `LazyTrace` that computes attention rows only when routes ask for them (models with
         parallel blocks are traced in full: a `Trace` comes back).
-    kernel: "auto" (fused numba kernel on CPU, fused Triton kernel on CUDA), "numba", "triton", or "torch"
-        (the chunked reference path).
+    kernel: "auto" (fused numba kernel on CPU, fused Triton kernel on CUDA), "numba", "triton", "torch" (the
+        chunked torch path), or "reference": the paper's equations part by part in float64 (`flowroutes.reference`;
+        slow, every node, importances stored in float64).
     precision: "float32" (default, whatever the model's dtype), "float64" (importances computed and stored
         in float64, by the torch path), or "model": the head values f_h(x_j) = LN(x_j) W_V W_O by the model's own
         (half-precision) matrix products, rounded once to its dtype as its own activations are, the rest in
@@ -384,7 +385,7 @@ def trace(
         of each prompt, or "none"; the LM head runs only there. Positions left out have top_ids -1, top_probs
         NaN and no top_tokens. Importances do not depend on it.
     """
-    _check_options(precision, prune, predictions)
+    _check_options(precision, prune, predictions, kernel, lazy)
     opts = _Options(top_k, "torch" if precision == "float64" else kernel, chunk_elements, precision, prune,
                     predictions)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
@@ -407,7 +408,14 @@ class _Options:
     predictions: str
 
 
-def _check_options(precision: str, prune: float, predictions: str) -> None:
+KERNELS = ("auto", "numba", "triton", "torch", "reference")
+
+
+def _check_options(precision: str, prune: float, predictions: str, kernel: str = "auto", lazy: bool = False) -> None:
+    if kernel not in KERNELS:
+        raise FlowroutesError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
+    if kernel == "reference" and (lazy or prune):
+        raise FlowroutesError("kernel='reference' computes every node exactly: use it without lazy=True or prune")
     if predictions not in PREDICTIONS:
         raise FlowroutesError(f"predictions must be one of {', '.join(map(repr, PREDICTIONS))}, got {predictions!r}")
     if not 0.0 <= prune < 1.0:
@@ -580,7 +588,7 @@ class _FullBatch:
     def __init__(self, loaded, lengths: list[int], opts: _Options):
         self.adapter, self.lengths, self.opts = loaded.adapter, lengths, opts
         n_layers, n_heads = self.adapter.n_layers, self.adapter.n_heads
-        wide = opts.precision == "float64"
+        wide = opts.precision == "float64" or opts.kernel == "reference"
         self.np_dtype, self.torch_dtype = (np.float64, torch.float64) if wide else (np.float32, torch.float32)
         self.head_dtype = _head_dtype(loaded, opts.precision)
         n_batch, t_max = len(lengths), max(lengths)
@@ -593,6 +601,9 @@ class _FullBatch:
 
     def block(self, batch: BlockCapture) -> None:
         layer, adapter = batch.layer, self.adapter
+        if self.opts.kernel == "reference":
+            self.reference_block(batch)
+            return
         n_batch, t_max, d = batch.x_out.shape
         f = head_values_by_head(batch.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer),
                                 adapter.kv_heads, self.head_dtype)
@@ -614,6 +625,29 @@ class _FullBatch:
             self.per_node["degenerate_ffn"][layer] = degen
             return
         _ffn_nodes(batch, self.per_node, self.torch_dtype)
+
+    def reference_block(self, batch: BlockCapture) -> None:
+        """The block by `flowroutes.reference`, prompt by prompt, from float64 copies of the captured tensors."""
+        from . import reference
+
+        layer, adapter = batch.layer, self.adapter
+        ov, beta = adapter.ov_weights(layer), adapter.input_norm_bias(layer)
+        scale = adapter.attention_post_scale(layer, batch.attn_raw)
+
+        def np64(t):
+            return None if t is None else t.detach().cpu().double().numpy()
+
+        value, output = np64(ov.value), np64(ov.output)
+        for b, n in enumerate(self.lengths):
+            def rows(t, b=b, n=n):
+                return None if t is None else np64(t[b, :n])
+
+            f = reference.head_values(rows(batch.normed), value, output, adapter.kv_heads, np64(beta))
+            got = reference.block(np64(batch.alpha[b, :, :n, :n]), f, rows(batch.x_in), rows(batch.x_mid),
+                                  rows(batch.ffn_out), rows(batch.x_out), rows(scale), parallel=batch.parallel)
+            self.attention[b][layer] = got["attention"]
+            for name, arr in self.per_node.items():
+                arr[layer, b, :n] = got[name]
 
     def attention_fused(self, layer, alpha, f, x_in, y, scale, extra) -> tuple:
         """The whole batch in one call of the fused numba kernel: (residual, degenerate, extra) [B, T_max]."""

@@ -1,12 +1,15 @@
-"""An independent, slow float64 implementation of the paper's equations, for tests only.
+"""The paper's equations applied to a capture with weights sliced independently of the adapters.
 
-It reads the activations a capture returns, rebuilds f_h(x_j) from the module weights with its own
-slicing, and applies eq. 1 literally: max(||y||_1 - ||z - y||_1, 0), one part at a time.
+Eq. 1 is `flowroutes.reference` (the package's literal float64 path); this module rebuilds f_h(x_j) from the
+module weights with its own slicing (not the adapter's `ov_weights`), so that an adapter that reads the wrong
+weights is caught as well.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from flowroutes import reference
 
 
 def ov_matrices(model, layer: int):
@@ -41,11 +44,8 @@ def ov_matrices(model, layer: int):
 
 
 def eq1(parts: list[np.ndarray], y: np.ndarray) -> np.ndarray:
-    """Eq. 1 literally, in float64; equal shares when every proximity is zero."""
-    ny = np.abs(y).sum()
-    prox = np.array([max(ny - np.abs(z - y).sum(), 0.0) for z in parts])
-    total = prox.sum()
-    return prox / total if total > 0 else np.full(len(parts), 1.0 / len(parts))
+    """Eq. 1 literally, in float64 (`flowroutes.reference.importances`); equal shares when every proximity is 0."""
+    return reference.importances(parts, y)[0]
 
 
 def reference_layer(model, cap, positions=None):
