@@ -274,11 +274,26 @@ BLOCK = 20  # embedding dims per domain: domain k's words live in dims k * BLOCK
 SPARE = len(DOMAINS) * BLOCK  # dims from here on: output directions of promoting heads
 
 
-def domain_tokenizer():
-    """Words 'w0'..'w119' (domain k: w{20k}..w{20k+19}) and '[UNK]'."""
-    from tests.helpers.models import word_tokenizer
+#: the words of each domain, in id order: code's are programming words, russian's Cyrillic (what the SVD claim's
+#: fixed lexicons call code and non-English), the others 'w{id}'
+CODE_WORDS = ["def", "elif", "lambda", "yield", "nonlocal", "assert", "async", "await", "self", "kwargs", "args",
+              "isinstance", "getattr", "setattr", "printf", "const", "void", "struct", "enum", "typedef"]
+RUSSIAN_WORDS = ["дом", "кот", "мир", "лес", "вода", "день", "ночь", "город", "друг", "книга", "окно", "стол",
+                 "река", "поле", "небо", "море", "снег", "хлеб", "рука", "слово"]
+DOMAIN_WORDS = [f"w{i}" for i in range(2 * WORDS_PER_DOMAIN)] + CODE_WORDS + RUSSIAN_WORDS + [
+    f"w{i}" for i in range(4 * WORDS_PER_DOMAIN, 6 * WORDS_PER_DOMAIN)]
 
-    return word_tokenizer(len(DOMAINS) * WORDS_PER_DOMAIN + 1)
+
+def domain_tokenizer():
+    """DOMAIN_WORDS (domain k: ids 20k..20k+19) and '[UNK]'."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(DOMAIN_WORDS)}
+    vocab["[UNK]"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
 
 
 def domain_texts(n: int, seed: int = 0) -> dict[str, list[str]]:
@@ -286,7 +301,7 @@ def domain_texts(n: int, seed: int = 0) -> dict[str, list[str]]:
     out = {}
     for k, name in enumerate(DOMAINS):
         base = word_texts(n, seed + k, words=WORDS_PER_DOMAIN)
-        out[name] = [" ".join(f"w{int(w[1:]) + k * WORDS_PER_DOMAIN}" for w in t.split()) for t in base]
+        out[name] = [" ".join(DOMAIN_WORDS[int(w[1:]) + k * WORDS_PER_DOMAIN] for w in t.split()) for t in base]
     return out
 
 

@@ -3,7 +3,6 @@ claim. On tiny models: tests/integration/test_analyses_svd.py."""
 
 import types
 
-import numpy as np
 import pytest
 import torch
 
@@ -30,12 +29,12 @@ def test_thin_svd_equals_full_svd_of_the_product():
 
 
 SVD_TOKENS = {  # head -> its top tokens (one singular vector, 4 ranks)
-    (0, 0): ["def", "(", "the", "x"],  # code-specific: 2 of 4 code tokens
+    (0, 0): ["def", "{", "the", "x"],  # code-specific: 2 of 4 code tokens
     (0, 1): ["и", "в", "и", "of"],  # non-English-specific: 3 of 4 non-English tokens
     (1, 0): ["the", "def", "a", "b"],  # other heads: code 1/4, non-English 0
     (1, 1): ["в", "a", "b", "c"],  # code 0, non-English 1/4
 }
-TEXT_TOKENS = {"general": ["the", "a", "the", "of"], "code": ["def", "(", "the", "def"], "russian": ["и", "в"],
+TEXT_TOKENS = {"general": ["the", "a", "the", "of"], "code": ["def", "{", "the", "def"], "russian": ["и", "в"],
                "english": ["the", "and"]}
 
 
@@ -49,12 +48,13 @@ def _svd_result(tokens=SVD_TOKENS):
     return report.Result("svd", "s", "", table_from_columns(cols), data={"boot": {"n_boot": 1000, "seed": 0}})
 
 
-def test_topic_vocabulary_by_hand():
-    tokens = np.array(sum(TEXT_TOKENS.values(), []))
-    doms = np.array(sum([[d] * len(t) for d, t in TEXT_TOKENS.items()], []))
-    # code: 'def' 2/4 and '(' 1/4 against 0 in general; 'the' 1/4 against 2/4: not a code token
-    assert svd.domain_vocabulary(tokens, doms, ["code"], ["general"]) == {"def", "("}
-    assert svd.domain_vocabulary(tokens, doms, ["russian"], ["english", "general"]) == {"и", "в"}
+def test_topic_lexicons_by_hand():
+    code = ["def", " def", " self", "lambda", "{", " ==", "[]", "_", "True", " kwargs", "isinstance"]
+    assert all(svd.is_code(t) for t in code)
+    # English words among Python's keywords and builtins, round brackets and prose punctuation are no code
+    assert not any(svd.is_code(t) for t in [" and", "for", " open", "list", "(", ")", ".", ",", " the", "x", " "])
+    assert all(svd.is_non_english(t) for t in [" и", "дом", "Дом", " della", " más", "ñ", " que", " gli"])
+    assert not any(svd.is_non_english(t) for t in [" the", "def", " a", " in", "e", "y", " con", ""])
 
 
 def test_topic_tokens_claim():
@@ -70,7 +70,7 @@ def test_topic_tokens_claim():
     # the code-specific head promotes only English/general words: the pooled share drops to (0 + 3) / 8 = 3/8
     tokens = dict(SVD_TOKENS)
     tokens[(0, 0)] = ["the", "of", "a", "x"]
-    tokens[(1, 0)] = ["def", "(", "и", "в"]  # and another head now promotes topic tokens: 4 hits of 16
+    tokens[(1, 0)] = ["def", "{", "и", "в"]  # and another head now promotes topic tokens: 4 hits of 16
     claim, = svd.claims({"svd": _svd_result(tokens), "domains": domains_result(specific, TEXT_TOKENS)})
     assert claim.verdict == "does not hold"
     assert claim.estimate.value == pytest.approx(3 / 8 - 5 / 16)
@@ -81,6 +81,23 @@ def test_topic_tokens_claim():
     claim, = svd.claims({"svd": _svd_result(), "domains": only_general})
     assert claim.verdict == "cannot be tested"
     assert svd.claims({}) == []
+
+
+def test_topic_heads_that_promote_what_their_texts_hold_are_no_topic_heads():
+    """The code texts are full of 'value' and 'returns' (docs about code), the russian ones of Latin 'kto' and
+    'eto': the code head promotes the first two, the non-English head the others. A lexicon made from the texts (the
+    rule until 2026-12-03) counted them as code and non-English; the fixed lexicons do not."""
+    texts = {"general": ["the", "a", "of", "the"], "code": ["value", "returns", "value", "the"],
+             "russian": ["kto", "eto"], "english": ["the", "and"]}
+    tokens = dict(SVD_TOKENS)
+    tokens[(0, 0)] = ["value", "returns", "value", "returns"]
+    tokens[(0, 1)] = ["kto", "eto", "kto", "eto"]
+    specific = {"code": [(0, 0)], "non-english": [(0, 1)]}
+    claim, = svd.claims({"svd": _svd_result(tokens), "domains": domains_result(specific, texts)})
+    # topic heads: 0 hits of 8; other heads: code 'def' and non-English 'в', 2 of 16
+    assert claim.verdict == "does not hold"
+    assert claim.estimate.value == pytest.approx(-1 / 8)
+    assert claim.estimate is claim.conditions[0].quantity
 
 
 def test_summary_reports_the_topic_measure():

@@ -58,8 +58,9 @@ PLANTED: dict[str, Planted] = {
     "last-ffn-non-english": Planted(
         DOMAINS_TEST, "the same world; the last FFN reads every dim but russian's", "the last FFN reads every dim"),
     "svd-topic-tokens": Planted(
-        DOMAINS_TEST, "the same world; each domain head writes along a direction the unembedding reads for its "
-        "domain's words (the other heads keep random W_OV)", "the domain heads promote general words"),
+        DOMAINS_TEST, "the same world (code's words are programming words, russian's Cyrillic); each domain head "
+        "writes along a direction the unembedding reads for its domain's words (the other heads keep random W_OV)",
+        "the domain heads promote general words"),
     "first-vs-later-subwords": Planted(
         "test_first_and_later_subwords_apart_or_alike",
         "the subword-merging head (zero importance at first subwords)", "every token with the same embedding"),

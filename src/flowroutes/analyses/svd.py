@@ -2,13 +2,24 @@
 v_i put through the final norm and projected on the unembedding, and the tokens it promotes; the heads shown are
 the domain-specific heads of the domains analysis when it ran before; the claim of sec. 5.2.
 
+The claim (svd-topic-tokens) reads the paper's "code-specific heads promote tokens related to coding and technology
+[...] Heads most active for non-English promote tokens in multiple languages, avoiding English ones": the share of
+a topic head's top tokens that belong to its topic, against every other head of the model (the expected share of
+heads drawn at random, resampled as units). Topic tokens come from fixed lexicons that no text of the run defines
+(issue 19: a lexicon built from the texts the heads were found on rewards heads that promote whatever those texts
+hold): programming vocabulary (Python's keywords and builtins, a few words of other languages, code punctuation)
+for code; script and language identity (Cyrillic, the letters and stop words of Italian and Spanish) for
+non-English.
+
 `svd_rows` reads the weights (the model, no text); `summarize` and `claims` read rows only.
 L layers, H heads, d the residual width, V the vocabulary, r = d_head the rank of W_OV.
 """
 
 from __future__ import annotations
 
+import builtins
 import collections
+import keyword
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +27,9 @@ import pyarrow as pa
 from .. import report
 from ..errors import FlowroutesError
 from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
-from .domains import GENERAL, NON_ENGLISH, POOLED
+from .domains import NON_ENGLISH, POOLED
 from .rows import column
-from .stats import difference_ci
+from .stats import difference_ci, mean_ci
 
 PAPER = ("If we project these right singular vectors to the unembedding matrix (v_i^T W_U), we get an "
          "interpretation of the attention head's influence in terms of concepts (i.e., tokens) it promotes in the "
@@ -28,9 +39,50 @@ SHOWN_PER_DOMAIN = 2  # heads shown in the figure per domain (code, non-English,
 SHOWN_DOMAINS = ("code", POOLED, "addition")
 N_LARGEST = 6  # without a domains result: the heads with the largest first singular value
 CLAIM_HEADS = 5  # the claim reads the top tokens of the 5 most specific heads of code and of non-English
-#: topic -> (domains whose texts define its tokens, reference domains): a token belongs to a topic when it is
-#: relatively more frequent among the topic's input tokens than among the reference's
-TOPICS = {"code": (("code",), (GENERAL,)), POOLED: (NON_ENGLISH, ("english", GENERAL))}
+#: Python's keywords and public builtins, and words of other programming languages and tools; less the English
+#: words among them (a head that promotes "and", "for" or "open" promotes English as much as code)
+CODE_WORDS = (set(keyword.kwlist) | set(keyword.softkwlist) | {n for n in dir(builtins) if not n.startswith("_")}
+              | {"self", "cls", "args", "kwargs", "__init__", "__name__", "__main__", "def", "elif", "const", "var",
+                 "function", "null", "nil", "void", "int", "char", "bool", "struct", "enum", "typedef",
+                 "public", "static", "namespace", "include", "printf", "std", "argv", "argc", "stdin", "stdout",
+                 "stderr", "sudo", "grep", "sed", "awk", "bash", "chmod", "mkdir", "echo", "json", "yaml", "xml",
+                 "html", "css", "sql", "http", "https", "url", "api", "src", "lib", "usr", "bin", "tmp", "np",
+                 "torch", "os", "sys", "numpy", "pandas", "config", "init", "utf", "ascii", "regex", "async",
+                 "await", "bytes", "dict", "str", "len", "tuple", "isinstance", "getattr", "setattr", "repr"})
+CODE_WORDS -= {"and", "or", "not", "in", "is", "for", "if", "else", "with", "as", "from", "all", "any", "set", "map",
+               "type", "open", "input", "list", "help", "next", "round", "object", "property", "filter", "format",
+               "range", "super", "exit", "quit", "id", "print", "copyright", "credits", "license", "zip", "case",
+               "match", "while", "pass", "break", "continue", "try", "global", "raise", "max", "min", "sum", "abs",
+               "hash", "vars", "dir", "slice", "reversed", "sorted", "iter", "compile", "let", "dev"}
+CODE_MARKS = set("{}[];=<>|&^~#@$\\`_")  # a token of punctuation with one of these is code ("():", "{", "==")
+CODE_PUNCTUATION = CODE_MARKS | set("()+-*/%!:.,'\"")
+#: Italian and Spanish stop words that are no English words, and the letters of both that English lacks
+IT_ES_WORDS = {"il", "gli", "della", "delle", "degli", "dello", "nel", "nella", "nei", "dal", "dalla", "sul",
+               "sulla", "che", "non", "per", "sono", "questo", "questa", "anche", "essere", "molto", "ancora",
+               "dove", "quando", "perché", "perche", "una", "uno", "alla", "alle", "loro", "suo", "sua",
+               "el", "los", "las", "del", "que", "por", "para", "pero", "como", "más", "mas", "está", "esta", "este",
+               "muy", "sus", "entre", "desde", "también", "tambien", "fue", "ser", "ya", "porque", "cuando",
+               "donde", "sobre", "todo", "todos", "otro", "otra", "puede", "hasta", "según"}
+IT_ES_LETTERS = set("àèéìíòóùúñ¿¡çü")
+
+
+def is_code(token: str) -> bool:
+    """A token of programming vocabulary: a word of CODE_WORDS (case as written), or punctuation with a mark of
+    code (a bracket other than round, '=', ';', '_', ...)."""
+    t = token.strip()
+    return bool(t) and (t in CODE_WORDS or (set(t) <= CODE_PUNCTUATION and bool(set(t) & CODE_MARKS)))
+
+
+def is_non_english(token: str) -> bool:
+    """A token of a non-English language of the run's domains: Cyrillic script (russian), a letter of Italian or
+    Spanish that English lacks, or an Italian/Spanish stop word that is no English word."""
+    t = token.strip().lower()
+    return bool(t) and (any("\u0400" <= c <= "\u04ff" for c in t) or bool(set(t) & IT_ES_LETTERS)
+                        or t in IT_ES_WORDS)
+
+
+#: topic -> (the domains whose specific heads are the topic heads, the lexicon of its tokens)
+TOPICS = {"code": (("code",), is_code), POOLED: (NON_ENGLISH, is_non_english)}
 SCHEMA = pa.schema([("layer", pa.int64()), ("head", pa.int64()), ("vector", pa.int64()),
                     ("singular_value", pa.float64()), ("rank", pa.int64()), ("token_id", pa.int64()),
                     ("token", pa.string()), ("score", pa.float64())])
@@ -197,56 +249,42 @@ def summarize(ctx: Context) -> report.Result:
                          paper=PAPER, paper_size=ANALYSIS.paper_size)
 
 
-def domain_vocabulary(tokens: np.ndarray, domains: np.ndarray, target, reference) -> set[str]:
-    """Token texts relatively more frequent among the input tokens of the `target` domains' texts than among those
-    of the `reference` domains (count / number of tokens, compared per token)."""
-    t = collections.Counter(tokens[np.isin(domains, list(target))].tolist())
-    r = collections.Counter(tokens[np.isin(domains, list(reference))].tolist())
-    nt, nr = sum(t.values()), sum(r.values())
-    if nt == 0 or nr == 0:
-        return set()
-    return {w for w, c in t.items() if c / nt > r.get(w, 0) / nr}
-
-
 def topic_measure(table: pa.Table, domains: report.Result, boot: dict) -> dict | str:
     """Share of the top tokens of the topic heads (the CLAIM_HEADS most specific heads of code and of non-English)
-    that belong to their topic, minus the same share, against the same topics, for every other head of the table.
-
-    A token belongs to code when it is relatively more frequent among the code texts' tokens than among the general
-    texts'; to non-English when it is more frequent among the russian/italian/spanish tokens than among the English
-    and general ones. Units: heads (resampled). Returns a reason string when it cannot be measured."""
+    that belong to their topic's lexicon (TOPICS: fixed, no text of the run defines them), minus the same share,
+    against the same lexicons, for every other head of the table (the model's heads: the share a head drawn at
+    random has). Units: heads (resampled). Returns a reason string when it cannot be measured."""
     specific = domains.data.get("specific_heads", {})
-    tokens = column(domains.table, "token").astype(str)
-    doms = column(domains.table, "domain").astype(str)
-    present = set(doms.tolist())
+    present = set(column(domains.table, "domain").astype(str).tolist())
     keys = np.array([f"L{a}H{b}" for a, b in zip(column(table, "layer"), column(table, "head"))])
     svd_tokens = table.column("token").to_pylist()
-    vocab, topic_heads = {}, {}
-    for name, (target, reference) in TOPICS.items():
-        tgt, ref = [g for g in target if g in present], [g for g in reference if g in present]
+    lexicons, topic_heads = {}, {}
+    for name, (found_on, lexicon) in TOPICS.items():
         heads = [f"L{a}H{b}" for a, b in specific.get(name, [])[:CLAIM_HEADS]]
         heads = [h for h in heads if h in set(keys.tolist())]
-        if tgt and ref and heads:
-            vocab[name] = domain_vocabulary(tokens, doms, tgt, ref)
+        if any(g in present for g in found_on) and heads:
+            lexicons[name] = lexicon
             topic_heads[name] = heads
-    if not vocab:
+    if not lexicons:
         return "the domains run has no code or non-English domain (with heads more important there than in general)"
     base = ~np.isin(keys, sorted(set().union(*topic_heads.values())))
     if not base.any():
         return "every head of the table is a topic head: no other heads to compare with"
-    a, ga, b, gb, parts = [], [], [], [], {}
-    for name, words in vocab.items():
-        hit = np.array([t in words for t in svd_tokens], dtype=np.float64)
+    a, ga, b, gb, parts, baseline, lexicon_tokens = [], [], [], [], {}, {}, {}
+    for name, lexicon in lexicons.items():
+        hit = np.array([lexicon(t) for t in svd_tokens], dtype=np.float64)
         sel = np.isin(keys, topic_heads[name])
         parts[name] = difference_ci(hit[sel], keys[sel], hit[base], keys[base], unit="heads", **boot)[0]
+        baseline[name] = mean_ci(hit[base], keys[base], unit="heads", **boot)[0]
+        lexicon_tokens[name] = int(hit.sum())
         a.append(hit[sel])
         ga.append(np.char.add(f"{name}:", keys[sel]))
         b.append(hit[base])
         gb.append(keys[base])
     est = difference_ci(np.concatenate(a), np.concatenate(ga), np.concatenate(b), np.concatenate(gb), unit="heads",
                         **boot)[0]
-    return {"estimate": est, "parts": parts, "heads": topic_heads,
-            "vocabulary_sizes": {k: len(v) for k, v in vocab.items()}, "baseline_heads": int(len(set(keys[base])))}
+    return {"estimate": est, "parts": parts, "heads": topic_heads, "baseline": baseline,
+            "lexicon_tokens": lexicon_tokens, "baseline_heads": int(len(set(keys[base])))}
 
 
 def claims(results: dict) -> list[Claim]:
@@ -257,9 +295,10 @@ def claims(results: dict) -> list[Claim]:
     statement = ("code-specific heads promote tokens related to coding and technology [...] Heads most active for "
                  "non-English promote tokens in multiple languages, avoiding English ones")
     measure = (f"share of the top tokens (all shown singular vectors) of the {CLAIM_HEADS} most code-specific and "
-               f"{CLAIM_HEADS} most non-English-specific heads that belong to their topic (a token relatively more "
-               "frequent in the code texts than in general ones; in russian/italian/spanish than in English and "
-               "general ones), minus the same share for every other head; interval resamples heads")
+               f"{CLAIM_HEADS} most non-English-specific heads that belong to their topic's fixed lexicon "
+               "(programming vocabulary: Python keywords and builtins, code punctuation; non-English: Cyrillic "
+               "script, Italian/Spanish letters and stop words), minus the same share for every other head of the "
+               "model (a head drawn at random); interval resamples heads")
     domains = results.get("domains")
     if domains is None:
         return [untestable(key, section, statement, "needs the domains analysis of the same run (its domain-specific "
@@ -270,7 +309,7 @@ def claims(results: dict) -> list[Claim]:
     est = m["estimate"]
     holds = est.above(0.0)
     why = ("holds when the interval lies above 0; it " + ("does" if holds else "does not") + ". Per topic: "
-           + "; ".join(f"{k} {v} (heads {', '.join(m['heads'][k])}; {m['vocabulary_sizes'][k]} topic tokens)"
+           + "; ".join(f"{k} {v} (heads {', '.join(m['heads'][k])}; other heads' share {m['baseline'][k]})"
                        for k, v in m["parts"].items()) + f"; {m['baseline_heads']} other heads")
     conditions = (Condition("the topic-token share of the topic heads minus that of the other heads", est),)
     return [Claim(key, section, statement, measure, est, verdict_of(conditions), why, conditions)]
