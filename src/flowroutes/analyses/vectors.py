@@ -201,7 +201,10 @@ def claims(results: dict) -> list[Claim]:
     conditions = (Condition("the k-NN accuracy of first/later subword minus the majority baseline", est),)
     out.append(Claim("first-vs-later-subwords", "4.1, fig. 8c", statement, measure, est, verdict_of(conditions),
                      f"majority baseline {sub['majority_baseline']}; gain interval "
-                     + ("above 0" if est.above(0.0) else "not above 0"), conditions))
+                     + ("above 0" if est.above(0.0) else "not above 0")
+                     + (f"; for reference, the identity control (each token type's most common label in the "
+                        f"training folds; the label is mostly the token's own) {sub['identity_control']}"
+                        if "identity_control" in sub else ""), conditions))
     # 3. input vs next token POS
     a, b = d["pos_in"], d["pos_next"]
     statement = "contribution patterns depend more on input tokens rather than output tokens"
