@@ -10,7 +10,7 @@ LOWEST_VENV := .venv-lowest
 LOWEST_PINS := torch==2.13.0 transformers==5.21.0
 ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py
 
-.PHONY: setup browser gemma demo reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench clean
+.PHONY: setup browser gemma demo reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench corpora clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -99,6 +99,12 @@ lock: setup
 	  echo "# ranges. Regenerate with make lock."; \
 	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//; s/^circuit-tracer @ .*/circuit-tracer==0.5.0/' \
 	  | grep -v '^setuptools=='; } > requirements.lock
+
+# a maintainer step, not needed by `make test` (the built files are committed): rebuild the shipped corpora
+# src/flowroutes/data/corpora/*.jsonl.gz from pinned Debian packages (apt-get download into build/corpora-debs,
+# dpkg-deb -x; no root install); byte-identical on every run; prints each domain's count, mean tokens and sha256
+corpora: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/build_corpora.py
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trace_speed.py --repeats 2 --ioi --corpus 96

@@ -1,4 +1,5 @@
-"""Texts to trace: the shipped per-domain samples and user files (txt, JSONL, Parquet), read and validated.
+"""Texts to trace: the shipped per-domain samples and corpora and user files (txt, JSONL, Parquet), read and
+validated.
 
 Reads only; never tokenises or runs a model. Every bad input raises FlowroutesError with one line. Used by the
 analyses and by the explorer's prompt sets.
@@ -6,7 +7,9 @@ analyses and by the explorer's prompt sets.
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +20,17 @@ SAMPLES: tuple[str, ...] = (
     "general", "english", "code", "russian", "italian", "spanish", "addition", "subtraction",
 )
 
+#: shipped corpora of human-written texts (src/flowroutes/data/corpora/<name>.jsonl.gz, built by `make corpora`
+#: from Debian packages, see SOURCES.md): the analyses' default data
+CORPORA: tuple[str, ...] = ("general", "english", "code", "russian", "italian", "spanish")
+
+
+def corpus_path(name: str) -> Path:
+    if name not in CORPORA:
+        raise FlowroutesError(f"unknown corpus '{name}': choose one of {', '.join(CORPORA)}")
+    return Path(str(resources.files("flowroutes") / "data" / "corpora" / f"{name}.jsonl.gz"))
+
+
 def sample_path(name: str) -> Path:
     if name not in SAMPLES:
         raise FlowroutesError(f"unknown sample '{name}': choose one of {', '.join(SAMPLES)}")
@@ -25,7 +39,8 @@ def sample_path(name: str) -> Path:
 
 def read_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
     """The texts of a data file: .txt (one text per non-blank line), .jsonl (field `field`), .parquet (column
-    `field`); `sample:NAME` for a shipped sample; `hf:NAME[:SPLIT]` for a Hugging Face dataset (needs `datasets`).
+    `field`), any of them gzipped (.gz); `sample:NAME` for a shipped sample; `corpus:NAME` for a shipped corpus
+    (field "text"); `hf:NAME[:SPLIT]` for a Hugging Face dataset (needs `datasets`).
     The code sample keeps one snippet per line with literal '\\n' escapes (decoded here). `limit` keeps the first
     texts only."""
     src = str(source)
@@ -36,19 +51,28 @@ def read_texts(source: str | Path, field: str = "text", limit: int | None = None
         name = src.split(":", 1)[1]
         path = sample_path(name)
         code = name == "code"
+    elif src.startswith("corpus:"):
+        path, field = corpus_path(src.split(":", 1)[1]), "text"
     else:
         path = Path(src).expanduser()
     if not path.exists():
-        raise FlowroutesError(f"data file {src} does not exist: pass a .txt, .jsonl or .parquet file or sample:NAME")
+        raise FlowroutesError(f"data file {src} does not exist: pass a .txt, .jsonl or .parquet file, sample:NAME "
+                              "or corpus:NAME")
     if path.is_dir():
         raise FlowroutesError(f"data path {src} is a folder: pass a .txt, .jsonl or .parquet file")
     suffix = path.suffix.lower()
+    zipped = suffix == ".gz"
+    if zipped:
+        suffix = Path(path.stem).suffix.lower()
+        if suffix == ".parquet":
+            raise FlowroutesError(f"data file {src} is a gzipped Parquet file: pass the .parquet file itself")
     try:
         if suffix == ".parquet":
             texts = _read_parquet(path, field)
         else:
             try:
-                raw = path.read_bytes().decode("utf-8")
+                raw = _unzip(path, src) if zipped else path.read_bytes()
+                raw = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise FlowroutesError(
                     f"data file {src} is not UTF-8 text (byte {exc.start}): convert it to UTF-8"
@@ -61,6 +85,14 @@ def read_texts(source: str | Path, field: str = "text", limit: int | None = None
     if not texts:
         raise FlowroutesError(f"data file {src} holds no text: give at least one non-empty line")
     return texts[:limit] if limit else texts
+
+
+def _unzip(path: Path, src: str) -> bytes:
+    data = path.read_bytes()
+    try:
+        return gzip.decompress(data)
+    except (gzip.BadGzipFile, EOFError, zlib.error):
+        raise FlowroutesError(f"data file {src} is not a complete gzip file: check the file") from None
 
 
 def _read_hub_dataset(spec: str, field: str, limit: int | None) -> list[str]:

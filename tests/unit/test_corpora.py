@@ -1,0 +1,120 @@
+"""The shipped corpora (src/flowroutes/data/corpora, built by `make corpora` from Debian packages): enough texts,
+prose of at least three sentences in the right language, code that parses and is not ours, every record with its
+source; `read_texts("corpus:NAME")` reads them offline."""
+
+import ast
+import gzip
+import json
+import re
+from importlib import resources
+
+import pytest
+
+from flowroutes import FlowroutesError
+from flowroutes.texts import CORPORA, corpus_path, read_texts
+
+PROSE = ("general", "english", "russian", "italian", "spanish")
+#: a sentence ends at . ! ? (and closing quotes or brackets) before whitespace and an upper-case letter, a digit or
+#: an opening quote, or at the end of the text: the rule scripts/build_corpora.py splits with (which also keeps
+#: abbreviations such as "e.g." inside a sentence, so its count is never above this one)
+SENTENCE_END = re.compile(r"[.!?][\"'»”)\]]*(?=\s+[\"'«“(¿¡]?[A-ZÀ-ÖØ-ÞА-ЯЁ0-9]|\s*$)")
+#: a line of an option table or a command line: -x/--long at the start, a shell or Python prompt, a column gap
+NOT_PROSE = re.compile(r"^\s*(-{1,2}[\w\[]|\$ |# |>>>)|\S {3,}\S")
+#: stop words per language: the rule scripts/build_corpora.py keeps a text by (at least 12% of its words are its
+#: language's stop words; for Italian and Spanish more than twice the English ones: no untranslated English)
+STOP = {
+    "english": {"the", "is", "of", "and", "to", "in", "that", "this", "are", "be", "with", "for", "it", "by", "not",
+                "which", "can", "an", "as", "on", "or", "if", "when", "from"},
+    "italian": {"il", "di", "che", "è", "la", "le", "per", "un", "una", "non", "del", "della", "dei", "con", "sono",
+                "gli", "si", "nel", "nella", "da", "questo", "questa", "viene", "quando", "anche"},
+    "spanish": {"el", "de", "que", "es", "la", "los", "las", "para", "un", "una", "no", "del", "con", "se", "por",
+                "en", "este", "esta", "cuando", "también", "si", "son", "al", "su", "lo"},
+}
+
+
+def records(name: str) -> list[dict]:
+    with gzip.open(corpus_path(name), "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[^\W\d_]+", text.lower())
+
+
+@pytest.mark.parametrize("name", CORPORA)
+def test_each_corpus_holds_1000_to_1500_distinct_texts_with_their_sources(name):
+    rows = records(name)
+    assert 1000 <= len(rows) <= 1500
+    assert len({r["text"] for r in rows}) == len(rows)
+    sources = (resources.files("flowroutes") / "data" / "SOURCES.md").read_text("utf-8")
+    for r in rows:
+        assert set(r) == {"text", "source"} and r["text"].strip() == r["text"] != ""
+        package, version, path = r["source"].split(" ")
+        assert path.startswith("/usr/share/") or path.startswith("/usr/lib/python3.11/")
+        assert f"`{package}`" in sources and version in sources, r["source"]  # documented in SOURCES.md
+
+
+@pytest.mark.parametrize("name", PROSE)
+def test_prose_texts_have_three_sentences_and_no_tables_or_command_lines(name):
+    counts = []
+    for r in records(name):
+        text = r["text"]
+        counts.append(len(SENTENCE_END.findall(text)))
+        assert counts[-1] >= 3, text
+        assert text[-1] in ".!?", text
+        assert not any(NOT_PROSE.search(line) for line in text.split("\n")), text
+        assert "```" not in text and "::" not in text and "\\f" not in text
+    assert sum(counts) / len(counts) >= 3.0
+
+
+def test_russian_is_cyrillic_and_italian_spanish_are_their_language():
+    for r in records("russian"):
+        letters = [c for c in r["text"] if c.isalpha()]
+        assert sum("\u0400" <= c <= "\u04ff" for c in letters) >= 0.75 * len(letters), r["text"]
+    for name in ("italian", "spanish", "english", "general"):
+        for r in records(name):
+            w = words(r["text"])
+            own = sum(x in STOP[name if name != "general" else "english"] for x in w)
+            assert own >= 0.12 * len(w), r["text"]
+            if name in ("italian", "spanish"):
+                assert own > 2 * sum(x in STOP["english"] for x in w), r["text"]  # no untranslated English
+    # the languages differ from each other too: Spanish stop words are rare in Italian texts and the reverse
+    it = [words(r["text"]) for r in records("italian")]
+    assert sum(sum(x in STOP["italian"] for x in w) for w in it) > 3 * sum(
+        sum(x in {"los", "las", "para", "por", "el"} for x in w) for w in it)
+
+
+def test_code_texts_are_whole_standard_library_definitions_that_parse():
+    rows = records("code")
+    lines = []
+    for r in rows:
+        tree = ast.parse(r["text"])
+        assert len(tree.body) == 1 and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                  ast.ClassDef)), r["text"][:80]
+        assert r["source"].startswith("libpython3.11-stdlib ") and "flowroutes" not in r["source"]
+        assert "flowroutes" not in r["text"]
+        lines.append(r["text"].count("\n") + 1)
+    assert min(lines) >= 4 and max(lines) <= 25
+    assert len({r["source"] for r in rows}) >= 100  # from many modules, not a few big ones
+
+
+@pytest.mark.parametrize("name", CORPORA)
+def test_read_texts_reads_a_corpus_in_order_and_limit_keeps_the_first(name):
+    texts = read_texts(f"corpus:{name}")
+    assert texts == [r["text"] for r in records(name)]
+    assert read_texts(f"corpus:{name}", limit=48) == texts[:48]
+    assert read_texts(f"corpus:{name}", field="content") == texts  # the corpora's field is always "text"
+
+
+def test_unknown_corpus_and_gzipped_user_files(tmp_path):
+    with pytest.raises(FlowroutesError, match="unknown corpus 'klingon': choose one of general"):
+        read_texts("corpus:klingon")
+    path = tmp_path / "mine.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"text": "one"}\n\n{"text": " two "}\n'))
+    assert read_texts(path) == ["one", "two"]
+    (tmp_path / "lines.txt.gz").write_bytes(gzip.compress("è b\n\nc\n".encode()))
+    assert read_texts(tmp_path / "lines.txt.gz") == ["è b", "c"]
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "one"}\n')[:-6])
+    with pytest.raises(FlowroutesError, match="not a complete gzip file"):
+        read_texts(tmp_path / "cut.jsonl.gz")
+
