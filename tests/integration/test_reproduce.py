@@ -29,7 +29,16 @@ def tiny_size(monkeypatch):
 
 def test_reproduce_reports_every_claim_and_resumes(tiny_folder, tmp_path, tiny_size):
     out = tmp_path / "rep"
-    doc = rep.reproduce(str(tiny_folder), size="quick", out=out, progress=False)
+    # the tiny model's context is 64 tokens, shorter than many texts of the shipped corpora: cut them there
+    opts = rep.Options(long="truncate")
+    doc = rep.reproduce(str(tiny_folder), size="quick", out=out, progress=False, options=opts)
+    # the default data, each domain's source named in the report
+    assert doc["counts"]["sources"] == {"general": "corpus:general", "english": "corpus:english",
+                                        "code": "corpus:code", "russian": "corpus:russian",
+                                        "italian": "corpus:italian", "spanish": "corpus:spanish",
+                                        "addition": "sample:addition", "subtraction": "sample:subtraction"}
+    assert doc["counts"]["texts_per_domain"] == dict.fromkeys(doc["counts"]["sources"], 4)
+    assert doc["counts"]["truncated"] > 0
     keys = [c["claim"] for c in doc["claims"]]
     assert set(keys) == CLAIMS and len(keys) == len(CLAIMS)
     for c in doc["claims"]:
@@ -47,6 +56,7 @@ def test_reproduce_reports_every_claim_and_resumes(tiny_folder, tmp_path, tiny_s
     assert json.loads((out / "claims.json").read_text())["claims"] == json.loads(json.dumps(doc["claims"]))
     html = (out / "report.html").read_text()
     assert html.count("<tr id='claim-") == len(CLAIMS)
+    assert "sources: general corpus:general, english corpus:english" in html
     assert_readable(html)
     for link in re.findall(r"href='([^']+)'", html):
         assert (out / link).is_file(), link
@@ -57,7 +67,7 @@ def test_reproduce_reports_every_claim_and_resumes(tiny_folder, tmp_path, tiny_s
         assert (out / sub / "report.html").exists(), sub
     shards = sorted((out / "shards").rglob("shard-*.parquet"))
     stamps = {p: p.stat().st_mtime_ns for p in shards}
-    again = rep.reproduce(str(tiny_folder), size="quick", out=out, progress=False)
+    again = rep.reproduce(str(tiny_folder), size="quick", out=out, progress=False, options=opts)
     assert {p: p.stat().st_mtime_ns for p in shards} == stamps  # nothing recomputed
     assert [c["estimate"] for c in again["claims"] if c["claim"] != "hundred-times-faster"] == \
         [c["estimate"] for c in doc["claims"] if c["claim"] != "hundred-times-faster"]

@@ -185,4 +185,4 @@ def test_needs_a_general_domain():
 def test_report_writes(result, tmp_path):
     result.write(tmp_path)
     assert (tmp_path / "domains-heads.png").exists() and (tmp_path / "domains_ffn.parquet").exists()
-    assert domains.ANALYSIS.default_data[0] == "general=sample:general" and len(domains.ANALYSIS.default_data) == 8
+    assert domains.ANALYSIS.default_data[0] == "general=corpus:general" and len(domains.ANALYSIS.default_data) == 8

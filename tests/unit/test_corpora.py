@@ -1,6 +1,6 @@
 """The shipped corpora (src/flowroutes/data/corpora, built by `make corpora` from Debian packages): enough texts,
 prose of at least three sentences in the right language, code that parses and is not ours, every record with its
-source; `read_texts("corpus:NAME")` reads them offline."""
+source; `read_texts("corpus:NAME")` reads them offline. And `reproduce --data DOMAIN=SRC`'s parsing."""
 
 import ast
 import gzip
@@ -11,7 +11,10 @@ from importlib import resources
 import pytest
 
 from flowroutes import FlowroutesError
+from flowroutes.analyses import reproduce as rep
+from flowroutes.analyses.run import DOMAINS, domain_sources
 from flowroutes.texts import CORPORA, corpus_path, read_texts
+from tests.helpers.cli import assert_one_line_error, run_cli
 
 PROSE = ("general", "english", "russian", "italian", "spanish")
 #: a sentence ends at . ! ? (and closing quotes or brackets) before whitespace and an upper-case letter, a digit or
@@ -118,3 +121,54 @@ def test_unknown_corpus_and_gzipped_user_files(tmp_path):
     with pytest.raises(FlowroutesError, match="not a complete gzip file"):
         read_texts(tmp_path / "cut.jsonl.gz")
 
+
+def test_domain_sources_replace_the_defaults_of_the_named_domains_only():
+    got = domain_sources(["general=my-c4.jsonl", "code=hf:bigcode/the-stack:train"])
+    assert got[0] == "general=my-c4.jsonl" and got[2] == "code=hf:bigcode/the-stack:train"
+    assert got[1:2] + got[3:] == list(DOMAINS[1:2] + DOMAINS[3:]) and len(got) == 8
+    assert domain_sources(None) == list(DOMAINS)
+    assert DOMAINS[0] == "general=corpus:general" and DOMAINS[-1] == "subtraction=sample:subtraction"
+    for bad, words_ in [("my.txt", "write DOMAIN=SRC"), ("=x.txt", "write DOMAIN=SRC"), ("general=", "DOMAIN=SRC"),
+                        ("klingon=x.txt", "unknown domain 'klingon'")]:
+        with pytest.raises(FlowroutesError, match=words_):
+            domain_sources([bad])
+    with pytest.raises(FlowroutesError, match="twice"):
+        domain_sources(["code=a.txt", "code=b.txt"])
+
+
+def test_reproduce_reads_the_given_source_for_its_domain(tmp_path, monkeypatch):
+    mine = tmp_path / "c4.txt"
+    mine.write_text("My first text. It has sentences. Three of them.\nA second one.\n")
+    seen = {}
+
+    def stop(model, opts):  # after the data are read, before any model loads
+        raise RuntimeError("stop")
+
+    real = rep.read_sources
+
+    def spy(spec, data, opts):
+        seen["sources"] = real(spec, data, opts)
+        return seen["sources"]
+
+    monkeypatch.setattr(rep, "read_sources", spy)
+    monkeypatch.setattr(rep, "load", stop)
+    with pytest.raises(RuntimeError, match="stop"):
+        rep.reproduce(None, out=tmp_path / "out", progress=False, data=[f"general={mine}", "code=sample:code"])
+    got = dict(seen["sources"])
+    assert got["general"] == ["My first text. It has sentences. Three of them.", "A second one."]
+    assert got["general"].source == str(mine) and got["code"].source == "sample:code"
+    assert got["code"] == read_texts("sample:code", limit=48)
+    assert got["english"] == read_texts("corpus:english", limit=48)  # --size quick: the first 48
+    assert list(got) == [d.split("=")[0] for d in DOMAINS]
+
+
+@pytest.mark.parametrize("spec,message", [("general.txt", "write DOMAIN=SRC"),
+                                          ("klingon=x.txt", "unknown domain 'klingon'"),
+                                          ("general=/no/such/file.txt", "does not exist")])
+def test_reproduce_cli_bad_data_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, spec, message):
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded before the data were checked")
+
+    monkeypatch.setattr(rep, "load", no_model)
+    code, _, err = run_cli(capsys, "reproduce", "--data", spec, "--out", str(tmp_path / "o"), "--no-progress")
+    assert_one_line_error(code, err, message)

@@ -217,9 +217,9 @@ class Analysis:
     kind: str
     summarize: Callable[[Context], Any]
     claims: Callable[[dict], list[Claim]] | None = None
-    default_data: tuple[str, ...] = ("sample:general",)
+    default_data: tuple[str, ...] = ("corpus:general",)
     default_threshold: float | None = None
-    needs_general: bool = False  # corpus runs add the general domain (sample:general) when no source is "general"
+    needs_general: bool = False  # corpus runs add the general domain (corpus:general) when no source is "general"
     reads_attention: bool = False  # its rows need attention weights (one more forward pass per batch of texts)
 
     def __post_init__(self):

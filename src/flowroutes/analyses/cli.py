@@ -23,9 +23,9 @@ def add_parser(subparsers) -> None:
     a.add_argument("--model", default=None, metavar="M",
                    help="hub id (local cache), model folder or .gguf; default: the embedded SmolLM2-135M-Instruct")
     a.add_argument("--data", nargs="+", default=None, metavar="SRC",
-                   help="corpus analyses: .txt (one text per line), .jsonl, .parquet files or sample:NAME (english, "
-                        "code, russian, italian, spanish, addition, subtraction); DOMAIN=SRC names a domain. "
-                        "Default: the shipped samples")
+                   help="corpus analyses: .txt (one text per line), .jsonl, .parquet files, corpus:NAME (general, "
+                        "english, code, russian, italian, spanish) or sample:NAME (those and addition, subtraction); "
+                        "DOMAIN=SRC names a domain. Default: the shipped corpora")
     a.add_argument("--field", default="text", help="JSONL field / Parquet column with the text (default: text)")
     a.add_argument("--limit", type=int, default=None, metavar="N", help="use at most N texts per data source")
     a.add_argument("--out", default="flowroutes-analysis", metavar="DIR",
@@ -65,6 +65,10 @@ def add_parser(subparsers) -> None:
                         "paper: every shipped text (the paper used 1000 per domain), 200 task examples, 50 for "
                         "patching")
     r.add_argument("--out", default="flowroutes-reproduce", metavar="DIR", help="output folder (resumable)")
+    r.add_argument("--data", nargs="+", default=None, metavar="DOMAIN=SRC",
+                   help="replace the default source of these domains (general, english, code, russian, italian, "
+                        "spanish, addition, subtraction); SRC: a .txt, .jsonl or .parquet file, sample:NAME, "
+                        "corpus:NAME or hf:NAME[:SPLIT] (a local datasets cache). Default: the shipped corpora")
     r.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
     r.add_argument("--no-patching", action="store_true", help="skip the routes-vs-patching comparison")
     r.add_argument("--no-progress", action="store_true", help="no progress lines")
@@ -119,13 +123,14 @@ def cmd_reproduce(args) -> int:
     from .. import checks
     from ..commands import quiet_transformers
     from .reproduce import claims_text, reproduce
-    from .run import Options, check_out
+    from .run import Options, check_out, domain_sources
 
     checks.positive_int("--batch-size", args.batch_size)
+    domain_sources(args.data)  # a bad DOMAIN=SRC fails here, before anything loads
     check_out(args.out)
     quiet_transformers()
     doc = reproduce(args.model, size=args.size, out=args.out, options=Options(batch_size=args.batch_size),
-                    progress=not args.no_progress, patching=not args.no_patching)
+                    progress=not args.no_progress, patching=not args.no_patching, data=args.data)
     print(claims_text(doc))
     print(f"wrote {args.out}/report.html and {args.out}/claims.json")
     return 0

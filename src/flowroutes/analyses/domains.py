@@ -35,8 +35,8 @@ LISTED = 5  # most specific heads per domain in the summary
 NEAR_ZERO = 0.01  # an FFN block "falls to zero" when its mean importance is surely below this (upper 95% bound)
 MARGIN = 0.01  # "much less relevant": the last FFN's importance is surely lower by at least this much
 OVERLAP_MAX = 1 / 3  # top sets "not the same": mean pairwise Jaccard surely below 1/3 (< half the heads shared)
-DEFAULT_DATA = ("general=sample:general", "english=sample:english", "code=sample:code", "russian=sample:russian",
-                "italian=sample:italian", "spanish=sample:spanish", "addition=sample:addition",
+DEFAULT_DATA = ("general=corpus:general", "english=corpus:english", "code=corpus:code", "russian=corpus:russian",
+                "italian=corpus:italian", "spanish=corpus:spanish", "addition=sample:addition",
                 "subtraction=sample:subtraction")
 
 
@@ -88,7 +88,7 @@ def summarize(ctx: Context) -> report.Result:
     masks = domain_masks(dom)
     if GENERAL not in masks:
         raise FlowroutesError("the domains analysis compares every domain with the general one: name a source "
-                              "general=FILE, or leave it out to get sample:general")
+                              "general=FILE, or leave it out to get corpus:general")
     boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed}
     real = set(dom.tolist())
     e = domain_estimates(x, docs, masks, real, nh, boot)

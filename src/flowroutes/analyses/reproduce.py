@@ -21,7 +21,7 @@ from .. import report
 from ..errors import FlowroutesError
 from .base import VERDICTS, Claim, Condition, Context, registry, untestable, verdict_of
 from .rows import column
-from .run import DOMAINS, Options, check_out, compute_rows, load, make_options, read_sources
+from .run import Options, check_out, compute_rows, domain_sources, load, make_options, read_sources
 from .stats import N_BOOT, Estimate, fmt, statistic_ci
 
 SIZES = ("quick", "paper")
@@ -48,9 +48,11 @@ TASKS = ("ioi", "greater-than", "greater-than-00")
 
 
 def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowroutes-reproduce",
-              options: Options | None = None, progress: bool = True, patching: bool = True) -> dict:
+              options: Options | None = None, progress: bool = True, patching: bool = True,
+              data: list[str] | None = None) -> dict:
     """Run the paper's programme on `model` and write the claims report into `out`; returns the claims report
-    as a dict (also out/claims.json). Re-running with the same arguments resumes from the shards on disk."""
+    as a dict (also out/claims.json). Re-running with the same arguments resumes from the shards on disk.
+    data: DOMAIN=SRC items that replace those domains' default sources (run.DOMAINS; `read_texts` reads SRC)."""
     if size not in SIZES:
         raise FlowroutesError(f"--size must be one of {', '.join(SIZES)}, not {size!r}")
     plan = SIZE[size]
@@ -58,7 +60,7 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
                         tsne_max=plan.tsne_max, progress=progress, threshold=None)
     out_dir = check_out(out)
     specs = registry()
-    sources = read_sources(specs["domains"], list(DOMAINS), opts)  # bad data fails before the model loads
+    sources = read_sources(specs["domains"], domain_sources(data), opts)  # bad data fails before the model loads
     steps = ["corpus rows", *GENERAL, "domains", "svd", *[f"task-heads:{t}" for t in TASKS]]
     steps += ["patching"] if patching else []
     say = _Progress(steps, progress)
@@ -324,7 +326,9 @@ def counts_text(counts: dict) -> str:
         parts.append(f"{counts['predictions']:,} predictions")
     rest = [f"{counts.get('skipped_long_or_short', 0):,} skipped (too long, or a single token)",
             f"{counts.get('truncated', 0):,} truncated"]
-    return ", ".join(parts) + "; " + ", ".join(rest)
+    named = counts.get("sources") or {}
+    sources = "; sources: " + ", ".join(f"{d} {s}" for d, s in named.items()) if named else ""
+    return ", ".join(parts) + "; " + ", ".join(rest) + sources
 
 
 def timings_text(timings: dict) -> str:

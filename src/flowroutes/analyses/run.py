@@ -23,8 +23,9 @@ from .stats import N_BOOT
 
 ROWS_VERSION = 3  # bump when a row schema changes, so that old shards are never mixed with new ones
 #: every corpus run includes the general domain (sec. 5: "C4"); the rest are the paper's domains
-DOMAINS = ("general=sample:general", "english=sample:english", "code=sample:code", "russian=sample:russian",
-           "italian=sample:italian", "spanish=sample:spanish", "addition=sample:addition",
+#: (human-written corpora shipped in data/corpora, see data/SOURCES.md; arithmetic is generated, as in the paper)
+DOMAINS = ("general=corpus:general", "english=corpus:english", "code=corpus:code", "russian=corpus:russian",
+           "italian=corpus:italian", "spanish=corpus:spanish", "addition=sample:addition",
            "subtraction=sample:subtraction")
 
 
@@ -57,8 +58,8 @@ def analyze(name: str, model: Any = None, data: list[str] | None = None, out: st
     """Run one analysis; write its table, figures and report into `out` when given (shards go to out/shards).
 
     model: a LoadedModel or anything `flowroutes.load_model` accepts (with --ray: a string or None).
-    data: data sources for corpus analyses: file paths or sample:NAME, optionally as DOMAIN=SOURCE (domains adds
-    the general domain, sample:general, when no source is called "general").
+    data: data sources for corpus analyses: file paths, sample:NAME or corpus:NAME, optionally as DOMAIN=SOURCE
+    (domains adds the general domain, corpus:general, when no source is called "general").
     inputs: results of other analyses (name -> Result) the analysis may use, e.g. domains for svd.
     """
     spec = analysis(name)
@@ -124,18 +125,48 @@ def load(model: Any, opts: Options):
     return loaded, source
 
 
+class Texts(list):
+    """The texts of one data source, with the source they came from (`source`: the SRC of DOMAIN=SRC), so that
+    the counts of a run name each domain's source."""
+
+    def __init__(self, texts: list[str], source: str):
+        super().__init__(texts)
+        self.source = source
+
+
+def domain_sources(data: list[str] | None) -> list[str]:
+    """DOMAINS with each DOMAIN=SRC of `data` in place of that domain's default (`flowroutes reproduce --data`).
+    A spec without DOMAIN=, an unknown domain or a domain named twice is a FlowroutesError (exit 2)."""
+    default = dict(item.split("=", 1) for item in DOMAINS)
+    out, seen = dict(default), set()
+    for item in data or ():
+        domain, sep, src = str(item).partition("=")
+        if not sep or not domain or not src:
+            raise FlowroutesError(f"--data {item}: write DOMAIN=SRC (e.g. general=my-c4.jsonl) with DOMAIN one of "
+                                  f"{', '.join(default)}")
+        if domain not in default:
+            raise FlowroutesError(f"--data {item}: unknown domain '{domain}': choose one of {', '.join(default)}")
+        if domain in seen:
+            raise FlowroutesError(f"--data names the domain '{domain}' twice: give one source per domain")
+        seen.add(domain)
+        out[domain] = src
+    return [f"{domain}={src}" for domain, src in out.items()]
+
+
 def read_sources(spec: Analysis, data: list[str] | None, opts: Options) -> list[tuple[str, list[str]]]:
-    """(domain, texts) per data source; sources are paths or sample:NAME, optionally DOMAIN=SOURCE. Analyses that
-    measure against the general domain (domains) always get it."""
+    """(domain, texts) per data source; sources are paths, sample:NAME or corpus:NAME, optionally DOMAIN=SOURCE.
+    Analyses that measure against the general domain (domains) always get it."""
     out = []
     specs = list(data) if data else list(spec.default_data)
     for item in specs:
         domain, src = item.split("=", 1) if "=" in item and not Path(item).exists() else (None, item)
         if domain is None:
-            domain = src.split(":", 1)[1] if src.startswith("sample:") else Path(src).stem
-        out.append((domain, read_texts(src, opts.text_field, opts.limit)))
+            path = Path(src)
+            stem = Path(path.stem).stem if path.suffix.lower() == ".gz" else path.stem  # x.jsonl.gz: x
+            domain = src.split(":", 1)[1] if src.startswith(("sample:", "corpus:")) else stem
+        out.append((domain, Texts(read_texts(src, opts.text_field, opts.limit), src)))
     if spec.needs_general and "general" not in [d for d, _ in out]:
-        out.insert(0, ("general", read_texts("sample:general", opts.text_field, opts.limit)))
+        out.insert(0, ("general", Texts(read_texts("corpus:general", opts.text_field, opts.limit), "corpus:general")))
     return out
 
 
@@ -228,8 +259,12 @@ def corpus_items(loaded, sources, opts: Options) -> tuple[list[dict], dict]:
     per_domain = {}
     for it in items:
         per_domain[it["domain"]] = per_domain.get(it["domain"], 0) + 1
-    return items, {"texts": len(items), "texts_per_domain": per_domain, "skipped_long_or_short": skipped,
-                   "truncated": truncated}
+    counts = {"texts": len(items), "texts_per_domain": per_domain, "skipped_long_or_short": skipped,
+              "truncated": truncated}
+    named = {domain: texts.source for domain, texts in sources if isinstance(texts, Texts)}
+    if named:
+        counts["sources"] = named  # domain -> SRC (corpus:general, a file, ...)
+    return items, counts
 
 
 def _shards(job: _Job, n_items: int, fingerprint: dict, loaded, opts: Options, folder: Path | None,
