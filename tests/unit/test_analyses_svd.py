@@ -3,6 +3,7 @@ claim. On tiny models: tests/integration/test_analyses_svd.py."""
 
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,8 +62,10 @@ def test_topic_tokens_claim():
     specific = {"code": [(0, 0)], "non-english": [(0, 1)]}
     claim, = svd.claims({"svd": _svd_result(), "domains": domains_result(specific, TEXT_TOKENS)})
     # topic heads: (1 + 1 + 0 + 0) code hits and (1 + 1 + 1 + 0) non-English hits of 8 tokens = 5/8; other heads,
-    # scored against both topics: 2 hits of 16 = 1/8. Resampling the two topic heads (means 1/2, 3/4) gives
-    # [1/2, 3/4] - 1/8; each other head has 1 hit in 8 rows, so that side never moves.
+    # scored against both topics: 2 hits of 16 = 1/8. One topic head per topic: each replicate draws one other head
+    # at random per topic, code's L1H0 (1 hit) or L1H1 (0), non-English's L1H0 (0) or L1H1 (1): 0, 1 or 2 hits of
+    # 8 with chances 1/4, 1/2, 1/4, so the difference is 5/8, 1/2 or 3/8: the interval [3/8, 5/8]. Per topic: code
+    # 2/4 - (1/4 or 0), non-English 3/4 - (0 or 1/4).
     assert claim.key == "svd-topic-tokens" and claim.verdict == "holds"
     assert (claim.estimate.value, claim.estimate.low, claim.estimate.high) == pytest.approx((0.5, 0.375, 0.625))
     assert claim.estimate.units == 4
@@ -98,6 +101,15 @@ def test_topic_heads_that_promote_what_their_texts_hold_are_no_topic_heads():
     assert claim.verdict == "does not hold"
     assert claim.estimate.value == pytest.approx(-1 / 8)
     assert claim.estimate is claim.conditions[0].quantity
+
+
+def test_random_head_baseline_draws_as_many_heads_as_there_are_topic_heads():
+    # one topic head, 2 hits of 4; four other heads, one of them all hits: every other head's share is 1/4, but a
+    # random draw of one head is that head (share 1) a quarter of the time
+    topic, other = np.array([[2.0, 4.0]]), np.array([[4.0, 4.0], [0.0, 4.0], [0.0, 4.0], [0.0, 4.0]])
+    est = svd.random_head_ci({"code": (topic, other)}, {"n_boot": 2000, "seed": 0})
+    assert (est.value, est.low, est.high) == pytest.approx((0.25, -0.5, 0.5))
+    assert est.units == 5 and est.unit == "heads"
 
 
 def test_summary_reports_the_topic_measure():

@@ -4,12 +4,12 @@ the domain-specific heads of the domains analysis when it ran before; the claim 
 
 The claim (svd-topic-tokens) reads the paper's "code-specific heads promote tokens related to coding and technology
 [...] Heads most active for non-English promote tokens in multiple languages, avoiding English ones": the share of
-a topic head's top tokens that belong to its topic, against every other head of the model (the expected share of
-heads drawn at random, resampled as units). Topic tokens come from fixed lexicons that no text of the run defines
-(issue 19: a lexicon built from the texts the heads were found on rewards heads that promote whatever those texts
-hold): programming vocabulary (Python's keywords and builtins, a few words of other languages, code punctuation)
-for code; script and language identity (Cyrillic, the letters and stop words of Italian and Spanish) for
-non-English.
+a topic head's top tokens that belong to its topic, against as many heads drawn at random from the model's other
+heads (the same procedure: their top tokens, the same lexicon). Topic tokens come from fixed lexicons that no text
+of the run defines (issue 19: a lexicon built from the texts the heads were found on rewards heads that promote
+whatever those texts hold): programming vocabulary (Python's keywords and builtins, a few words of other languages,
+code punctuation) for code; script and language identity (Cyrillic, the letters and stop words of Italian and
+Spanish) for non-English.
 
 `svd_rows` reads the weights (the model, no text); `summarize` and `claims` read rows only.
 L layers, H heads, d the residual width, V the vocabulary, r = d_head the rank of W_OV.
@@ -29,7 +29,7 @@ from ..errors import FlowroutesError
 from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .domains import NON_ENGLISH, POOLED
 from .rows import column
-from .stats import difference_ci, mean_ci
+from .stats import Estimate, interval, mean_ci
 
 PAPER = ("If we project these right singular vectors to the unembedding matrix (v_i^T W_U), we get an "
          "interpretation of the attention head's influence in terms of concepts (i.e., tokens) it promotes in the "
@@ -252,8 +252,8 @@ def summarize(ctx: Context) -> report.Result:
 def topic_measure(table: pa.Table, domains: report.Result, boot: dict) -> dict | str:
     """Share of the top tokens of the topic heads (the CLAIM_HEADS most specific heads of code and of non-English)
     that belong to their topic's lexicon (TOPICS: fixed, no text of the run defines them), minus the same share,
-    against the same lexicons, for every other head of the table (the model's heads: the share a head drawn at
-    random has). Units: heads (resampled). Returns a reason string when it cannot be measured."""
+    against the same lexicons, for heads drawn at random from the other heads of the table (the model's heads;
+    `random_head_ci`). Units: heads. Returns a reason string when it cannot be measured."""
     specific = domains.data.get("specific_heads", {})
     present = set(column(domains.table, "domain").astype(str).tolist())
     keys = np.array([f"L{a}H{b}" for a, b in zip(column(table, "layer"), column(table, "head"))])
@@ -270,21 +270,41 @@ def topic_measure(table: pa.Table, domains: report.Result, boot: dict) -> dict |
     base = ~np.isin(keys, sorted(set().union(*topic_heads.values())))
     if not base.any():
         return "every head of the table is a topic head: no other heads to compare with"
-    a, ga, b, gb, parts, baseline, lexicon_tokens = [], [], [], [], {}, {}, {}
+    base_keys = sorted(set(keys[base].tolist()))
+    per_topic, parts, baseline = {}, {}, {}
     for name, lexicon in lexicons.items():
         hit = np.array([lexicon(t) for t in svd_tokens], dtype=np.float64)
-        sel = np.isin(keys, topic_heads[name])
-        parts[name] = difference_ci(hit[sel], keys[sel], hit[base], keys[base], unit="heads", **boot)[0]
+        per_topic[name] = (_per_head(hit, keys, topic_heads[name]), _per_head(hit, keys, base_keys))
+        parts[name] = random_head_ci({name: per_topic[name]}, boot)
         baseline[name] = mean_ci(hit[base], keys[base], unit="heads", **boot)[0]
-        lexicon_tokens[name] = int(hit.sum())
-        a.append(hit[sel])
-        ga.append(np.char.add(f"{name}:", keys[sel]))
-        b.append(hit[base])
-        gb.append(keys[base])
-    est = difference_ci(np.concatenate(a), np.concatenate(ga), np.concatenate(b), np.concatenate(gb), unit="heads",
-                        **boot)[0]
-    return {"estimate": est, "parts": parts, "heads": topic_heads, "baseline": baseline,
-            "lexicon_tokens": lexicon_tokens, "baseline_heads": int(len(set(keys[base])))}
+    return {"estimate": random_head_ci(per_topic, boot), "parts": parts, "heads": topic_heads, "baseline": baseline,
+            "baseline_heads": len(base_keys)}
+
+
+def _per_head(hit: np.ndarray, keys: np.ndarray, heads: list[str]) -> np.ndarray:
+    """[len(heads), 2]: each head's lexicon hits and rows (its top tokens over its singular vectors)."""
+    return np.array([[hit[keys == h].sum(), (keys == h).sum()] for h in heads], dtype=np.float64)
+
+
+def random_head_ci(per_topic: dict[str, tuple[np.ndarray, np.ndarray]], boot: dict) -> Estimate:
+    """The topic heads' pooled lexicon share minus that of heads drawn at random from the other heads, the same
+    number per topic and scored against the same lexicon: the value uses every other head (the expected draw); each
+    replicate resamples the topic heads (with replacement) and draws a random set of other heads (without
+    replacement while there are enough). per_topic: name -> (topic heads [T, 2], other heads [B, 2]) of hits, rows."""
+    rng = np.random.default_rng(boot.get("seed", 0))
+    n_boot = int(boot.get("n_boot", 2000))
+    topic = sum(t.sum(axis=0) for t, _ in per_topic.values())
+    other = sum(o.sum(axis=0) for _, o in per_topic.values())
+    reps = np.empty(n_boot)
+    for r in range(n_boot):
+        got_t, got_o = np.zeros(2), np.zeros(2)
+        for t, o in per_topic.values():
+            got_t += t[rng.integers(0, len(t), len(t))].sum(axis=0)
+            got_o += o[rng.choice(len(o), len(t), replace=len(o) < len(t))].sum(axis=0)
+        reps[r] = got_t[0] / got_t[1] - got_o[0] / got_o[1]
+    heads = len(next(iter(per_topic.values()))[1]) + sum(len(t) for t, _ in per_topic.values())
+    return interval(np.array([topic[0] / topic[1] - other[0] / other[1]]), reps[:, None],
+                    int(topic[1] + next(iter(per_topic.values()))[1][:, 1].sum()), heads, "heads")[0]
 
 
 def claims(results: dict) -> list[Claim]:
@@ -297,8 +317,9 @@ def claims(results: dict) -> list[Claim]:
     measure = (f"share of the top tokens (all shown singular vectors) of the {CLAIM_HEADS} most code-specific and "
                f"{CLAIM_HEADS} most non-English-specific heads that belong to their topic's fixed lexicon "
                "(programming vocabulary: Python keywords and builtins, code punctuation; non-English: Cyrillic "
-               "script, Italian/Spanish letters and stop words), minus the same share for every other head of the "
-               "model (a head drawn at random); interval resamples heads")
+               "script, Italian/Spanish letters and stop words), minus the same share for as many heads drawn at "
+               "random from the model's other heads; the interval resamples the topic heads and redraws the random "
+               "ones")
     domains = results.get("domains")
     if domains is None:
         return [untestable(key, section, statement, "needs the domains analysis of the same run (its domain-specific "
