@@ -11,6 +11,9 @@ Domains and what is taken (see src/flowroutes/data/SOURCES.md):
   russian, italian, spanish  their human translations (manpages-l10n: manpages-XX, manpages-XX-dev)
   general                    prose paragraphs of the Python 3.11 documentation (python3.11-doc, reST sources)
   code                       whole small functions and classes of Python's standard library (libpython3.11-stdlib)
+  addition, subtraction      generated, as in the paper: the shipped samples src/flowroutes/data/{addition,
+                             subtraction}.txt keep their first 300 problems and are extended to ARITHMETIC_TEXTS
+                             with the same five templates (seed SEED), so that `--size paper` reads 1000+ per domain
 
 Prose texts are runs of consecutive sentences of one section (at least three sentences, within a character
 window per language so that the texts have similar SmolLM2 token counts); paragraphs that are not prose (option
@@ -397,6 +400,46 @@ def code_texts(pkgs: dict[str, Path]) -> list[dict]:
     return records
 
 
+# ---------------------------------------------------------------- arithmetic (generated)
+
+ARITHMETIC_TEXTS = 1200
+ARITHMETIC_KEPT = 300  # the samples' original problems, kept as they are (--size quick reads the first 48)
+NAMES = {"Anna": "She", "Emma": "She", "Lisa": "She", "Mary": "She", "Sara": "She", "Jack": "He", "John": "He",
+         "Mike": "He", "Paul": "He", "Tom": "He"}
+OBJECTS = ("apples", "books", "cards", "coins", "cookies", "marbles", "pencils", "shells", "stamps", "stickers")
+TEMPLATES = {
+    "addition": ("{n} had {a} {o}. {p} got {b} more {o}. How many {o} does {n} have now? Answer: {c}",
+                 "There are {a} {o} in a box and {b} {o} on the table. How many {o} are there in total? Answer: {c}",
+                 "{n} collected {a} {o} on Monday and {b} {o} on Tuesday. How many {o} did {n} collect? Answer: {c}",
+                 "Question: What is {a} plus {b}? Answer: {c}",
+                 "{a} + {b} = {c}"),
+    "subtraction": ("{n} had {a} {o}. {p} gave away {b} {o}. How many {o} does {n} have now? Answer: {c}",
+                    "There were {a} {o} in a box. {b} {o} were taken out. How many {o} are left? Answer: {c}",
+                    "{n} needs {a} {o} and already has {b}. How many more {o} does {n} need? Answer: {c}",
+                    "Question: What is {a} minus {b}? Answer: {c}",
+                    "{a} - {b} = {c}"),
+}
+
+
+def arithmetic(name: str, path: Path) -> bytes:
+    """The sample's first ARITHMETIC_KEPT lines, then new problems (operands 2..99; subtraction never below 0)
+    cycling through the five templates in the samples' order until ARITHMETIC_TEXTS distinct lines."""
+    lines = path.read_text("utf-8").splitlines()[:ARITHMETIC_KEPT]
+    seen = set(lines)
+    rng = random.Random(f"{SEED}-{name}")
+    while len(lines) < ARITHMETIC_TEXTS:
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        if name == "subtraction" and a < b:
+            a, b = b, a
+        person = rng.choice(sorted(NAMES))
+        line = TEMPLATES[name][len(lines) % 5].format(n=person, p=NAMES[person], o=rng.choice(OBJECTS), a=a, b=b,
+                                                      c=a + b if name == "addition" else a - b)
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
 # ---------------------------------------------------------------- output
 
 def finish(domain: str, records: list[dict]) -> list[dict]:
@@ -442,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # noqa: BLE001 - token counts are a report only
         tok = None
     status = 0
+    samples = ROOT / "src" / "flowroutes" / "data"
+    for name in ("addition", "subtraction"):
+        data = arithmetic(name, samples / f"{name}.txt")
+        (samples / f"{name}.txt").write_bytes(data)
+        count = len(data.splitlines())
+        print(f"{name:8s} texts={count:5d} (sample:{name}) sha256={hashlib.sha256(data).hexdigest()}")
     for domain in args.domains:
         if domain == "general":
             records = general_texts(pkgs)

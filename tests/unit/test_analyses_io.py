@@ -33,7 +33,7 @@ def test_read_txt_jsonl_parquet(tmp_path):
 
 def test_shipped_samples_are_there():
     sizes = {name: len(read_texts(f"sample:{name}")) for name in SAMPLES}
-    assert min(sizes.values()) >= 90 and sizes["addition"] == 300
+    assert min(sizes.values()) >= 90 and sizes["addition"] == sizes["subtraction"] == 1200
     assert "\n" in read_texts("sample:code")[0]
     for op, name in ((1, "addition"), (-1, "subtraction")):
         for line in read_texts(f"sample:{name}")[4::5]:  # the "A + B = C" / "A - B = C" lines

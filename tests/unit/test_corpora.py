@@ -101,6 +101,17 @@ def test_code_texts_are_whole_standard_library_definitions_that_parse():
     assert len({r["source"] for r in rows}) >= 100  # from many modules, not a few big ones
 
 
+@pytest.mark.parametrize("name,op", [("addition", 1), ("subtraction", -1)])
+def test_arithmetic_samples_hold_1000_distinct_correct_problems(name, op):
+    lines = read_texts(f"sample:{name}")
+    added = lines[300:]  # the first 300 as first shipped (with one repeated line in addition)
+    assert len(lines) == 1200 and len(set(added)) == 900 and not set(added) & set(lines[:300])
+    for i, line in enumerate(lines):
+        a, b, c = (int(x) for x in re.findall(r"\d+", line))
+        assert 2 <= b <= 99 and 2 <= a <= 99 and a + op * b == c >= 0, line
+        assert (i % 5 == 4) == bool(re.fullmatch(r"\d+ [+-] \d+ = \d+", line))  # the templates' order kept
+
+
 @pytest.mark.parametrize("name", CORPORA)
 def test_read_texts_reads_a_corpus_in_order_and_limit_keeps_the_first(name):
     texts = read_texts(f"corpus:{name}")
