@@ -59,16 +59,20 @@ PACKAGES = {
     "debian-reference-es": "2.100",
     "debian-faq-it": "11.1",
     "developers-reference-it": "12.18",
+    "debian-faq-ru": "11.1",
+    "developers-reference-ru": "12.18",
 }
 
-#: DocBook books in their plain-text edition per prose domain (the man pages alone give too few Italian and
-#: Spanish texts; the English reference keeps english comparable; bookworm has no Russian translation of them)
+#: books in their plain-text edition per prose domain (the man pages alone give too few Italian texts, and
+#: Russian ones only at ~170 tokens a text; the English reference keeps english comparable)
 BOOKS = {
     "english": (("debian-reference-en", "usr/share/debian-reference/debian-reference.en.txt.gz", 4),),
     "italian": (("debian-reference-it", "usr/share/debian-reference/debian-reference.it.txt.gz", 4),
                 ("debian-faq-it", "usr/share/doc/debian/FAQ/debian-faq.it.txt.gz", 4),
                 ("developers-reference-it", "usr/share/developers-reference/it/developers-reference.txt.gz", 0)),
     "spanish": (("debian-reference-es", "usr/share/debian-reference/debian-reference.es.txt.gz", 4),),
+    "russian": (("debian-faq-ru", "usr/share/doc/debian/FAQ/debian-faq.ru.txt.gz", 4),
+                ("developers-reference-ru", "usr/share/developers-reference/ru/developers-reference.txt.gz", 0)),
 }  # (package, file, base indent of its paragraphs)
 
 SEED = 19
