@@ -183,3 +183,15 @@ def test_reproduce_cli_bad_data_is_one_line_and_exit_2(capsys, tmp_path, monkeyp
     monkeypatch.setattr(rep, "load", no_model)
     code, _, err = run_cli(capsys, "reproduce", "--data", spec, "--out", str(tmp_path / "o"), "--no-progress")
     assert_one_line_error(code, err, message)
+
+
+def test_reproduce_hub_data_not_cached_offline_is_one_line(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    monkeypatch.setattr(rep, "load", lambda *a, **k: pytest.fail("the model loaded before the data were read"))
+    code, _, err = run_cli(capsys, "reproduce", "--data", "general=hf:someone/not-a-cached-dataset:validation",
+                           "--out", str(tmp_path / "o"), "--no-progress")
+    assert_one_line_error(code, err, "cannot load the dataset 'someone/not-a-cached-dataset'")
+    assert "HF_HUB_OFFLINE" in err and not (tmp_path / "o").exists()
