@@ -7,8 +7,10 @@ JSON Lines file per domain, each record {"text", "source": "<package> <version> 
 byte-identical on every rebuild (fixed package versions, sorted inputs, a fixed shuffle seed, gzip mtime 0).
 
 Domains and what is taken (see src/flowroutes/data/SOURCES.md):
-  english                    the Linux man-pages project's English pages (manpages, manpages-dev)
-  russian, italian, spanish  their human translations (manpages-l10n: manpages-XX, manpages-XX-dev)
+  english                    the Linux man-pages project's English pages (manpages, manpages-dev) and the Debian
+                             Reference (debian-reference-en)
+  russian, italian, spanish  their human translations (manpages-l10n: manpages-XX, manpages-XX-dev), and the
+                             translated Debian Reference (it, es), Debian FAQ and Developer's Reference (it, ru)
   general                    prose paragraphs of the Python 3.11 documentation (python3.11-doc, reST sources)
   code                       whole small functions and classes of Python's standard library (libpython3.11-stdlib)
   addition, subtraction      generated, as in the paper: the shipped samples src/flowroutes/data/{addition,
@@ -20,6 +22,8 @@ window per language so that the texts have similar SmolLM2 token counts); paragr
 lists, tables, command lines, code, untranslated English) are dropped.
 
     python scripts/build_corpora.py [--cache build/corpora-debs] [--out src/flowroutes/data/corpora]
+
+(--out is the corpora's folder; the arithmetic samples are always rewritten in place, identical on every run.)
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ SENTENCE_END = re.compile(r"[.!?][\"'»”)\]]*(?=\s+[\"'«“(¿¡]?[A-ZÀ-ÖØ
 #: words whose period does not end a sentence (checked before splitting)
 ABBREVIATIONS = {"e.g.", "i.e.", "etc.", "p.es.", "es.", "ej.", "p.ej.", "vs.", "cfr.", "ecc.", "т.е.", "т.д.",
                  "т.п.", "напр.", "см.", "Dr.", "Mr.", "no.", "No.", "approx.", "ca.", "cap.", "vol.", "ver.", "p.",
-                 "Sr.", "St.", "Ing.", "ad es.", "seg.", "Fig.", "fig."}
+                 "Sr.", "St.", "Ing.", "seg.", "Fig.", "fig."}
 
 #: a line that is not prose: an option (-x, --long), a prompt, a table (runs of spaces), code punctuation
 NOT_PROSE = re.compile(r"^\s*(-{1,2}[\w\[]|\$ |# |>>>|\.\.\. )|\s{3,}\S|[{};]\s*$|==|!=|->|::|\w\(\)\s*\{|/\*|\*/")
