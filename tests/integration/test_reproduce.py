@@ -29,8 +29,9 @@ def tiny_size(monkeypatch):
 
 def test_reproduce_reports_every_claim_and_resumes(tiny_folder, tmp_path, tiny_size):
     out = tmp_path / "rep"
-    # the tiny model's context is 64 tokens, shorter than many texts of the shipped corpora: cut them there
-    opts = rep.Options(long="truncate")
+    # the tiny model's context is 64 tokens, shorter than many texts of the shipped corpora: cut them, at 32 to keep
+    # the test short (measured on 2 shared cores: 52 s at 64 tokens, 32 s at 32)
+    opts = rep.Options(long="truncate", max_tokens=32)
     doc = rep.reproduce(str(tiny_folder), size="quick", out=out, progress=False, options=opts)
     # the default data, each domain's source named in the report
     assert doc["counts"]["sources"] == {"general": "corpus:general", "english": "corpus:english",
