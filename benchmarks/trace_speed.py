@@ -8,7 +8,8 @@ Modes: forward = the model's own forward pass (sdpa attention); trace = full tra
 routes = lazy trace + routes of the last position (tau = 0.04). --ioi: 50 IOI prompts, routes of the last position
 and head frequencies, from full batched traces (ioi50) and from one batched lazy trace (ioi50-lazy), vs the model's own
 batched forward pass of the same prompts; --corpus N: batched traces (predictions "all" and "none") of N texts of the
-shipped English sample vs the model's own forward pass with logits in the same batches.
+shipped English sample vs the model's own forward pass with logits in the same batches; --loops T: routes asked one
+by one (50 IOI prompts of one lazy batch; the last 32 positions of one lazy trace of T tokens) against asked together.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def run():
             return
         if mode == "ioi50-lazy":  # one batched lazy trace, every prompt's routes walked together
             routes = flowroutes.trace(model, prompts, batch_size=50, lazy=True, predictions="last").routes(0.04)
+        elif mode == "ioi50-loop":  # the same, as people write it: each prompt asked on its own
+            routes = [tr.routes(0.04) for tr in flowroutes.trace(model, prompts, batch_size=50, lazy=True,
+                                                                 predictions="last")]
         else:  # full batched traces, then each prompt's routes
             traces = flowroutes.trace(model, prompts, batch_size=50, predictions="last")
             routes = [tr.routes(0.04) for tr in traces]
@@ -58,6 +62,19 @@ def run():
         for r in routes:
             for layer, head in r.active_heads:
                 freq[layer, head] += 1 / len(routes)
+    elif mode.startswith("positions"):  # routes of the last 32 positions of one prompt of n_tok tokens
+        last = list(range(n_tok - 32, n_tok))
+        if mode == "positions-forward":
+            with torch.no_grad():
+                model.model(input_ids=ids_t[None], use_cache=False)
+        elif mode == "positions-full":  # a full trace, then 32 walks
+            tr = flowroutes.trace(model, input_ids=ids)
+            routes = [tr.routes(0.04, position=p) for p in last]
+        elif mode == "positions-batched":  # one lazy trace, the 32 walks together
+            routes = flowroutes.trace(model, input_ids=ids, lazy=True).routes(0.04, position=last)
+        else:  # positions-loop: one lazy trace, asked position by position
+            tr = flowroutes.trace(model, input_ids=ids, lazy=True)
+            routes = [tr.routes(0.04, position=p) for p in last]
     elif mode.startswith("corpus"):  # the shipped English sample, batches of 8 prompts of similar length
         from flowroutes.trace import _pad_right
         lines = [t.strip() for t in open(flowroutes.__file__.rsplit("/", 1)[0] + "/data/english.txt") if t.strip()]
@@ -90,9 +107,12 @@ def measure(mode: str, n_tok: int, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, nargs="+", default=[64, 256, 1024, 2048])
+    parser.add_argument("--tokens", type=int, nargs="*", default=[64, 256, 1024, 2048])
     parser.add_argument("--modes", nargs="+", default=["forward", "trace", "routes"])
     parser.add_argument("--ioi", action="store_true", help="also time 50 IOI prompts end to end")
+    parser.add_argument("--loops", type=int, default=0, metavar="T",
+                        help="also time routes asked one by one against asked together (the natural loop: 50 IOI "
+                             "prompts of one lazy batch; the last 32 positions of one prompt of T tokens)")
     parser.add_argument("--corpus", type=int, default=0, metavar="N",
                         help="also time batched traces of the first N texts of the shipped English sample")
     parser.add_argument("--repeats", type=int, default=2)
@@ -114,6 +134,10 @@ def main() -> None:
     batched = []
     if args.ioi:
         batched.append(("50 IOI prompts", 0, ["ioi50-forward", "ioi50", "ioi50-lazy"]))
+    if args.loops:
+        batched.append(("50 IOI prompts", 0, ["ioi50-forward", "ioi50-lazy", "ioi50-loop"]))
+        batched.append((f"32 positions of {args.loops}", args.loops,
+                        ["positions-forward", "positions-batched", "positions-loop", "positions-full"]))
     if args.corpus:
         batched.append((f"{args.corpus} English texts", args.corpus,
                         ["corpus-forward", "corpus-trace", "corpus-trace-none"]))

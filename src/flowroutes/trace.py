@@ -128,6 +128,11 @@ class Trace(_TraceBase):
         return self.attention[layer][:, positions], self.attention_residual[layer, positions]
 
 
+#: a lazy trace asked for routes at a third position computes all its rows at once when they take at most this
+#: many bytes (float32 [L, H, T, T]: SmolLM2 at 354 tokens, 135 MB; at 2048 tokens, 4.5 GB: row by row instead)
+PREFETCH_BYTES = 1 << 30
+
+
 class _LazyBatch:
     """What the attention rows of a batch of lazy traces need, per block: x^{lA} [B, T, d] in the model's own dtype,
     the residual edges' proximities (the fused CPU kernel; other kernels get x^{l-1} [B, T, d] instead), what the
@@ -143,6 +148,33 @@ class _LazyBatch:
         self.call: list = []
         self.scale: list[torch.Tensor | None] = []
         self._slots: dict[str, torch.Tensor] = {}  # kind -> [L, ...] on the CPU
+        self.members: list[weakref.ref] = []  # the batch's LazyTraces, by index
+        self.asked: dict[tuple, set[int]] = {}  # routes arguments -> the prompts whose routes have been walked
+        self.walked: dict[tuple, Any] = {}  # (arguments, prompt) -> Routes walked for a prompt not yet asked
+
+    def walk(self, trace: LazyTrace, key: tuple):
+        """The routes of `trace` for key = (tau_attn, tau_ffn, renormalize, position), walked with the rest of the
+        batch when a second prompt asks with the same arguments: the natural loop `for tr in traces: tr.routes()`
+        then costs one walk alone and one walk of every other prompt together, as `LazyTraces.routes` does. The
+        routes of prompts not yet asked are kept until they are (each handed out once)."""
+        from .routes import extract_routes_many
+
+        done = self.walked.pop((key, trace.index), None)
+        if done is not None:
+            return done
+        asked = self.asked.setdefault(key, set())
+        group = [trace]
+        if asked:  # a second prompt asks: walk every prompt not yet asked, together
+            live = [ref() for ref in self.members]
+            group += [t for t in live if t is not None and t.index not in asked and t.index != trace.index
+                      and -t.n_tokens <= key[3] < t.n_tokens]
+        asked.update(t.index for t in group)
+        tau_a, tau_f, renormalize, position = key
+        routes = extract_routes_many(group, [position] * len(group), tau_a, tau_f, renormalize,
+                                     fetch=lambda block, requests: fetch_rows(block, requests))
+        for t, r in zip(group[1:], routes[1:]):
+            self.walked[(key, t.index)] = r
+        return routes[0]
 
     def keep(self, cap: BlockCapture) -> None:
         """Keep what block `cap.layer`'s attention rows need (tensors [B, ...] in the model's dtype)."""
@@ -273,9 +305,43 @@ class LazyTrace(_TraceBase):
     prune: float = 0.0
     _rows: dict[tuple[int, int], tuple[np.ndarray, float, bool]] = field(default_factory=dict, repr=False)
 
+    _positions: set[int] = field(default_factory=set, repr=False)  # positions whose routes were walked
+
     @property
     def n_computed_rows(self) -> int:
         return len(self._rows)
+
+    def routes(self, threshold: float = 0.04, position: int | list[int] = -1, *,
+               attention_threshold: float | None = None, ffn_threshold: float | None = None,
+               renormalize: bool = True):
+        """The routes of the prediction at `position` (fig. 3, appendix B.2), computing only the rows the walk
+        reaches; a list of positions gives a list of routes, walked together (each block's rows in one call).
+
+        Asked at a third position, the trace computes every row (one call per block, the full trace's cost) when
+        they fit in PREFETCH_BYTES: walks from many positions reach most rows anyway, and row by row they would
+        cost many small calls. Several prompts of one batched call asking with the same arguments share one walk
+        (`_LazyBatch.walk`)."""
+        tau_a = threshold if attention_threshold is None else attention_threshold
+        tau_f = threshold if ffn_threshold is None else ffn_threshold
+        if isinstance(position, (list, tuple)):
+            return LazyTraces([self] * len(position)).routes(
+                threshold, list(position), attention_threshold=tau_a, ffn_threshold=tau_f, renormalize=renormalize)
+        p = self.resolve_position(position)
+        self._positions.add(p)
+        if len(self._positions) >= 3:
+            self.compute_all_rows()
+        return self.batch.walk(self, (tau_a, tau_f, bool(renormalize), position))
+
+    def compute_all_rows(self) -> bool:
+        """Compute every row not yet computed, one call per block, when all rows fit in PREFETCH_BYTES (float32
+        [L, H, T, T]); returns whether every row is now there."""
+        n_tok = self.n_tokens
+        if self.n_layers * self.n_heads * n_tok * n_tok * 4 > PREFETCH_BYTES:
+            return False
+        everything = list(range(n_tok))
+        for layer in range(self.n_layers):
+            fetch_rows(layer, [(self, everything)])
+        return True
 
     def missing_rows(self, layer: int, positions: list[int]) -> list[int]:
         return sorted({p for p in positions if (layer, p) not in self._rows})
@@ -303,9 +369,12 @@ class LazyTrace(_TraceBase):
 def fetch_rows(layer: int, requests: list[tuple[LazyTrace, list[int]]]) -> None:
     """Compute and memoise the rows (layer, p) that lazy traces lack, for requests [(trace, positions), ...]: the
     traces of one batched call together, in one attention call and one kernel call."""
+    merged: dict[int, tuple[LazyTrace, set[int]]] = {}  # one request per trace (a trace may be walked at several
+    for tr, positions in requests:  # positions at once)
+        merged.setdefault(id(tr), (tr, set()))[1].update(positions)
     groups: dict[int, tuple[_LazyBatch, list]] = {}
-    for tr, positions in requests:
-        missing = tr.missing_rows(layer, positions)
+    for tr, positions in merged.values():
+        missing = tr.missing_rows(layer, sorted(positions))
         if missing:
             groups.setdefault(id(tr.batch), (tr.batch, []))[1].append((tr, missing))
     for batch, items in groups.values():
@@ -766,9 +835,11 @@ def _trace_lazy(loaded, prompts, id_lists, opts: _Options) -> list[LazyTrace]:
 
     logits, keep = _forward(loaded, id_lists, on_block, opts, lazy=True)
     meta = _meta(loaded, opts, lazy=True)
-    return [
+    traces = [
         LazyTrace(**_predictions(loaded, prompt, ids, logits, keep, b, opts.top_k),
                   **{name: a[:, b, : lengths[b]].copy() for name, a in per_node.items()}, meta=dict(meta),
                   n_heads=adapter.n_heads, loaded=loaded, batch=batch, index=b, kernel=opts.kernel, prune=opts.prune)
         for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
     ]
+    batch.members = [weakref.ref(t) for t in traces]
+    return traces

@@ -255,3 +255,41 @@ def test_batched_lazy_routes_equal_the_unbatched_full_path(family, monkeypatch):
         for tr, ref in zip(lazy, full):
             assert_same_trace(tr.full(), ref)
             assert_same_routes(tr.routes(0.02, 1 % ref.n_tokens), ref.routes(0.02, 1 % ref.n_tokens), atol=1e-5)
+
+
+def test_the_natural_loop_over_a_lazy_batch_walks_with_the_batch(tiny):
+    """`for tr in trace(model, prompts, lazy=True): tr.routes()`: the second prompt to ask walks every prompt not yet
+    asked with it (so the loop costs what one batched walk costs), and every routes equals the prompt's full trace."""
+    prompts = ["w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11", "w8 w9 w3", "w10 w11 w12 w1 w2 w3 w40", "w3", "w4 w5 w6 w7"]
+    full = [flowroutes.trace(tiny, text) for text in prompts]
+    lazy = flowroutes.trace(tiny, prompts, lazy=True, batch_size=8)
+    assert_same_routes(lazy[0].routes(0.04), full[0].routes(0.04))
+    assert all(tr.n_computed_rows == 0 for tr in lazy[1:])  # the first walk is its own
+    assert_same_routes(lazy[2].routes(0.04), full[2].routes(0.04))
+    assert all(tr.n_computed_rows > 0 for tr in lazy)  # the second walked the batch's other prompts too
+    for tr, ref in zip(lazy, full):  # each gets its routes once more: the kept ones, then walked again
+        assert_same_routes(tr.routes(0.04), ref.routes(0.04))
+        assert_same_routes(tr.routes(0.04), ref.routes(0.04))
+    # a position beyond a shorter prompt: the shared walk leaves that prompt out instead of failing
+    assert_same_routes(lazy[0].routes(0.1, 6), full[0].routes(0.1, 6))
+    assert_same_routes(lazy[2].routes(0.1, 6), full[2].routes(0.1, 6))
+    assert_same_routes(lazy[3].routes(0.1, 0), full[3].routes(0.1, 0))
+
+
+def test_many_positions_of_one_lazy_trace(tiny):
+    """Routes of many positions of one lazy trace: at the third position every row is computed at once (one call per
+    block, the full trace's cost, instead of many small ones); a list of positions is walked together."""
+    ids = [3, 9, 27, 81, 3, 9, 50, 2, 7, 7, 12]
+    full = flowroutes.trace(tiny, input_ids=ids)
+    lazy = flowroutes.trace(tiny, input_ids=ids, lazy=True)
+    for p in (10, 9):
+        assert_same_routes(lazy.routes(0.04, p), full.routes(0.04, p))
+    assert lazy.n_computed_rows < tiny.n_layers * len(ids)
+    assert_same_routes(lazy.routes(0.04, 8), full.routes(0.04, 8))
+    assert lazy.n_computed_rows == tiny.n_layers * len(ids)
+    assert_same_trace(lazy.full(), full)
+    other = flowroutes.trace(tiny, input_ids=ids, lazy=True)
+    together = other.routes(0.04, position=[10, 4, -1, 0])
+    assert len(together) == 4 and other.n_computed_rows < tiny.n_layers * len(ids)
+    for r, p in zip(together, (10, 4, -1, 0)):
+        assert_same_routes(r, full.routes(0.04, p))
