@@ -57,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("prompt", help="the text whose next-token prediction is explained")
     t.add_argument("--model", default=None, metavar="M",
-                   help="a Hugging Face model id (read from the local cache), a model folder or a .gguf file; "
-                        "default: the embedded SmolLM2-135M-Instruct")
+                   help="a Hugging Face model id (the local cache, else downloaded unless HF_HUB_OFFLINE is set), "
+                        "a model folder or a .gguf file; default: the embedded SmolLM2-135M-Instruct")
     t.add_argument("--threshold", type=float, default=0.04, metavar="T",
                    help="minimum edge importance tau kept in the routes, in (0, 1) (default 0.04, as in the paper)")
     t.add_argument("--attention-threshold", type=float, default=None, metavar="T",

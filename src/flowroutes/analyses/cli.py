@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
     )
     a.add_argument("analysis", help=f"one of: {', '.join(specs)}")
     a.add_argument("--model", default=None, metavar="M",
-                   help="hub id (local cache), model folder or .gguf; default: the embedded SmolLM2-135M-Instruct")
+                   help="hub id (cached, else downloaded unless HF_HUB_OFFLINE is set), model folder or .gguf; "
+                        "default: the embedded SmolLM2-135M-Instruct")
     a.add_argument("--data", nargs="+", default=None, metavar="SRC",
                    help="corpus analyses: .txt (one text per line), .jsonl, .parquet files, corpus:NAME (general, "
                         "english, code, russian, italian, spanish) or sample:NAME (those and addition, subtraction); "
@@ -59,7 +60,8 @@ def add_parser(subparsers) -> None:
         epilog="example: flowroutes reproduce --size quick --out reproduce/",
     )
     r.add_argument("--model", default=None, metavar="M",
-                   help="hub id (local cache), model folder or .gguf; default: the embedded SmolLM2-135M-Instruct")
+                   help="hub id (cached, else downloaded unless HF_HUB_OFFLINE is set), model folder or .gguf; "
+                        "default: the embedded SmolLM2-135M-Instruct")
     r.add_argument("--size", default="quick", choices=["quick", "paper"],
                    help="quick: 48 texts per domain, 48 task examples, 16 patching examples (minutes on a CPU); "
                         "paper: every shipped text (the paper used 1000 per domain), 200 task examples, 50 for "

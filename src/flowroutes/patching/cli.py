@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "greater-than-00"],
                    help="the task (greater-than contrasts with YY=01, greater-than-00 with YY=00)")
     p.add_argument("--model", default=None, metavar="M",
-                   help="hub id (local cache), model folder or .gguf; default: the embedded SmolLM2-135M-Instruct")
+                   help="hub id (cached, else downloaded unless HF_HUB_OFFLINE is set), model folder or .gguf; "
+                        "default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--out", default="flowroutes-patching", metavar="DIR",
                    help="output folder: patching*.parquet, summary.json, figures (PNG, SVG), report.html")
     p.add_argument("--n", type=int, default=32, help="number of generated examples (default 32)")

@@ -33,8 +33,9 @@ def add_parser(subparsers) -> None:
         epilog="example: flowroutes serve --model path/to/model --port 8050, then open http://127.0.0.1:8050",
     )
     s.add_argument("--model", action="append", default=None, metavar="M",
-                   help="a model the page may load (repeatable): a Hugging Face id in the local cache, a model "
-                        "folder or a .gguf file; default: the embedded SmolLM2-135M-Instruct")
+                   help="a model the page may load (repeatable): a Hugging Face id (the local cache, else downloaded "
+                        "unless HF_HUB_OFFLINE is set), a model folder or a .gguf file; default: the embedded "
+                        "SmolLM2-135M-Instruct")
     s.add_argument("--host", default=None,
                    help="address to bind (default 127.0.0.1: this machine only); any other address needs the "
                         "access token printed at start (or --no-auth)")
