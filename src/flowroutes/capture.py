@@ -1,7 +1,7 @@
 """One forward pass with hooks: hands each block's activations to a callback, then lets them go.
 
-Reads, per block l (0-based): x^{l-1} and LN(x^{l-1}) at the input norm, the attention weights,
-x^{lA} at the norm before the FFN, the FFN output, and x^l. Computes nothing but the forward pass.
+Reads, per block l (0-based): x^l and LN(x^l) at the input norm, the attention weights,
+x^{lA} at the norm before the FFN, the FFN output, and x^{l+1}. Computes nothing but the forward pass.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class BlockCapture:
     for a 2-D one; float32 (or the dtype that `run_with_capture` was asked for) on the device of the block."""
 
     layer: int
-    x_in: torch.Tensor  # [(B,) T, d]     x^{l-1}, the residual the block reads
-    normed: torch.Tensor  # [(B,) T, d]   what the attention reads: LN(x^{l-1}) (x^{l-1} itself without a norm)
+    x_in: torch.Tensor  # [(B,) T, d]     x^l, the residual the block reads
+    normed: torch.Tensor  # [(B,) T, d]   what the attention reads: LN(x^l) (x^l itself without a norm)
     alpha: torch.Tensor | None  # [(B,) H, T, T] attention weights alpha[h, p, j]; None when recorded
     attn_raw: torch.Tensor  # [(B,) T, d] the attention module's output (before any post-norm)
     x_mid: torch.Tensor | None  # [(B,) T, d] x^{lA}, after the attention block; None for parallel blocks

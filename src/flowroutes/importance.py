@@ -1,8 +1,9 @@
 """Eq. 1 of the paper and the decompositions it is applied to; the only place importances are computed.
 
 proximity(z, y) = max(||y||_1 - ||z - y||_1, 0), importance = proximity / sum over the node's parts.
-Nodes: x^{lA}_p = x^{l-1}_p + sum_h sum_{j<=p} alpha[h,p,j] f_h(x_j) + const  (H*(p+1) sub-edges + residual)
-       x^l_p   = x^{lA}_p + FFN(x^{lA}_p)                                  (FFN edge + residual)
+Nodes of block l (0-based; docs/architecture.md, "Nodes and layers"):
+       x^{lA}_p  = x^l_p + sum_h sum_{j<=p} alpha[h,p,j] f_h(x_j) + const  (H*(p+1) sub-edges + residual)
+       x^{l+1}_p = x^{lA}_p + FFN(x^{lA}_p)                               (FFN edge + residual)
 with f_h(x_j) = x_j L W_OV^h, the norm linearised at its own scale (appendix B.1); biases and the
 norm's beta make `const`, which belongs to the node but to no edge. Does not run models.
 """
@@ -309,7 +310,7 @@ def batch_attention_importance(
 
     alpha: [B, H, R, T] the attention rows of targets rows[b, i] (i < n_rows[b], ascending per prompt), f: [H, B, T, d]
     (`head_values_by_head` of the batch's [B, T, d]; float32, or bfloat16, read exactly without a float32 copy),
-    x_in, y, scale, extra: [B, R, d] at those rows (x^{l-1}, the node, the post-norm diagonal, a parallel block's FFN
+    x_in, y, scale, extra: [B, R, d] at those rows (x^l, the node, the post-norm diagonal, a parallel block's FFN
     update); out: an optional [B, H, R, T] float32 buffer whose
     entries past each row's target (j > rows[b, i]) are 0. Returns (sub [B, H, R, T], residual [B, R],
     degenerate [B, R] bool, extra [B, R] or None); entries of rows i >= n_rows[b] are meaningless.
@@ -391,7 +392,7 @@ def prunable(
 
 
 def ffn_importance(x_mid: torch.Tensor, ffn_out: torch.Tensor, y: torch.Tensor):
-    """Importances of the FFN output and the residual x^{lA}_p in x^l_p.
+    """Importances of the FFN output and the residual x^{lA}_p in x^{l+1}_p.
 
     x_mid, ffn_out, y: [T, d]. Returns (ffn [T], residual [T], degenerate [T] bool). float32 tensors on the CPU
     go through numba (one pass each, accumulated in float64), others through torch.

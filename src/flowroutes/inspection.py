@@ -28,7 +28,7 @@ class Internals:
 
     alpha: np.ndarray  # [L, H, T, T] attention weights alpha[l, h, p, j]
     residual: np.ndarray  # [L+1, T, d] x^l_p (0 = embeddings, L = top)
-    mid: np.ndarray  # [L, T, d]   x^{(l+1)A}_p, after block l's attention (parallel blocks: x^l_p - FFN)
+    mid: np.ndarray  # [L, T, d]   x^{lA}_p, after block l's attention (parallel blocks: x^{l+1}_p - FFN)
     normed: np.ndarray  # [L, T, d]  LN(x^l), what block l's attention reads
     ffn_out: np.ndarray  # [L, T, d]  block l's FFN output
     neurons: np.ndarray  # [L, T, F]  block l's FFN activations (input to its down projection)
@@ -128,7 +128,7 @@ def promoted_tokens(loaded: LoadedModel, vector: np.ndarray, k: int = 8, normali
 
 
 def head_output(loaded: LoadedModel, internals: Internals, layer: int, head: int, position: int) -> np.ndarray:
-    """Head (layer, head)'s write into x^{(layer+1)A}_position, without the block's constant term: [d].
+    """Head (layer, head)'s write into x^{lA}_position (l = layer), without the block's constant term: [d].
 
     sum_j alpha[h, p, j] f_h(x_j), f_h(x_j) = (LN(x_j) - beta) W_V W_O^h (eq. 2 of the paper), times the
     linearised post-norm of families that normalise the attention output."""

@@ -6,9 +6,9 @@ and a networkx view. No model, no torch.
 One layer convention (schema version 2): `layer` l always means block l (0-based), which reads the residual x^l,
 whose attention writes x^{lA} and whose FFN writes x^{l+1}; head (l, h) is printed LlHh. Nodes: residual x^l_p
 (id "x{l}@{p}", layer l = 0..L, 0 = the embeddings, L = the top) and the residual after block l's attention
-x^{lA}_p (id "x{l}A@{p}", layer l = 0..L-1; the paper's x^{(l+1)A}). Edges carry the `layer` of the block they
-pass through, which is also the layer of their source node. Version 1 files (attention nodes numbered 1..L,
-the paper's way) are read and converted.
+x^{lA}_p (id "x{l}A@{p}", layer l = 0..L-1; the paper numbers blocks from 1: docs/architecture.md). Edges carry
+the `layer` of the block they pass through, which is also the layer of their source node. Version 1 files
+(attention nodes numbered 1..L, the paper's way) are read and converted.
 """
 
 from __future__ import annotations
@@ -55,13 +55,14 @@ def residual_id(layer: int, position: int) -> str:
 
 
 def attention_id(layer: int, position: int) -> str:
-    """Id of x^{lA}_p, the residual after block `layer`'s attention (0-based; the paper's x^{(layer+1)A})."""
+    """Id of x^{lA}_p, the residual after block `layer`'s attention (0-based)."""
     return f"x{layer}A@{position}"
 
 
 def _v1_to_v2(data: dict) -> dict:
     """A version-1 routes dict in version 2's convention: attention nodes were numbered 1..L (the paper's
-    x^{lA} after block l-1); now they carry their block, like edges. Residual nodes and edges are unchanged."""
+    numbering: layer l was the residual after block l-1's attention); now they carry their block, like edges.
+    Residual nodes and edges are unchanged."""
     renamed: dict[str, str] = {}
     nodes = []
     for n in data["nodes"]:

@@ -49,7 +49,7 @@ class _TraceBase:
     top_probs: np.ndarray  # [T, k] (NaN where not predicted)
     top_tokens: list[list[str]]  # [T][k] decoded ([] where not predicted)
     degenerate_ffn: np.ndarray  # [L, T] bool: both proximities of x^{l+1}_p were 0
-    parallel: list[bool] | None = None  # per layer: attention and FFN both read x^l (no x^{l+1,A} node)
+    parallel: list[bool] | None = None  # per layer: attention and FFN both read x^l (no x^{lA} node)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def is_parallel(self, layer: int) -> bool:
@@ -105,15 +105,16 @@ class _TraceBase:
 class Trace(_TraceBase):
     """Raw edge importances of one prompt. L layers, H heads, T tokens; layers and heads 0-based.
 
-    attention[l, h, p, j]:  sub-edge x^l_j -> (head h of block l) -> x^{l+1,A}_p   [L, H, T, T]
-    attention_residual[l, p]: residual edge x^l_p -> x^{l+1,A}_p                 [L, T]
+    attention[l, h, p, j]:  sub-edge x^l_j -> (head h of block l) -> x^{lA}_p   [L, H, T, T]
+    attention_residual[l, p]: residual edge x^l_p -> x^{lA}_p                 [L, T]
     ffn[l, p], ffn_residual[l, p]: FFN and residual edges into x^{l+1}_p           [L, T]
-    (Block l reads the residual x^l, l = 0 being the embeddings, and writes x^{l+1}.)
+    (Block l reads the residual x^l, l = 0 being the embeddings, its attention writes x^{lA} and its FFN x^{l+1}:
+    docs/architecture.md, "Nodes and layers".)
     """
 
     attention: np.ndarray  # [L, H, T, T] float32
     attention_residual: np.ndarray  # [L, T]
-    degenerate_attention: np.ndarray  # [L, T] bool: all proximities of x^{l+1,A}_p were 0
+    degenerate_attention: np.ndarray  # [L, T] bool: all proximities of x^{lA}_p were 0
 
     @property
     def n_heads(self) -> int:
@@ -135,14 +136,14 @@ PREFETCH_BYTES = 1 << 30
 
 class _LazyBatch:
     """What the attention rows of a batch of lazy traces need, per block: x^{lA} [B, T, d] in the model's own dtype,
-    the residual edges' proximities (the fused CPU kernel; other kernels get x^{l-1} [B, T, d] instead), what the
+    the residual edges' proximities (the fused CPU kernel; other kernels get x^l [B, T, d] instead), what the
     attention needs to compute weights again (its recorded inputs, with the value vectors that give the head values,
-    or its call and LN(x^{l-1})) and the post-norm diagonal where there is one."""
+    or its call and LN(x^l)) and the post-norm diagonal where there is one."""
 
     def __init__(self, loaded, lengths: list[int], kernel: str, prune: float, head_dtype=torch.float32):
         self.loaded, self.lengths, self.kernel, self.prune, self.head_dtype = loaded, lengths, kernel, prune, head_dtype
         self.x_in: list[torch.Tensor | None] = []  # None where the residual proximities are kept instead
-        self.residual: list[np.ndarray | None] = []  # [B, T] float64 proximity(x^{l-1}_p, x^{lA}_p)
+        self.residual: list[np.ndarray | None] = []  # [B, T] float64 proximity(x^l_p, x^{lA}_p)
         self.x_mid: list[torch.Tensor] = []
         self.normed: list[torch.Tensor | None] = []
         self.call: list = []
@@ -179,7 +180,7 @@ class _LazyBatch:
     def keep(self, cap: BlockCapture) -> None:
         """Keep what block `cap.layer`'s attention rows need (tensors [B, ...] in the model's dtype)."""
         layer, call = cap.layer, cap.attention_call
-        if _batched_kernel(self.kernel, "float32", cap.x_in.device):  # the residual edges now, x^{l-1} never again
+        if _batched_kernel(self.kernel, "float32", cap.x_in.device):  # the residual edges now, x^l never again
             from .kernels import proximities
 
             self.residual.append(proximities(cap.x_in.float().cpu().numpy(), cap.x_mid.float().cpu().numpy()))

@@ -496,3 +496,45 @@ def test_parquet_names_are_the_codes():
     named = {m for _, span in spans() for m in re.findall(r"([\w-]+)\.parquet", span)} - user_data
     assert named, "no Parquet file named"
     assert named <= written, sorted(named - written)
+
+
+# --- one node notation (docs/architecture.md, "Nodes and layers") ------------------------------------------------
+#: older or the paper's forms of our nodes, each with what to write instead
+OLD_NOTATION = {
+    r"l\s*\+\s*1\s*,\s*A": "x^{l+1,A}: the node after block l's attention is x^{lA}",
+    r"\((?:l|layer)\s*\+\s*1\)\s*A": "x^{(l+1)A}: the paper's name of our x^{lA}",
+    r"x\^\{lA\}(?:_p)?\s*=\s*x\^\{l-1\}": "x^{lA} = x^{l-1} + ...: the paper's numbering (ours: x^{lA} = x^l + ...)",
+    r"x\^l(?:_p)?\s*=\s*x\^\{lA\}": "x^l = x^{lA} + FFN: the paper's numbering (ours: x^{l+1} = x^{lA} + FFN)",
+    r"x\^l(?:_p)?\s*-\s*x\^\{lA\}": "x^l - x^{lA}: block l's FFN update is x^{l+1} - x^{lA}",
+    r"both read `?x\^\{l-1\}": "a parallel block l reads x^l",
+}
+
+
+def test_one_node_notation():
+    """The docs, the package's docstrings and the strings its reports write use one notation; the paper's
+    numbering is stated once, in docs/architecture.md."""
+    files = DOCS + [p for p in (ROOT / "src" / "flowroutes").rglob("*") if p.suffix in (".py", ".js", ".html")
+                    and "data" not in p.relative_to(ROOT / "src" / "flowroutes").parts]  # data/: shipped texts
+    found = []
+    for path in files:
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            found += [f"{path.relative_to(ROOT)}:{n}: {why}" for pattern, why in OLD_NOTATION.items()
+                      if re.search(pattern, line)]
+    assert not found, found
+    arch = (ROOT / "docs" / "architecture.md").read_text()
+    assert "## Nodes and layers" in arch and "the paper's `x^{lA}` is our\n`x^{(l-1)A}`" in arch
+    # what help(Trace) shows
+    doc = flowroutes.Trace.__doc__
+    assert "x^{lA}_p" in doc and "x^{l+1}_p" in doc and "architecture.md" in doc, doc
+
+
+def test_bottom_to_top_report_uses_the_notation(tmp_path):
+    from flowroutes.analyses.run import analyze
+    from tests.helpers.models import tiny_llama, word_tokenizer
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(" ".join(f"w{(i * 7 + k) % 90}" for k in range(12)) for i in range(3)) + "\n")
+    model = flowroutes.load_model(tiny_llama(), tokenizer=word_tokenizer())
+    result = analyze("bottom-to-top", model, data=[str(texts)], progress=False)
+    assert "sub-edges into x^{lA}_p" in result.explanation, result.explanation
+    assert not any(re.search(p, result.explanation) for p in OLD_NOTATION)

@@ -63,7 +63,7 @@ def summarize(ctx: Context) -> report.Result:
                "ffn-per-layer": (ffn_fig, "Mean FFN importance per layer with 95% intervals (fig. 9a, right).")}
     explanation = (
         f"Each prediction's residual stream at every layer is one case: head h of layer l affects the stream (l, p) "
-        f"when one of its sub-edges into x^(l+1,A)_p has importance >= tau = {tau:.3g} (sec. 4 'Setting': all the "
+        f"when one of its sub-edges into x^{{lA}}_p has importance >= tau = {tau:.3g} (sec. 4 'Setting': all the "
         f"immediate connections to this stream; no routes are walked). The claims use tau = {claim_tau:.3g}: the "
         "paper's 0.01 on Llama 2-7B's 32 heads times (32 + 1) / (heads + 1), a third of a head's uniform share of "
         "the node on any model. A head's frequency is the share of streams it "

@@ -39,7 +39,7 @@ def active_heads_matrix(routes, n_layers: int, n_heads: int) -> np.ndarray:
 def head_shares(trace, word_ids: list[int]) -> dict[str, np.ndarray]:
     """Per head and position, from contributions (not attention weights):
 
-    total [L, H, T]: the head's overall influence on x^{l+1,A}_p, sum_j attention[l, h, p, j];
+    total [L, H, T]: the head's overall influence on x^{lA}_p, sum_j attention[l, h, p, j];
     previous [L, H, T]: share of that influence on j = p - 1 (NaN at p = 0 or when total = 0);
     same_word [L, H, T]: share on the previous subwords of p's own word (NaN where p is a first subword
     or total = 0). `word_ids[p]` is the word token p belongs to (tokens of one word are adjacent; -1: none).

@@ -112,7 +112,7 @@ def summarize(ctx: Context) -> report.Result:
 
 def stream_activity(table, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """[N, L*H] 0/1: head h of layer l affects the residual stream (l, p) of the row's prediction, i.e. one of its
-    sub-edges into x^{l+1,A}_p has importance >= tau (sec. 4, "Setting"); and the rows' texts [N]."""
+    sub-edges into x^{lA}_p has importance >= tau (sec. 4, "Setting"); and the rows' texts [N]."""
     # compared in float32, as the routes compare the trace's float32 importances with tau
     return (list_column(table, "head_max", np.float32) >= np.float32(tau)).astype(float), column(table, "doc")
 

@@ -57,9 +57,9 @@ def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None =
     """Columns for every position p of one traced text (`item`: doc, domain, text, offsets).
 
     vector [L*H + L]: sum_j attention[l, h, p, j] per head, then ffn[l, p] (sec. 4.1 footnote); head_max [L*H]:
-    each head's strongest sub-edge into x^{l+1,A}_p (a head "affects" that stream at tau when head_max >= tau);
+    each head's strongest sub-edge into x^{lA}_p (a head "affects" that stream at tau when head_max >= tau);
     previous / same_word [L*H]: head shares on the previous token / earlier subwords of the word (sec. 4.3);
-    contrib_* [L]: shares of the attention block's contribution into x^{l+1,A}_p from the first token, the first
+    contrib_* [L]: shares of the attention block's contribution into x^{lA}_p from the first token, the first
     period and an average other token; attn_* [L]: the same for attention weights averaged over heads, when
     `alpha_mean` [L, T, T] is given (appendix D; NaN otherwise).
     """

@@ -18,11 +18,11 @@ from ..errors import FlowroutesError
 class BlockModules:
     """The modules of one decoder block whose inputs and outputs the capture hooks read.
 
-    block:       input = x^{l-1}, output = x^l
-    input_norm:  output = what the attention reads, LN(x^{l-1}); None when it reads x^{l-1} itself (OLMo 2)
+    block:       input = x^l, output = x^{l+1}
+    input_norm:  output = what the attention reads, LN(x^l); None when it reads x^l itself (OLMo 2)
     attention:   output[0] = its output before any post-norm, output[1] = weights [B, H, T, T]
     mid_input:   a module whose input is x^{lA} (sequential blocks); None for parallel blocks
-    ffn:         output = the FFN update added to the residual; None when it must be derived as x^l - x^{lA}
+    ffn:         output = the FFN update added to the residual; None when it must be derived as x^{l+1} - x^{lA}
     """
 
     block: nn.Module
@@ -130,7 +130,7 @@ class Adapter:
         return [self.kv_head(h) for h in range(self.n_heads)]
 
     def is_parallel(self, layer: int) -> bool:
-        """Whether attention and FFN both read x^{l-1} (no x^{lA} node)."""
+        """Whether attention and FFN both read x^l (no x^{lA} node)."""
         return self.mid_input_name is None
 
     # --- modules and weights -----------------------------------------------------------------

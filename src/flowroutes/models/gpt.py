@@ -84,7 +84,7 @@ class GPTJAdapter(_TransformerHAdapter):
 
 class GPTNeoXAdapter(FusedPerHeadAdapter):
     """GPT-NeoX / Pythia: fused query_key_value laid out [q|k|v] per head; parallel when
-    `use_parallel_residual` (attention and FFN read their own norms of x^{l-1})."""
+    `use_parallel_residual` (attention and FFN read their own norms of x^l)."""
 
     model_types = ("gpt_neox",)
     family = "GPT-NeoX, Pythia"
@@ -121,7 +121,7 @@ class OPTAdapter(Adapter):
 
 class BloomAdapter(FusedPerHeadAdapter):
     """BLOOM: ALiBi, fused query_key_value [q|k|v] per head; its attention and MLP modules add the
-    residual themselves, so the FFN update is derived as x^l - x^{lA}."""
+    residual themselves, so the FFN update is derived as x^{l+1} - x^{lA}."""
 
     model_types = ("bloom",)
     family = "BLOOM"

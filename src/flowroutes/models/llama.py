@@ -66,7 +66,7 @@ class Phi3Adapter(LlamaAdapter):
 class Gemma2Adapter(LlamaAdapter):
     """Gemma 2 and Gemma 3 (text): RMSNorms (1 + w) before and after both the attention and the FFN.
 
-    x^{lA} = x^{l-1} + N_post(Attn(N_in(x^{l-1}))): the post-attention norm is linearised at its own scale,
+    x^{lA} = x^l + N_post(Attn(N_in(x^l))): the post-attention norm is linearised at its own scale,
     a per-target diagonal, so each sub-edge is alpha f_h(x_j) scaled coordinate-wise (appendix B.1)."""
 
     model_types = ("gemma2", "gemma3_text")
@@ -80,7 +80,7 @@ class Gemma2Adapter(LlamaAdapter):
 
 
 class Olmo2Adapter(Gemma2Adapter):
-    """OLMo 2: no norm before the blocks, RMSNorm (w) after them; the attention reads x^{l-1} itself."""
+    """OLMo 2: no norm before the blocks, RMSNorm (w) after them; the attention reads x^l itself."""
 
     model_types = ("olmo2",)
     family = "OLMo 2"

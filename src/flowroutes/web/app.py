@@ -67,7 +67,7 @@ class PromptQuery(BaseModel):
 
 class HeadsQuery(PromptQuery):
     layer: int  # 0-based block
-    position: int  # target position p of x^{(layer+1)A}_p
+    position: int  # target position p of x^{lA}_p (l = layer)
     source: int | None = None  # source position j; None: summed over sources
 
 
