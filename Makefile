@@ -10,7 +10,7 @@ LOWEST_VENV := .venv-lowest
 LOWEST_PINS := torch==2.13.0 transformers==5.21.0
 ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py
 
-.PHONY: setup browser gemma demo reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench corpora clean
+.PHONY: setup browser gemma demo figures reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench corpora clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ demo: setup
 	# --force: a second `make demo` refreshes the routes and the figure instead of refusing to replace them
 	HF_HUB_OFFLINE=1 $(BIN)/flowroutes trace "$(PROMPT)" --out demo --force
 	@echo "open demo/routes.png or demo/routes.svg to see the routes"
+
+# the pictures of README.md and docs/ from the current code: the main figure (the IOI prompt's routes, as `flowroutes
+# trace` draws them) and the explorer's screenshots docs/img/web-*.png (the SmolLM2 browser test, Debian's Chromium);
+# the analysis, patching and report figures come from `make reproduce` runs (minutes to hours), not from here
+figures: setup browser
+	HF_HUB_OFFLINE=1 $(BIN)/flowroutes trace "$(PROMPT)" --out build/figures --force
+	cp build/figures/routes.png docs/img/ioi-routes.png
+	FLOWROUTES_UPDATE_SCREENSHOTS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/integration/test_web_smollm2.py::test_ioi_in_the_browser
 
 # the paper's programme on the embedded model: reproduce/report.html, one verdict per claim (minutes on 2 cores)
 reproduce: setup

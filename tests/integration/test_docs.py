@@ -548,3 +548,35 @@ def test_diagram_names_resolve():
     prefixes = (["flowroutes"], ["flowroutes", "analyses"])
     missing = [m for m in sorted(named) if not any(_resolves([*prefix, *m.split(".")]) for prefix in prefixes)]
     assert not missing, missing
+
+
+# --- the main figure ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_main_figure_is_the_current_codes(tmp_path, monkeypatch):
+    """README's main figure is what `make figures` draws from today's code (the same pixels), and its caption's
+    numbers are the routes' own."""
+    import json
+
+    import numpy as np
+    from matplotlib import image
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    makefile = (ROOT / "Makefile").read_text()
+    assert "cp build/figures/routes.png docs/img/ioi-routes.png" in makefile and "figures" in make_targets()
+    prompt = re.search(r"^PROMPT\s*:=\s*(.+)$", makefile, flags=re.M).group(1).strip()
+    assert main(["trace", prompt, "--out", str(tmp_path)]) == 0  # the command of the figures target
+    new, old = image.imread(tmp_path / "routes.png"), image.imread(ROOT / "docs" / "img" / "ioi-routes.png")
+    assert new.shape == old.shape, "docs/img/ioi-routes.png is not today's figure: run make figures"
+    assert float(np.abs(new - old).mean()) < 1e-3, "docs/img/ioi-routes.png is not today's figure: run make figures"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    caption = re.search(r'on "([^"]+)" -> " Mary" \((\d+)%\), tau = ([\d.]+)\. Blue: attention edges '
+                        r'\(the first " Mary" is read at layer (\d+)\)', readme)
+    assert caption and caption.group(1) == prompt, "README's caption does not describe the figure"
+    routes = json.loads((tmp_path / "routes.json").read_text())
+    assert routes["prediction"][0]["token"] == " Mary"
+    assert round(100 * routes["prediction"][0]["prob"]) == int(caption.group(2))
+    assert routes["attention_threshold"] == float(caption.group(3))
+    first_mary = routes["token_texts"].index(" Mary")
+    read = {e["layer"] for e in routes["edges"] if e["kind"] == "attention" and e["source"].endswith(f"@{first_mary}")
+            and not e["target"].endswith(f"@{first_mary}")}
+    assert int(caption.group(4)) == max(read), read
