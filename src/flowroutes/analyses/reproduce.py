@@ -23,6 +23,7 @@ from .base import VERDICTS, Claim, Condition, Context, registry, untestable, ver
 from .rows import column
 from .run import Options, check_out, compute_rows, domain_sources, load, make_options, read_sources
 from .stats import N_BOOT, Estimate, fmt, statistic_ci
+from .task_heads import TAU as TASK_TAU
 
 SIZES = ("quick", "paper")
 
@@ -92,7 +93,7 @@ def reproduce(model: Any = None, size: str = "quick", out: str | Path = "flowrou
     for task in TASKS:
         say(f"task-heads:{task}")
         t0 = time.perf_counter()
-        table, cnt = compute_rows("task", loaded, source, opts, out_dir, task=task, tau=0.03, shards_dir=shards)
+        table, cnt = compute_rows("task", loaded, source, opts, out_dir, task=task, tau=TASK_TAU, shards_dir=shards)
         results[f"task-heads:{task}"] = _summarize(specs["task-heads"], table, cnt, loaded, opts, results)
         task_prompts += column(table, "prompt").tolist()
         timings[f"task-heads:{task}"] = time.perf_counter() - t0
@@ -217,8 +218,8 @@ def patching_summary(loaded, out_dir: Path, n: int, opts: Options, full: bool = 
             pass
     from ..patching.compare import compare_patching
 
-    lean = {} if full else {"ks": [10], "thresholds": (0.03,), "random_repeats": 1}
-    res = compare_patching(loaded, task="ioi", examples=examples, n=n, seed=opts.seed, tau=0.03,
+    lean = {} if full else {"ks": [10], "thresholds": (TASK_TAU,), "random_repeats": 1}
+    res = compare_patching(loaded, task="ioi", examples=examples, n=n, seed=opts.seed, tau=TASK_TAU,
                            batch_size=min(n, 64), progress=opts.progress, force=True, **lean)
     res.write(out_dir / "patching")
     active = res.extra_tables["patching_examples"].column("routes_active_heads").to_pylist()
@@ -266,8 +267,8 @@ def patching_claims(patch: dict | None, n_boot: int = N_BOOT) -> list[Claim]:
                             "(enrichment over the base rate)", enriched, "low", ">", 1.0))
     out = [Claim("routes-vs-patching", "3.1, fig. 6", statement,
                  "share of the 10 heads with the largest |head patching effect| (the patching circuit) that are "
-                 "active in the IOI routes (tau = 0.03) of at least half of the examples; the interval resamples "
-                 "the routes' examples (patching effects held fixed)",
+                 f"active in the IOI routes (tau = {TASK_TAU}) of at least half of the examples; the interval "
+                 "resamples the routes' examples (patching effects held fixed)",
                  est, verdict_of(conditions),
                  "'largely consist of the heads discovered previously' read as: more than half of the patching "
                  "circuit is in the routes, in 95% of resamples, and more often than heads at large (enrichment "
@@ -311,7 +312,7 @@ def size_text(size: str, plan: dict) -> str:
              f"{plan['n_boot']:,} bootstrap resamples" if "n_boot" in plan else "",
              f"t-SNE of at most {plan['tsne_max']:,} predictions" if "tsne_max" in plan else "",
              ("faithfulness curves over every k and threshold" if plan.get("full_faithfulness")
-              else "faithfulness curves at k = 10 and tau = 0.03 only")]
+              else f"faithfulness curves at k = 10 and tau = {TASK_TAU} only")]
     return f"{size}: " + ", ".join(p for p in parts if p)
 
 

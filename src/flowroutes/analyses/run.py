@@ -19,21 +19,21 @@ from .. import checks, report
 from ..errors import FlowroutesError
 from .base import Analysis, Context, registry
 from .data import read_texts, tokenize_texts
+from .domains import DEFAULT_DATA
 from .stats import N_BOOT
 
 ROWS_VERSION = 3  # bump when a row schema changes, so that old shards are never mixed with new ones
-#: every corpus run includes the general domain (sec. 5: "C4"); the rest are the paper's domains
-#: (human-written corpora shipped in data/corpora, see data/SOURCES.md; arithmetic is generated, as in the paper)
-DOMAINS = ("general=corpus:general", "english=corpus:english", "code=corpus:code", "russian=corpus:russian",
-           "italian=corpus:italian", "spanish=corpus:spanish", "addition=sample:addition",
-           "subtraction=sample:subtraction")
+#: every corpus run includes the general domain (sec. 5: "C4"); the rest are the paper's domains (human-written
+#: corpora shipped in data/corpora, see data/SOURCES.md; arithmetic is generated, as in the paper): the domains
+#: analysis's own default data
+DOMAINS = DEFAULT_DATA
 
 
 @dataclass
 class Options:
     """Options shared by the analyses (the CLI flags of `flowroutes analyze`)."""
 
-    threshold: float | None = None  # tau; default per analysis (0.03 task heads, 0.01 bottom-to-top)
+    threshold: float | None = None  # tau; default: each analysis's `default_threshold`
     task: str = "ioi"  # task-heads: ioi | greater-than | greater-than-00
     n: int = 100  # task-heads: number of examples
     seed: int = 0
@@ -233,11 +233,12 @@ def compute_rows(kind: str, loaded, source, opts: Options, out: Path | None, sou
         return table, counts
     if kind == "task":
         from ..tasks import describe_form, task_examples
+        from .task_heads import TAU as TASK_TAU
 
         task = task or opts.task
         examples = task_examples(task, opts.n, opts.seed, tokenizer=loaded.tokenizer)
         items = [{"index": i, "example": asdict(e)} for i, e in enumerate(examples)]
-        tau = tau if tau is not None else (opts.threshold or 0.03)
+        tau = tau if tau is not None else (opts.threshold or TASK_TAU)
         job = _Job("task", source, {"tau": tau, "batch_size": opts.batch_size}, items, loaded)
         fp = {"task": task, "n": opts.n, "seed": opts.seed, "tau": tau}
         table = _shards(job, len(items), fp, loaded, opts, folder, f"task-{task}")

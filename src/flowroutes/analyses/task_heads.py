@@ -23,6 +23,7 @@ DIGIT_FORM_UNTESTABLE = (
     "digit, and after 'from the year XX00' as after 'XX01' every first digit 0-9 can begin a later year; the two "
     "contrasts cannot differ in which continuations are valid, so a difference between their routes would not be "
     "the paper's")
+TAU = 0.03  # the activation threshold of figs. 6-7 (task heads, and the routes the patching comparison reads)
 
 
 def indicators(table, variant: str, n_layers: int, n_heads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +50,7 @@ def previous_token_heads(table, n_layers: int, n_heads: int, share: float = 0.7)
 
 def summarize(ctx: Context) -> report.Result:
     table, n_layers, n_heads = ctx.table, ctx.n_layers, ctx.n_heads
-    task, tau = ctx.counts.get("task", ctx.opts.task), ctx.counts.get("tau", 0.03)
+    task, tau = ctx.counts.get("task", ctx.opts.task), ctx.counts.get("tau", TAU)
     boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed, "unit": "examples"}
     on, ids = indicators(table, "task", n_layers, n_heads)
     off, _ = indicators(table, "contrastive", n_layers, n_heads)
@@ -197,5 +198,5 @@ ANALYSIS = Analysis(
     name="task-heads", title="Task heads",
     help="head activation frequency on IOI / greater-than and their contrastive versions (figs. 6, 7)",
     paper=PAPER, paper_size="not stated for figs. 6-7 (the speed comparison uses 50 IOI examples)",
-    kind="task", summarize=summarize, claims=claims, default_threshold=0.03,
+    kind="task", summarize=summarize, claims=claims, default_threshold=TAU,
 )
