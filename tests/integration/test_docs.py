@@ -49,7 +49,7 @@ SUBSTITUTIONS = [
 #: run sizes made small for one doc's blocks: (doc, module, attribute, key, value, why)
 SIZES = [
     ("docs/analyses.md", "flowroutes.analyses.reproduce", "SIZE", "quick", "TINY_SIZE",
-     "reproduce --size quick on 4 texts per domain and 4 task examples, as tests/integration/test_reproduce.py"),
+     "reproduce --size quick on 4 texts per domain, 4 task examples and 20 resamples (test_reproduce.py: 50)"),
 ]
 #: blocks that are not code: (doc, first line of the block, why)
 NOT_CODE = [
@@ -156,7 +156,7 @@ def test_python_block_runs(block, tmp_path, monkeypatch):
 def TINY_SIZE():  # noqa: N802 (named like the table entry that uses it)
     from flowroutes.analyses import reproduce as rep
 
-    return rep.Size(texts_per_domain=4, task_examples=4, patching_examples=4, n_boot=50, tsne_max=40)
+    return rep.Size(texts_per_domain=4, task_examples=4, patching_examples=4, n_boot=20, tsne_max=40)
 
 
 # --- shell blocks ------------------------------------------------------------------------------------------------
@@ -580,3 +580,23 @@ def test_main_figure_is_the_current_codes(tmp_path, monkeypatch):
     read = {e["layer"] for e in routes["edges"] if e["kind"] == "attention" and e["source"].endswith(f"@{first_mary}")
             and not e["target"].endswith(f"@{first_mary}")}
     assert int(caption.group(4)) == max(read), read
+
+
+def test_makefile_commands_parse():
+    """The flowroutes commands that the Makefile's targets run (the docs' `make demo`, `make reproduce`, `make
+    figures`, ...) parse with the real CLI parser."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    prompt = re.search(r"^PROMPT\s*:=\s*(.+)$", text, flags=re.M).group(1).strip()
+    ran = 0
+    for line in text.splitlines():
+        if "$(BIN)/flowroutes " not in line:
+            continue
+        command = line.split("$(BIN)/flowroutes ", 1)[1].replace("$(PROMPT)", prompt)
+        command = command.replace('"$(GEMMA_GGUF)"', "gemma.gguf")
+        assert "$(" not in command, f"a Makefile variable this test does not know: {command}"
+        try:
+            _parser().parse_args(shlex.split(command))
+        except SystemExit as exc:
+            raise AssertionError(f"the Makefile runs `flowroutes {command}`, which does not parse") from exc
+        ran += 1
+    assert ran >= 4, ran
