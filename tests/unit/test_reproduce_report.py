@@ -155,7 +155,8 @@ def hand_built_results():
     }
 
 
-PATCH = {"effect": [0.9, 0.8, 0.1, 0.05, 0.7, 0.6, 0.0, 0.02, 0.5, 0.4, 0.3, 0.01],
+EFFECT = [0.9, 0.8, 0.1, 0.05, 0.7, 0.6, 0.0, 0.02, 0.5, 0.4, 0.3, 0.01]
+PATCH = {"effect": EFFECT, "effects": [EFFECT] * 4,
          "active": [[0, 1, 4, 5, 8], [0, 1, 4, 9], [0, 1, 2, 5, 8, 10], [1, 4, 5, 8, 9]],
          "summary": {"spearman(route frequency, |patching effect|)": 0.16594171936692717,
                      "speed_ratio_head_patching_vs_routes": 93.0123456, "speed_ratio_acdc_style_vs_routes": 90.686123,
@@ -394,12 +395,31 @@ def test_routes_that_hold_every_head_do_not_hold_the_patching_circuit():
     2026-12-03 that was "holds"). Against the base rate (every head is in the routes), the circuit is enriched 1x:
     the claim must not hold. Routes that hold the circuit's 10 heads and nothing else (of 12) are enriched
     1 / (10/12) = 1.2 and hold."""
-    every = {**PATCH, "active": [list(range(12))] * 8}
+    every = {**PATCH, "active": [list(range(12))] * 8, "effects": [EFFECT] * 8}
     claim = {c.key: c for c in reproduce.patching_claims(every, 300)}["routes-vs-patching"]
     assert claim.estimate.value == 1.0 and claim.verdict == "does not hold"
     assert claim.conditions[1].quantity.value == pytest.approx(1.0)
     circuit = np.argsort(-np.abs(np.asarray(PATCH["effect"])))[:10].tolist()
-    only = {**PATCH, "active": [circuit] * 8}
+    only = {**PATCH, "active": [circuit] * 8, "effects": [EFFECT] * 8}
     claim = {c.key: c for c in reproduce.patching_claims(only, 300)}["routes-vs-patching"]
     assert claim.verdict == "holds"
     assert claim.conditions[1].quantity.value == pytest.approx(1.0 / (10 / 12))
+
+
+def test_a_patching_circuit_that_depends_on_the_examples_is_no_circuit_the_routes_hold():
+    """Both sides resampled (issue 19): of 20 heads, heads 0-9 carry the task in 8 of 16 examples and heads 10-19 in
+    the other 8, so which ten heads are "the patching circuit" depends on the examples drawn (heads 0-9 lead the
+    mean by 0.01 only). The routes hold heads 0-9 in every example. With the circuit fixed on all examples (before
+    2026-12-03) the coverage read 1.0 [1.0, 1.0] and "held"; chosen again in each resample, it is 0 in about half of
+    them, and the claim does not hold. Where every example shows heads 0-9 the same routes still hold."""
+    first = [1.01] * 10 + [0.0] * 10
+    second = [0.0] * 10 + [1.0] * 10
+    routes = [list(range(10))] * 16
+    unstable = {**PATCH, "effect": list(np.mean([first, second], axis=0)), "effects": [first, second] * 8,
+                "active": routes}
+    claim = {c.key: c for c in reproduce.patching_claims(unstable, 2000)}["routes-vs-patching"]
+    assert claim.estimate.value == 1.0 and claim.estimate.low == 0.0
+    assert claim.verdict == "does not hold"
+    stable = {**unstable, "effects": [first] * 16}
+    claim = {c.key: c for c in reproduce.patching_claims(stable, 2000)}["routes-vs-patching"]
+    assert (claim.estimate.value, claim.estimate.low) == (1.0, 1.0) and claim.verdict == "holds"

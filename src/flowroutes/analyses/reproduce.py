@@ -206,7 +206,7 @@ def patching_summary(loaded, out_dir: Path, n: int, opts: Options, full: bool = 
     `full`, the faithfulness curves keep one k (10 heads) and one threshold (0.03): the claims do not read them.
     examples: TaskExamples to compare on instead of IOI's (the planted models' tasks); never cached."""
     cache = out_dir / "patching" / "comparison.json"
-    key = {"model": loaded.name, "n": n, "seed": opts.seed, "full": full}
+    key = {"model": loaded.name, "n": n, "seed": opts.seed, "full": full, "version": 2}  # 2: per-example effects
     if examples is not None:
         key["examples"] = [e.prompt for e in examples]
     if cache.exists():
@@ -224,8 +224,9 @@ def patching_summary(loaded, out_dir: Path, n: int, opts: Options, full: bool = 
     res.write(out_dir / "patching")
     active = res.extra_tables["patching_examples"].column("routes_active_heads").to_pylist()
     effect = np.asarray(res.table.column("patching_effect").to_pylist(), dtype=np.float64)
+    effects = res.extra_tables["patching_examples"].column("patching_effects").to_pylist()  # [N][L * H]
     saved = {"key": key, "summary": json.loads(json.dumps(res.summary, default=report._json_default)),
-             "active": active, "effect": effect.tolist()}
+             "active": active, "effect": effect.tolist(), "effects": effects}
     from ..fileio import write_atomic
 
     write_atomic(cache, json.dumps(saved).encode())
@@ -239,23 +240,27 @@ def patching_claims(patch: dict | None, n_boot: int = N_BOOT) -> list[Claim]:
     if patch is None:
         return [untestable("routes-vs-patching", "3.1, fig. 6", statement, "the patching comparison was skipped"),
                 untestable("hundred-times-faster", "3.3", speed, "the patching comparison was skipped")]
-    effect = np.abs(np.asarray(patch["effect"]))
+    effects = np.asarray(patch["effects"], dtype=np.float64)  # [N, L * H]: each example's patching effects
     active = patch["active"]
-    n_heads_total = len(effect)
+    n_heads_total = effects.shape[1]
     ind = np.zeros((len(active), n_heads_total))
     for i, heads in enumerate(active):
         ind[i, np.asarray(heads, dtype=np.int64)] = 1.0
-    circuit = np.argsort(-effect)[:10]  # the "patching circuit": the 10 heads of largest |effect|
+
+    def circuit_of(idx: np.ndarray) -> np.ndarray:
+        """The "patching circuit" of the examples idx: the 10 heads of largest |mean patching effect| over them.
+        Chosen again in every resample, so that the intervals carry the patching side's noise too."""
+        return np.argsort(-np.abs(effects[idx].mean(axis=0)), kind="stable")[:10]
 
     def covered(idx: np.ndarray) -> float:
-        return float((ind[idx][:, circuit].mean(axis=0) >= 0.5).mean())
+        return float((ind[idx][:, circuit_of(idx)].mean(axis=0) >= 0.5).mean())
 
     def enrichment(idx: np.ndarray) -> float:
         """The circuit's share in the routes (as `covered`) over the share of all heads in the routes of at least
         half the examples (the base rate): 1 when the routes hold circuit heads no more often than any head."""
         frequent = ind[idx].mean(axis=0) >= 0.5
         base = frequent.mean()
-        return float(frequent[circuit].mean() / base) if base > 0 else 0.0
+        return float(frequent[circuit_of(idx)].mean() / base) if base > 0 else 0.0
 
     est = statistic_ci(covered, len(active), unit="examples", n_boot=n_boot)
     enriched = statistic_ci(enrichment, len(active), unit="examples", n_boot=n_boot)
@@ -268,7 +273,8 @@ def patching_claims(patch: dict | None, n_boot: int = N_BOOT) -> list[Claim]:
     out = [Claim("routes-vs-patching", "3.1, fig. 6", statement,
                  "share of the 10 heads with the largest |head patching effect| (the patching circuit) that are "
                  f"active in the IOI routes (tau = {TASK_TAU}) of at least half of the examples; the interval "
-                 "resamples the routes' examples (patching effects held fixed)",
+                 "resamples the examples, routes and patching effects together (the circuit chosen again in each "
+                 "resample)",
                  est, verdict_of(conditions),
                  "'largely consist of the heads discovered previously' read as: more than half of the patching "
                  "circuit is in the routes, in 95% of resamples, and more often than heads at large (enrichment "

@@ -378,6 +378,9 @@ def _examples_table(c: Comparison) -> pa.Table:
         "metric_clean": c.check.clean, "metric_contrastive": c.check.contrastive,
         "routes_active_heads": pa.array([np.flatnonzero(a.ravel()).astype(np.int32).tolist()
                                          for a in c.routes.active[c.routes.tau]], pa.list_(pa.int32())),
+        # each example's head patching effects [L * H] (clean - patched metric), so that intervals can resample
+        # the patching side too
+        "patching_effects": pa.array([e.ravel().tolist() for e in c.patching.effect], pa.list_(pa.float64())),
     })
 
 
