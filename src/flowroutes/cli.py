@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from . import checks
+from . import checks, explain_cli
 from .commands import load_for_command, out_folder, require_extra
 from .errors import FlowroutesError
 from .fileio import write_atomic
@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--clear", action="store_true", help="remove every entry (the next load rebuilds its own)")
     c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     c.set_defaults(func=cmd_cache)
+    explain_cli.add_parser(sub)  # flowroutes explain: an answer of many tokens (docs/generation.md)
     for name, (extra, commands) in COMMAND_MODULES.items():  # further commands live with their feature
         try:
             importlib.import_module(name).add_parser(sub)

@@ -36,6 +36,7 @@ class Generation:
     answer_ids: np.ndarray  # [K] int64 (a stop token that ended the generation is its last token)
     answer_probs: np.ndarray  # [K] float64: p(answer token k | prompt, answer[:k]), softmax of the raw logits
     tokens: list[str]  # [P + K] each token of prompt + answer as shown to people (inspection.token_display)
+    answer_text: str  # the answer decoded (special tokens kept)
     stop_reason: str  # "stop" (a stop token), "length" (max_new_tokens) or "target" (a given answer)
     sampled: bool = False
     seed: int | None = None
@@ -59,10 +60,6 @@ class Generation:
     @property
     def answer_tokens(self) -> list[str]:
         return self.tokens[self.n_prompt:]
-
-    @property
-    def answer_text(self) -> str:
-        return "".join(self.answer_tokens)
 
     def position(self, k: int) -> int:
         """The trace position that predicts answer token k: P + k - 1."""
@@ -187,7 +184,8 @@ def generate(
 
     tr = trace(loaded, input_ids=full[:-1], lazy=True)
     return Generation(model_name=loaded.name, prompt=text, prompt_ids=prompt_ids.numpy(), answer_ids=answer.numpy(),
-                      answer_probs=probs, tokens=token_display(loaded, full), stop_reason=reason, sampled=sample,
+                      answer_probs=probs, tokens=token_display(loaded, full),
+                      answer_text=loaded.tokenizer.decode(answer.tolist()), stop_reason=reason, sampled=sample,
                       seed=seed, chat=chat, trace=tr)
 
 
