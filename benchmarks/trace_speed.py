@@ -33,8 +33,8 @@ ids = model.tokenizer(text)["input_ids"][:n_tok]
 ids_t = torch.tensor(ids)
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 def pad(prompts):
-    from flowroutes.trace import _pad_right
-    return _pad_right([torch.tensor(model.tokenizer(p)["input_ids"]) for p in prompts], 0)
+    from flowroutes.engine import pad_right
+    return pad_right([torch.tensor(model.tokenizer(p)["input_ids"]) for p in prompts], 0)
 def run():
     if mode == "forward":
         with torch.no_grad():
@@ -76,13 +76,13 @@ def run():
             tr = flowroutes.trace(model, input_ids=ids, lazy=True)
             routes = [tr.routes(0.04, position=p) for p in last]
     elif mode.startswith("corpus"):  # the shipped English sample, batches of 8 prompts of similar length
-        from flowroutes.trace import _pad_right
+        from flowroutes.engine import pad_right
         lines = [t.strip() for t in open(flowroutes.__file__.rsplit("/", 1)[0] + "/data/english.txt") if t.strip()]
         id_lists = sorted((model.tokenizer(t)["input_ids"] for t in lines[:n_tok]), key=len)
         if mode == "corpus-forward":  # the model's own batched forward pass with logits, the same batches
             with torch.no_grad():
                 for k in range(0, len(id_lists), 8):
-                    model.model(input_ids=_pad_right([torch.tensor(i) for i in id_lists[k:k + 8]], 0),
+                    model.model(input_ids=pad_right([torch.tensor(i) for i in id_lists[k:k + 8]], 0),
                                 use_cache=False)
         else:
             flowroutes.trace(model, input_ids=id_lists, batch_size=8,

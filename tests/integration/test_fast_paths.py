@@ -224,7 +224,7 @@ def test_batched_lazy_routes_equal_the_unbatched_full_path(family, monkeypatch):
     from tests.helpers.families import tiny_family
     from tests.helpers.models import word_tokenizer
 
-    trace_module = importlib.import_module("flowroutes.trace")
+    trace_module = importlib.import_module("flowroutes.lazy")
     loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
     prompts = ["w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11", "w8 w9", "w10 w11 w12 w1 w2 w3 w40", "w3", "w4 w5 w6 w7 w8 w9"]
     full = [flowroutes.trace(loaded, text) for text in prompts]

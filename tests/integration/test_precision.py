@@ -26,7 +26,7 @@ def test_a_half_precision_model_is_traced_exactly_on_its_own_activations(family,
     """Importances of the half-precision model equal eq. 1 in float64 on that model's own activations and weights;
     its weights stay in half precision, and only each block's W_V and W_O are upcast, one block at a time."""
     loaded = flowroutes.load_model(tiny_family(family).to(dtype), tokenizer=word_tokenizer())
-    trace_module = importlib.import_module("flowroutes.trace")
+    trace_module = importlib.import_module("flowroutes.engine")
     upcast = []
     original = trace_module.head_values_by_head
 
@@ -101,7 +101,7 @@ def test_a_model_spread_by_accelerate_computes_each_block_on_its_own_device(monk
     assert all(hasattr(block, "_hf_hook") for block in spread.model.layers)
     loaded = flowroutes.load_model(spread, tokenizer=word_tokenizer())
     plain = flowroutes.load_model(model, tokenizer=word_tokenizer())
-    trace_module = importlib.import_module("flowroutes.trace")
+    trace_module = importlib.import_module("flowroutes.engine")
     where = []
     original = trace_module.head_values_by_head
 

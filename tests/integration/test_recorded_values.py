@@ -66,7 +66,7 @@ def test_head_values_in_chunks_of_heads_give_the_same_lazy_routes(family, monkey
     batched lazy traces equal the full ones."""
     import importlib
 
-    trace_module = importlib.import_module("flowroutes.trace")
+    trace_module = importlib.import_module("flowroutes.lazy")
     loaded = _loaded(family)
     prompts = [IDS, IDS[:5], IDS[2:9]]
     full = flowroutes.trace(loaded, input_ids=prompts)
