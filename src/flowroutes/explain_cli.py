@@ -25,7 +25,7 @@ SCHEMA_VERSION = 1
 OUTPUTS = ("generation.json", "generation.html")
 #: routes pictures (inline SVG) for at most this many answer tokens
 MAX_PICTURES = 32
-#: per answer token, how many active heads and strongest edges generation.json keeps
+#: per answer token, how many active heads and strongest attention edges (between positions) generation.json keeps
 TOP_HEADS, TOP_EDGES = 10, 12
 
 
@@ -149,7 +149,7 @@ def _print_summary(g, record: dict, top: int) -> None:
 
 def generation_record(g, span: tuple[int, int], method: str, tau: float) -> dict:
     """The `flowroutes.generation` v1 dict (docs/generation.md): tokens, probabilities, both methods' matrices,
-    the span's attribution by `method`, and each answer token's active heads and strongest route edges."""
+    the span's attribution by `method`, and each answer token's active heads and strongest attention edges."""
     routes = g.routes(list(range(g.n_answer)), tau)
     p = g.n_prompt
     methods = {}
@@ -163,7 +163,7 @@ def generation_record(g, span: tuple[int, int], method: str, tau: float) -> dict
     per_token = []
     for k, r in enumerate(routes):
         heads = list(r.head_weights().items())[:TOP_HEADS]
-        edges = sorted(r.edges, key=lambda e: -e.weight)[:TOP_EDGES]
+        edges = sorted((e for e in r.edges if e.kind == "attention"), key=lambda e: -e.weight)[:TOP_EDGES]
         per_token.append({
             "position": g.position(k), "n_nodes": len(r.nodes), "n_edges": len(r.edges),
             "active_heads": len(r.active_heads),
@@ -266,7 +266,7 @@ function paint() {
     R.top_heads.forEach(h => { const tr = t.insertRow(); tr.insertCell().textContent = `L${h.layer}H${h.head}`;
       tr.insertCell().textContent = h.weight.toFixed(3); });
     const e = document.createElement('table');
-    e.innerHTML = '<tr><th>edge</th><th>kind</th><th>weight</th></tr>';
+    e.innerHTML = '<tr><th>strongest attention edge</th><th>kind</th><th>weight</th></tr>';
     R.top_edges.forEach(x => { const tr = e.insertRow(); tr.insertCell().textContent = `${x.source} -> ${x.target}`;
       tr.insertCell().textContent = x.kind; tr.insertCell().textContent = x.weight.toFixed(3); });
     info.append(t, e);
