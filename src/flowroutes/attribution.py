@@ -82,3 +82,15 @@ def routes_flow(routes: Routes) -> tuple[np.ndarray, float]:
         for source, w in edges:
             mass[source] = mass.get(source, 0.0) + m * w / total
     return scores, float(scores.sum())
+
+
+def unroll(scores: np.ndarray, n_prompt: int) -> np.ndarray:
+    """Multi-hop attribution [K, P]: what answer token k owes to the prompt when the share it takes from an earlier
+    answer token j (an input the model generated, e.g. a reasoning step) is passed on to the prompt as token j's own
+    attribution: U[k] = S[k, :P] + sum_{j < k} S[k, P + j] U[j]. `scores` [K, P + K - 1]: row k over the prompt,
+    then answer tokens 0..K-2 (`Generation.scores`). A row of S that sums to 1 gives a row of U that sums to 1."""
+    n_answer = scores.shape[0]
+    out = np.zeros((n_answer, n_prompt))
+    for k in range(n_answer):
+        out[k] = scores[k, :n_prompt] + scores[k, n_prompt:n_prompt + k] @ out[:k]
+    return out

@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
     e.add_argument("--method", choices=METHODS, default="alti",
                    help="alti (default): token-to-token contributions composed through the blocks; routes: the "
                         "share of each token's routes flow that reaches each prompt token")
+    e.add_argument("--through-answer", action="store_true",
+                   help="multi-hop: pass what an answer token takes from earlier answer tokens on to the prompt, "
+                        "by those tokens' own attributions (e.g. an answer through its reasoning)")
     e.add_argument("--threshold", type=float, default=0.04, metavar="T",
                    help="tau of the routes, in (0, 1) (default 0.04, as in the paper)")
     e.add_argument("--model", default=None, metavar="M",
@@ -114,7 +117,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     g = generate(model, args.prompt, n_new, target=args.target, sample=args.sample, seed=args.seed, stop=args.stop,
                  chat=args.chat)
     span = g.check_span(parse_span(args.span, g.n_answer))
-    record = generation_record(g, span, args.method, args.threshold)
+    record = generation_record(g, span, args.method, args.threshold, args.through_answer)
     _print_summary(g, record, args.top)
     pictures = route_pictures(g, args.threshold)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,18 +139,22 @@ def _print_summary(g, record: dict, top: int) -> None:
     print(f"answer: {shown(g.answer_text)}")
     method = record["method"]
     scores = np.asarray(record["attribution"])
-    what = f"tau={record['threshold']:g}" if method == "routes" else "ALTI"
+    what = (f"tau={record['threshold']:g}" if method == "routes" else "ALTI") + (
+        ", through earlier answer tokens" if record["through_answer"] else "")
     print(f"prompt tokens that answer tokens {a}..{b - 1} ({shown(''.join(g.answer_tokens[a:b]))}) used most "
           f"({what}, mean share of each token's prediction):")
     for j in np.argsort(-scores, kind="stable")[:top]:
         print(f"  {scores[j]:6.1%}  #{j:<3d} {shown(g.prompt_tokens[j])}")
     to_answer = np.asarray(record["methods"][method]["to_answer"])[a:b].sum(axis=1).mean()
+    if record["through_answer"]:
+        print(f"  (passed on through earlier answer tokens: {to_answer:.1%})")
+        return
     print(f"  (earlier answer tokens: {to_answer:.1%}"
           + (f"; stopped in the routes: {1 - np.mean(record['methods']['routes']['reached'][a:b]):.1%})"
              if method == "routes" else ")"))
 
 
-def generation_record(g, span: tuple[int, int], method: str, tau: float) -> dict:
+def generation_record(g, span: tuple[int, int], method: str, tau: float, through_answer: bool = False) -> dict:
     """The `flowroutes.generation` v1 dict (docs/generation.md): tokens, probabilities, both methods' matrices,
     the span's attribution by `method`, and each answer token's active heads and strongest attention edges."""
     routes = g.routes(list(range(g.n_answer)), tau)
@@ -157,7 +164,8 @@ def generation_record(g, span: tuple[int, int], method: str, tau: float) -> dict
         full = g.scores(m, tau)  # [K, P + K - 1]
         to_answer = np.zeros((g.n_answer, g.n_answer))
         to_answer[:, : g.n_answer - 1] = full[:, p:]
-        methods[m] = {"matrix": _rounded(full[:, :p]), "to_answer": _rounded(to_answer)}
+        methods[m] = {"matrix": _rounded(full[:, :p]), "to_answer": _rounded(to_answer),
+                      "through_answer": _rounded(g.matrix(m, tau, through_answer=True))}
     methods["routes"]["reached"] = _rounded(g.reached(tau))
     a, b = span
     per_token = []
@@ -178,8 +186,9 @@ def generation_record(g, span: tuple[int, int], method: str, tau: float) -> dict
         "prompt_tokens": g.prompt_tokens, "prompt_ids": [int(i) for i in g.prompt_ids],
         "answer": {"text": g.answer_text, "tokens": g.answer_tokens, "ids": [int(i) for i in g.answer_ids],
                    "probs": _rounded(g.answer_probs), "positions": [g.position(k) for k in range(g.n_answer)]},
-        "method": method, "threshold": tau, "span": [a, b],
-        "attribution": _rounded(np.asarray(methods[method]["matrix"])[a:b].mean(axis=0)),
+        "method": method, "threshold": tau, "span": [a, b], "through_answer": bool(through_answer),
+        "attribution": _rounded(np.asarray(methods[method]["through_answer" if through_answer else "matrix"])[a:b]
+                                .mean(axis=0)),
         "methods": methods, "routes": per_token,
     }
 
@@ -232,10 +241,10 @@ small{color:#666}
 
 PAGE_JS = """
 const D = JSON.parse(document.getElementById('data').textContent);
-let method = D.method, current = null;
+let method = D.method, current = null, hops = D.through_answer;
 const shown = t => t.replace(/\\n/g, '\\\\n').replace(/\\t/g, '\\\\t');
 function row(k) {
-  const m = D.methods[method].matrix;
+  const m = D.methods[method][hops ? 'through_answer' : 'matrix'];
   if (k !== null) return m[k];
   const [a, b] = D.span, out = new Array(D.prompt_tokens.length).fill(0);
   for (let i = a; i < b; i++) m[i].forEach((v, j) => out[j] += v / (b - a));
@@ -252,7 +261,8 @@ function paint() {
   const info = document.getElementById('info'); info.replaceChildren();
   const p = document.createElement('p');
   if (current === null) {
-    p.textContent = `Mean attribution of answer tokens ${D.span[0]}..${D.span[1] - 1} (${method}). ` +
+    p.textContent = `Mean attribution of answer tokens ${D.span[0]}..${D.span[1] - 1} (${method}` +
+      `${hops ? ', through earlier answer tokens' : ''}). ` +
       'Click an answer token.';
     info.append(p);
   } else {
@@ -281,6 +291,8 @@ function build() {
     if (k >= D.span[0] && k < D.span[1]) s.classList.add('span');
     s.textContent = shown(t); s.title = `p = ${(100 * D.answer.probs[k]).toFixed(1)}%`;
     s.onclick = () => { current = current === k ? null : k; paint(); }; A.append(s); });
+  const H = document.getElementById('hops');
+  H.checked = hops; H.onchange = () => { hops = H.checked; paint(); };
   document.querySelectorAll('input[name=method]').forEach(el => {
     el.checked = el.value === method; el.onchange = () => { method = el.value; paint(); }; });
   paint();
@@ -303,6 +315,7 @@ def generation_html(record: dict, pictures: list[str]) -> str:
         f"<h1>{html.escape(title)}</h1>",
         "<p>Attribution: <label><input type='radio' name='method' value='alti'> ALTI</label> "
         f"<label><input type='radio' name='method' value='routes'> routes (tau = {record['threshold']:g})</label> "
+        "<label><input type='checkbox' id='hops'> through earlier answer tokens</label> "
         "<small>(docs/generation.md)</small></p>",
         "<h2>Prompt</h2><div id='prompt'></div>",
         "<h2>Answer</h2><div id='answer'></div>",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import checks
-from .attribution import alti, check_method, routes_flow
+from .attribution import alti, check_method, routes_flow, unroll
 from .errors import FlowroutesError
 from .models.loading import LoadedModel, load_model
 from .routes import Routes
@@ -112,15 +112,19 @@ class Generation:
         without kept in-edges)."""
         return np.array([routes_flow(r)[1] for r in self.routes(list(range(self.n_answer)), tau)])
 
-    def matrix(self, method: str = "alti", tau: float = 0.04) -> np.ndarray:
-        """[K, P]: each answer token's attribution to each prompt token (`scores` restricted to the prompt)."""
-        return self.scores(method, tau)[:, : self.n_prompt]
+    def matrix(self, method: str = "alti", tau: float = 0.04, *, through_answer: bool = False) -> np.ndarray:
+        """[K, P]: each answer token's attribution to each prompt token (`scores` restricted to the prompt).
+        `through_answer`: multi-hop, the share each token takes from earlier answer tokens passed on to the prompt
+        by those tokens' own attributions (`attribution.unroll`)."""
+        scores = self.scores(method, tau)
+        return unroll(scores, self.n_prompt) if through_answer else scores[:, : self.n_prompt]
 
-    def attribution(self, span: tuple[int, int] | None = None, method: str = "alti", tau: float = 0.04) -> np.ndarray:
+    def attribution(self, span: tuple[int, int] | None = None, method: str = "alti", tau: float = 0.04, *,
+                    through_answer: bool = False) -> np.ndarray:
         """[P]: the mean over answer tokens a..b-1 (`span` = (a, b), default the whole answer) of their attribution
-        to each prompt token."""
+        to each prompt token (`through_answer`: see `matrix`)."""
         a, b = self.check_span(span)
-        return self.matrix(method, tau)[a:b].mean(axis=0)
+        return self.matrix(method, tau, through_answer=through_answer)[a:b].mean(axis=0)
 
     def check_span(self, span: tuple[int, int] | None) -> tuple[int, int]:
         """(a, b) with 0 <= a < b <= K, or one FlowroutesError line."""

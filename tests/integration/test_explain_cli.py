@@ -68,6 +68,8 @@ def test_writes_json_and_html_and_replaces_only_with_force(capsys, tmp_path, tin
     np.testing.assert_allclose(data["methods"]["alti"]["matrix"], g.matrix("alti"), atol=2e-6)
     np.testing.assert_allclose(data["methods"]["routes"]["matrix"], g.matrix("routes", 0.04), atol=2e-6)
     np.testing.assert_allclose(data["attribution"], g.attribution((1, 4), "alti"), atol=2e-6)
+    np.testing.assert_allclose(data["methods"]["routes"]["through_answer"],
+                               g.matrix("routes", 0.04, through_answer=True), atol=2e-6)
     for k in range(5):  # each row: prompt + earlier answer tokens = 1 (ALTI)
         row = sum(data["methods"]["alti"]["matrix"][k]) + sum(data["methods"]["alti"]["to_answer"][k])
         assert row == pytest.approx(1.0, abs=1e-4)
@@ -99,6 +101,9 @@ def test_writes_json_and_html_and_replaces_only_with_force(capsys, tmp_path, tin
     page.check("input[value=routes]")
     titles = page.eval_on_selector_all("#prompt .tok", "els => els.map(e => e.title)")
     assert titles == [f"#{j}: {100 * v:.1f}%" for j, v in enumerate(data["methods"]["routes"]["matrix"][2])]
+    page.check("#hops")
+    titles = page.eval_on_selector_all("#prompt .tok", "els => els.map(e => e.title)")
+    assert titles == [f"#{j}: {100 * v:.1f}%" for j, v in enumerate(data["methods"]["routes"]["through_answer"][2])]
     assert all(u.startswith("file://") for u in requests)
     page.close()
 
@@ -107,11 +112,15 @@ def test_writes_json_and_html_and_replaces_only_with_force(capsys, tmp_path, tin
                            str(out))
     assert_one_line_error(code, err, "already holds generation.json, generation.html: pass --force")
     assert (out / "generation.json").read_bytes() == before
-    code, _, err = run_cli(capsys, "explain", PROMPT, "--target", "w3 w4", "--method", "routes", "--model",
-                           str(tiny_folder), "--out", str(out), "--force")
+    code, printed, err = run_cli(capsys, "explain", PROMPT, "--target", "w3 w4", "--method", "routes",
+                                 "--through-answer", "--model", str(tiny_folder), "--out", str(out), "--force")
     assert code == 0, err
     data = json.loads((out / "generation.json").read_text())
     assert data["mode"] == "target" and data["answer"]["ids"] == [3, 4] and data["method"] == "routes"
+    forced = generate(flowroutes.load_model(str(tiny_folder)), PROMPT, target="w3 w4")
+    np.testing.assert_allclose(data["attribution"], forced.attribution(method="routes", through_answer=True),
+                               atol=2e-6)
+    assert data["through_answer"] and "through earlier answer tokens" in printed
     assert sorted(p.name for p in out.iterdir()) == ["generation.html", "generation.json"]  # no temp files left
 
 

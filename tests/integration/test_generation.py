@@ -139,3 +139,12 @@ def test_an_unseen_part_of_the_prompt_gets_zero():
     assert np.all(flow_row[: q - 2] == 0.0)
     assert np.all(alti_row[q - 2:] > 0.05)
     assert g.scores("alti")[2, : g.position(2) - 2].max() < 1e-12  # later answer tokens: the same window
+    # multi-hop: answer token 2 (q = P + 1) reads prompt token P - 1 and answer tokens 0 and 1, which read P - 3..P - 1
+    # of the prompt: through them it reaches P - 3 and P - 2, which it does not read itself, and nothing before
+    p = g.n_prompt
+    direct, hops = g.matrix("alti")[2], g.matrix("alti", through_answer=True)[2]
+    assert np.all(direct[: p - 1] < 1e-12) and np.all(hops[: p - 3] < 1e-12)
+    assert hops[p - 3] > 0.01 and hops[p - 2] > 0.01
+    assert hops.sum() == pytest.approx(1.0, abs=1e-5) and direct.sum() < 0.5
+    flow = g.matrix("routes", through_answer=True)[2]
+    assert np.all(flow[: p - 3] == 0.0) and flow[p - 3] > 0.0

@@ -191,3 +191,31 @@ def test_unknown_method_is_one_line():
 
     with pytest.raises(FlowroutesError, match="unknown attribution method 'shap'"):
         check_method("shap")
+
+
+def test_unroll_known_answer_by_hand():
+    """P = 2, K = 3. Token 0: [0.6, 0.4] from the prompt. Token 1: 0.5 from prompt 0, 0.5 from answer token 0:
+    [0.5 + 0.5 * 0.6, 0.5 * 0.4] = [0.8, 0.2]. Token 2: 0.2 from prompt 1, 0.3 from answer 0, 0.5 from answer 1:
+    [0.3 * 0.6 + 0.5 * 0.8, 0.2 + 0.3 * 0.4 + 0.5 * 0.2] = [0.58, 0.42]."""
+    from flowroutes.attribution import unroll
+
+    scores = np.array([[0.6, 0.4, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0], [0.0, 0.2, 0.3, 0.5]])
+    np.testing.assert_allclose(unroll(scores, 2), [[0.6, 0.4], [0.8, 0.2], [0.58, 0.42]], atol=1e-12)
+
+
+def test_unroll_is_the_chains_closed_form():
+    """U = (I - S_A)^-1 S_P, S_A [K, K] the (strictly lower triangular) shares from earlier answer tokens."""
+    from flowroutes.attribution import unroll
+
+    rng = np.random.default_rng(5)
+    n_prompt, n_answer = 4, 6
+    scores = np.zeros((n_answer, n_prompt + n_answer - 1))
+    for k in range(n_answer):
+        row = rng.uniform(size=n_prompt + k)
+        scores[k, : n_prompt + k] = row / row.sum()
+    s_a = np.zeros((n_answer, n_answer))
+    s_a[:, : n_answer - 1] = scores[:, n_prompt:]
+    want = np.linalg.solve(np.eye(n_answer) - s_a, scores[:, :n_prompt])
+    got = unroll(scores, n_prompt)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-12)
