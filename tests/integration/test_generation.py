@@ -148,3 +148,19 @@ def test_an_unseen_part_of_the_prompt_gets_zero():
     assert hops.sum() == pytest.approx(1.0, abs=1e-5) and direct.sum() < 0.5
     flow = g.matrix("routes", through_answer=True)[2]
     assert np.all(flow[: p - 3] == 0.0) and flow[p - 3] > 0.0
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_is_the_argmax_and_chat_stops_at_its_end_token(smollm2):
+    """The model's generation config (sampling defaults) does not leak into greedy decoding: each answer token is
+    the trace's top token where it is predicted, with the same probability; the chat template's answer ends at
+    <|im_end|>, a stop token of the tokenizer."""
+    g = generate(smollm2, "When Mary and John went to the store, John gave a drink to", 8)
+    assert g.answer_tokens[0] == " Mary" and g.answer_probs[0] > 0.5
+    for k in range(8):
+        q = g.position(k)
+        assert g.trace.top_ids[q, 0] == g.answer_ids[k]
+        assert abs(g.trace.top_probs[q, 0] - g.answer_probs[k]) < 1e-4
+    chat = generate(smollm2, "What is the capital of France?", 24, chat=True)
+    assert chat.prompt.startswith("<|im_start|>") and chat.prompt.endswith("<|im_start|>assistant\n")
+    assert chat.stop_reason == "stop" and chat.answer_tokens[-1] == "<|im_end|>" and "Paris" in chat.answer_text
