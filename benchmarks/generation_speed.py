@@ -4,12 +4,16 @@ Steps, each timed on its own in one process (warm: a first forward pass and a fi
 the model's own generate (KV cache, logits), flowroutes.generate (that plus the lazy trace of prompt + answer[:-1]),
 the routes of every answer token, the span's ALTI attribution and its routes-flow attribution. Prints seconds and
 the ratio of each to the forward pass (the best of --repeats runs of each). Usage:
-    .venv/bin/python benchmarks/generation_speed.py [--tokens 16] [--repeats 3] [--prompt TEXT]
+    .venv/bin/python benchmarks/generation_speed.py [--tokens 16] [--repeats 3] [--threads N] [--prompt TEXT]
+On a machine whose cores other work keeps busy, torch's threads wait for each other on every small product (a
+29 x 64 by 64 x 576 product took 12 ms on 2 threads of 2 busy cores, 0.03 ms on 1): --threads 1 measures the code
+rather than that wait.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -28,9 +32,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=16, help="answer tokens to generate (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each step; the fastest counts (default 3)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of torch and numba (default: their own, one per core)")
     parser.add_argument("--prompt", default="When Mary and John went to the store, John gave a drink to")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.threads:  # before torch and numba start their thread pools (a numba kernel resets torch's count)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[name] = str(args.threads)
     import torch
     from transformers.utils import logging
 
