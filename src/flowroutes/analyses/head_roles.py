@@ -181,7 +181,7 @@ def leader_claim(prev: np.ndarray, active: np.ndarray, docs: np.ndarray, stateme
         return np.concatenate([[np.mean(leads >= BY_FAR)], leads])
 
     est, *leads = paired_ci(stats_of, active, docs, unit="texts", n_boot=n_boot)
-    est = type(est)(est.value, est.low, est.high, len(heads), est.units, f"heads ({est.units} texts resampled)")
+    est = type(est)(est.value, est.low, est.high, len(heads), est.units, "texts")  # n = 5 heads: "n=5 in 48 texts"
     label = "the share of previous-token heads that lead their layer by far (relative lead >= 0.5)"
     # "almost all of them": the paper's effect read as 90% of the previous-token heads (docs/claims.md)
     conditions = (Condition(label, est, "value", ">=", 0.75), Condition(label, est, "low", ">=", 0.5, effect=0.9))
