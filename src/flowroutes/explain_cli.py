@@ -90,10 +90,12 @@ def parse_span(text: str | None, n: int | None = None) -> tuple[int, int] | None
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from .generation import check_target, generate
+
     checks.prompt(args.prompt)
     checks.threshold("--threshold", args.threshold)
     if args.target is not None:
-        checks.prompt(args.target)
+        check_target(args.target)
     n_new = 16 if args.generate is None else checks.positive_int("--generate", args.generate)
     parse_span(args.span, None if args.target is not None else n_new)
     if args.target is not None and args.span is not None:
@@ -110,8 +112,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     there = [n for n in OUTPUTS if (out / n).exists()]
     if there and not args.force:
         raise FlowroutesError(f"{out} already holds {', '.join(there)}: pass --force to replace them, or another --out")
-
-    from .generation import generate
 
     model = load_for_command(args.model)
     g = generate(model, args.prompt, n_new, target=args.target, sample=args.sample, seed=args.seed, stop=args.stop,

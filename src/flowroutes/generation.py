@@ -169,7 +169,7 @@ def generate(
     checks.prompt(prompt)
     checks.positive_int("max_new_tokens", max_new_tokens)
     if target is not None:
-        checks.prompt(target)
+        check_target(target)
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
         raise FlowroutesError(f"temperature must be a number > 0, got {temperature!r}")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
@@ -191,6 +191,13 @@ def generate(
                       answer_probs=probs, tokens=token_display(loaded, full),
                       answer_text=loaded.tokenizer.decode(answer.tolist()), stop_reason=reason, sampled=sample,
                       seed=seed, chat=chat, trace=tr)
+
+
+def check_target(target: str) -> str:
+    """A target answer: a string with some text in it (one FlowroutesError line otherwise)."""
+    if not isinstance(target, str) or not target.strip():
+        raise FlowroutesError(f"the target must be the answer's text, got {target!r}: give some text to explain")
+    return checks.prompt(target)
 
 
 def _prompt_ids(loaded: LoadedModel, prompt: str, chat: bool, add_special_tokens) -> tuple[str, torch.Tensor]:
@@ -216,6 +223,8 @@ def stop_ids(loaded: LoadedModel, stop: list[str | int] | None) -> list[int]:
     ids.update(int(i) for i in (config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
                if i is not None)
     vocab = int(loaded.model.config.vocab_size)
+    if isinstance(stop, (str, int)):  # one stop token
+        stop = [stop]
     for s in stop or []:
         if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
             if not 0 <= int(s) < vocab:

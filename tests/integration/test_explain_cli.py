@@ -36,6 +36,7 @@ def no_load(monkeypatch):
     (["--seed", "3"], "--seed is the seed of --sample"),
     (["--method", "shap"], "argument --method: invalid choice: 'shap'"),
     (["--generate", "2", "--target", "w1"], "not allowed with argument"),
+    (["--target", ""], "the target must be the answer's text, got ''"),
 ])
 def test_bad_input_is_one_line_before_the_model_loads(capsys, tmp_path, no_load, argv, message):
     code, _, err = run_cli(capsys, "explain", PROMPT, "--out", str(tmp_path / "out"), *argv)

@@ -68,6 +68,9 @@ def test_stop_tokens_and_seeds(loaded):
         generate(loaded, PROMPT, 2, chat=True)
     with pytest.raises(FlowroutesError, match="max_new_tokens must be a positive integer"):
         generate(loaded, PROMPT, 0)
+    with pytest.raises(FlowroutesError, match="the target must be the answer's text, got ' '"):
+        generate(loaded, PROMPT, target=" ")
+    assert generate(loaded, PROMPT, 6, stop=f"w{greedy[1]}").answer_ids.tolist() == greedy[:2]  # one, not a list
 
 
 def test_rows_are_computed_once_and_routes_equal_the_full_trace(loaded):
