@@ -57,6 +57,14 @@ def normalise(prox: torch.Tensor, counts: torch.Tensor | int) -> tuple[torch.Ten
     return imp, degenerate
 
 
+def attention_parts(n_heads: int, position, extra: bool):
+    """The number of parts of the attention node at target `position` (an int or a tensor of them): H (p + 1)
+    sub-edges, the residual and, in a parallel block, the FFN update. A node whose proximities are all 0 gives each
+    part 1 / this (eq. 1's 0/0 rule, as `normalise` for nodes of any count; the numba kernel's `_normalise` is its
+    compiled twin)."""
+    return n_heads * (position + 1) + 1 + int(extra)
+
+
 # --- the attention block ------------------------------------------------------------------------
 
 
@@ -268,7 +276,7 @@ def attention_importance(
     extra_imp = None if extra_prox is None else (extra_prox.double() * inv).to(res.dtype)
     for i in torch.nonzero(degenerate).flatten().tolist():  # 0/0: the parts share equally
         p = int(rows[i])
-        share = 1.0 / (n_heads * (p + 1) + 1 + (extra is not None))
+        share = 1.0 / attention_parts(n_heads, p, extra is not None)
         sub[:, i, : p + 1] = share
         res_imp[i] = share
         if extra_imp is not None:
@@ -352,7 +360,7 @@ def batch_attention_importance(
                 heads=(h0, totals, h1 == n_heads))
             del f_c
     inv_t, degenerate_t = torch.from_numpy(inv), torch.from_numpy(degenerate)
-    share = 1.0 / (n_heads * (rows.double() + 1) + 1 + (extra is not None))  # [B, R]: 0/0 nodes share equally
+    share = 1.0 / attention_parts(n_heads, rows.double(), extra is not None)  # [B, R]: 0/0 nodes share equally
     res_imp = torch.where(degenerate_t, share, res * inv_t).float()
     extra_imp = None if extra_prox is None else torch.where(degenerate_t, share, extra_prox * inv_t).float()
     return out, res_imp, degenerate_t, extra_imp

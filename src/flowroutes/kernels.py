@@ -195,7 +195,7 @@ def _normalise(out, inv, degenerate, b, i, p, total, n_extra):  # pragma: no cov
     if total == 0.0:
         degenerate[b, i] = True
         inv[b, i] = 0.0
-        share = np.float32(1.0 / (n_heads * (p + 1) + 1 + n_extra))
+        share = np.float32(1.0 / (n_heads * (p + 1) + 1 + n_extra))  # importance.attention_parts, compiled
         for h in range(n_heads):
             for j in range(p + 1):
                 out[b, h, i, j] = share

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import deadline
+from . import checks, deadline
 from .errors import FlowroutesError
 
 SCHEMA = "flowroutes.routes"
@@ -193,16 +193,6 @@ class Routes:
         return graph
 
 
-def _check_threshold(name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise FlowroutesError(f"{name} must be a number in (0, 1), got {value!r}") from None
-    if not 0.0 < value < 1.0:
-        raise FlowroutesError(f"{name} must be in (0, 1), got {value}: try 0.04 (the paper's default)")
-    return value
-
-
 def extract_routes(
     trace, position: int, attention_threshold: float, ffn_threshold: float, renormalize: bool = True
 ) -> Routes:
@@ -223,8 +213,8 @@ def extract_routes_many(
     """`extract_routes` of several traces, walked in lock-step from the top layer down: before the walks read the
     attention rows of a block, `fetch(block, [(trace, targets), ...])` gets every walk's request for that block at
     once (lazy traces compute them together and memoise them)."""
-    tau_a = _check_threshold("the attention threshold", attention_threshold)
-    tau_f = _check_threshold("the FFN threshold", ffn_threshold)
+    tau_a = checks.threshold("the attention threshold", attention_threshold)
+    tau_f = checks.threshold("the FFN threshold", ffn_threshold)
     walks = [_walk(trace, trace.resolve_position(p), tau_a, tau_f, renormalize) for trace, p in zip(traces, positions)]
     results: list[Routes | None] = [None] * len(walks)
     pending: dict[int, tuple[int, list[int]]] = {}  # walk -> the (block, targets) whose rows it waits for
