@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for routes.json, routes.svg and routes.png (created if missing; "
                         "default ./flowroutes-out)")
     t.add_argument("--top", type=int, default=5, metavar="K", help="how many active heads to list (default 5)")
+    t.add_argument("--max-edges", type=int, default=None, metavar="N",
+                   help="keep at most N edges, the strongest paths to the prediction whole (the explorer's cut; "
+                        "default: every edge of the routes)")
     t.add_argument("--force", action="store_true", help="replace routes.* files already in --out")
     t.add_argument("--format", choices=("flowroutes", "circuit-tracer"), default="flowroutes",
                    help="flowroutes: routes.json, .svg, .png; circuit-tracer: <slug>.json and graph-metadata.json, "
@@ -113,6 +116,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     checks.threshold("--ffn-threshold", args.ffn_threshold)
     if args.top < 0:
         raise FlowroutesError(f"--top must be 0 or more, got {args.top}")
+    if args.max_edges is not None:
+        checks.positive_int("--max-edges", args.max_edges)
     out = out_folder(args.out)
     names = ("routes.json", "routes.svg", "routes.png")
     if args.format == "circuit-tracer":
@@ -136,6 +141,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
         ffn_threshold=args.ffn_threshold,
         renormalize=not args.no_renormalize,
     )
+    cut = None
+    if args.max_edges is not None:
+        from .routes import strongest
+
+        routes, cut = strongest(routes, args.max_edges)
     pos = routes.position
     from .inspection import token_bytes, token_display
 
@@ -149,6 +159,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     print(f"routes: {len(routes.nodes)} nodes, {len(routes.edges)} edges ({n_att} attention), "
           f"{len(routes.active_heads)} active heads  [tau_attn={routes.attention_threshold}, "
           f"tau_ffn={routes.ffn_threshold}]")
+    if cut:
+        print(f"cut to the {cut['kept']} strongest of {cut['edges']} edges (--max-edges {cut['max_edges']})")
     if tr.n_degenerate:
         print(f"note: {tr.n_degenerate} node(s) had all-zero proximities; their parts share importance equally")
     weights = list(routes.head_weights().items())[: args.top]

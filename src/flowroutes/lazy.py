@@ -23,6 +23,7 @@ from .importance import (
     centred_values,
     head_outputs,
     head_values_by_head,
+    numba_threads,
 )
 from .predictions import prompt_fields
 from .traces import Trace, TraceBase
@@ -232,7 +233,8 @@ class _LazyBatch:
         if batched_kernel(self.kernel, "float32", cap.x_in.device):  # the residual edges now, x^l never again
             from .kernels import proximities
 
-            self.residual.append(proximities(cap.x_in.float().cpu().numpy(), cap.x_mid.float().cpu().numpy()))
+            with numba_threads():  # numba's OpenMP layer would otherwise leave torch on its own thread count
+                self.residual.append(proximities(cap.x_in.float().cpu().numpy(), cap.x_mid.float().cpu().numpy()))
             self.x_in.append(None)
         else:
             self.residual.append(None)

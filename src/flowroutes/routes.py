@@ -101,6 +101,11 @@ class Routes:
         """(layer, head) pairs with at least one sub-edge in the routes, sorted."""
         return sorted({(e.layer, h) for e in self.edges if e.kind == "attention" for h in e.heads})
 
+    def strongest(self, max_edges: int) -> Routes:
+        """These routes cut to at most `max_edges` edges, the strongest paths to the explained node whole (see the
+        module's `strongest`); the same routes when they have no more."""
+        return strongest(self, max_edges)[0]
+
     def head_weights(self) -> dict[tuple[int, int], float]:
         """Sum over the routes of each active head's (renormalised) sub-edge importances."""
         out: dict[tuple[int, int], float] = {}
@@ -348,3 +353,36 @@ class _Graph:
             top_tokens=list(trace.top_tokens[pos][:5]),
             top_probs=[float(x) for x in trace.top_probs[pos][:5]],
         )
+
+
+def strongest(routes, max_edges: int):
+    """(routes with at most `max_edges` edges, None or what was cut: {edges, kept, max_edges}); the cut the
+    explorer and `flowroutes trace --max-edges` draw, and `Routes.strongest` returns. Over the budget, edges are
+    kept in order of their importance for the prediction: an edge's score is its weight times the best product of
+    weights on a path from it up to the explained node x^L_position (weights are <= 1). Taken best first from the
+    top, the kept edges stay connected to the explained node, and the strongest routes come whole."""
+    import dataclasses
+    import heapq
+
+    checks.positive_int("max_edges", max_edges)
+    n = len(routes.edges)
+    if n <= max_edges:
+        return routes, None
+    into: dict[str, list[int]] = {}
+    for i, e in enumerate(routes.edges):
+        into.setdefault(e.target, []).append(i)
+    top = residual_id(routes.n_layers, routes.position)
+    heap = [(-routes.edges[i].weight, i) for i in into.get(top, ())]
+    heapq.heapify(heap)
+    reached, used = {top}, set()
+    while heap and len(used) < max_edges:
+        score, i = heapq.heappop(heap)
+        used.add(i)
+        source = routes.edges[i].source
+        if source not in reached:  # first reached by its best path: expand it
+            reached.add(source)
+            for j in into.get(source, ()):
+                heapq.heappush(heap, (score * routes.edges[j].weight, j))
+    cut = dataclasses.replace(routes, edges=[e for i, e in enumerate(routes.edges) if i in used],
+                              nodes=[nd for nd in routes.nodes if nd.id in reached])
+    return cut, {"edges": n, "kept": len(cut.edges), "max_edges": max_edges}

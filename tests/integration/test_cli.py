@@ -160,3 +160,30 @@ def test_drawable_keeps_what_the_font_draws_and_names_the_rest():
     assert drawable("caf\u00e9\n") == "caf\u00e9\\n"
     assert drawable("\U0001F642(1/4)") == "U+1F642(1/4)"
     assert drawable("\ufffd") in ("\ufffd", "U+FFFD")
+
+
+def test_max_edges_cuts_to_the_explorers_strongest_paths(capsys, tiny_folder, tmp_path):
+    """`flowroutes trace --max-edges N` writes the same cut the explorer draws (`routes.strongest`, moved out of
+    web/app.py): at most N edges, every kept edge on a path up to the explained node, and the strongest edge into it
+    kept; `Routes.strongest` gives library users the same."""
+    from flowroutes.routes import level, residual_id, strongest
+
+    prompt = "w1 w2 w3 w1 w5 w6 w7 w2"
+    full = flowroutes.trace(flowroutes.load_model(str(tiny_folder)), prompt).routes(0.02)
+    assert len(full.edges) > 12
+    code, out, _ = run_cli(capsys, "trace", prompt, "--model", str(tiny_folder), "--threshold", "0.02",
+                           "--max-edges", "12", "--out", str(tmp_path / "cut"))
+    assert code == 0 and f"cut to the 12 strongest of {len(full.edges)} edges (--max-edges 12)" in out
+    cut = Routes.from_json((tmp_path / "cut" / "routes.json").read_text())
+    assert cut.edges == full.strongest(12).edges and len(cut.edges) == 12
+    top = residual_id(full.n_layers, full.position)
+    up = {top}
+    nodes = {n.id: n for n in cut.nodes}
+    for e in sorted(cut.edges, key=lambda e: -level(nodes[e.target])):  # down the levels from the explained node
+        assert e.target in up, e
+        up.add(e.source)
+    best_into_top = max((e for e in full.edges if e.target == top), key=lambda e: e.weight)
+    assert best_into_top in cut.edges
+    assert strongest(full, len(full.edges)) == (full, None)
+    assert_one_line_error(*run_cli(capsys, "trace", prompt, "--model", str(tiny_folder), "--max-edges", "0",
+                                   "--out", str(tmp_path / "no"))[::2], "--max-edges must be a positive integer")

@@ -1,5 +1,7 @@
 """Lazy routes and batched traces agree with the plain full trace (the reference path)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -136,6 +138,24 @@ def test_the_kernel_leaves_torch_threads_alone(tiny):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_lazy_trace_leaves_torch_threads_alone_in_a_fresh_process():
+    """The lazy engine's first numba kernel (the residual edges' proximities, during the forward pass) used to run
+    outside `numba_threads`: in a fresh process, numba's OpenMP layer then put torch back from 1 thread to 2."""
+    import subprocess
+    import sys
+
+    code = ("import torch, flowroutes\n"
+            "from tests.helpers.models import tiny_llama, word_tokenizer\n"
+            "m = flowroutes.load_model(tiny_llama(), tokenizer=word_tokenizer())\n"
+            "torch.set_num_threads(1)\n"
+            "flowroutes.trace(m, input_ids=[1, 2, 3, 4, 5], lazy=True).routes(0.04)\n"
+            "print(torch.get_num_threads())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "1"
 
 
 def test_predictions_at_the_last_position_or_none_leave_everything_else_as_the_default(tiny):

@@ -13,7 +13,6 @@ still working after `time_limit_s` is stopped at its next check (`flowroutes.dea
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -36,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..deadline import TimeLimitExceeded
 from ..errors import FlowroutesError
+from ..routes import strongest
 from .guard import HostCheck, SameOrigin, TimeLimit, TokenCheck
 from .store import Busy, NotFound, PromptTooLong, Settings, Store
 
@@ -140,38 +140,6 @@ def _routes(store: Store, q: RoutesQuery, prompt: str | None = None):
     tr = slot.entry(q.prompt if prompt is None else prompt).trace
     return slot, tr, tr.routes(q.threshold, q.position, attention_threshold=q.attention_threshold,
                                ffn_threshold=q.ffn_threshold, renormalize=q.renormalize)
-
-
-def strongest(routes, max_edges: int):
-    """(routes with at most `max_edges` edges, None or what was cut). Over the budget, edges are kept in order of
-    their importance for the prediction: an edge's score is its weight times the best product of weights on a
-    path from it up to the explained node x^L_position (weights are <= 1). Taken best first from the top, the kept
-    edges stay connected to the explained node, and the strongest routes come whole."""
-    import heapq
-
-    n = len(routes.edges)
-    if n <= max_edges:
-        return routes, None
-    from ..routes import residual_id
-
-    into: dict[str, list[int]] = {}
-    for i, e in enumerate(routes.edges):
-        into.setdefault(e.target, []).append(i)
-    top = residual_id(routes.n_layers, routes.position)
-    heap = [(-routes.edges[i].weight, i) for i in into.get(top, ())]
-    heapq.heapify(heap)
-    reached, used = {top}, set()
-    while heap and len(used) < max_edges:
-        score, i = heapq.heappop(heap)
-        used.add(i)
-        source = routes.edges[i].source
-        if source not in reached:  # first reached by its best path: expand it
-            reached.add(source)
-            for j in into.get(source, ()):
-                heapq.heappush(heap, (score * routes.edges[j].weight, j))
-    cut = dataclasses.replace(routes, edges=[e for i, e in enumerate(routes.edges) if i in used],
-                              nodes=[nd for nd in routes.nodes if nd.id in reached])
-    return cut, {"edges": n, "kept": len(cut.edges), "max_edges": max_edges}
 
 
 def render(routes, fmt: str, settings: Settings, gate: threading.Semaphore) -> bytes:
