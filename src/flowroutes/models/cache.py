@@ -238,10 +238,10 @@ def _size(folder: Path) -> int:
 
 
 def _state(digest: str, record: dict | None) -> str:
-    if record is None or "files" not in record:
-        return "damaged"
     if not digest.isalnum():  # keyed by size and mtime (before content keys): no load finds it any more
         return "unused"
+    if record is None or "files" not in record:
+        return "damaged"
     if "sources" not in record:  # written before sources were recorded: its next load records its file
         return "unknown"
     for source in record["sources"]:
@@ -284,8 +284,10 @@ def prune(root: Path | None = None, keep: Path | None = None) -> list[Entry]:
         if not entry.removable or entry.folder == keep:
             continue
         shutil.rmtree(entry.folder, ignore_errors=True)
-        why = {"unused": "no model file on this machine holds its content any more",
-               "damaged": "it has no readable checksum record"}[entry.state]
+        legacy = not _ENTRY.fullmatch(entry.folder.name)["digest"].isalnum()
+        why = ("an older flowroutes keyed it by the file's size and mtime, so no load finds it any more" if legacy
+               else {"unused": "no model file on this machine holds its content any more",
+                     "damaged": "it has no readable checksum record"}[entry.state])
         repairs.say(f"the model cache ({entry.folder.parent})",
                     f"removed {entry.folder.name} ({entry.size / 1e6:.0f} MB): {why}")
         removed.append(entry)
