@@ -126,6 +126,21 @@ class Generation:
         a, b = self.check_span(span)
         return self.matrix(method, tau, through_answer=through_answer)[a:b].mean(axis=0)
 
+    def _repr_html_(self) -> str:
+        """The notebook display: the prompt coloured by the whole answer's attribution (ALTI; the strongest prompt
+        token at full colour, `attribution() / max`), then the answer's tokens with their probabilities."""
+        import html
+
+        scores = self.attribution(method="alti")  # [P]
+        top = float(scores.max()) if scores.size and scores.max() > 0 else 1.0
+        prompt = "".join(f'<span title="{s:.3f}" style="background: rgba(214, 39, 40, {s / top:.2f})">'
+                         f"{html.escape(t)}</span>" for t, s in zip(self.prompt_tokens, scores))
+        answer = "".join(f'<span title="p = {p:.3f}" style="border-bottom: 2px solid rgba(31, 119, 180, {p:.2f})">'
+                         f"{html.escape(t)}</span>" for t, p in zip(self.answer_tokens, self.answer_probs))
+        return (f'<div style="font-family: monospace; white-space: pre-wrap"><div><b>{html.escape(self.model_name)}'
+                f"</b>: the prompt coloured by the answer's attribution (ALTI; hover for the scores)</div>"
+                f"<div>{prompt}</div><div>answer ({self.stop_reason}; underline: probability): {answer}</div></div>")
+
     def check_span(self, span: tuple[int, int] | None) -> tuple[int, int]:
         """(a, b) with 0 <= a < b <= K, or one FlowroutesError line."""
         n = self.n_answer

@@ -167,3 +167,18 @@ def test_smollm2_greedy_is_the_argmax_and_chat_stops_at_its_end_token(smollm2):
     chat = generate(smollm2, "What is the capital of France?", 24, chat=True)
     assert chat.prompt.startswith("<|im_start|>") and chat.prompt.endswith("<|im_start|>assistant\n")
     assert chat.stop_reason == "stop" and chat.answer_tokens[-1] == "<|im_end|>" and "Paris" in chat.answer_text
+
+
+def test_the_notebook_display_colours_the_prompt_by_the_answers_attribution(loaded):
+    """`Generation._repr_html_`: each prompt token (escaped) at an alpha of its ALTI attribution over the largest,
+    the answer's tokens with their probabilities."""
+    import re
+
+    g = generate(loaded, PROMPT, 3)
+    page = g._repr_html_()
+    scores = g.attribution(method="alti")
+    alphas = [float(a) for a in re.findall(r"rgba\(214, 39, 40, ([0-9.]+)\)", page)]
+    assert alphas == [round(s / scores.max(), 2) for s in scores] and max(alphas) == 1.0
+    assert all(f">{t}</span>" in page for t in g.prompt_tokens)
+    for t, p in zip(g.answer_tokens, g.answer_probs):
+        assert f'title="p = {p:.3f}" style="border-bottom: 2px solid rgba(31, 119, 180, {p:.2f})">{t}</span>' in page
