@@ -18,6 +18,7 @@ import torch
 from .capture import BlockCapture, can_record, run_with_capture
 from .importance import (
     attention_importance,
+    backend,
     batch_attention_importance,
     ffn_importance,
     head_values_by_head,
@@ -39,8 +40,9 @@ class Options:
 
 
 def batched_kernel(kernel: str, precision: str, device: torch.device) -> bool:
-    """Whether a block's importances go to the fused numba kernel for the whole batch in one call."""
-    return precision != "float64" and (kernel == "numba" or (kernel == "auto" and device.type == "cpu"))
+    """Whether a block's importances go to the fused numba kernel for the whole batch in one call: when that is
+    the backend (`importance.backend`) for the importances' dtype on `device`."""
+    return backend(kernel, device, torch.float64 if precision == "float64" else torch.float32) == "numba"
 
 
 def head_dtype(loaded, precision: str) -> torch.dtype:
@@ -76,7 +78,13 @@ def forward(loaded, id_lists, on_block, opts: Options, lazy: bool) -> tuple[torc
 
 
 def trace_meta(loaded, opts: Options, lazy: bool) -> dict:
-    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": opts.kernel}
+    """What a trace records of how it was computed: "kernel" as asked, "backend" as chosen (`importance.backend`,
+    for the device of the model's first weights and the importances' dtype)."""
+    param = next(loaded.model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    wide = torch.float64 if opts.precision == "float64" else torch.float32
+    meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": opts.kernel,
+            "backend": backend(opts.kernel, device, wide)}
     if lazy:
         meta |= {"lazy": True, "precision": "model" if opts.precision == "model" else "float32"}
     else:

@@ -174,13 +174,20 @@ def attention_proximities_torch(
     return out
 
 
-def _auto_kernel(f: torch.Tensor) -> str:
-    """kernel="auto": numba on CPU, Triton for float32 on CUDA (when triton is importable), else torch."""
-    if f.device.type == "cpu":
+def backend(kernel: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """The one choice of the code that computes sub-edge proximities, made from what is asked (`kernel`), where the
+    tensors live and in what dtype. "auto": the fused numba kernel on CPU, the fused Triton kernel for float32 on
+    CUDA where triton is installed, the chunked torch path otherwise and for float64 (the fused kernels compute in
+    float32). Any other name is taken as asked ("reference": `flowroutes.reference`, the full engine's)."""
+    if kernel != "auto":
+        return kernel
+    if dtype == torch.float64:
+        return "torch"
+    if device.type == "cpu":
         return "numba"
     from .kernels_gpu import triton_available
 
-    return "triton" if f.device.type == "cuda" and f.dtype == torch.float32 and triton_available() else "torch"
+    return "triton" if device.type == "cuda" and dtype == torch.float32 and triton_available() else "torch"
 
 
 def attention_proximities(
@@ -197,8 +204,7 @@ def attention_proximities(
     kernel ("triton", the default for float32 on CUDA where triton is installed) or the chunked torch reference
     ("torch"). Same arguments as `attention_proximities_torch`; `out` (zeros, [H, R, T] float32) receives the
     result when given."""
-    if kernel == "auto":
-        kernel = _auto_kernel(f)
+    kernel = backend(kernel, f.device, f.dtype)
     if kernel == "torch":
         result = attention_proximities_torch(alpha, f, y, rows, chunk_elements, scale)
         return result if out is None else out.copy_(result)

@@ -76,8 +76,7 @@ def trace(
         NaN and no top_tokens. Importances do not depend on it.
     """
     _check_options(precision, prune, predictions, kernel, lazy)
-    opts = Options(top_k, "torch" if precision == "float64" else kernel, chunk_elements, precision, prune,
-                    predictions)
+    opts = Options(top_k, kernel, chunk_elements, precision, prune, predictions)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if _several(prompt, input_ids):
         texts, id_lists = _several_inputs(loaded, prompt, input_ids, add_special_tokens)
@@ -92,6 +91,9 @@ KERNELS = ("auto", "numba", "triton", "torch", "reference")
 def _check_options(precision: str, prune: float, predictions: str, kernel: str = "auto", lazy: bool = False) -> None:
     if kernel not in KERNELS:
         raise FlowroutesError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
+    if precision == "float64" and kernel in ("numba", "triton"):
+        raise FlowroutesError(f"kernel={kernel!r} computes in float32: precision='float64' needs kernel='auto' or "
+                              "'torch' (or 'reference')")
     if kernel == "reference" and (lazy or prune):
         raise FlowroutesError("kernel='reference' computes every node exactly: use it without lazy=True or prune")
     if predictions not in PREDICTIONS:

@@ -56,6 +56,20 @@ def test_fast_paths_equal_the_reference(family):
         assert max(abs(got[k] - want[k]) for k in want) < 1e-5
 
 
+def test_each_trace_says_which_backend_computed_it():
+    """One backend choice (`importance.backend`), recorded in every trace's meta: on this CPU "auto" is the fused
+    numba kernel, float64 goes to the torch path, a named kernel is the one used; a float32 kernel cannot give
+    float64 importances."""
+    loaded = flowroutes.load_model(tiny_family("llama"), tokenizer=word_tokenizer())
+    got = {(k, p): flowroutes.trace(loaded, input_ids=IDS, kernel=k, precision=p).meta["backend"]
+           for k, p in (("auto", "float32"), ("auto", "float64"), ("torch", "float32"), ("reference", "float32"))}
+    assert got == {("auto", "float32"): "numba", ("auto", "float64"): "torch", ("torch", "float32"): "torch",
+                   ("reference", "float32"): "reference"}
+    assert flowroutes.trace(loaded, input_ids=IDS, lazy=True).meta["backend"] == "numba"
+    with pytest.raises(FlowroutesError, match="kernel='numba' computes in float32: precision='float64' needs"):
+        flowroutes.trace(loaded, input_ids=IDS, kernel="numba", precision="float64")
+
+
 def test_the_reference_kernel_is_asked_for_by_name():
     loaded = flowroutes.load_model(tiny_family("llama"), tokenizer=word_tokenizer())
     with pytest.raises(FlowroutesError, match="kernel must be one of 'auto', 'numba', 'triton', 'torch', "

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flowroutes import kernels_gpu
-from flowroutes.importance import _auto_kernel, attention_proximities
+from flowroutes.importance import attention_proximities, backend
 from flowroutes.kernels import sub_edge_proximities
 from flowroutes.kernels_gpu import sub_edge_proximities_blocked, triton_available
 
@@ -60,7 +60,9 @@ def test_the_triton_kernel_refuses_what_it_cannot_compute():
         attention_proximities(alpha.double(), f.double(), y.double(), rows, kernel="triton")
     with pytest.raises(ValueError, match="CUDA"):
         kernels_gpu.sub_edge_proximities_cuda(alpha, f, y, rows)
-    assert _auto_kernel(f) == "numba"
+    assert backend("auto", f.device, f.dtype) == "numba"
+    assert backend("auto", f.device, torch.float64) == "torch"  # the fused kernels compute in float32
+    assert backend("torch", f.device) == "torch" and backend("reference", f.device) == "reference"
 
 
 # --- on the GPU -----------------------------------------------------------------------------------
@@ -69,8 +71,8 @@ def test_the_triton_kernel_refuses_what_it_cannot_compute():
 @needs_cuda
 def test_auto_picks_the_triton_kernel_on_cuda():
     f = torch.zeros(1, 2, 3, device="cuda")
-    assert _auto_kernel(f) == "triton"
-    assert _auto_kernel(f.double()) == "torch"
+    assert backend("auto", f.device, f.dtype) == "triton"
+    assert backend("auto", f.device, torch.float64) == "torch"
 
 
 @needs_cuda
