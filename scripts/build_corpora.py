@@ -270,15 +270,22 @@ def man_texts(domain: str, pkgs: dict[str, Path], env: dict[str, str]) -> list[d
                 continue  # a link to another page
             source = f"{pkg} {PACKAGES[pkg]} /{path.relative_to(base)}"
             for heading, body in man_sections(render(page, env)):
-                if SKIP_SECTIONS.match(heading):
-                    continue
-                run_: list[str] = []
-                for para in [*body, None]:
-                    if para is not None and prose_ok(domain, para):
-                        run_.extend(split_sentences(para))
-                        continue
-                    records.extend({"text": t, "source": source} for t in chunks(run_, lo, hi))
-                    run_ = []
+                if not SKIP_SECTIONS.match(heading):
+                    records.extend(prose_runs(body, domain, source, lo, hi))
+    return records
+
+
+def prose_runs(paras: list[str | None], domain: str, source: str, lo: int, hi: int) -> list[dict]:
+    """The texts of a section: runs of consecutive prose paragraphs (a None or a paragraph that is not prose ends a
+    run), their sentences cut into texts of lo..hi characters (`chunks`), each record naming `source`."""
+    records: list[dict] = []
+    run_: list[str] = []
+    for para in [*paras, None]:
+        if para is not None and prose_ok(domain, para):
+            run_.extend(split_sentences(para))
+            continue
+        records.extend({"text": t, "source": source} for t in chunks(run_, lo, hi))
+        run_ = []
     return records
 
 
@@ -303,13 +310,8 @@ def book_texts(domain: str, pkgs: dict[str, Path]) -> list[dict]:
     for pkg, rel, indent in BOOKS.get(domain, ()):
         path = pkgs[pkg] / rel
         source = f"{pkg} {PACKAGES[pkg]} /{rel}"
-        run_: list[str] = []
-        for para in [*reference_paragraphs(gzip.decompress(path.read_bytes()).decode("utf-8"), indent), None]:
-            if para is not None and prose_ok(domain, para):
-                run_.extend(split_sentences(para))
-                continue
-            records.extend({"text": t, "source": source} for t in chunks(run_, lo, hi))
-            run_ = []
+        paras = reference_paragraphs(gzip.decompress(path.read_bytes()).decode("utf-8"), indent)
+        records.extend(prose_runs(paras, domain, source, lo, hi))
     return records
 
 
