@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .. import repairs
+from ..fileio import write_atomic
 
 CHECKSUM = "flowroutes-checksum.json"  # written last into an entry: its files' sizes and sha256, and its sources
 STALE_AFTER_S = 3600  # a leftover partial folder (~540 MB) of another host or an older flowroutes: removed after
@@ -80,12 +81,11 @@ def _write_record(folder: Path, sources: list[str]) -> None:
     the last file written (atomically: a reader sees the old record or the new one)."""
     files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
              for f in sorted(folder.iterdir()) if f.is_file() and f.name != CHECKSUM}
-    tmp = folder / f".{CHECKSUM}.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"version": 1, "files": files, "sources": sorted(set(sources))}, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / CHECKSUM)
+    _put_record(folder, {"version": 1, "files": files, "sources": sorted(set(sources))})
+
+
+def _put_record(folder: Path, record: dict) -> None:
+    write_atomic(folder / CHECKSUM, json.dumps(record, indent=1).encode("utf-8"))
 
 
 def verify_cache(folder: Path) -> bool:
@@ -110,10 +110,7 @@ def _note_source(folder: Path, gguf: Path) -> None:
         record = _record(folder)
         where = str(gguf.resolve())
         if where not in record.get("sources", []):
-            tmp = folder / f".{CHECKSUM}.{os.getpid()}"
-            tmp.write_text(json.dumps({**record, "sources": sorted({*record.get("sources", []), where})}, indent=1),
-                           encoding="utf-8")
-            os.replace(tmp, folder / CHECKSUM)
+            _put_record(folder, {**record, "sources": sorted({*record.get("sources", []), where})})
         os.utime(folder)  # its last use, for `flowroutes cache`
     except Exception:  # noqa: BLE001 - bookkeeping only
         pass
