@@ -39,17 +39,22 @@ class Options:
     predictions: str
 
 
+def importance_dtype(precision: str) -> torch.dtype:
+    """The dtype importances are computed in: float64 when asked, float32 otherwise ("model" included)."""
+    return torch.float64 if precision == "float64" else torch.float32
+
+
 def batched_kernel(kernel: str, precision: str, device: torch.device) -> bool:
     """Whether a block's importances go to the fused numba kernel for the whole batch in one call: when that is
     the backend (`importance.backend`) for the importances' dtype on `device`."""
-    return backend(kernel, device, torch.float64 if precision == "float64" else torch.float32) == "numba"
+    return backend(kernel, device, importance_dtype(precision)) == "numba"
 
 
 def head_dtype(loaded, precision: str) -> torch.dtype:
     """The dtype of the head values' matrix products: the importances' own, or the model's ("model")."""
     if precision == "model":
         return next(loaded.model.parameters()).dtype
-    return torch.float64 if precision == "float64" else torch.float32
+    return importance_dtype(precision)
 
 
 def kernel_dtype(f: torch.Tensor) -> torch.Tensor:
@@ -82,9 +87,8 @@ def trace_meta(loaded, opts: Options, lazy: bool) -> dict:
     for the device of the model's first weights and the importances' dtype)."""
     param = next(loaded.model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    wide = torch.float64 if opts.precision == "float64" else torch.float32
     meta = {"model_type": getattr(loaded.model.config, "model_type", None), "kernel": opts.kernel,
-            "backend": backend(opts.kernel, device, wide)}
+            "backend": backend(opts.kernel, device, importance_dtype(opts.precision))}
     if lazy:
         meta |= {"lazy": True, "precision": "model" if opts.precision == "model" else "float32"}
     else:

@@ -222,7 +222,7 @@ class _LazyBatch:
         asked.update(t.index for t in group)
         tau_a, tau_f, renormalize, position = key
         routes = extract_routes_many(group, [position] * len(group), tau_a, tau_f, renormalize,
-                                     fetch=lambda block, requests: fetch_rows(block, requests))
+                                     fetch=fetch_rows)
         for t, r in zip(group[1:], routes[1:]):
             self.walked[(key, t.index)] = r
         return routes[0]
