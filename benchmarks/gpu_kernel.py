@@ -60,7 +60,7 @@ def timed(repeats: int, cuda: bool, fn, *args, **kwargs) -> tuple[float, object]
 
 
 def layer_inputs(loaded, ids: torch.Tensor, layer: int):
-    """alpha [H, T, T], f [H, T, d], y [T, d] of one sequential block, on the model's device."""
+    """alpha [H, T, T], f [H, T, d], x_in, y [T, d] of one sequential block, on the model's device."""
     from flowroutes.capture import run_with_capture
     from flowroutes.importance import head_values
 
@@ -69,22 +69,25 @@ def layer_inputs(loaded, ids: torch.Tensor, layer: int):
     cap = caps[0]
     adapter = loaded.adapter
     f, _ = head_values(cap.normed, adapter.ov_weights(layer), adapter.input_norm_bias(layer), adapter.kv_heads)
-    return cap.alpha, f, cap.x_mid
+    return cap.alpha, f, cap.x_in, cap.x_mid
 
 
 def bench_kernel(args, gpu, ids: torch.Tensor, gpu_kernels: list[str]) -> dict:
-    """The kernel alone: every node row of layer 0."""
-    from flowroutes.importance import attention_proximities
+    """The kernel alone: every attention node of layer 0 (its sub-edge importances, eq. 1)."""
+    from flowroutes.importance import attention_importance
+
+    def sub_edges(*parts, kernel):
+        return attention_importance(*parts, kernel=kernel)[0]
 
     cuda, n_tok = args.device == "cuda", int(ids.numel())
-    alpha, f, y = layer_inputs(gpu, ids, 0)
+    alpha, f, x_in, y = layer_inputs(gpu, ids, 0)
     rows = torch.arange(n_tok, device=args.device)
-    cpu_args = [t.cpu() for t in (alpha, f, y, rows)]
-    base, expected = timed(args.repeats, False, attention_proximities, *cpu_args, kernel="numba")
+    cpu_args = [t.cpu() for t in (alpha, f, x_in, y, rows)]
+    base, expected = timed(args.repeats, False, sub_edges, *cpu_args, kernel="numba")
     row = {"tokens": n_tok, "what": "kernel, one layer", "numba_cpu_s": base}
     print(f"{n_tok:>5} tokens, kernel (one layer):  numba CPU {base * 1e3:9.2f} ms", flush=True)
     for kernel in gpu_kernels:
-        seconds, got = timed(args.repeats, cuda, attention_proximities, alpha, f, y, rows, kernel=kernel)
+        seconds, got = timed(args.repeats, cuda, sub_edges, alpha, f, x_in, y, rows, kernel=kernel)
         err = float((got.cpu() - expected).abs().max() / expected.abs().max())
         row[f"{kernel}_gpu_s"], row[f"{kernel}_max_rel_diff"] = seconds, err
         print(f"{'':>5}   {kernel:>6} GPU {seconds * 1e3:9.2f} ms  = numba / {base / seconds:7.1f}   "

@@ -39,20 +39,26 @@ def proximity(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return proximity_terms(z, y).sum(-1).clamp_min(0)
 
 
+def equal_share(counts: torch.Tensor | int | float) -> torch.Tensor:
+    """Eq. 1's 0/0 rule, its one home: a node whose parts' proximities are all zero (their total is 0, proximities
+    being >= 0) gives each of its `counts` parts (an int, or a tensor of them) the importance 1 / count, returned
+    in float64. The numba kernel's `_normalise` is its compiled twin (compiled code cannot call torch)."""
+    return 1.0 / torch.as_tensor(counts, dtype=torch.float64)
+
+
 def normalise(prox: torch.Tensor, counts: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 1's denominator: divide each node's proximities by their sum.
 
     prox: [N, m] proximities of N nodes (parts beyond a node's count must be 0);
-    counts: number of real parts of each node. A node whose proximities are all zero (0/0) gives
-    each of its parts 1/count. Returns (importances [N, m], degenerate [N] bool).
+    counts: number of real parts of each node (0/0 nodes: `equal_share`). Returns (importances [N, m],
+    degenerate [N] bool).
     """
     total = prox.double().sum(-1)  # [N]
     degenerate = total == 0
     safe = torch.where(degenerate, torch.ones_like(total), total)
     imp = (prox.double() / safe[:, None]).to(prox.dtype)
     if bool(degenerate.any()):
-        counts_t = torch.as_tensor(counts, dtype=torch.float64).expand(total.shape)
-        share = (1.0 / counts_t).to(prox.dtype)
+        share = equal_share(counts).to(prox.dtype).expand(total.shape)  # [N]
         imp = torch.where(degenerate[:, None], share[:, None].expand_as(imp), imp)
     return imp, degenerate
 
@@ -60,8 +66,7 @@ def normalise(prox: torch.Tensor, counts: torch.Tensor | int) -> tuple[torch.Ten
 def attention_parts(n_heads: int, position, extra: bool):
     """The number of parts of the attention node at target `position` (an int or a tensor of them): H (p + 1)
     sub-edges, the residual and, in a parallel block, the FFN update. A node whose proximities are all 0 gives each
-    part 1 / this (eq. 1's 0/0 rule, as `normalise` for nodes of any count; the numba kernel's `_normalise` is its
-    compiled twin)."""
+    part 1 / this (`equal_share`)."""
     return n_heads * (position + 1) + 1 + int(extra)
 
 
@@ -73,17 +78,18 @@ def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | N
 
     normed: [(B,) T, d] the norm's output LN(x_j) = x_j L + beta; kv_heads: [H] the value head each query head
     reads (`Adapter.kv_heads`). Returns (f [(B,) H, T, d], const [d]) with
-    f[h, j] = (LN(x_j) - beta) W_V^{kv(h)} W_O^h  and  const = b_O + sum_h (beta W_V + b_V) W_O^h
-    (attention weights of a row sum to 1, so the constant does not depend on them).
+    f[h, j] = (LN(x_j) - beta) W_V^{kv(h)} W_O^h (`head_values_by_head`, what the engines use) and `head_constant`.
     """
-    dtype = normed.dtype
-    # contiguous copies: the adapters' per-head views are strided, and bmm on them is ~20x slower
-    value, output = ov.value.to(dtype).contiguous(), ov.output.to(dtype).contiguous()  # [KV, d, dh], [H, dh, d]
-    lin = normed if norm_bias is None else normed - norm_bias.to(dtype)  # x_j L   [T, d]
-    kv_of_head = torch.tensor(kv_heads, device=value.device)
-    v = torch.matmul(lin.unsqueeze(-3), value)  # [(B,) KV, T, dh]
-    f = torch.matmul(v.index_select(-3, kv_of_head), output)  # [(B,) H, T, d]
+    f = head_values_by_head(normed, ov, norm_bias, kv_heads, normed.dtype)  # [H, N, d]
+    f = f.view(f.shape[0], *normed.shape[:-1], f.shape[-1]).movedim(0, -3)  # [(B,) H, T, d]
+    return f, head_constant(ov, norm_bias, kv_heads, normed.dtype)
 
+
+def head_constant(ov: OVWeights, norm_bias: torch.Tensor | None, kv_heads: list[int], dtype: torch.dtype):
+    """The attention block's constant [d]: b_O + sum_h (beta W_V^{kv(h)} + b_V^{kv(h)}) W_O^h (attention weights of a
+    row sum to 1, so it does not depend on them). It belongs to the node x^{lA}_p, to no edge."""
+    value, output = ov.value.to(dtype), ov.output.to(dtype)  # [KV, d, dh], [H, dh, d]
+    kv_of_head = torch.tensor(kv_heads, device=value.device)
     bias_v = torch.zeros(value.shape[0], 1, value.shape[2], dtype=dtype, device=value.device)  # [KV, 1, dh]
     if ov.value_bias is not None:
         bias_v = bias_v + ov.value_bias.to(dtype)[:, None, :]
@@ -92,7 +98,7 @@ def head_values(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | N
     const = torch.bmm(bias_v[kv_of_head], output).sum(0)[0]  # [d]  sum_h (beta W_V + b_V) W_O^h
     if ov.output_bias is not None:
         const = const + ov.output_bias.to(dtype)
-    return f, const
+    return const
 
 
 def head_values_by_head(normed: torch.Tensor, ov: OVWeights, norm_bias: torch.Tensor | None, kv_heads: list[int],
@@ -195,40 +201,26 @@ def attention_proximities(
     f: torch.Tensor,
     y: torch.Tensor,
     rows: torch.Tensor,
-    kernel: str = "auto",
+    kernel: str = "torch",
     chunk_elements: int = CHUNK_ELEMENTS,
     out: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sub-edge proximities [H, R, T] by the fused numba kernel ("numba", the default on CPU), the fused Triton
-    kernel ("triton", the default for float32 on CUDA where triton is installed) or the chunked torch reference
-    ("torch"). Same arguments as `attention_proximities_torch`; `out` (zeros, [H, R, T] float32) receives the
-    result when given."""
-    kernel = backend(kernel, f.device, f.dtype)
-    if kernel == "torch":
-        result = attention_proximities_torch(alpha, f, y, rows, chunk_elements, scale)
-        return result if out is None else out.copy_(result)
+    """Sub-edge proximities [H, R, T] of one prompt by the chunked torch path ("torch") or the fused Triton kernel
+    ("triton", float32 on CUDA). Same arguments as `attention_proximities_torch`; `out` (zeros, [H, R, T]) receives
+    the result when given. The fused CPU kernel normalises as it goes: it is reached through `attention_importance`
+    or `batch_attention_importance`."""
     if kernel == "triton":
         if f.dtype != torch.float32:
             raise ValueError(f"kernel='triton' computes in float32, got {f.dtype}: use kernel='torch'")
         from .kernels_gpu import sub_edge_proximities_cuda
 
         result = sub_edge_proximities_cuda(alpha, f, y, rows, scale)
-        return result if out is None else out.copy_(result)
-    if kernel != "numba":
-        raise ValueError(f"kernel must be 'auto', 'numba', 'triton' or 'torch', got {kernel!r}")
-    from .kernels import sub_edge_proximities
-
-    def np32(t: torch.Tensor):
-        return t.detach().float().cpu().numpy()
-
-    target = None if out is None or out.device.type != "cpu" else out.numpy()
-    with numba_threads():
-        result = sub_edge_proximities(np32(alpha), np32(f), np32(y), rows.cpu().numpy(), target,
-                                      None if scale is None else np32(scale))
-    if out is not None and target is None:
-        return out.copy_(torch.from_numpy(result))
-    return out if out is not None else torch.from_numpy(result).to(f.device)
+    elif kernel == "torch":
+        result = attention_proximities_torch(alpha, f, y, rows, chunk_elements, scale)
+    else:
+        raise ValueError(f"attention_proximities computes with 'torch' or 'triton', got {kernel!r}")
+    return result if out is None else out.copy_(result)
 
 
 def attention_importance(
@@ -250,9 +242,11 @@ def attention_importance(
 
     alpha: [H, T, T] ([H, R, T], the rows' weights only, with `alpha_rows`), f: [H, T, d], x_in, y: [T, d];
     rows: target positions (default: all, ascending);
+    kernel: as `backend` takes it; the fused CPU kernel ("numba") runs as `batch_attention_importance` of a batch of
+    one prompt;
     scale: optional [T, d] per-target diagonal applied to every sub-edge (a linearised post-norm);
     extra: optional [T, d] one more part of each node (the FFN update of a parallel block);
-    out: an optional zero-filled [H, R, T] float32 buffer that receives the sub-edge importances;
+    out: an optional zero-filled [H, R, T] buffer that receives the sub-edge importances;
     prune: > 0 skips sub-edges whose proximity is certified too small to matter (see `prunable`): every
     importance then stays within `prune` of its exact value.
     Returns (sub [H, R, T], residual [R], degenerate [R] bool, extra [R] or None).
@@ -266,11 +260,16 @@ def attention_importance(
     y_rows = y[pick]
     scale_rows = None if scale is None else scale[pick]
     alpha_r = alpha if alpha_rows else alpha[:, pick]  # [H, R, T]
+    kernel = backend(kernel, f.device, f.dtype)
+    if kernel == "numba":
+        return _one_prompt_fused(alpha_r, f, x_in[pick], y_rows, rows, scale_rows,
+                                 None if extra is None else extra[pick], prune, out)
     res = proximity(x_in[pick], y_rows)  # [R]
     extra_prox = None if extra is None else proximity(extra[pick], y_rows)
     if prune > 0:
         known = res if extra_prox is None else res + extra_prox  # a lower bound of each node's total
-        alpha_r = alpha_r * ~prunable(alpha_r, f, known, rows, prune, scale_rows)
+        alpha_r = alpha_r * ~prunable(alpha_r[None], f[:, None], known[None], rows[None], prune,
+                                      None if scale_rows is None else scale_rows[None])[0]
     sub = attention_proximities(alpha_r, f, y_rows, rows, kernel, chunk_elements, out, scale_rows)  # [H, R, T]
     total = sub.sum(dim=(0, 2)).double() + res.double()  # [R]  eq. 1's denominator
     if extra_prox is not None:
@@ -280,14 +279,30 @@ def attention_importance(
     sub.mul_(inv.to(sub.dtype)[None, :, None])  # normalised in place
     res_imp = (res.double() * inv).to(res.dtype)
     extra_imp = None if extra_prox is None else (extra_prox.double() * inv).to(res.dtype)
-    for i in torch.nonzero(degenerate).flatten().tolist():  # 0/0: the parts share equally
-        p = int(rows[i])
-        share = 1.0 / attention_parts(n_heads, p, extra is not None)
-        sub[:, i, : p + 1] = share
-        res_imp[i] = share
+    if bool(degenerate.any()):
+        share = equal_share(attention_parts(n_heads, rows.double(), extra is not None))  # [R]
+        fill = degenerate[:, None] & (torch.arange(sub.shape[-1], device=sub.device)[None, :] <= rows[:, None])
+        sub[:, fill] = share[:, None].expand(fill.shape)[fill].to(sub.dtype)  # [H, R, T], sources j <= p only
+        res_imp = torch.where(degenerate, share.to(res_imp.dtype), res_imp)
         if extra_imp is not None:
-            extra_imp[i] = share
+            extra_imp = torch.where(degenerate, share.to(extra_imp.dtype), extra_imp)
     return sub, res_imp, degenerate, extra_imp
+
+
+def _one_prompt_fused(alpha, f, x_in, y, rows, scale, extra, prune, out):
+    """`attention_importance` by the fused CPU kernel: one prompt as a batch of one (alpha [H, R, T], f [H, T, d],
+    x_in, y, scale, extra [R, d] at the rows). Results on f's device."""
+    def one(t):
+        return None if t is None else t[None].cpu()
+
+    sub, res, degenerate, extra_imp = batch_attention_importance(
+        one(alpha), f[:, None].cpu(), one(x_in), one(y), one(rows), [int(rows.shape[0])], scale=one(scale),
+        extra=one(extra), prune=prune, out=None if out is None or out.device.type != "cpu" else out[None])
+    if out is not None and out.device.type != "cpu":
+        out.copy_(sub[0])
+    device = f.device
+    return ((out if out is not None else sub[0].to(device)), res[0].to(device), degenerate[0].to(device),
+            None if extra_imp is None else extra_imp[0].to(device))
 
 
 @contextlib.contextmanager
@@ -345,7 +360,6 @@ def batch_attention_importance(
         res = residual.to(torch.float64)
         extra_prox = None if extra is None else torch.from_numpy(proximities(extra.detach().float().numpy(), y_np))
         known = res if extra_prox is None else res + extra_prox
-        cap = prune * known.float() / (n_heads * (rows + 1))  # [B, R]: see `prunable`
         if out is None:
             out = torch.zeros(n_batch, n_heads, n_slots, n_tok, dtype=torch.float32)
         totals = np.zeros(tuple(rows.shape), np.float64)
@@ -353,12 +367,7 @@ def batch_attention_importance(
             h1 = min(h0 + step, n_heads)
             f_c, alpha_c = chunk(h0, h1), alpha[:, h0:h1]  # [Hc, B, T, d], [B, Hc, R, T]
             if prune > 0:
-                f_abs = f_c.float().abs()
-                if scale is None:
-                    bound = alpha_c * f_abs.sum(-1).transpose(0, 1)[:, :, None, :]  # [B, Hc, R, T]
-                else:
-                    bound = alpha_c * torch.einsum("hbtd,brd->bhrt", f_abs, scale.abs())
-                alpha_c = alpha_c.masked_fill(bound <= cap.to(bound.dtype)[:, None, :, None], 0.0)
+                alpha_c = alpha_c.masked_fill(prunable(alpha_c, f_c, known, rows, prune, scale, n_heads), 0.0)
             inv, degenerate = batch_importances(
                 alpha_c.detach().float().numpy(), _kernel_values(f_c), y_np, rows.numpy(),
                 torch.as_tensor(n_rows).numpy(), known.numpy(), int(extra is not None), out.numpy(),
@@ -366,7 +375,7 @@ def batch_attention_importance(
                 heads=(h0, totals, h1 == n_heads))
             del f_c
     inv_t, degenerate_t = torch.from_numpy(inv), torch.from_numpy(degenerate)
-    share = 1.0 / attention_parts(n_heads, rows.double(), extra is not None)  # [B, R]: 0/0 nodes share equally
+    share = equal_share(attention_parts(n_heads, rows.double(), extra is not None))  # [B, R], for 0/0 nodes
     res_imp = torch.where(degenerate_t, share, res * inv_t).float()
     extra_imp = None if extra_prox is None else torch.where(degenerate_t, share, extra_prox * inv_t).float()
     return out, res_imp, degenerate_t, extra_imp
@@ -383,23 +392,27 @@ def _kernel_values(f: torch.Tensor) -> np.ndarray:
 
 def prunable(
     alpha: torch.Tensor, f: torch.Tensor, known: torch.Tensor, rows: torch.Tensor, tolerance: float,
-    scale: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None, n_heads: int | None = None,
 ) -> torch.Tensor:
-    """Sub-edges [H, R, T] (bool) whose proximity need not be computed for importances within `tolerance`.
+    """Sub-edges [B, Hc, R, T] (bool) whose proximity need not be computed for importances within `tolerance`.
 
+    alpha: [B, Hc, R, T] attention rows of the targets rows [B, R], f: [Hc, B, T, d] their heads' values (a chunk of
+    the node's `n_heads` heads, default all), known: [B, R] proximities of the node's other parts, scale: optional
+    [B, R, d] per-target diagonal.
     proximity(z, y) <= ||z||_1 (per coordinate |y| - |y - z| <= |z|), so a sub-edge's proximity is at most
     its bound b = alpha[h,i,j] ||f[h,j] * scale[i]||_1. Skipping (taking as 0) a set of sub-edges whose bounds
     sum to S changes every importance of the node by at most S / total', total' being the sum of what is
-    computed, which includes the parts in `known` [R] (residual, parallel FFN). So skipping each sub-edge with
+    computed, which includes the parts in `known` (residual, parallel FFN). So skipping each sub-edge with
     b <= tolerance * known / (H (p + 1)) keeps S <= tolerance * total' and every importance within tolerance.
     """
-    n_heads = f.shape[0]
+    n_heads = n_heads or f.shape[0]
+    f_abs = f.abs().to(torch.promote_types(f.dtype, torch.float32))
     if scale is None:
-        bound = alpha * f.abs().sum(-1)[:, None, :]  # [H, R, T]
+        bound = alpha * f_abs.sum(-1).transpose(0, 1)[:, :, None, :]  # [B, Hc, R, T]
     else:
-        bound = alpha * torch.einsum("htd,rd->hrt", f.abs(), scale.abs())
-    cap = tolerance * known / (n_heads * (rows + 1))  # [R]
-    return bound <= cap.to(bound.dtype)[None, :, None]
+        bound = alpha * torch.einsum("hbtd,brd->bhrt", f_abs, scale.abs())
+    cap = tolerance * known.to(bound.dtype) / (n_heads * (rows + 1))  # [B, R]
+    return bound <= cap.to(bound.dtype)[:, None, :, None]
 
 
 # --- the FFN ------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_pruned_importances_stay_within_the_tolerance(tiny, tolerance):
         f, _ = head_values(cap.normed, adapter.ov_weights(cap.layer), adapter.input_norm_bias(cap.layer),
                            adapter.kv_heads)
         known = proximity(cap.x_in, cap.x_mid)  # the residual's proximity: part of every node's total
-        mask = prunable(cap.alpha, f, known, rows, tolerance)
+        mask = prunable(cap.alpha[None], f[:, None], known[None], rows[None], tolerance)[0]  # a batch of one
         attended = cap.alpha > 0
         skipped += int((mask & attended).sum())
         # rows whose cap is at least head 0's largest ||f[0, j]||_1 (alpha <= 1): all its sub-edges there are skipped

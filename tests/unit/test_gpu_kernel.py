@@ -1,13 +1,12 @@
-"""The Triton sub-edge kernel equals the numba kernel: its algorithm in plain torch everywhere, the kernel itself
-on CUDA (those tests are skipped without a GPU and triton)."""
+"""The Triton sub-edge kernel equals the chunked torch path in float64: its algorithm in plain torch everywhere, the
+kernel itself on CUDA (those tests are skipped without a GPU and triton)."""
 
 import numpy as np
 import pytest
 import torch
 
 from flowroutes import kernels_gpu
-from flowroutes.importance import attention_proximities, backend
-from flowroutes.kernels import sub_edge_proximities
+from flowroutes.importance import attention_proximities, attention_proximities_torch, backend
 from flowroutes.kernels_gpu import sub_edge_proximities_blocked, triton_available
 
 needs_cuda = pytest.mark.skipif(not triton_available(), reason="needs a CUDA device and triton")
@@ -20,7 +19,7 @@ def random_case(n_heads, n_tok, d, rows, seed, scaled=False, zeros=True):
     logits = torch.randn(n_heads, len(rows), n_tok, generator=gen)
     causal = torch.arange(n_tok)[None, :] <= rows[:, None]
     alpha = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
-    if zeros:  # whole sources with zero attention, as the numba kernel skips them
+    if zeros:  # whole sources with zero attention, as the kernels skip them
         alpha[:, :, 1::3] = 0.0
     f = torch.randn(n_heads, n_tok, d, generator=gen)
     y = 3 * torch.randn(len(rows), d, generator=gen)
@@ -29,9 +28,10 @@ def random_case(n_heads, n_tok, d, rows, seed, scaled=False, zeros=True):
     return alpha, f, y, rows, scale
 
 
-def numba_reference(alpha, f, y, rows, scale=None):
-    return torch.from_numpy(sub_edge_proximities(alpha.numpy(), f.numpy(), y.numpy(), rows.numpy(),
-                                                 scale=None if scale is None else scale.numpy()))
+def float64_reference(alpha, f, y, rows, scale=None):
+    """Sub-edge proximities by the torch path in float64 (eq. 1's numerators term by term), rounded to float32."""
+    return attention_proximities_torch(alpha.double(), f.double(), y.double(), rows,
+                                       scale=None if scale is None else scale.double()).float()
 
 
 CASES = [  # n_heads, n_tok, d, rows, scaled
@@ -43,10 +43,10 @@ CASES = [  # n_heads, n_tok, d, rows, scaled
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_blocked_algorithm_equals_the_numba_kernel(case):
+def test_blocked_algorithm_equals_the_float64_path(case):
     n_heads, n_tok, d, rows, scaled = CASES[case]
     alpha, f, y, rows, scale = random_case(n_heads, n_tok, d, rows, seed=case, scaled=scaled)
-    expected = numba_reference(alpha, f, y, rows, scale)
+    expected = float64_reference(alpha, f, y, rows, scale)
     for block_m, block_n in ((4, 8), (16, 4), (64, 64)):  # several tiles per axis, tiles past the ends
         got = sub_edge_proximities_blocked(alpha, f, y, rows, scale, block_m, block_n)
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
@@ -77,7 +77,7 @@ def test_auto_picks_the_triton_kernel_on_cuda():
 
 @needs_cuda
 @pytest.mark.parametrize("case", range(len(CASES) + 2))
-def test_cuda_kernel_equals_the_numba_kernel(case):
+def test_cuda_kernel_equals_the_float64_path(case):
     if case < len(CASES):
         n_heads, n_tok, d, rows, scaled = CASES[case]
     elif case == len(CASES):
@@ -85,7 +85,7 @@ def test_cuda_kernel_equals_the_numba_kernel(case):
     else:  # a Llama-sized node: many tiles, d past any tile shape
         n_heads, n_tok, d, rows, scaled = 4, 200, 2048, list(range(0, 200, 3)), True
     alpha, f, y, rows, scale = random_case(n_heads, n_tok, d, rows, seed=10 + case, scaled=scaled)
-    expected = numba_reference(alpha, f, y, rows, scale)
+    expected = float64_reference(alpha, f, y, rows, scale)
     dev = [None if t is None else t.cuda() for t in (alpha, f, y, rows, scale)]
     got = kernels_gpu.sub_edge_proximities_cuda(*dev).cpu()
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
