@@ -6,7 +6,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const SVGNS = "http://www.w3.org/2000/svg";
-const VIEWS = ["graph", "contrast", "heatmaps", "analyses"];
+const VIEWS = ["graph", "contrast", "heatmaps", "analyses", "generate"]; // generate: static/generate.js
 const MAX_THRESHOLD = 0.5;   // the sliders' top
 let SVG_EDGE_LIMIT = 1500; // edges drawn one by one (clickable); the rest go into one path per kind (server's setting)
 const state = {
