@@ -41,8 +41,11 @@ def add_generate_api(app: FastAPI, settings: Settings, store: Store) -> None:
         slot = store.slot(q.model)
         passes = slot.forward_passes
         g = slot.generation(q.prompt, q.max_new_tokens)
-        k = None if q.token is None else g.position(q.token) - g.n_prompt + 1  # checked, negatives resolved
-        a, b = g.check_span(q.span if q.span is not None else None if k is None else (k, k + 1))
+        k = None if q.token is None else g.position(q.token) - g.n_prompt + 1  # checked, a negative k resolved
+        if q.span is not None:
+            a, b = g.check_span(q.span)
+        else:  # token k's own attribution, else the whole answer's
+            a, b = g.check_span(None if k is None else (k, k + 1))
 
         def work(_loaded):  # the lazy trace's rows read the model's weights: under its lock, as every pass
             scores = g.attribution(span=(a, b), method=q.method, tau=q.threshold)
