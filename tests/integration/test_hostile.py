@@ -114,6 +114,21 @@ def test_generate_requests_are_bounded_and_refused_before_any_work(model):
         assert slot.forward_passes == 1  # the one generation, kept
 
 
+def test_a_generation_asked_by_many_at_once_is_made_once():
+    """Six clients ask for the same answer at once (on a model whose forward pass sleeps): one generation is made,
+    the others wait for the model and get the kept one, all with the same numbers."""
+    with ServerThread(Settings(models={"m": tiny(delay=0.02)})) as srv:
+        body = {"prompt": PROMPT, "max_new_tokens": 4, "token": 1}
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: post(srv, "/api/generate", body), range(6)))
+        assert [status for status, _ in answers] == [200] * 6
+        assert srv.store.slot("m").forward_passes == 1 and sum(not a["cached"] for _, a in answers) == 1
+        first = answers[0][1]
+        assert all((a["answer"], a["attribution"], a["routes"]) == (first["answer"], first["attribution"],
+                                                                     first["routes"]) for _, a in answers)
+        assert srv.store.slot("m").waiting == 0
+
+
 def path_scores(routes) -> dict:
     """Each edge's weight times the best product of weights on a path from it up to the explained node,
     computed independently of the server: nodes from the top level down."""

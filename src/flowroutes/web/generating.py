@@ -39,8 +39,7 @@ def add_generate_api(app: FastAPI, settings: Settings, store: Store) -> None:
         start = time.perf_counter()
         check_thresholds(settings, q)
         slot = store.slot(q.model)
-        passes = slot.forward_passes
-        g = slot.generation(q.prompt, q.max_new_tokens)
+        g, new = slot.generation(q.prompt, q.max_new_tokens)
         k = None if q.token is None else g.position(q.token) - g.n_prompt + 1  # checked, a negative k resolved
         if q.span is not None:
             a, b = g.check_span(q.span)
@@ -62,7 +61,7 @@ def add_generate_api(app: FastAPI, settings: Settings, store: Store) -> None:
                 "stop_reason": g.stop_reason, "method": q.method, "threshold": q.threshold, "span": [a, b],
                 "attribution": [float(s) for s in scores], "token": k,
                 "routes": None if routes is None else routes.to_dict(), "truncated": cut,
-                "display": g.tokens[: n_prompt + g.n_answer - 1], "cached": slot.forward_passes == passes}
+                "display": g.tokens[: n_prompt + g.n_answer - 1], "cached": not new}
         ms = (time.perf_counter() - start) * 1000
         body["server_ms"] = ms
         return JSONResponse(body, headers={"Server-Timing": f"generate;dur={ms:.1f}"})

@@ -268,9 +268,10 @@ class ModelSlot:
             self._leave()
 
 
-    def generation(self, prompt: str, max_new_tokens: int):
-        """The greedy `Generation` of `prompt` (at most `max_new_tokens` tokens), generated once and kept (at most
-        `cache_size` per model, least recently used dropped). Limits are checked before any work: the prompt's
+    def generation(self, prompt: str, max_new_tokens: int) -> tuple[Any, bool]:
+        """(the greedy `Generation` of `prompt` with at most `max_new_tokens` tokens, whether this call made it).
+        Each is generated once and kept (at most `cache_size` per model, least recently used dropped); requests
+        for one being made wait for the model, then take it. Limits are checked before any work: the prompt's
         length (413) and `max_new_tokens` (422)."""
         self._check_length(prompt)
         limit = self.settings.max_new_tokens
@@ -286,7 +287,7 @@ class ModelSlot:
             with self._cache_lock:
                 hit = self._generations.get(key)  # made by a request that held the model before this one
             if hit is not None:
-                return hit
+                return hit, False
             n_tokens = tokenize(loaded, prompt).numel()
             if n_tokens > self.settings.max_prompt_tokens:
                 raise PromptTooLong(f"the prompt has {n_tokens} tokens; this server accepts at most "
@@ -294,20 +295,20 @@ class ModelSlot:
                                     "--max-prompt-tokens)")
             made = generate(loaded, prompt, max_new_tokens)
             self.forward_passes += 1
-            return made
+            return made, True
 
         with self._cache_lock:
             hit = self._generations.get(key)
             if hit is not None:
                 self._generations.move_to_end(key)
-                return hit
-        made = self.exclusive(work)
+                return hit, False
+        made, new = self.exclusive(work)
         with self._cache_lock:
             self._generations[key] = made
             self._generations.move_to_end(key)
             while len(self._generations) > max(1, min(self.settings.cache_size, MAX_CACHE_SIZE)):
                 self._generations.popitem(last=False)
-        return made
+        return made, new
 
     def holding(self):
         """This model's lock (loading, forward passes, anything that hooks or changes the model), waited for at
