@@ -116,6 +116,15 @@ def test_answer_tokens_routes_and_prompt_colours_equal_the_python_generation(pag
     spanned = each(page, "#generate-answer .answer-token.in-span", "e.dataset.index")
     assert spanned == ["1", "2", "3", "4"] and shown_routes(page)["position"] == g.position(4)
     assert "answer tokens 1..4" in page.inner_text("#generate-caption")
+    # the code button's lines, run as a user would, give the numbers on screen
+    page.click("#show-code")
+    space: dict = {}
+    exec(compile(page.inner_text("#code-text"), "view.py", "exec"), space)  # noqa: S102 - the page's own lines
+    assert space["scores"].tolist() == shown_scores(page)
+    r = space["routes"]
+    assert shown_routes(page) == {"position": r.position, "edges": len(r.edges), "nodes": sorted(n.id for n in r.nodes),
+                                  "explained": r.position}
+    page.click("#show-code")
     # the other attribution: the flow through the routes, at the page's threshold
     before = generated(page)
     page.select_option("#generate-method", "routes")

@@ -972,6 +972,7 @@ function loadLine() {
 // the open code panel always shows the lines of the view on screen (or says there is none)
 function refreshCode() {
   if ($("#code").hidden) return;
+  if (state.view === "generate") { $("#code-text").textContent = generateCode(); return; } // static/generate.js
   $("#code-text").textContent = current ? pythonCode()
     : "# no routes on screen to reproduce: trace a prompt (the last one, if any, failed: see the message above)";
 }

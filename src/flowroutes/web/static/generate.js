@@ -32,12 +32,14 @@ async function runGenerate(sel = {}) {
     showError("");
     gen.data = d;
     drawGeneration(d);
+    refreshCode();
   } catch (err) {
     if (mine !== gen.seq) return;
     showError(err.message);
     gen.data = null; gen.anchor = null; // nothing stale stays on screen for a request that failed
     for (const id of ["#generate-status", "#generate-answer", "#generate-caption", "#generate-prompt-view",
                       "#generate-summary", "#generate-graph"]) $(id).textContent = "";
+    refreshCode();
   } finally {
     if (mine === gen.seq) { $("#run-generate").disabled = false; generateRendered(); }
   }
@@ -102,6 +104,21 @@ function drawGeneration(d) {
   }
 }
 
+// the Python lines that give the numbers on screen (the code button, while this view is open)
+function generateCode() {
+  const d = gen.data;
+  if (!d) return "# nothing generated on screen to reproduce: press Generate (the last request, if any, failed: see the message above)";
+  const py = (v) => JSON.stringify(v);
+  const lines = ["import flowroutes", "", loadLine(),
+                 `g = flowroutes.generate(model, ${py(gen.prompt)}, max_new_tokens=${gen.n})  # greedy`,
+                 "print(g.answer_tokens, g.answer_probs)",
+                 `scores = g.attribution(span=(${d.span[0]}, ${d.span[1]}), method=${py(d.method)}, tau=${d.threshold})  # the prompt's colours`];
+  if (d.token !== null) {
+    lines.push(`routes = g.routes(${d.token}, tau=${d.threshold})  # the graph: answer token ${d.token}, position ${d.routes.position}`);
+  }
+  return lines.join("\n");
+}
+
 (function setUpGenerate() {
   $("#generate-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -134,6 +151,8 @@ function drawGeneration(d) {
     for (const id of ["#generate-status", "#generate-answer", "#generate-caption", "#generate-prompt-view",
                       "#generate-summary", "#generate-graph"]) $(id).textContent = "";
   });
+  // the open code panel follows the view (app.js's own tab listener has set state.view by now)
+  for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", refreshCode);
   // opening the tab: the traced prompt to start from, and this server's limit on the answer's length
   $('#tabs button[data-view="generate"]').addEventListener("click", () => {
     if (conf.max_new_tokens) $("#generate-n").max = conf.max_new_tokens;
