@@ -84,6 +84,51 @@ def test_thresholds_below_the_minimum_are_refused_before_any_work(model, field):
         assert srv.store.slot("m").forward_passes == 0  # refused before the forward pass
 
 
+def test_generate_requests_are_bounded_and_refused_before_any_work(model):
+    """Generate mode: the answer's length, the prompt's, the threshold and the chosen tokens are checked before the
+    model runs; a bad one is one line with its status; a huge answer asked for is never generated."""
+    with ServerThread(Settings(models={"m": model}, max_new_tokens=4, max_prompt_tokens=16,
+                               max_prompt_chars=200)) as srv:
+        slot = srv.store.slot("m")
+        refused = [
+            ({"prompt": PROMPT, "max_new_tokens": 10**9}, 422, "max_new_tokens must be 1..4 on this server, got "
+                                                              "1000000000: ask for fewer tokens"),
+            ({"prompt": PROMPT, "max_new_tokens": 0}, 422, "max_new_tokens must be 1..4"),
+            ({"prompt": PROMPT, "max_new_tokens": "many"}, 422, "bad request: max_new_tokens:"),
+            ({"prompt": PROMPT, "max_new_tokens": 2, "threshold": 1e-4}, 422, "below this server's minimum"),
+            ({"prompt": "w1 " * 100, "max_new_tokens": 2}, 413, "the prompt has 300 characters"),
+            ({"prompt": LONG, "max_new_tokens": 2}, 413, "the prompt has 40 tokens; this server accepts at most 16"),
+            ({"prompt": PROMPT, "max_new_tokens": 2, "span": [0, 1, 2]}, 422, "bad request: span:"),
+            ({"prompt": " ", "max_new_tokens": 2}, 422, "the prompt is empty"),
+        ]
+        for body, code, detail in refused:
+            status, answer = post(srv, "/api/generate", body)
+            assert (status, "\n" in answer["detail"]) == (code, False) and detail in answer["detail"], (body, answer)
+        assert slot.forward_passes == 0  # nothing was generated
+        # within the limits it answers; answer tokens and spans out of range are refused by the Generation's checks
+        assert post(srv, "/api/generate", {"prompt": PROMPT, "max_new_tokens": 4})[0] == 200
+        for extra, detail in (({"token": 10**6}, "answer token 1000000 is out of range for an answer of 4 tokens"),
+                              ({"span": [3, 2**40]}, "span 3:1099511627776 is not within the answer's 4 tokens")):
+            status, answer = post(srv, "/api/generate", {"prompt": PROMPT, "max_new_tokens": 4, **extra})
+            assert status == 422 and detail in answer["detail"], answer
+        assert slot.forward_passes == 1  # the one generation, kept
+
+
+def test_a_generation_asked_by_many_at_once_is_made_once():
+    """Six clients ask for the same answer at once (on a model whose forward pass sleeps): one generation is made,
+    the others wait for the model and get the kept one, all with the same numbers."""
+    with ServerThread(Settings(models={"m": tiny(delay=0.02)})) as srv:
+        body = {"prompt": PROMPT, "max_new_tokens": 4, "token": 1}
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: post(srv, "/api/generate", body), range(6)))
+        assert [status for status, _ in answers] == [200] * 6
+        assert srv.store.slot("m").forward_passes == 1 and sum(not a["cached"] for _, a in answers) == 1
+        first = answers[0][1]
+        assert all((a["answer"], a["attribution"], a["routes"]) == (first["answer"], first["attribution"],
+                                                                     first["routes"]) for _, a in answers)
+        assert srv.store.slot("m").waiting == 0
+
+
 def path_scores(routes) -> dict:
     """Each edge's weight times the best product of weights on a path from it up to the explained node,
     computed independently of the server: nodes from the top level down."""

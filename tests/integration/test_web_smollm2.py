@@ -170,3 +170,44 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
                 assert min(times) < 100, report[-1]
         with capsys.disabled():
             print("\nthreshold change on a 256-token prompt: " + "; ".join(report))
+
+
+def test_generate_mode_on_smollm2(smollm2):
+    """The Generate view on the IOI prompt: SmolLM2's answer starts with " Mary"; token 0's routes and the prompt's
+    colours are those of `flowroutes.generate` in Python; saves web-generate.png."""
+    g = flowroutes.generate(smollm2, IOI, 8)
+    whole = g.attribution()  # in the order the page asks: the whole answer, then token 0 (its routes), then a span
+    routes = g.routes(0, 0.04)
+    with ServerThread(Settings(models={NAME: smollm2})) as srv, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1600, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(srv.url + "/?view=graph&prompt=" + IOI.replace(" ", "+"))  # the Graph view's prompt ...
+        page.wait_for_function("document.body.dataset.ready === '1'", timeout=180_000)
+        page.click('#tabs button[data-view="generate"]')  # ... is the Generate view's first prompt
+        assert page.input_value("#generate-prompt") == IOI
+        page.fill("#generate-n", "8")
+
+        def step(action) -> None:
+            before = int(page.evaluate("Number(document.body.dataset.generateRenders)"))
+            action()
+            page.wait_for_function(f"Number(document.body.dataset.generateRenders) > {before} && "
+                                   "document.body.dataset.busy === '0'", timeout=180_000)
+
+        def scores() -> list[float]:
+            return page.eval_on_selector_all("#generate-prompt-view .prompt-token",
+                                             "els => els.map(e => Number(e.dataset.score))")
+
+        step(lambda: page.click("#run-generate"))
+        shown = page.eval_on_selector_all("#generate-answer .answer-text",
+                                          "els => els.map(e => JSON.parse(e.textContent))")
+        assert shown == g.answer_tokens and shown[0] == " Mary"
+        assert scores() == whole.tolist()
+        step(lambda: page.locator('#generate-answer .answer-token[data-index="0"]').click())
+        assert scores() == g.attribution(span=(0, 1)).tolist()
+        assert page.locator("#generate-graph svg .node").count() == len(routes.nodes)
+        assert int(page.get_attribute("#generate-summary", "data-position")) == routes.position == len(g.prompt_ids) - 1
+        screenshot(page, "web-generate.png", full_page=True)
+        step(lambda: page.locator('#generate-answer .answer-token[data-index="2"]').click(modifiers=["Shift"]))
+        assert scores() == g.attribution(span=(0, 3)).tolist()
+        assert not errors, errors

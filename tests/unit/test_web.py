@@ -42,3 +42,11 @@ def test_serve_options_and_config(tmp_path, capsys):
     settings, _, _ = settings_from_args(parser.parse_args(["serve", "--config", str(conf)]))
     assert settings.max_drawn_edges == 40 and Settings(models={}).max_drawn_edges == 1500
     assert main(["serve", "--model", "m", "--max-drawn-edges", "0"]) == 2
+    # generate mode's longest answer: option, config key, default, bounds
+    settings, _, _ = settings_from_args(parser.parse_args(["serve", "--max-new-tokens", "12"]))
+    assert settings.max_new_tokens == 12 and Settings(models={}).max_new_tokens == 32
+    conf.write_text('models = ["m1"]\nmax_new_tokens = 5\n')
+    assert settings_from_args(parser.parse_args(["serve", "--config", str(conf)]))[0].max_new_tokens == 5
+    capsys.readouterr()
+    assert main(["serve", "--model", "m", "--max-new-tokens", "2000"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--max-new-tokens must be 1..1024, got 2000")

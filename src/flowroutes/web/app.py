@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..deadline import TimeLimitExceeded
 from ..errors import FlowroutesError
 from ..routes import strongest
+from .generating import add_generate_api
 from .guard import HostCheck, SameOrigin, TimeLimit, TokenCheck
 from .store import Busy, NotFound, PromptTooLong, Settings, Store
 
@@ -120,10 +121,10 @@ class InterveneQuery(RoutesQuery):
     target_b: str | int | None = None
 
 
-def check_thresholds(settings: Settings, q: RoutesQuery) -> None:
+def check_thresholds(settings: Settings, q) -> None:
     """Refuse, before any forward pass, thresholds outside (0, 1) or below the server's minimum."""
-    for name, value in (("threshold", q.threshold), ("attention_threshold", q.attention_threshold),
-                        ("ffn_threshold", q.ffn_threshold)):
+    for name, value in (("threshold", q.threshold), ("attention_threshold", getattr(q, "attention_threshold", None)),
+                        ("ffn_threshold", getattr(q, "ffn_threshold", None))):
         if value is None:
             continue
         if not 0.0 < value < 1.0:
@@ -252,6 +253,7 @@ def create_app(settings: Settings) -> FastAPI:
     _add_contrast_api(app, settings, store)
     _add_samples_api(app, settings, store)
     _add_analyses_api(app, settings)
+    add_generate_api(app, settings, store)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
@@ -326,7 +328,8 @@ def _add_page(app: FastAPI, settings: Settings, store: Store) -> None:
                              "max_prompt_tokens": settings.max_prompt_tokens,
                              "max_prompt_chars": settings.max_prompt_chars,
                              "min_threshold": settings.min_threshold, "max_edges": settings.max_edges,
-                             "max_drawn_edges": settings.max_drawn_edges, "sources": _load_sources(settings)})
+                             "max_drawn_edges": settings.max_drawn_edges,
+                             "max_new_tokens": settings.max_new_tokens, "sources": _load_sources(settings)})
 
 
 def _add_routes_api(app: FastAPI, settings: Settings, store: Store) -> None:

@@ -19,7 +19,7 @@ from ..errors import FlowroutesError
 #: config keys (JSON / TOML) and the type each must have; command-line options of the same name win
 CONFIG_TYPES = {"models": list, "analyses": list, "host": str, "port": int, "max_prompt_tokens": int,
                 "max_prompt_chars": int, "cache_size": int, "cache_mb": int, "min_threshold": float, "max_edges": int,
-                "max_drawn_edges": int, "max_queue": int, "time_limit": int, "no_auth": bool}
+                "max_drawn_edges": int, "max_new_tokens": int, "max_queue": int, "time_limit": int, "no_auth": bool}
 CONFIG_KEYS = set(CONFIG_TYPES)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
     s.add_argument("--config", default=None, metavar="FILE",
                    help="a JSON or TOML file with any of: models (list), analyses (list), host, port, "
                         "max_prompt_tokens, max_prompt_chars, cache_size, cache_mb, min_threshold, max_edges, "
-                        "max_drawn_edges, max_queue, no_auth; command-line options win")
+                        "max_drawn_edges, max_new_tokens, max_queue, no_auth; command-line options win")
     s.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
                    help="longest prompt accepted, in tokens (default 256); longer ones get HTTP 413")
     s.add_argument("--max-prompt-chars", type=int, default=None, metavar="N",
@@ -61,6 +61,8 @@ def add_parser(subparsers) -> None:
     s.add_argument("--max-drawn-edges", type=int, default=None, metavar="N",
                    help="edges the page draws one by one, clickable (default 1500): the others are drawn faint "
                         "in one path, and the page says how many")
+    s.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="longest answer the generate mode may ask for, in tokens (default 32); more get HTTP 422")
     s.add_argument("--max-queue", type=int, default=None, metavar="N",
                    help="requests that may wait for one model's forward pass (default 8); more get HTTP 503")
     s.add_argument("--time-limit", type=int, default=None, metavar="S",
@@ -137,7 +139,8 @@ def settings_from_args(args: argparse.Namespace):
     specs = {m: m for m in models} if models else {"SmolLM2-135M-Instruct": None}
     numbers = {key: _positive(key, pick(key, default), upper) for key, default, upper in (
         ("max_prompt_tokens", 256, None), ("max_prompt_chars", 4000, None), ("cache_size", 4, MAX_CACHE_SIZE),
-        ("cache_mb", 1024, 1 << 30), ("max_edges", 5000, None), ("max_drawn_edges", 1500, None), ("max_queue", 8, None),
+        ("cache_mb", 1024, 1 << 30), ("max_edges", 5000, None), ("max_drawn_edges", 1500, None),
+        ("max_new_tokens", 32, 1024), ("max_queue", 8, None),
         ("time_limit", 60, 24 * 3600), ("port", 8050, 65535))}
     tau = pick("min_threshold", 0.005)
     checks.threshold("--min-threshold", tau)
@@ -158,7 +161,8 @@ def settings_from_args(args: argparse.Namespace):
                         max_prompt_chars=numbers["max_prompt_chars"], cache_size=numbers["cache_size"],
                         cache_bytes=numbers["cache_mb"] << 20, min_threshold=float(tau),
                         max_edges=numbers["max_edges"], max_drawn_edges=numbers["max_drawn_edges"],
-                        max_queue=numbers["max_queue"], time_limit_s=float(numbers["time_limit"]),
+                        max_new_tokens=numbers["max_new_tokens"], max_queue=numbers["max_queue"],
+                        time_limit_s=float(numbers["time_limit"]),
                         analyses=[str(Path(f).resolve()) for f in analyses], allowed_hosts=allowed, token=token)
     return settings, host, numbers["port"]
 

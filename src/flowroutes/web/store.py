@@ -61,6 +61,7 @@ class Settings:
     analyses: list[str] = field(default_factory=list)  # folders written by `flowroutes analyze --out DIR`
     min_threshold: float = 0.005  # lower route thresholds are refused (the page's slider stops there)
     max_edges: int = 5000  # a routes answer keeps at most this many edges (the strongest) and says so
+    max_new_tokens: int = 32  # generate mode: the longest answer a request may ask for
     max_render_edges: int = 2000  # SVG / PNG downloads of larger routes are refused
     max_drawn_edges: int = 1500  # the page draws this many edges one by one (clickable); the rest as one path
     max_render_pixels: int = 16_000_000  # a PNG wider than this is drawn at a lower resolution
@@ -131,6 +132,7 @@ class ModelSlot:
         self.lock = threading.Lock()  # serialises loading and every forward pass on this model
         self._loaded = None
         self._cache: OrderedDict[str, Entry] = OrderedDict()
+        self._generations: OrderedDict[tuple[str, int], Any] = OrderedDict()  # (prompt, N) -> Generation, LRU
         self._cache_lock = threading.Lock()  # guards _cache, _pending, waiting
         self._pending: dict[str, Future] = {}  # prompts being traced now
         self.waiting = 0  # requests waiting for (or holding) this model's forward pass
@@ -265,6 +267,48 @@ class ModelSlot:
         finally:
             self._leave()
 
+
+    def generation(self, prompt: str, max_new_tokens: int) -> tuple[Any, bool]:
+        """(the greedy `Generation` of `prompt` with at most `max_new_tokens` tokens, whether this call made it).
+        Each is generated once and kept (at most `cache_size` per model, least recently used dropped); requests
+        for one being made wait for the model, then take it. Limits are checked before any work: the prompt's
+        length (413) and `max_new_tokens` (422)."""
+        self._check_length(prompt)
+        limit = self.settings.max_new_tokens
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit:
+            raise FlowroutesError(f"max_new_tokens must be 1..{limit} on this server, got {max_new_tokens!r}: ask for "
+                                  "fewer tokens (or restart with a larger --max-new-tokens)")
+        key = (prompt, max_new_tokens)
+
+        def work(loaded):
+            from ..generation import generate
+            from ..trace import tokenize
+
+            with self._cache_lock:
+                hit = self._generations.get(key)  # made by a request that held the model before this one
+            if hit is not None:
+                return hit, False
+            n_tokens = tokenize(loaded, prompt).numel()
+            if n_tokens > self.settings.max_prompt_tokens:
+                raise PromptTooLong(f"the prompt has {n_tokens} tokens; this server accepts at most "
+                                    f"{self.settings.max_prompt_tokens}: shorten it (or restart with a larger "
+                                    "--max-prompt-tokens)")
+            made = generate(loaded, prompt, max_new_tokens)
+            self.forward_passes += 1
+            return made, True
+
+        with self._cache_lock:
+            hit = self._generations.get(key)
+            if hit is not None:
+                self._generations.move_to_end(key)
+                return hit, False
+        made, new = self.exclusive(work)
+        with self._cache_lock:
+            self._generations[key] = made
+            self._generations.move_to_end(key)
+            while len(self._generations) > max(1, min(self.settings.cache_size, MAX_CACHE_SIZE)):
+                self._generations.popitem(last=False)
+        return made, new
 
     def holding(self):
         """This model's lock (loading, forward passes, anything that hooks or changes the model), waited for at

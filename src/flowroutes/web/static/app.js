@@ -6,7 +6,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const SVGNS = "http://www.w3.org/2000/svg";
-const VIEWS = ["graph", "contrast", "heatmaps", "analyses"];
+const VIEWS = ["graph", "contrast", "heatmaps", "analyses", "generate"]; // generate: static/generate.js
 const MAX_THRESHOLD = 0.5;   // the sliders' top
 let SVG_EDGE_LIMIT = 1500; // edges drawn one by one (clickable); the rest go into one path per kind (server's setting)
 const state = {
@@ -972,6 +972,7 @@ function loadLine() {
 // the open code panel always shows the lines of the view on screen (or says there is none)
 function refreshCode() {
   if ($("#code").hidden) return;
+  if (state.view === "generate") { $("#code-text").textContent = generateCode(); return; } // static/generate.js
   $("#code-text").textContent = current ? pythonCode()
     : "# no routes on screen to reproduce: trace a prompt (the last one, if any, failed: see the message above)";
 }
