@@ -167,6 +167,20 @@ function diverging(v, max) { // red for positive, blue for negative
 const width = (w) => 0.6 + 4 * Math.max(0, Math.min(1, w));
 const pos = (id) => Number(id.split("@")[1]);
 
+// the graphs on the page: their token axes follow the window's scrolling (sticky at its bottom edge)
+const liveGraphs = new Set();
+function placeAxes() {
+  for (const svg of liveGraphs) { if (svg.isConnected) svg.placeLabels(); else liveGraphs.delete(svg); }
+}
+window.addEventListener("scroll", placeAxes, { passive: true });
+window.addEventListener("resize", placeAxes);
+// a graph near the top of the page fits the window below it (its token axis above the fold); one further down
+// takes most of a window
+function graphHeight(frame) {
+  const top = frame.getBoundingClientRect().top + window.scrollY;
+  return top > 0 && top < window.innerHeight * 0.6 ? Math.max(300, window.innerHeight - top - 12)
+    : Math.max(320, window.innerHeight * 0.72);
+}
 // draws `routes` in `container` with pan and zoom; opts: interactive, ctx (whose prompt), xcols (position ->
 // column, for aligned contrast graphs), ncols, display (token texts as shown), collapse, dla
 function drawRoutes(container, routes, opts = {}) {
@@ -192,7 +206,7 @@ function drawRoutes(container, routes, opts = {}) {
   const frame = el("div", { class: "graph-frame", tabindex: "0",
                             "aria-label": "routes graph: arrows pan, + and - zoom, f fits, c centres; Tab goes to the explained position, then arrows walk the routes" }, container);
   const tools = el("div", { class: "graph-tools" }, frame);
-  const svg = svgEl("svg", { class: "routes", width: "100%", height: Math.min(H, Math.max(320, window.innerHeight * 0.72)),
+  const svg = svgEl("svg", { class: "routes", width: "100%", height: Math.min(H, graphHeight(frame)),
                              "data-edges": routes.edges.length, "data-nodes": routes.nodes.length,
                              "data-width": W, "data-height": H, "data-column-width": dx }, frame);
   const view = svgEl("g", { class: "viewport" }, svg);
@@ -402,10 +416,14 @@ function drawRoutes(container, routes, opts = {}) {
       t.setAttribute("y", y);
       t.style.display = (l % every === 0 || l === L) && y > 8 && y < h - 2 ? "" : "none";
     });
-    const natural = vp.y + (Y(0) + 14) * vp.k, band = 64;
-    const ty = Math.min(natural, h - band);
+    // below the lowest row at a fixed screen distance, and never below what the window shows of the frame (sticky)
+    const natural = vp.y + Y(0) * vp.k + 16, band = 64;
+    const r = svg.getBoundingClientRect();
+    const seen = r.height ? Math.min(h, Math.max(band + 40, window.innerHeight - r.top)) : h;
+    const ty = Math.min(natural, seen - band);
     tokenBand.setAttribute("y", ty - 10); tokenBand.setAttribute("height", Math.max(0, h - ty + 10));
     tokenBand.style.display = ty < natural ? "" : "none";
+    svg.dataset.axisY = ty.toFixed(1);
     const colPx = dx * vp.k, thin = Math.max(1, Math.ceil(14 / colPx));
     for (const [p, t] of tokenLabels) {
       const x = vp.x + X(p) * vp.k;
@@ -424,11 +442,13 @@ function drawRoutes(container, routes, opts = {}) {
     let { w, h } = size();
     const xs = routes.nodes.map((n) => X(n.position));
     const lo = Math.max(0, Math.min(...xs) - dx), hi = Math.min(W, Math.max(...xs) + dx);
-    const whole = Math.min(1.5, w / W, h / H);
-    vp.k = whole >= MIN_READABLE ? whole : Math.min(1.5, h / H, Math.max(MIN_READABLE, w / (hi - lo)));
-    if (opts.fit && H * vp.k < h - 4) { h = Math.ceil(H * vp.k) + 4; svg.setAttribute("height", h); } // no empty band
+    const tall = Math.max(0.05, (h - bottom) / (H - bottom)); // the rows scale; the token axis keeps its band
+    const whole = Math.min(1.5, w / W, tall);
+    vp.k = whole >= MIN_READABLE ? whole : Math.min(1.5, tall, Math.max(MIN_READABLE, w / (hi - lo)));
+    const need = (H - bottom) * vp.k + bottom; // the rows at this scale and the token axis below them
+    if (opts.fit && need < h - 4) { h = Math.ceil(need) + 4; svg.setAttribute("height", h); } // no empty band
     const cx = (W * vp.k <= w) ? W / 2 : (hi - lo) * vp.k <= w ? (lo + hi) / 2 : X(routes.position);
-    vp.x = w / 2 - cx * vp.k; vp.y = (h - H * vp.k) / 2; apply();
+    vp.x = w / 2 - cx * vp.k; vp.y = Math.max(0, (h - need) / 2); apply();
   }
   function reveal(item) { // pan so that a focused item is in view
     const { w, h } = size();
@@ -479,7 +499,8 @@ function drawRoutes(container, routes, opts = {}) {
   requestAnimationFrame(start);
   start();
   if (opts.interactive) rove(nodeEl(topId) || nodesG.querySelector(".node"), false);
-  svg.fit = fit; svg.centre = centre; svg.viewport = vp;
+  svg.fit = fit; svg.centre = centre; svg.viewport = vp; svg.placeLabels = placeLabels;
+  liveGraphs.add(svg);
   return svg;
 }
 
