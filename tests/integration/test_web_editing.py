@@ -9,6 +9,7 @@ import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import flowroutes
+from flowroutes.edits import Edits, Supernode, edge_id, supernode_edges
 from flowroutes.web.store import Settings
 from tests.helpers.models import _randomise, word_tokenizer
 from tests.helpers.web_helpers import ServerThread, renders, wait_render
@@ -126,3 +127,143 @@ def test_the_contrast_views_labels_are_readable_and_clear_of_the_graph(page, ser
         lowest = page.locator(f"#contrast-{side} circle.node").evaluate_all(
             "cs => Math.max(...cs.map(c => c.getBoundingClientRect().bottom))")
         assert box["y"] >= lowest
+
+
+# --- pins, a selected subgraph, the rest faded or hidden -----------------------------------------------------------
+def routes_of(tall, prompt=SHORT, threshold=0.04):
+    return flowroutes.trace(tall, prompt).routes(threshold)
+
+
+def click(page, selector, shift=False):
+    page.locator(selector).first.dispatch_event("click", {"shiftKey": shift})
+
+
+def selected(page) -> tuple[set, set]:
+    return (set(page.locator("#graph circle.node.in-selection").evaluate_all("cs => cs.map(c => c.dataset.id)")),
+            set(page.locator("#graph .edge.in-selection").evaluate_all("gs => gs.map(g => g.dataset.key)")))
+
+
+def key(e) -> str:
+    return edge_id(e.kind, e.source, e.target)
+
+
+def test_pins_a_selected_subgraph_and_the_rest_faded_or_hidden(page, server, tall):
+    routes = routes_of(tall)
+    open_trace(page, server, SHORT)
+    top = f"x{LAYERS}@7"
+    below = sorted({e.source for e in routes.edges if e.target == top})
+    # click selects one, shift-click adds and removes
+    click(page, f'#graph circle[data-id="{top}"]')
+    assert selected(page) == ({top}, set())
+    click(page, f'#graph circle[data-id="{below[0]}"]', shift=True)
+    first = next(e for e in routes.edges if e.target == top)
+    click(page, f'#graph .edge[data-key="{key(first)}"]', shift=True)
+    assert selected(page) == ({top, below[0]}, {key(first)})
+    click(page, f'#graph circle[data-id="{below[0]}"]', shift=True)
+    assert selected(page) == ({top}, {key(first)})
+    # a shift-drag box from the empty right of the last column: every node inside, and the edges between them
+    page.click("#edit-clear")
+    centres = page.locator("#graph circle.node").evaluate_all("""cs => cs.map(c => {
+        const r = c.getBoundingClientRect(); return [c.dataset.id, r.x + r.width / 2, r.y + r.height / 2]; })""")
+    col7 = [c for c in centres if c[0].endswith("@7")]
+    x0, y0 = max(c[1] for c in col7) + 28, min(c[2] for c in col7) + 40  # below the fit / zoom buttons
+    x1, y1 = x0 - 200, y0 + 160
+    assert page.evaluate(f"document.elementFromPoint({x0}, {y0}).classList.contains('catcher')")
+    inside = {i for i, x, y in centres if x1 <= x <= x0 and y0 <= y <= y1}
+    assert len(inside) >= 3
+    page.keyboard.down("Shift")
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=6)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    between = {key(e) for e in routes.edges if e.source in inside and e.target in inside}
+    assert selected(page) == (inside, between)
+    # pinned; then everything else faded, hidden, shown again
+    page.click("#edit-pin")
+    assert set(page.locator("#graph circle.node.pinned").evaluate_all("cs => cs.map(c => c.dataset.id)")) == inside
+    assert page.locator("#graph .edge.pinned").count() == len(between)
+    others = (len(routes.nodes) - len(inside)) + (len(routes.edges) - len(between))
+    page.select_option("#edit-focus", "fade")
+    assert page.locator("#graph .node.faded, #graph .edge.faded").count() == others
+    assert int(page.get_attribute("#graph svg", "data-faded")) == others
+    page.select_option("#edit-focus", "hide")
+    assert page.locator("#graph .node.focus-hidden, #graph .edge.focus-hidden").count() == others
+    assert page.locator("#graph .edge.focus-hidden").first.evaluate("g => getComputedStyle(g).display") == "none"
+    page.select_option("#edit-focus", "all")
+    assert page.locator("#graph .faded, #graph .focus-hidden").count() == 0
+    # the selection cleared, the pins stay
+    page.click("#edit-clear")
+    assert selected(page) == (set(), set()) and page.locator("#graph circle.node.pinned").count() == len(inside)
+
+
+# --- supernodes ---------------------------------------------------------------------------------------------------
+def group_members(routes) -> list[str]:
+    """Two attention nodes of the explained column with the most edges: the group the tests make."""
+    att = [n.id for n in routes.nodes if n.kind == "attention" and n.position == routes.position]
+    degree = {n: sum(n in (e.source, e.target) for e in routes.edges) for n in att}
+    return sorted(att, key=lambda n: -degree[n])[:2]
+
+
+def make_group(page, members, label="name movers"):
+    click(page, f'#graph circle[data-id="{members[0]}"]')
+    for m in members[1:]:
+        click(page, f'#graph circle[data-id="{m}"]', shift=True)
+    page.fill("#edit-group-label", label)
+    page.click("#edit-group")
+
+
+def test_a_supernode_is_drawn_as_one_node_with_the_summed_edges(page, server, tall):
+    routes = routes_of(tall)
+    members = group_members(routes)
+    open_trace(page, server, SHORT)
+    make_group(page, members)
+    assert page.locator('#graph .supernode[data-label="name movers"]').count() == 1
+    assert page.locator("#graph text.supernode-label").text_content() == "name movers"
+    for m in members:  # the members are drawn as the one node, their edges as the summed ones
+        assert page.locator(f'#graph circle[data-id="{m}"]').evaluate("c => getComputedStyle(c).display") == "none"
+    want = supernode_edges(routes, Edits(supernodes=[Supernode("name movers", members)]))
+    drawn = page.locator("#graph line.super-edge").evaluate_all(
+        "ls => ls.map(l => [l.dataset.source, l.dataset.target, Number(l.dataset.weight)])")
+    assert len(drawn) == len(want) >= 2
+    got = {(s, t): w for s, t, w in drawn}
+    for s in want:
+        assert got[(s["source"], s["target"])] == pytest.approx(s["weight"], abs=1e-9)
+    # the sum is the members' edges': e.g. everything into the group from one source
+    into = next(s for s in want if s["target"] == "name movers")
+    assert into["weight"] == pytest.approx(sum(e.weight for e in routes.edges
+                                               if e.source == into["source"] and e.target in members), abs=1e-12)
+    # a click on the supernode selects its members; ungroup draws them again
+    click(page, "#graph .supernode")
+    assert selected(page)[0] == set(members)
+    page.click("#edit-ungroup")
+    assert page.locator("#graph .supernode, #graph line.super-edge").count() == 0
+    assert page.locator(f'#graph circle[data-id="{members[0]}"]').evaluate("c => getComputedStyle(c).display") != "none"
+    # refusals: one node, or no label
+    click(page, f'#graph circle[data-id="{members[0]}"]')
+    page.fill("#edit-group-label", "alone")
+    page.click("#edit-group")
+    assert page.inner_text("#error").startswith("a supernode groups at least two nodes")
+
+
+# --- notes ---------------------------------------------------------------------------------------------------------
+def test_notes_on_nodes_and_edges_show_on_hover(page, server, tall):
+    routes = routes_of(tall)
+    edge = max((e for e in routes.edges if e.kind == "attention"), key=lambda e: e.weight)
+    open_trace(page, server, SHORT)
+    click(page, f'#graph .edge[data-key="{key(edge)}"]')
+    page.fill("#edit-note", "copies the earlier name")
+    page.click("#edit-note-set")
+    item = page.locator(f'#graph .edge[data-key="{key(edge)}"]')
+    item.dispatch_event("mouseover")
+    assert item.locator("title").text_content().endswith(" | note: copies the earlier name")
+    assert item.get_attribute("aria-label").startswith("attention edge ")
+    top = f"x{LAYERS}@7"
+    click(page, f'#graph circle[data-id="{top}"]')
+    page.fill("#edit-note", "the prediction")
+    page.click("#edit-note-set")
+    assert page.get_attribute(f'#graph circle[data-id="{top}"]', "aria-label").endswith(" | note: the prediction")
+    # two selected: refused with one line
+    click(page, f'#graph .edge[data-key="{key(edge)}"]', shift=True)
+    page.click("#edit-note-set")
+    assert page.inner_text("#error") == "a note goes on one node or edge: 2 are selected (click one)"

@@ -86,6 +86,8 @@ function writeUrl() {
   if (state.target) p.set("target", state.target);
   if (state.target_b) p.set("target_b", state.target_b);
   if (!state.normalize) p.set("normalize", "0");
+  const edited = typeof editsParam === "function" ? editsParam() : "";
+  if (edited) p.set("edits", edited); // pins, subgraph, supernodes and notes (editing.js)
   history.replaceState(null, "", `${location.pathname}?${p.toString()}`);
 }
 // values from the address are checked: a threshold outside the sliders' range is clamped and the page says so
@@ -115,6 +117,7 @@ function readUrl() {
   state.normalize = p.get("normalize") !== "0";
   state.target = p.get("target") || ""; state.target_b = p.get("target_b") || "";
   state.view = VIEWS.includes(p.get("view")) ? p.get("view") : "graph";
+  if (p.has("edits")) pendingEdits = { data: p.get("edits"), from: "link" }; // restored on the first graph
   return notes;
 }
 function syncControls() {
@@ -217,6 +220,7 @@ function drawRoutes(container, routes, opts = {}) {
   const nodes = new Map(routes.nodes.map((n) => [n.id, n]));
   const grid = svgEl("g", { class: "grid" }, view);
   const catcher = svgEl("rect", { class: "catcher", x: 0, y: 0, width: W, height: H, fill: "transparent" }, grid);
+  const editable = opts.interactive && container.id === "graph"; // the main graph takes pins, selections, groups
   for (let l = 0; l <= L; l++) {
     svgEl("line", { x1: left, x2: W - 10, y1: Y(2 * l), y2: Y(2 * l), class: "gridline" }, grid);
   }
@@ -387,8 +391,11 @@ function drawRoutes(container, routes, opts = {}) {
     });
     svg.addEventListener("click", (ev) => {
       const item = ev.target.closest(".edge, .node");
-      if (item) { rove(item, false); act(ev, item); return; }
-      if (ev.target !== catcher) return;
+      if (editable && item && ev.shiftKey) { editedSelect(item, true); return; } // shift-click: add or remove
+      if (item) { rove(item, false); act(ev, item); if (editable) editedSelect(item, false); return; }
+      const group = editable && ev.target.closest(".supernode");
+      if (group) { editedSelect(group, ev.shiftKey); return; }
+      if (ev.target !== catcher || (editable && ev.shiftKey)) return;
       const pt = toGraph(ev);
       let best = 0;
       routes.tokens.forEach((_, p) => { if (Math.abs(X(p) - pt.x) < Math.abs(X(best) - pt.x)) best = p; });
@@ -478,7 +485,10 @@ function drawRoutes(container, routes, opts = {}) {
     zoom(ev.deltaY < 0 ? 1.15 : 1 / 1.15, ev.clientX - r.left, ev.clientY - r.top);
   }, { passive: false });
   let drag = null;
-  svg.addEventListener("pointerdown", (ev) => { drag = { x: ev.clientX, y: ev.clientY, vx: vp.x, vy: vp.y, moved: false }; });
+  svg.addEventListener("pointerdown", (ev) => {
+    if (editable && ev.shiftKey && ev.target === catcher) { drag = null; ev.preventDefault(); boxSelect(ev); return; } // a box selects
+    drag = { x: ev.clientX, y: ev.clientY, vx: vp.x, vy: vp.y, moved: false };
+  });
   svg.addEventListener("pointermove", (ev) => {
     if (!drag || !(ev.buttons & 1)) return;
     const mx = ev.clientX - drag.x, my = ev.clientY - drag.y;
@@ -501,6 +511,7 @@ function drawRoutes(container, routes, opts = {}) {
   if (opts.interactive) rove(nodeEl(topId) || nodesG.querySelector(".node"), false);
   svg.fit = fit; svg.centre = centre; svg.viewport = vp; svg.placeLabels = placeLabels;
   liveGraphs.add(svg);
+  if (editable) attachEditing(svg, routes, { view, nodesG, edgesG, X, Y, levelOf, nodes, toGraph });
   return svg;
 }
 
@@ -1047,6 +1058,7 @@ function downloadLinks() {
 }
 function newTrace() { // a new prompt, position or model: nothing of the old one stays on the page
   resetInspector();
+  clearEdits();
   dla = null;
   lastIntervention = null;
   for (const id of ["#target-view", "#intervention"]) { $(id).textContent = ""; }
@@ -1370,6 +1382,7 @@ async function init() {
   }
   $("#contrast-form").addEventListener("submit", (ev) => { ev.preventDefault(); state.prompt_b = $("#prompt-b").value; loadContrast(); });
   downloadLinks();
+  setupEditBar();
   if (state.view === "analyses") loadAnalyses();
   if (landing) await loadRoutes();
   else if (state.prompt) await loadRoutes({ fromLink: true });
