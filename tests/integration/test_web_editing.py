@@ -5,11 +5,19 @@ Each test failed before its feature."""
 
 from __future__ import annotations
 
+import base64
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import flowroutes
-from flowroutes.edits import Edits, Supernode, edge_id, supernode_edges
+from flowroutes import Routes
+from flowroutes.circuit_tracer import to_circuit_tracer
+from flowroutes.edits import Edits, Supernode, edge_id, ids_of, supernode_edges
 from flowroutes.web.store import Settings
 from tests.helpers.models import _randomise, word_tokenizer
 from tests.helpers.web_helpers import ServerThread, renders, wait_render
@@ -267,3 +275,135 @@ def test_notes_on_nodes_and_edges_show_on_hover(page, server, tall):
     click(page, f'#graph .edge[data-key="{key(edge)}"]', shift=True)
     page.click("#edit-note-set")
     assert page.inner_text("#error") == "a note goes on one node or edge: 2 are selected (click one)"
+
+
+# --- saved, opened, shared -----------------------------------------------------------------------------------------
+def edit_everything(page, routes) -> dict:
+    """A supernode, a pin, two notes, a selection and the rest faded; returns the edits they make."""
+    members = group_members(routes)
+    make_group(page, members)
+    top = f"x{LAYERS}@7"
+    edge = max((e for e in routes.edges if e.kind == "attention" and not {e.source, e.target} & set(members)),
+               key=lambda e: e.weight)
+    click(page, f'#graph circle[data-id="{top}"]')
+    page.click("#edit-pin")
+    page.fill("#edit-note", "the prediction")
+    page.click("#edit-note-set")
+    click(page, f'#graph .edge[data-key="{key(edge)}"]')
+    page.fill("#edit-note", "copies the earlier name")
+    page.click("#edit-note-set")
+    click(page, f'#graph circle[data-id="{top}"]', shift=True)
+    page.select_option("#edit-focus", "fade")
+    return {"selection": {"nodes": [top], "edges": [key(edge)]}, "pins": {"nodes": [top], "edges": []},
+            "supernodes": [{"label": "name movers", "nodes": members}],
+            "notes": {top: "the prediction", key(edge): "copies the earlier name"}, "focus": "fade"}
+
+
+def edits_on(page) -> dict:
+    return page.evaluate("editsJson(current.routes)")
+
+
+def download(page, button, tmp_path, name):
+    with page.expect_download() as d:
+        page.click(button)
+    path = tmp_path / name
+    d.value.save_as(path)
+    return json.loads(path.read_text(encoding="utf-8")), path
+
+
+def test_edits_round_trip_through_a_saved_file_a_circuit_tracer_graph_and_a_link(browser, page, server, tall,
+                                                                                tmp_path):
+    routes = routes_of(tall)
+    open_trace(page, server, SHORT)
+    want = edit_everything(page, routes)
+    assert edits_on(page) == want
+    # routes JSON v3: the same routes, with exactly these edits
+    saved, path = download(page, "#edit-save", tmp_path, "routes.json")
+    assert saved["version"] == 3 and saved["edits"] == want
+    back = Routes.from_json(saved)
+    assert back.edits == Edits.from_dict(want, *ids_of(routes))
+    assert [(e.source, e.target, e.kind) for e in back.edges] == [(e.source, e.target, e.kind) for e in routes.edges]
+    # circuit-tracer: pins and supernodes in qParams, as flowroutes.circuit_tracer writes them for these edits
+    graph, _ = download(page, "#edit-circuit-tracer", tmp_path, "graph.json")
+    assert graph["qParams"]["supernodes"] == [["name movers", *want["supernodes"][0]["nodes"]]]
+    assert graph["qParams"]["pinnedIds"] == to_circuit_tracer(back)["qParams"]["pinnedIds"] == [f"x{LAYERS}@7"]
+    # a shared link restores them on a fresh page
+    link = page.url
+    assert "edits=" in link and len(link) < 4000
+    fresh = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    fresh.goto(link)
+    fresh.wait_for_function("document.body.dataset.ready === '1'")
+    assert edits_on(fresh) == want
+    assert fresh.locator('#graph .supernode[data-label="name movers"]').count() == 1
+    assert int(fresh.get_attribute("#graph svg", "data-faded")) > 0
+    assert fresh.input_value("#edit-focus") == "fade"
+    fresh.context.close()
+    # the saved file opened on a page showing another prompt: its prompt traced again, its edits restored
+    other = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    open_trace(other, server, "w4 w9")
+    before = renders(other)
+    other.set_input_files("#edit-open", str(path))
+    wait_render(other, before)
+    other.wait_for_function("document.querySelector('#graph .supernode') !== null")
+    assert other.input_value("#prompt") == SHORT and edits_on(other) == want
+    # version 2 and version 1 files (no edits) open too
+    for version in (2, 1):
+        old = {k: v for k, v in saved.items() if k != "edits"}
+        old["version"] = version
+        if version == 1:  # attention nodes numbered 1..L
+            old["nodes"] = [{**n, "layer": n["layer"] + 1} if n["kind"] == "attention" else n for n in old["nodes"]]
+        file = tmp_path / f"v{version}.json"
+        file.write_text(json.dumps(old), encoding="utf-8")
+        before = renders(other)
+        other.set_input_files("#edit-open", str(file))
+        wait_render(other, before)
+        assert other.input_value("#prompt") == SHORT and other.inner_text("#error") == ""
+        assert edits_on(other)["supernodes"] == [] and other.locator("#graph .supernode").count() == 0
+    other.context.close()
+
+
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(("edits", "note"), [
+    ("%%%not-base64", "the link's edits are not base64url text: ignored"),
+    (b64("{not json"), "the link's edits are not valid JSON: ignored"),
+    (b64('{"pins": 5}'), "the link's edits are malformed (pins is not {nodes, edges}): ignored"),
+    (b64('{"supernodes": [{"label": 7, "nodes": []}]}'),
+     "the link's edits are malformed (supernodes[0] has no label of 1 to 120 characters): ignored"),
+    ("A" * 9000, "the link's edits are over 8000 characters: ignored"),
+    (b64('{"pins": {"nodes": ["x99@99", "x24@7"]}}'), "1 of the link's edits name nodes or edges these routes lack: "
+                                                       "left out"),
+])
+def test_hostile_or_broken_link_edits_are_ignored_with_a_note(page, server, edits, note):
+    page.goto(f"{server.url}/?prompt={SHORT.replace(' ', '+')}&edits={urllib.parse.quote(edits)}")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    assert page.inner_text("#note") == note
+    assert page.locator("#graph circle.node").count() > 0 and page.inner_text("#error") == ""
+    pinned = page.locator("#graph circle.node.pinned").evaluate_all("cs => cs.map(c => c.dataset.id)")
+    assert pinned == (["x24@7"] if "x99@99" in base64.urlsafe_b64decode(edits + "===").decode("latin-1") else [])
+
+
+def test_the_server_checks_edits_and_saved_files_with_one_line_refusals(server, tall):
+    routes = routes_of(tall)
+    query = {"model": "tall", "prompt": SHORT, "threshold": 0.04}
+    status, body = server.post("/api/export", {**query, "edits": {"pins": {"nodes": ["x99@1"]}}})
+    assert status == 422 and body["detail"] == "edits.pins.nodes: 'x99@1' is not in these routes"
+    status, body = server.post("/api/export", {**query, "edits": {"focus": "all"}, "format": "svg"})
+    assert status == 422
+    head = {k: routes.to_dict()[k] for k in ("schema", "version", "prompt", "position", "attention_threshold",
+                                             "ffn_threshold", "renormalize")}
+    status, body = server.post("/api/open", {**head, "model": routes.model_name, "version": 9})
+    assert status == 422 and body["detail"].startswith("routes schema version 9 is not readable")
+    status, body = server.post("/api/open", {**head, "model": "elsewhere"})
+    assert status == 404 and body["detail"].startswith("model 'elsewhere' is not configured on this server")
+    status, body = server.post("/api/open", {**head, "model": "tall", "edits": {"notes": {"x0@0": "n" * 2000}}})
+    assert status == 422 and "expected text of at most 1000 characters" in body["detail"]
+    big = json.dumps({**head, "model": "tall", "edits": {"notes": {"x0@0": "n" * 100_000}}}).encode()
+    req = urllib.request.Request(server.url + "/api/open", data=big, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code == 413  # bodies stay bounded
+    status, body = server.post("/api/open", {**head, "model": routes.model_name})
+    assert status == 200 and body["model"] == "tall" and body["edits"]["supernodes"] == []

@@ -603,14 +603,11 @@ def _add_edits_api(app: FastAPI, settings: Settings, store: Store) -> None:
 
 
 def _slot_for(store: Store, model: str):
-    """The served model a saved file names: by the page's name for it, or by what it was loaded from (the name
-    `flowroutes trace` writes); otherwise the one-line unknown-model refusal."""
+    """The served model a saved file names (by the page's name for it, what it was loaded from, or the name its
+    traces carry); otherwise the one-line unknown-model refusal."""
     if model in store.slots or not model:
         return store.slot(model or None)
-    for slot in store.slots.values():
-        if isinstance(slot.spec, str) and slot.spec == model:
-            return slot
-    return store.slot(model)
+    return next((slot for slot in store.slots.values() if slot.is_named(model)), None) or store.slot(model)
 
 
 def _prediction(loaded, logits: np.ndarray, t: int, o: int | None) -> dict:
