@@ -20,7 +20,7 @@ from flowroutes.circuit_tracer import to_circuit_tracer
 from flowroutes.edits import Edits, Supernode, edge_id, ids_of, supernode_edges
 from flowroutes.web.store import Settings
 from tests.helpers.models import _randomise, word_tokenizer
-from tests.helpers.web_helpers import ServerThread, renders, wait_render
+from tests.helpers.web_helpers import ServerThread, renders, screenshot, wait_render
 
 LAYERS = 24
 FORTY = " ".join(f"w{(i * 7) % 90}" for i in range(40))
@@ -317,6 +317,8 @@ def test_edits_round_trip_through_a_saved_file_a_circuit_tracer_graph_and_a_link
     open_trace(page, server, SHORT)
     want = edit_everything(page, routes)
     assert edits_on(page) == want
+    page.click("#graph .graph-tools .fit")
+    screenshot(page, "web-edited.png", full_page=True)  # docs/img with FLOWROUTES_UPDATE_SCREENSHOTS=1
     # routes JSON v3: the same routes, with exactly these edits
     saved, path = download(page, "#edit-save", tmp_path, "routes.json")
     assert saved["version"] == 3 and saved["edits"] == want
