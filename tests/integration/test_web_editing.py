@@ -304,11 +304,16 @@ def edits_on(page) -> dict:
 
 
 def download(page, button, tmp_path, name):
+    data, path = download_bytes(page, button, tmp_path, name)
+    return json.loads(data), path
+
+
+def download_bytes(page, button, tmp_path, name):
     with page.expect_download() as d:
         page.click(button)
     path = tmp_path / name
     d.value.save_as(path)
-    return json.loads(path.read_text(encoding="utf-8")), path
+    return path.read_bytes(), path
 
 
 def test_edits_round_trip_through_a_saved_file_a_circuit_tracer_graph_and_a_link(browser, page, server, tall,
@@ -329,6 +334,10 @@ def test_edits_round_trip_through_a_saved_file_a_circuit_tracer_graph_and_a_link
     graph, _ = download(page, "#edit-circuit-tracer", tmp_path, "graph.json")
     assert graph["qParams"]["supernodes"] == [["name movers", *want["supernodes"][0]["nodes"]]]
     assert graph["qParams"]["pinnedIds"] == to_circuit_tracer(back)["qParams"]["pinnedIds"] == [f"x{LAYERS}@7"]
+    # with edits on the graph, the SVG download draws them (through /api/export, not the plain picture)
+    with page.expect_request("**/api/export") as asked:
+        picture, _ = download_bytes(page, "#download-svg", tmp_path, "routes.svg")
+    assert json.loads(asked.value.post_data)["format"] == "svg" and picture.startswith(b"<?xml")
     # a shared link restores them on a fresh page
     link = page.url
     assert "edits=" in link and len(link) < 4000
@@ -392,7 +401,7 @@ def test_the_server_checks_edits_and_saved_files_with_one_line_refusals(server, 
     query = {"model": "tall", "prompt": SHORT, "threshold": 0.04}
     status, body = server.post("/api/export", {**query, "edits": {"pins": {"nodes": ["x99@1"]}}})
     assert status == 422 and body["detail"] == "edits.pins.nodes: 'x99@1' is not in these routes"
-    status, body = server.post("/api/export", {**query, "edits": {"focus": "all"}, "format": "svg"})
+    status, body = server.post("/api/export", {**query, "edits": {"focus": "all"}, "format": "pdf"})
     assert status == 422
     head = {k: routes.to_dict()[k] for k in ("schema", "version", "prompt", "position", "attention_threshold",
                                              "ffn_threshold", "renormalize")}

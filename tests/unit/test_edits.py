@@ -80,3 +80,24 @@ def test_the_circuit_tracer_export_carries_pins_supernodes_and_notes():
     assert graph["flowroutes"]["edits"] == edited().edits.to_dict()
     plain = to_circuit_tracer(hand_trace().routes(0.125))
     assert plain["qParams"]["pinnedIds"] == [] and plain["qParams"]["supernodes"] == []
+
+
+def test_the_picture_draws_pins_supernodes_and_notes():
+    from matplotlib.figure import Figure
+
+    from flowroutes.figures import draw_routes, render_routes
+
+    r = edited()
+    ax = Figure().add_subplot(1, 1, 1)
+    draw_routes(r, ax)
+    texts = {t.get_text(): t.xy for t in ax.texts}
+    assert texts["the BOS sink"] == (0, 0)  # beside x0@0
+    assert texts["carries ' c'"] == (2.0, 0.5)  # the middle of x0@2 -> x0A@2
+    assert texts["movers"] == (0.75, 2.6)  # above the outline of x1@1 and x1@2 (both at level 2)
+    rings = [c for c in ax.collections if c.get_sizes().tolist() == [60.0]]
+    assert len(rings) == 1  # x2@2, and the pinned edge's ends x1@2 and x1A@2
+    assert sorted(map(tuple, rings[0].get_offsets().tolist())) == [(2.0, 2.0), (2.0, 3.0), (2.0, 4.0)]
+    plain = Figure().add_subplot(1, 1, 1)
+    draw_routes(hand_trace().routes(0.125), plain)
+    assert {t.get_text() for t in plain.texts} == {"'a' 100%"}
+    assert render_routes(r, "svg").startswith(b"<?xml")

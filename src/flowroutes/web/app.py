@@ -134,10 +134,11 @@ def check_thresholds(settings: Settings, q: RoutesQuery) -> None:
 
 
 class ExportQuery(RoutesQuery):
-    """The routes of the query with the edits made on the page, as routes JSON v3 or a circuit-tracer graph."""
+    """The routes of the query with the edits made on the page: routes JSON v3, a circuit-tracer graph, or the
+    picture with the pins, supernodes and notes drawn."""
 
     edits: dict = Field(default_factory=dict)
-    format: Literal["json", "circuit-tracer"] = "json"
+    format: Literal["json", "circuit-tracer", "svg", "png"] = "json"
 
 
 class OpenQuery(BaseModel):
@@ -573,13 +574,18 @@ def _add_edits_api(app: FastAPI, settings: Settings, store: Store) -> None:
             raise FlowroutesError(f"these routes have {len(r.edges)} edges; this server sends at most "
                                   f"{settings.max_edges}: raise the threshold, or use `flowroutes trace`")
         r.edits = Edits.from_dict(q.edits, *ids_of(r))
+        headers = {"Content-Disposition": f'attachment; filename="routes.{q.format}"'}
+        if q.format in ("svg", "png"):
+            headers["Content-Security-Policy"] = "sandbox"
+            return Response(render(r, q.format, settings, app.state.render_gate),
+                            media_type="image/svg+xml" if q.format == "svg" else "image/png", headers=headers)
         if q.format == "json":
-            data, name = r.to_json().encode(), "routes.json"
+            data = r.to_json().encode()
         else:
             graph = to_circuit_tracer(r)
-            data, name = json.dumps(graph, ensure_ascii=False).encode(), f"{graph['metadata']['slug']}.json"
-        return Response(data, media_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+            data = json.dumps(graph, ensure_ascii=False).encode()
+            headers["Content-Disposition"] = f'attachment; filename="{graph["metadata"]["slug"]}.json"'
+        return Response(data, media_type="application/json", headers=headers)
 
     @app.post("/api/open")
     def open_(q: OpenQuery):

@@ -342,6 +342,14 @@ function setupEditBar() {
     link.hidden = false; link.value = location.href; link.select();
     if (editsParam() === null) throw new Error(`these edits are too large for a link (over ${EDITS_URL_MAX} characters): save the JSON instead`);
   });
+  // with edits on the graph, the download links carry them: the picture draws the pins, supernodes and notes
+  for (const fmt of ["json", "svg", "png"]) {
+    $(`#download-${fmt}`).addEventListener("click", (ev) => {
+      if (!current || editsEmpty(editsJson(current.routes))) return; // the plain download
+      ev.preventDefault();
+      guarded(() => exportEdited(fmt));
+    });
+  }
   $("#edit-focus").addEventListener("change", () => { graphEdits.focus = $("#edit-focus").value; editChanged(); });
   $("#edit-open").addEventListener("change", () => guarded(async () => {
     const file = $("#edit-open").files[0];
