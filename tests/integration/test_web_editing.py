@@ -203,6 +203,25 @@ def test_pins_a_selected_subgraph_and_the_rest_faded_or_hidden(page, server, tal
     # the selection cleared, the pins stay
     page.click("#edit-clear")
     assert selected(page) == (set(), set()) and page.locator("#graph circle.node.pinned").count() == len(inside)
+    # the keyboard: the graph's tab stop is the top state (clicked last); s selects it, Down walks to its strongest
+    # incoming edge, p pins that
+    assert page.get_attribute(f'#graph circle[data-id="{top}"]', "tabindex") == "0"
+    page.focus(f'#graph circle[data-id="{top}"]')
+    page.keyboard.press("s")
+    page.keyboard.press("ArrowDown")
+    strongest = max((e for e in routes.edges if e.target == top), key=lambda e: e.weight)
+    assert page.evaluate("document.activeElement.dataset.key") == key(strongest)
+    page.keyboard.press("p")
+    assert selected(page) == ({top}, set())
+    assert page.locator(f'#graph .edge.pinned[data-key="{key(strongest)}"]').count() == 1
+    page.keyboard.press("p")
+    assert page.locator(f'#graph .edge.pinned[data-key="{key(strongest)}"]').count() == 0
+    # a threshold change keeps the edits: the pins still drawn are still pinned
+    before = renders(page)
+    page.fill("#threshold", "0.03")
+    wait_render(page, before)
+    still = {n.id for n in routes_of(tall, threshold=0.03).nodes} & inside
+    assert set(page.locator("#graph circle.node.pinned").evaluate_all("cs => cs.map(c => c.dataset.id)")) == still
 
 
 # --- supernodes ---------------------------------------------------------------------------------------------------

@@ -125,6 +125,17 @@ function attachEditing(svg, routes, parts) {
   for (const g of parts.edgesG.querySelectorAll(".edge")) g.dataset.key = edgeKey(routes.edges[Number(g.dataset.index)]);
   restorePending(routes);
   paintEdits();
+  // the keyboard: on a focused node or edge (Tab, then the arrows), s adds or removes it, p pins or unpins it
+  svg.addEventListener("keydown", (ev) => {
+    const item = ev.target.closest && ev.target.closest(".edge, .node");
+    if (!item || ev.ctrlKey || ev.metaKey || ev.altKey || !["s", "p"].includes(ev.key)) return;
+    ev.preventDefault();
+    if (ev.key === "s") { editedSelect(item, true); return; }
+    const [kind, key] = itemKey(item);
+    const pins = kind === "node" ? graphEdits.pinNodes : graphEdits.pinEdges;
+    if (pins.has(key)) pins.delete(key); else pins.add(key);
+    editChanged();
+  });
 }
 function itemKey(item) { return item.classList.contains("node") ? ["node", item.dataset.id] : ["edge", item.dataset.key]; }
 function editedSelect(item, add) { // a click (add: shift-click toggles) on a node or an edge of the main graph
