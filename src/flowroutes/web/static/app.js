@@ -511,7 +511,10 @@ function drawRoutes(container, routes, opts = {}) {
   if (opts.interactive) rove(nodeEl(topId) || nodesG.querySelector(".node"), false);
   svg.fit = fit; svg.centre = centre; svg.viewport = vp; svg.placeLabels = placeLabels;
   liveGraphs.add(svg);
-  if (editable) attachEditing(svg, routes, { view, nodesG, edgesG, X, Y, levelOf, nodes, toGraph });
+  if (editable) { // the edit bar above may have grown a line: the frame still ends above the window's bottom
+    attachEditing(svg, routes, { view, nodesG, edgesG, X, Y, levelOf, nodes, toGraph });
+    if (!opts.fit) svg.setAttribute("height", Math.min(H, graphHeight(frame)));
+  }
   return svg;
 }
 
