@@ -92,6 +92,8 @@ class Edits:
             label = s["label"]
             if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL:
                 raise FlowroutesError(f"edits.supernodes[{k}].label: expected 1 to {MAX_LABEL} characters")
+            if label in node_ids:
+                raise FlowroutesError(f"edits.supernodes[{k}].label: {label[:80]!r} is a node's id: choose a name")
             if any(label == other.label for other in supernodes):
                 raise FlowroutesError(f"edits.supernodes[{k}].label: {label[:80]!r} names two supernodes")
             members = ids(f"supernodes[{k}].nodes", s["nodes"], node_ids)

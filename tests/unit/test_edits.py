@@ -43,6 +43,7 @@ def test_edits_round_trip_in_schema_version_3():
     ({"supernodes": [{"label": "a", "nodes": ["x1@1", "x1@2"]}, {"label": "b", "nodes": ["x1@2", "x0@0"]}]},
      "x1@2 is already in another supernode"),
     ({"notes": {"x0@0": 5}}, "expected text of at most 1000"),
+    ({"supernodes": [{"label": "x0@0", "nodes": ["x1@1", "x1@2"]}]}, "'x0@0' is a node's id: choose a name"),
     ({"colour": "red"}, "unknown field 'colour'"),
     ({"pins": ["x2@2"]}, "edits.pins: expected"),
 ])

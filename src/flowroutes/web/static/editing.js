@@ -62,7 +62,7 @@ function restoreEdits(data, routes) {
   supers.forEach((s, k) => {
     if (!s || typeof s.label !== "string" || !s.label.trim() || s.label.length > EDITS_LABEL_MAX) bad(`supernodes[${k}] has no label of 1 to ${EDITS_LABEL_MAX} characters`);
     const members = list(s.nodes, `supernodes[${k}].nodes`, nodes).filter((n) => !grouped.has(n));
-    if (members.length < 2 || groups.some((g) => g.label === s.label)) { dropped++; return; }
+    if (members.length < 2 || groups.some((g) => g.label === s.label) || nodes.has(s.label)) { dropped++; return; }
     members.forEach((n) => grouped.add(n));
     groups.push({ label: s.label, nodes: members });
   });
@@ -287,6 +287,7 @@ function groupSelection() {
   if (members.length < 2) throw new Error("a supernode groups at least two nodes: select them first (shift-click or shift-drag)");
   if (!label || label.length > EDITS_LABEL_MAX) throw new Error(`give the supernode a label of 1 to ${EDITS_LABEL_MAX} characters, e.g. name movers`);
   if (graphEdits.supernodes.some((s) => s.label === label)) throw new Error(`there is already a supernode ${show(label)}: choose another label`);
+  if (editGraph.nodes.has(label)) throw new Error(`${label} is a node's id: give the supernode a name`);
   const taken = members.filter((n) => graphEdits.supernodes.some((s) => s.nodes.includes(n)));
   if (taken.length) throw new Error(`${taken[0]} is already in a supernode: ungroup it first`);
   graphEdits.supernodes.push({ label, nodes: members });
