@@ -15,6 +15,10 @@ edge would otherwise coincide):
 - residual edges link the two states directly; `x^L_p` links to the predicted token's "logit" node with weight 1.
 Rows: block l has four, 4l (its heads), 4l+1 (`x^{lA}`), 4l+2 (its FFN), 4l+3 (`x^{l+1}`); the logits sit above
 `x^L` (4L). Every node's `clerp` (the viewer's label) names it the flowroutes way (`x3A@5 ' Mary'`, `L3H1@5`).
+
+Edits made in the explorer (`routes.edits`) travel in `qParams`: pinned nodes in `pinnedIds` (a pinned edge pins
+its two states and the head or FFN nodes it runs through), supernodes as the viewer's `[label, id, ...]` lists,
+a node's note after its `clerp`; the whole edits record is kept under `flowroutes.edits`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .edits import edge_id
 from .errors import FlowroutesError
 from .fileio import write_atomic
 
@@ -61,18 +66,20 @@ def to_circuit_tracer(routes: Any, slug: str | None = None, *, scan: str | None 
         graph.add_edge(edge)
     target_logit = graph.add_logits()
     n_layers = int(routes.n_layers)
+    pinned, supernodes = graph.edits(getattr(routes, "edits", None))
     metadata = {"slug": slug, "scan": scan or f"flowroutes:{routes.model_name or 'model'}", "transcoder_list": [],
                 "prompt_tokens": graph.texts, "prompt": routes.prompt, "node_threshold": None, "schema_version": 1}
     return {
         "metadata": metadata,
-        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": target_logit or "",
+        "qParams": {"pinnedIds": pinned, "supernodes": supernodes, "linkType": "both", "clickedId": target_logit or "",
                     "sg_pos": ""},
         "nodes": list(graph.nodes.values()),
         "links": [{"source": s, "target": t, "weight": w} for (s, t), w in graph.links.items()],
         "flowroutes": {"schema": "flowroutes.routes", "position": routes.position,
                        "attention_threshold": routes.attention_threshold, "ffn_threshold": routes.ffn_threshold,
                        "renormalize": routes.renormalize, "n_layers": n_layers, "n_heads": routes.n_heads,
-                       "rows_per_block": ROWS_PER_BLOCK, "active_heads": [list(h) for h in routes.active_heads]},
+                       "rows_per_block": ROWS_PER_BLOCK, "active_heads": [list(h) for h in routes.active_heads],
+                       **({"edits": routes.edits.to_dict()} if getattr(routes, "edits", None) else {})},
     }
 
 
@@ -136,6 +143,24 @@ class _ViewerGraph:
             self.link(fid, target, edge.weight)
         else:  # residual (or an attention edge without its heads)
             self.link(source, target, edge.weight)
+
+    def edits(self, edits: Any) -> tuple[list[str], list[list[str]]]:
+        """(pinnedIds, supernodes) of the explorer's edits, and their nodes' notes appended to the `clerp`s."""
+        if edits is None:
+            return [], []
+        pinned = list(edits.pinned_nodes)
+        by_id = {edge_id(e.kind, e.source, e.target): e for e in self.routes.edges}
+        for eid in edits.pinned_edges:
+            e = by_id[eid]
+            p = self.by_id[e.target].position
+            through = ([f"L{e.layer}H{h}@{p}" for h in sorted(e.heads)] if e.kind == "attention"
+                       else [f"FFN{e.layer}@{p}"] if e.kind == "ffn" else [])
+            pinned += [e.source, *through, e.target]
+        for node_id, note in edits.notes.items():
+            if node_id in self.nodes:
+                self.nodes[node_id]["clerp"] += f" | note: {note}"
+        pinned = [n for n in dict.fromkeys(pinned) if n in self.nodes]
+        return pinned, [[s.label, *s.nodes] for s in edits.supernodes]
 
     def add_logits(self) -> str | None:
         """A "logit" node per top prediction above x^L; x^L links to the first (returned, or None when x^L is

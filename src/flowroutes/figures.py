@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ft2font import FT2Font
 from matplotlib.patches import Rectangle
 
+from .edits import edge_id
 from .routes import Routes, level
 
 ATTENTION_CMAP = "Blues"
@@ -94,10 +95,40 @@ def draw_routes(routes: Routes, ax, labels: list[str] | None = None, top_label: 
     ax.set_ylim(-0.8, top_y + 1.2)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+    if routes.edits is not None:
+        _draw_edits(routes, ax, pos, levels)
     if routes.top_tokens:
         top = drawable(top_label if top_label is not None else routes.top_tokens[0])
         ax.annotate(f"'{top}' {routes.top_probs[0]:.0%}", (routes.position, top_y),
                     xytext=(0, 10), textcoords="offset points", ha="center", fontsize=10, color="#d62728")
+
+
+def _draw_edits(routes: Routes, ax, pos: dict[str, int], levels: dict[str, int]) -> None:
+    """What a person edited in the explorer (`routes.edits`): pinned nodes ringed in red (a pinned edge rings its
+    ends), each supernode outlined around its members with its label, each note written beside its node or at
+    its edge's middle."""
+    edits = routes.edits
+    by_id = {edge_id(e.kind, e.source, e.target): e for e in routes.edges}
+    pinned = list(edits.pinned_nodes) + [end for k in edits.pinned_edges for end in (by_id[k].source, by_id[k].target)]
+    if pinned:
+        ax.scatter([pos[n] for n in pinned], [levels[n] for n in pinned], s=60, facecolors="none",
+                   edgecolors="#d62728", lw=1.2, zorder=5)
+    for s in edits.supernodes:
+        xs, ys = [pos[n] for n in s.nodes], [levels[n] for n in s.nodes]
+        x0, y0 = min(xs) - 0.25, min(ys) - 0.6
+        ax.add_patch(Rectangle((x0, y0), max(xs) - min(xs) + 0.5, max(ys) - min(ys) + 1.2, facecolor="#7b3fa0",
+                               alpha=0.12, edgecolor="#7b3fa0", lw=1.2, zorder=1))
+        ax.annotate(drawable(s.label), (x0, max(ys) + 0.6), xytext=(0, 2), textcoords="offset points", fontsize=8,
+                    color="#3d1752", fontweight="bold", zorder=6)
+    for key, note in edits.notes.items():
+        if key in pos:
+            at = (pos[key], levels[key])
+        else:
+            e = by_id[key]
+            at = ((pos[e.source] + pos[e.target]) / 2, (levels[e.source] + levels[e.target]) / 2)
+        ax.annotate(drawable(note), at, xytext=(6, 6), textcoords="offset points", fontsize=7, color="#5c4100",
+                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "#fff4cc", "edgecolor": "#e9a100", "lw": 0.6},
+                    zorder=6)
 
 
 def routes_figure(routes: Routes, labels: list[str] | None = None, top_label: str | None = None) -> Figure:

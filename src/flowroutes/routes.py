@@ -3,12 +3,13 @@
 Reads a `Trace`'s arrays; writes plain data with a documented, versioned JSON schema (docs/schema.md)
 and a networkx view. No model, no torch.
 
-One layer convention (schema version 2): `layer` l always means block l (0-based), which reads the residual x^l,
+One layer convention (schema version 2 and 3): `layer` l always means block l (0-based), which reads the residual x^l,
 whose attention writes x^{lA} and whose FFN writes x^{l+1}; head (l, h) is printed LlHh. Nodes: residual x^l_p
 (id "x{l}@{p}", layer l = 0..L, 0 = the embeddings, L = the top) and the residual after block l's attention
 x^{lA}_p (id "x{l}A@{p}", layer l = 0..L-1; the paper numbers blocks from 1: docs/architecture.md). Edges carry
 the `layer` of the block they pass through, which is also the layer of their source node. Version 1 files
-(attention nodes numbered 1..L, the paper's way) are read and converted.
+(attention nodes numbered 1..L, the paper's way) are read and converted; version 3 adds the optional `edits` a
+person made in the explorer (pins, a subgraph, supernodes, notes: `flowroutes.edits`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from . import checks, deadline
+from .edits import Edits, ids_of
 from .errors import FlowroutesError
 
 SCHEMA = "flowroutes.routes"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Routes:
     prompt: str = ""
     top_tokens: list[str] = field(default_factory=list)  # model's top next tokens at `position`
     top_probs: list[float] = field(default_factory=list)
+    edits: Edits | None = None  # what a person pinned, selected, grouped and noted in the explorer (schema v3)
 
     @property
     def active_heads(self) -> list[tuple[int, int]]:
@@ -141,6 +144,7 @@ class Routes:
                 for e in self.edges
             ],
             "active_heads": [list(h) for h in self.active_heads],
+            **({"edits": self.edits.to_dict()} if self.edits is not None and not self.edits.is_empty() else {}),
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -158,7 +162,7 @@ class Routes:
             )
         if data["version"] == 1:
             data = _v1_to_v2(data)
-        return cls(
+        routes = cls(
             nodes=[Node(**n) for n in data["nodes"]],
             edges=[
                 Edge(
@@ -181,6 +185,9 @@ class Routes:
             top_tokens=[p["token"] for p in data.get("prediction", [])],
             top_probs=[p["prob"] for p in data.get("prediction", [])],
         )
+        if data["version"] >= 3 and data.get("edits") is not None:
+            routes.edits = Edits.from_dict(data["edits"], *ids_of(routes))
+        return routes
 
     def to_networkx(self):
         """A networkx.DiGraph: node attributes kind/layer/position/token, edge attributes kind/layer/weight/heads.

@@ -95,7 +95,7 @@ def test_routes_from_another_position_and_bad_arguments():
 def test_json_round_trip_and_networkx():
     r = hand_trace().routes(0.125)
     data = json.loads(r.to_json())
-    assert data["schema"] == "flowroutes.routes" and data["version"] == 2
+    assert data["schema"] == "flowroutes.routes" and data["version"] == 3
     back = Routes.from_json(r.to_json())
     assert back == r
     g = r.to_networkx()

@@ -134,6 +134,28 @@ def check_thresholds(settings: Settings, q) -> None:
                                   "raise it (`flowroutes trace` draws any threshold)")
 
 
+class ExportQuery(RoutesQuery):
+    """The routes of the query with the edits made on the page: routes JSON v3, a circuit-tracer graph, or the
+    picture with the pins, supernodes and notes drawn."""
+
+    edits: dict = Field(default_factory=dict)
+    format: Literal["json", "circuit-tracer", "svg", "png"] = "json"
+
+
+class OpenQuery(BaseModel):
+    """A saved routes file's header (versions 1 to 3) and its edits: the page retraces it and restores them."""
+
+    schema_: str = Field(alias="schema")
+    version: int
+    model: str = ""
+    prompt: str
+    position: int
+    attention_threshold: float
+    ffn_threshold: float
+    renormalize: bool = True
+    edits: dict | None = None
+
+
 def _routes(store: Store, q: RoutesQuery, prompt: str | None = None):
     """(slot, trace, routes) of the query (of `prompt` instead of q.prompt when given)."""
     check_thresholds(store.settings, q)
@@ -250,6 +272,7 @@ def create_app(settings: Settings) -> FastAPI:
     _add_inspect_api(app, store)
     _add_readout_api(app, store)
     _add_intervene_api(app, settings, store)
+    _add_edits_api(app, settings, store)
     _add_contrast_api(app, settings, store)
     _add_samples_api(app, settings, store)
     _add_analyses_api(app, settings)
@@ -538,6 +561,62 @@ def _add_intervene_api(app: FastAPI, settings: Settings, store: Store) -> None:
                              "after": _prediction(loaded, after.astype(np.float64), t, o), "routes": r.to_dict(),
                              "truncated": cut,
                              "server_ms": ms})
+
+
+def _add_edits_api(app: FastAPI, settings: Settings, store: Store) -> None:
+    """The page's edits (pins, subgraph, supernodes, notes), checked against the routes they were made on: saved
+    into routes JSON v3 or a circuit-tracer graph, and restored from a saved routes file."""
+
+    @app.post("/api/export")
+    def export(q: ExportQuery):
+        from ..circuit_tracer import to_circuit_tracer
+        from ..edits import Edits, ids_of
+
+        _, _, r = _routes(store, q)
+        if len(r.edges) > settings.max_edges:  # a saved file is the whole graph or nothing
+            raise FlowroutesError(f"these routes have {len(r.edges)} edges; this server sends at most "
+                                  f"{settings.max_edges}: raise the threshold, or use `flowroutes trace`")
+        r.edits = Edits.from_dict(q.edits, *ids_of(r))
+        headers = {"Content-Disposition": f'attachment; filename="routes.{q.format}"'}
+        if q.format in ("svg", "png"):
+            headers["Content-Security-Policy"] = "sandbox"
+            return Response(render(r, q.format, settings, app.state.render_gate),
+                            media_type="image/svg+xml" if q.format == "svg" else "image/png", headers=headers)
+        if q.format == "json":
+            data = r.to_json().encode()
+        else:
+            graph = to_circuit_tracer(r)
+            data = json.dumps(graph, ensure_ascii=False).encode()
+            headers["Content-Disposition"] = f'attachment; filename="{graph["metadata"]["slug"]}.json"'
+        return Response(data, media_type="application/json", headers=headers)
+
+    @app.post("/api/open")
+    def open_(q: OpenQuery):
+        from ..edits import Edits, ids_of
+        from ..routes import READABLE_VERSIONS, SCHEMA
+
+        if q.schema_ != SCHEMA:
+            raise FlowroutesError("not a flowroutes routes file (its 'schema' field is missing or different)")
+        if q.version not in READABLE_VERSIONS:
+            raise FlowroutesError(f"routes schema version {q.version} is not readable by this flowroutes (reads "
+                                  f"versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade flowroutes")
+        slot = _slot_for(store, q.model)
+        query = RoutesQuery(model=slot.name, prompt=q.prompt, position=q.position,
+                            threshold=q.attention_threshold, attention_threshold=q.attention_threshold,
+                            ffn_threshold=q.ffn_threshold, renormalize=q.renormalize)
+        _, _, r = _routes(store, query)
+        edits = Edits.from_dict(q.edits, *ids_of(r)) if q.version >= 3 and q.edits is not None else Edits()
+        return JSONResponse({"model": slot.name, "prompt": q.prompt, "position": r.position,
+                             "attention_threshold": q.attention_threshold, "ffn_threshold": q.ffn_threshold,
+                             "renormalize": q.renormalize, "edits": edits.to_dict()})
+
+
+def _slot_for(store: Store, model: str):
+    """The served model a saved file names (by the page's name for it, what it was loaded from, or the name its
+    traces carry); otherwise the one-line unknown-model refusal."""
+    if model in store.slots or not model:
+        return store.slot(model or None)
+    return next((slot for slot in store.slots.values() if slot.is_named(model)), None) or store.slot(model)
 
 
 def _prediction(loaded, logits: np.ndarray, t: int, o: int | None) -> dict:

@@ -149,6 +149,12 @@ class ModelSlot:
                     self._loaded = self.spec if isinstance(self.spec, LoadedModel) else load_model(self.spec)
         return self._loaded
 
+    def is_named(self, name: str) -> bool:
+        """Whether a file naming `name` means this model: its page name, what it was loaded from, or (once loaded)
+        the name its traces carry. Loads nothing."""
+        loaded = self._loaded or (self.spec if not isinstance(self.spec, str) else None)
+        return name in (self.name, self.spec) or getattr(loaded, "name", None) == name
+
     @property
     def cached_bytes(self) -> int:
         with self._cache_lock:

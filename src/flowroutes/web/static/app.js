@@ -86,6 +86,8 @@ function writeUrl() {
   if (state.target) p.set("target", state.target);
   if (state.target_b) p.set("target_b", state.target_b);
   if (!state.normalize) p.set("normalize", "0");
+  const edited = typeof editsParam === "function" ? editsParam() : "";
+  if (edited) p.set("edits", edited); // pins, subgraph, supernodes and notes (editing.js)
   history.replaceState(null, "", `${location.pathname}?${p.toString()}`);
 }
 // values from the address are checked: a threshold outside the sliders' range is clamped and the page says so
@@ -115,6 +117,7 @@ function readUrl() {
   state.normalize = p.get("normalize") !== "0";
   state.target = p.get("target") || ""; state.target_b = p.get("target_b") || "";
   state.view = VIEWS.includes(p.get("view")) ? p.get("view") : "graph";
+  if (p.has("edits")) pendingEdits = { data: p.get("edits"), from: "link" }; // restored on the first graph
   return notes;
 }
 function syncControls() {
@@ -167,6 +170,20 @@ function diverging(v, max) { // red for positive, blue for negative
 const width = (w) => 0.6 + 4 * Math.max(0, Math.min(1, w));
 const pos = (id) => Number(id.split("@")[1]);
 
+// the graphs on the page: their token axes follow the window's scrolling (sticky at its bottom edge)
+const liveGraphs = new Set();
+function placeAxes() {
+  for (const svg of liveGraphs) { if (svg.isConnected) svg.placeLabels(); else liveGraphs.delete(svg); }
+}
+window.addEventListener("scroll", placeAxes, { passive: true });
+window.addEventListener("resize", placeAxes);
+// a graph near the top of the page fits the window below it (its token axis above the fold); one further down
+// takes most of a window
+function graphHeight(frame) {
+  const top = frame.getBoundingClientRect().top + window.scrollY;
+  return top > 0 && top < window.innerHeight * 0.6 ? Math.max(300, window.innerHeight - top - 12)
+    : Math.max(320, window.innerHeight * 0.72);
+}
 // draws `routes` in `container` with pan and zoom; opts: interactive, ctx (whose prompt), xcols (position ->
 // column, for aligned contrast graphs), ncols, display (token texts as shown), collapse, dla
 function drawRoutes(container, routes, opts = {}) {
@@ -192,7 +209,7 @@ function drawRoutes(container, routes, opts = {}) {
   const frame = el("div", { class: "graph-frame", tabindex: "0",
                             "aria-label": "routes graph: arrows pan, + and - zoom, f fits, c centres; Tab goes to the explained position, then arrows walk the routes" }, container);
   const tools = el("div", { class: "graph-tools" }, frame);
-  const svg = svgEl("svg", { class: "routes", width: "100%", height: Math.min(H, Math.max(320, window.innerHeight * 0.72)),
+  const svg = svgEl("svg", { class: "routes", width: "100%", height: Math.min(H, graphHeight(frame)),
                              "data-edges": routes.edges.length, "data-nodes": routes.nodes.length,
                              "data-width": W, "data-height": H, "data-column-width": dx }, frame);
   const view = svgEl("g", { class: "viewport" }, svg);
@@ -203,6 +220,7 @@ function drawRoutes(container, routes, opts = {}) {
   const nodes = new Map(routes.nodes.map((n) => [n.id, n]));
   const grid = svgEl("g", { class: "grid" }, view);
   const catcher = svgEl("rect", { class: "catcher", x: 0, y: 0, width: W, height: H, fill: "transparent" }, grid);
+  const editable = opts.interactive && container.id === "graph"; // the main graph takes pins, selections, groups
   for (let l = 0; l <= L; l++) {
     svgEl("line", { x1: left, x2: W - 10, y1: Y(2 * l), y2: Y(2 * l), class: "gridline" }, grid);
   }
@@ -373,8 +391,11 @@ function drawRoutes(container, routes, opts = {}) {
     });
     svg.addEventListener("click", (ev) => {
       const item = ev.target.closest(".edge, .node");
-      if (item) { rove(item, false); act(ev, item); return; }
-      if (ev.target !== catcher) return;
+      if (editable && item && ev.shiftKey) { editedSelect(item, true); return; } // shift-click: add or remove
+      if (item) { rove(item, false); act(ev, item); if (editable) editedSelect(item, false); return; }
+      const group = editable && ev.target.closest(".supernode");
+      if (group) { editedSelect(group, ev.shiftKey); return; }
+      if (ev.target !== catcher || (editable && ev.shiftKey)) return;
       const pt = toGraph(ev);
       let best = 0;
       routes.tokens.forEach((_, p) => { if (Math.abs(X(p) - pt.x) < Math.abs(X(best) - pt.x)) best = p; });
@@ -402,10 +423,14 @@ function drawRoutes(container, routes, opts = {}) {
       t.setAttribute("y", y);
       t.style.display = (l % every === 0 || l === L) && y > 8 && y < h - 2 ? "" : "none";
     });
-    const natural = vp.y + (Y(0) + 14) * vp.k, band = 64;
-    const ty = Math.min(natural, h - band);
+    // below the lowest row at a fixed screen distance, and never below what the window shows of the frame (sticky)
+    const natural = vp.y + Y(0) * vp.k + 16, band = 64;
+    const r = svg.getBoundingClientRect();
+    const seen = r.height ? Math.min(h, Math.max(band + 40, window.innerHeight - r.top)) : h;
+    const ty = Math.min(natural, seen - band);
     tokenBand.setAttribute("y", ty - 10); tokenBand.setAttribute("height", Math.max(0, h - ty + 10));
     tokenBand.style.display = ty < natural ? "" : "none";
+    svg.dataset.axisY = ty.toFixed(1);
     const colPx = dx * vp.k, thin = Math.max(1, Math.ceil(14 / colPx));
     for (const [p, t] of tokenLabels) {
       const x = vp.x + X(p) * vp.k;
@@ -424,11 +449,13 @@ function drawRoutes(container, routes, opts = {}) {
     let { w, h } = size();
     const xs = routes.nodes.map((n) => X(n.position));
     const lo = Math.max(0, Math.min(...xs) - dx), hi = Math.min(W, Math.max(...xs) + dx);
-    const whole = Math.min(1.5, w / W, h / H);
-    vp.k = whole >= MIN_READABLE ? whole : Math.min(1.5, h / H, Math.max(MIN_READABLE, w / (hi - lo)));
-    if (opts.fit && H * vp.k < h - 4) { h = Math.ceil(H * vp.k) + 4; svg.setAttribute("height", h); } // no empty band
+    const tall = Math.max(0.05, (h - bottom) / (H - bottom)); // the rows scale; the token axis keeps its band
+    const whole = Math.min(1.5, w / W, tall);
+    vp.k = whole >= MIN_READABLE ? whole : Math.min(1.5, tall, Math.max(MIN_READABLE, w / (hi - lo)));
+    const need = (H - bottom) * vp.k + bottom; // the rows at this scale and the token axis below them
+    if (opts.fit && need < h - 4) { h = Math.ceil(need) + 4; svg.setAttribute("height", h); } // no empty band
     const cx = (W * vp.k <= w) ? W / 2 : (hi - lo) * vp.k <= w ? (lo + hi) / 2 : X(routes.position);
-    vp.x = w / 2 - cx * vp.k; vp.y = (h - H * vp.k) / 2; apply();
+    vp.x = w / 2 - cx * vp.k; vp.y = Math.max(0, (h - need) / 2); apply();
   }
   function reveal(item) { // pan so that a focused item is in view
     const { w, h } = size();
@@ -458,7 +485,10 @@ function drawRoutes(container, routes, opts = {}) {
     zoom(ev.deltaY < 0 ? 1.15 : 1 / 1.15, ev.clientX - r.left, ev.clientY - r.top);
   }, { passive: false });
   let drag = null;
-  svg.addEventListener("pointerdown", (ev) => { drag = { x: ev.clientX, y: ev.clientY, vx: vp.x, vy: vp.y, moved: false }; });
+  svg.addEventListener("pointerdown", (ev) => {
+    if (editable && ev.shiftKey && ev.target === catcher) { drag = null; ev.preventDefault(); boxSelect(ev); return; } // a box selects
+    drag = { x: ev.clientX, y: ev.clientY, vx: vp.x, vy: vp.y, moved: false };
+  });
   svg.addEventListener("pointermove", (ev) => {
     if (!drag || !(ev.buttons & 1)) return;
     const mx = ev.clientX - drag.x, my = ev.clientY - drag.y;
@@ -479,7 +509,12 @@ function drawRoutes(container, routes, opts = {}) {
   requestAnimationFrame(start);
   start();
   if (opts.interactive) rove(nodeEl(topId) || nodesG.querySelector(".node"), false);
-  svg.fit = fit; svg.centre = centre; svg.viewport = vp;
+  svg.fit = fit; svg.centre = centre; svg.viewport = vp; svg.placeLabels = placeLabels;
+  liveGraphs.add(svg);
+  if (editable) { // the edit bar above may have grown a line: the frame still ends above the window's bottom
+    attachEditing(svg, routes, { view, nodesG, edgesG, X, Y, levelOf, nodes, toGraph });
+    if (!opts.fit) svg.setAttribute("height", Math.min(H, graphHeight(frame)));
+  }
   return svg;
 }
 
@@ -1027,6 +1062,7 @@ function downloadLinks() {
 }
 function newTrace() { // a new prompt, position or model: nothing of the old one stays on the page
   resetInspector();
+  clearEdits();
   dla = null;
   lastIntervention = null;
   for (const id of ["#target-view", "#intervention"]) { $(id).textContent = ""; }
@@ -1350,6 +1386,7 @@ async function init() {
   }
   $("#contrast-form").addEventListener("submit", (ev) => { ev.preventDefault(); state.prompt_b = $("#prompt-b").value; loadContrast(); });
   downloadLinks();
+  setupEditBar();
   if (state.view === "analyses") loadAnalyses();
   if (landing) await loadRoutes();
   else if (state.prompt) await loadRoutes({ fromLink: true });
