@@ -205,12 +205,7 @@ class _BlockHooks:
         self.state["ffn_out"] = self.grab(out)
 
     def attention_input(self, _m, args, kwargs):
-        if "output_attentions" in kwargs:  # modules that pick eager only when asked (Falcon)
-            kwargs = {**kwargs, "output_attentions": True}
-            mask = kwargs.get("attention_mask")
-            if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:  # an sdpa mask: make it additive
-                additive = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-                kwargs["attention_mask"] = additive.masked_fill(~mask, torch.finfo(torch.float32).min)
+        kwargs = self.adapter.attention_kwargs(kwargs)  # e.g. asking for the weights, a family's own mask
         if self.keep_attention_call:
             self.state["call"] = ModuleCall(args, kwargs)
         return args, kwargs

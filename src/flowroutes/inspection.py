@@ -180,11 +180,12 @@ def target_direction(loaded: LoadedModel, target: int, other: int | None = None)
 
 def final_norm_linear(loaded: LoadedModel, top: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray]:
     """The final norm linearised at its own scale at the top residual x^L_p [d]: (centred, diag [d], bias [d]),
-    so that N(x^L_p) = diag * P(x^L_p) + bias, P centring (LayerNorm) or the identity (RMSNorm). Checked against
-    the norm itself: a norm of another kind is refused rather than approximated."""
-    norm = loaded.adapter.final_norm()
-    name = type(norm).__name__
-    centred = isinstance(norm, torch.nn.LayerNorm) or ("LayerNorm" in name and "RMS" not in name)
+    so that N(x^L_p) = diag * P(x^L_p) + bias, P centring (LayerNorm) or the identity (RMSNorm), as the adapter
+    says the family's norms are (`Adapter.centred_norms`, `Adapter.norm_offset`). Checked against the norm itself:
+    a norm of another kind is refused rather than approximated."""
+    adapter = loaded.adapter
+    norm = adapter.final_norm()
+    centred = bool(adapter.centred_norms)
     eps = getattr(norm, "eps", None)
     if eps is None:
         eps = getattr(norm, "variance_epsilon", 1e-6)
@@ -192,9 +193,7 @@ def final_norm_linear(loaded: LoadedModel, top: np.ndarray) -> tuple[bool, np.nd
     px = x - x.mean() if centred else x
     sigma = float(np.sqrt((px ** 2).mean() + float(eps)))
     weight = getattr(norm, "weight", None)
-    gain = np.ones_like(x) if weight is None else weight.detach().double().cpu().numpy()
-    if "Gemma" in name:
-        gain = gain + 1.0  # Gemma's norms scale by (1 + w)
+    gain = np.ones_like(x) if weight is None else weight.detach().double().cpu().numpy() + adapter.norm_offset
     bias = getattr(norm, "bias", None)
     b = np.zeros_like(x) if bias is None else bias.detach().double().cpu().numpy()
     diag = gain / sigma
@@ -203,8 +202,9 @@ def final_norm_linear(loaded: LoadedModel, top: np.ndarray) -> tuple[bool, np.nd
         want = norm(torch.as_tensor(top, dtype=torch.float32)[None].to(
             param.device if param is not None else "cpu"))[0].double().cpu().numpy()
     if not np.allclose(diag * px + b, want, rtol=1e-3, atol=1e-3 * (np.abs(want).max() + 1e-6)):
-        raise FlowroutesError(f"the final norm ({name}) is neither a LayerNorm nor an RMSNorm: direct logit "
-                              "attribution is not available for this model")
+        raise FlowroutesError(f"the final norm ({type(norm).__name__}) is neither a LayerNorm nor an RMSNorm as "
+                              f"the {adapter.family} adapter describes it: direct logit attribution is not "
+                              "available for this model")
     return centred, diag, b
 
 

@@ -184,3 +184,22 @@ def test_adapter_finds_final_norm_unembedding_and_neurons(family):
         bias = module.bias if module.bias is not None else 0.0
         rebuilt = neurons @ w_out + bias
         assert rel_err(rebuilt, got["o"].reshape(rebuilt.shape)) < 1e-5
+
+
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"mixtral"}))  # experts: no neurons to capture
+def test_direct_logit_attribution_adds_up_through_the_adapters_final_norm(family):
+    """The final norm, linearised as the adapter describes the family's norms (centred or not, scaled by w + offset),
+    gives components whose direct effects add up to the logit computed by the norm module itself: W_U[t] . N(x^L_p)."""
+    from flowroutes import inspection as ins
+
+    loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+    internals = ins.capture_internals(loaded, IDS.numpy())
+    p, target = len(IDS) - 1, 7
+    direction = ins.target_direction(loaded, target)
+    d = ins.direct_logit_attribution(loaded, internals, p, direction)
+    total = np.sum(d["heads"]) + sum(d["ffn"]) + sum(d["attention_constant"]) + d["embedding"] + d["bias"]
+    norm = loaded.adapter.final_norm()
+    with torch.no_grad():
+        normed = norm(torch.as_tensor(internals.residual[-1, p])[None].float())[0].double().numpy()
+    want = float(normed @ direction.astype(np.float64))
+    assert total == pytest.approx(want, rel=1e-4, abs=1e-4 * (abs(want) + 1))

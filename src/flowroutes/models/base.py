@@ -75,6 +75,10 @@ class Adapter:
     output_name = "o_proj"  # inside the attention module: its input is the heads' outputs side by side
     final_norm_path = "model.norm"  # between the last block and the unembedding
     down_projection_name: str | None = "mlp.down_proj"  # inside the block: its input is the FFN's neurons
+    #: the model's norms centre their input (LayerNorm: x - mean) or not (RMSNorm)
+    centred_norms = True
+    #: the model's norms scale by (w + norm_offset): Gemma's scale by (1 + w)
+    norm_offset = 0.0
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -200,6 +204,13 @@ class Adapter:
         if self.input_norm_name is None:
             return None
         return getattr(_get(self.layers[layer], self.input_norm_name), "bias", None)
+
+    def attention_kwargs(self, kwargs: dict) -> dict:
+        """The keyword arguments of an attention module's call as the capture makes it: modules that return their
+        weights only when asked (GPT-Neo, BLOOM, Falcon) are asked."""
+        if "output_attentions" in kwargs:
+            return {**kwargs, "output_attentions": True}
+        return kwargs
 
     def attention_post_scale(self, layer: int, raw: torch.Tensor) -> torch.Tensor | None:
         """For families that normalise the attention output before adding it (Gemma 2/3, OLMo 2): the

@@ -5,6 +5,8 @@ Each names its modules and slices its value/output weights from its own layout (
 
 from __future__ import annotations
 
+import torch
+
 from ..errors import FlowroutesError
 from .base import Adapter, OVWeights, unsupported
 
@@ -151,6 +153,16 @@ class FalconAdapter(Adapter):
     down_projection_name = "mlp.dense_4h_to_h"
     layers_path = "transformer.h"
     attention_name = "self_attention"
+
+    def attention_kwargs(self, kwargs: dict) -> dict:
+        """Falcon picks its eager attention (the one that returns weights) only when asked, and is then handed the
+        sdpa path's boolean mask: made additive, as eager attention reads it."""
+        kwargs = super().attention_kwargs(kwargs)
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+            additive = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+            kwargs["attention_mask"] = additive.masked_fill(~mask, torch.finfo(torch.float32).min)
+        return kwargs
 
     def check_supported(self) -> None:
         if self.cfg("alibi", default=False) and getattr(self.config, "_attn_implementation", None) != "eager":

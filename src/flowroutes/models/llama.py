@@ -18,6 +18,16 @@ class LlamaAdapter(Adapter):
     model_types = ("llama", "mistral", "qwen2", "qwen3", "gemma", "olmo")
     family = "Llama, Mistral, Qwen2, Qwen3, Gemma, OLMo"
 
+    @property
+    def centred_norms(self) -> bool:
+        """RMSNorms, except OLMo's LayerNorm without parameters."""
+        return self.config.model_type == "olmo"
+
+    @property
+    def norm_offset(self) -> float:
+        """Gemma's RMSNorm scales by (1 + w)."""
+        return 1.0 if self.config.model_type == "gemma" else 0.0
+
 
 class MixtralAdapter(LlamaAdapter):
     """Mixtral: the sparse mixture of experts is one FFN block (no single down projection)."""
@@ -32,6 +42,7 @@ class StableLmAdapter(LlamaAdapter):
 
     model_types = ("stablelm",)
     family = "StableLM"
+    centred_norms = True
 
     def is_parallel(self, layer: int) -> bool:
         return bool(self.cfg("use_parallel_residual", default=False))
@@ -42,6 +53,7 @@ class PhiAdapter(LlamaAdapter):
 
     model_types = ("phi",)
     family = "Phi"
+    centred_norms = True
     mid_input_name = None
     output_name = "dense"
     final_norm_path = "model.final_layernorm"
