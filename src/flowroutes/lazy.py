@@ -87,7 +87,15 @@ class LazyTrace(TraceBase):
 
     @property
     def n_computed_rows(self) -> int:
+        """Attention rows (block, position) of this prompt computed so far."""
         return len(self._rows)
+
+    @property
+    def n_kernel_calls(self) -> int:
+        """Calls of the importance kernels this trace's batch has made so far: the fused CPU kernel is called once
+        per block and chunk of heads for every prompt of the batch that asks (the torch and Triton kernels, once
+        per block and prompt). What batching the routes' requests saves."""
+        return self.batch.kernel_calls
 
     def routes(self, threshold: float = 0.04, position: int | list[int] = -1, *,
                attention_threshold: float | None = None, ffn_threshold: float | None = None,
@@ -202,6 +210,7 @@ class _LazyBatch:
         self.members: list[weakref.ref] = []  # the batch's LazyTraces, by index
         self.asked: dict[tuple, set[int]] = {}  # routes arguments -> the prompts whose routes have been walked
         self.walked: dict[tuple, Any] = {}  # (arguments, prompt) -> Routes walked for a prompt not yet asked
+        self.kernel_calls = 0  # calls of the importance kernels so far (`LazyTrace.n_kernel_calls`)
 
     def walk(self, trace: LazyTrace, key: tuple):
         """The routes of `trace` for key = (tau_attn, tau_ffn, renormalize, position), walked with the rest of the
@@ -313,6 +322,7 @@ class _LazyBatch:
         out = []
         if self.residual[layer] is not None:  # the fused CPU kernel
             residual = torch.from_numpy(self.residual[layer][sel.numpy()[:, None], rows.numpy()])  # [B', R]
+            self.kernel_calls += -(-n_heads // per_call)  # one per chunk of heads
             sub, res, degen, _ = batch_attention_importance(
                 alpha.cpu(), lambda h0, h1: values(h0, h1).cpu(), None, at_rows(x_mid), rows, n_rows,
                 scale=at_rows(scale), prune=self.prune, heads_per_call=per_call, residual=residual)
@@ -325,6 +335,7 @@ class _LazyBatch:
         x_in = self.x_in[layer][sel.to(self.x_in[layer].device)]  # [B', T, d]
         for k, (b, positions) in enumerate(requests):  # the torch or Triton kernel: prompt by prompt
             n, n_b = len(positions), self.lengths[b]
+            self.kernel_calls += 1
             sub, res, degen, _ = attention_importance(
                 alpha[k, :, :n, :n_b], f[:, k, :n_b], x_in[k, :n_b].float(), x_mid[k, :n_b].float(),
                 rows=rows[k, :n].to(f.device), kernel=self.kernel, alpha_rows=True, prune=self.prune,

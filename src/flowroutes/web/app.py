@@ -206,16 +206,7 @@ def _block(store, q, head: int | None = None):
 
 def display_texts(slot, tr) -> list[str]:
     """Each token as the page shows it: characters spread over several tokens (emoji) shown whole."""
-    from ..inspection import token_display
-
-    got = getattr(tr, "_display", None)
-    if got is None:
-        got = token_display(slot.loaded, np.asarray(tr.input_ids))
-        try:
-            tr._display = got
-        except AttributeError:
-            pass
-    return got
+    return slot.display(tr)
 
 
 def positions(slot, tr) -> list[dict]:

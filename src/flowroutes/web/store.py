@@ -114,6 +114,7 @@ class Entry:
 
     trace: Any
     internals: Any = None
+    display: list[str] | None = None  # each token as the page shows it (`ModelSlot.display`), once asked
     lock: threading.Lock = field(default_factory=threading.Lock)  # computes the internals once
 
     @property
@@ -250,6 +251,19 @@ class ModelSlot:
             tr = self._timed(lambda: trace(loaded, prompt, top_k=self.settings.top_k))
             self.forward_passes += 1
         return Entry(trace=tr)
+
+    def display(self, tr) -> list[str]:
+        """Each token of the trace `tr` as the page shows it (`inspection.token_display`): kept in its cache entry
+        when `tr` is the cached trace of its prompt, computed afresh otherwise."""
+        from ..inspection import token_display
+
+        with self._cache_lock:
+            hit = self._cache.get(tr.prompt)
+        if hit is None or hit.trace is not tr:
+            return token_display(self.loaded, np.asarray(tr.input_ids))
+        if hit.display is None:
+            hit.display = token_display(self.loaded, np.asarray(tr.input_ids))
+        return hit.display
 
     def internals(self, prompt: str):
         """The `Internals` of `prompt` (a second, hooked forward pass, done once per cached prompt)."""
