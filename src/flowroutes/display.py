@@ -57,16 +57,23 @@ def routes_svg(routes: Routes) -> str:
     return "\n".join(line.lstrip() for line in svg.splitlines())
 
 
+def _explained(routes: Routes) -> str:
+    """"position 15 ' to' -> ' Mary' (p=0.923)"."""
+    what = f"position {routes.position} {routes.token_texts[routes.position]!r}"
+    return what + (f" -> {routes.top_tokens[0]!r} (p={routes.top_probs[0]:.3f})" if routes.top_tokens else "")
+
+
+def _strongest_heads(routes: Routes) -> str:
+    heads = list(routes.head_weights().items())[:TOP_HEADS]
+    return ", ".join(f"{head_name(*h)} {w:.2f}" for h, w in heads) or "none"
+
+
 def routes_caption(routes: Routes) -> str:
     """One sentence for people: what is explained, at which threshold, how big the routes are, which heads
-    carry most."""
-    what = f"position {routes.position} {routes.token_texts[routes.position]!r}"
-    if routes.top_tokens:
-        what += f" -> {routes.top_tokens[0]!r} (p={routes.top_probs[0]:.3f})"
-    heads = list(routes.head_weights().items())[:TOP_HEADS]
-    strongest = ", ".join(f"{head_name(*h)} {w:.2f}" for h, w in heads) or "none"
-    return (f"Routes of {routes.model_name or 'the model'} at {what}, {tau_text(routes)}: {len(routes.nodes)} nodes, "
-            f"{len(routes.edges)} edges, {len(routes.active_heads)} active heads; strongest heads: {strongest}")
+    carry most (`head_weights`: a head's summed importance in the routes)."""
+    return (f"Routes of {routes.model_name or 'the model'} at {_explained(routes)}, {tau_text(routes)}: "
+            f"{len(routes.nodes)} nodes, {len(routes.edges)} edges, {len(routes.active_heads)} active heads; "
+            f"strongest heads: {_strongest_heads(routes)}")
 
 
 def routes_html(routes: Routes) -> str:
@@ -75,10 +82,13 @@ def routes_html(routes: Routes) -> str:
 
 
 def routes_text(routes: Routes) -> str:
-    """A few lines: the caption, cut to the line length, and the prompt."""
-    return "\n".join([f"<flowroutes.Routes: {len(routes.nodes)} nodes, {len(routes.edges)} edges, {tau_text(routes)}>",
-                      "  " + short(routes_caption(routes), LINE_MAX - 2),
-                      "  prompt: " + short(repr(routes.prompt), LINE_MAX - 10)])
+    """Four lines: the size, what is explained, the strongest heads, the prompt."""
+    return "\n".join([
+        short(f"<flowroutes.Routes of {routes.model_name or 'the model'}: {len(routes.nodes)} nodes, "
+              f"{len(routes.edges)} edges, {len(routes.active_heads)} active heads, {tau_text(routes)}>"),
+        "  explains " + short(_explained(routes), LINE_MAX - 11),
+        "  strongest heads: " + short(_strongest_heads(routes), LINE_MAX - 19),
+        "  prompt: " + short(repr(routes.prompt), LINE_MAX - 10)])
 
 
 # --- traces ------------------------------------------------------------------------------------------------------
@@ -110,8 +120,8 @@ def _trace_title(trace, lazy: bool) -> str:
 
 def _lazy_state(trace) -> str:
     rows = trace.n_layers * trace.n_tokens
-    return (f"{trace.n_computed_rows:,} of {rows:,} attention rows computed; trace.routes() walks the routes "
-            "computing only the rows it reaches, trace.full() computes every row")
+    return (f"{trace.n_computed_rows:,} of {rows:,} attention rows computed (routes() computes the rows it "
+            "reaches, full() all)")
 
 
 def trace_text(trace, lazy: bool = False) -> str:
@@ -121,10 +131,10 @@ def trace_text(trace, lazy: bool = False) -> str:
              "  next token: " + (", ".join(f"{t!r} {p:.3f}" for t, p in preds) if preds else "not predicted")]
     imp = head_importances(trace)
     if imp is not None:
-        lines.append("  heads at the last position: " + ", ".join(f"{head_name(l_, h)} {w:.3f}"
+        lines.append("  heads into the last position: " + ", ".join(f"{head_name(l_, h)} {w:.3f}"
                                                                   for l_, h, w in top_heads(imp)))
     if lazy:
-        lines.append("  " + short(_lazy_state(trace), LINE_MAX - 2))
+        lines.append("  " + _lazy_state(trace))
     return "\n".join(lines)
 
 

@@ -48,7 +48,12 @@ def test_routes_html_draws_every_edge_once(llama):
     assert f"{routes.top_tokens[0]!r} (p={routes.top_probs[0]:.3f})" in caption
     text = repr(routes)
     _short(text)
-    assert f"{len(routes.nodes)} nodes, {len(routes.edges)} edges, tau=0.02" in text
+    assert text.splitlines()[:2] == [
+        f"<flowroutes.Routes of {routes.model_name}: {len(routes.nodes)} nodes, {len(routes.edges)} edges, "
+        f"{len(routes.active_heads)} active heads, tau=0.02>",
+        f"  explains position {routes.position} {routes.token_texts[-1]!r} -> {routes.top_tokens[0]!r} "
+        f"(p={routes.top_probs[0]:.3f})"]
+    assert text.splitlines()[2].startswith(f"  strongest heads: L{layer}H{head} {weight:.2f}, ")
 
 
 def test_trace_html_shows_predictions_heads_and_routes(llama):
@@ -67,7 +72,7 @@ def test_trace_html_shows_predictions_heads_and_routes(llama):
     text = repr(tr)
     _short(text)
     assert f"next token: {tr.top_tokens[-1][0]!r} {tr.top_probs[-1][0]:.3f}" in text
-    assert f"heads at the last position: L{layer}H{head} {into_last[layer, head]:.3f}" in text
+    assert f"heads into the last position: L{layer}H{head} {into_last[layer, head]:.3f}" in text
 
 
 def test_lazy_trace_display_computes_nothing(llama):
