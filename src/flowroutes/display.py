@@ -168,6 +168,19 @@ def trace_html(trace, lazy: bool = False) -> str:
     return "".join(parts) + "</div>"
 
 
+# --- generations -------------------------------------------------------------------------------------------------
+def generation_text(g) -> str:
+    """A few lines: the sizes, the prompt, the answer, its first tokens with their probabilities."""
+    shown = ", ".join(f"{t!r} {p:.3f}" for t, p in zip(g.answer_tokens[:TOP_TOKENS], g.answer_probs))
+    more = f" ... ({g.n_answer - TOP_TOKENS} more)" if g.n_answer > TOP_TOKENS else ""
+    return "\n".join([
+        short(f"<flowroutes.Generation of {g.model_name}: a prompt of {g.n_prompt} tokens, an answer of "
+              f"{g.n_answer} ({g.stop_reason})>"),
+        "  prompt: " + short(repr(g.prompt), LINE_MAX - 10),
+        "  answer: " + short(repr(g.answer_text), LINE_MAX - 10),
+        "  p(answer tokens): " + short(shown + more, LINE_MAX - 19)])
+
+
 # --- analysis results --------------------------------------------------------------------------------------------
 def result_text(result) -> str:
     """The title, SUMMARY_LINES summary entries, estimates first (one line each, 'value [low, high] (n)'), the

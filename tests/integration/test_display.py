@@ -134,3 +134,12 @@ def test_result_html_shows_numbers_for_people_and_figures(task_heads):
     estimates = [k for k, v in task_heads.summary.items() if hasattr(v, "interval_text")]
     assert text.splitlines()[1:4] == [f"  {k}: {task_heads.summary[k]}" for k in estimates[:3]]
     assert f"... ({len(task_heads.summary) - display.SUMMARY_LINES} more in .summary)" in text
+
+
+def test_generation_repr_is_short(llama):
+    g = flowroutes.generate(llama, PROMPT, max_new_tokens=7)
+    text = repr(g)
+    _short(text)
+    shown = ", ".join(f"{t!r} {p:.3f}" for t, p in zip(g.answer_tokens[:5], g.answer_probs[:5]))
+    assert text.splitlines()[3] == f"  p(answer tokens): {shown} ... (2 more)"
+    assert f"a prompt of {g.n_prompt} tokens, an answer of 7 (length)" in text.splitlines()[0]
