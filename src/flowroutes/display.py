@@ -168,6 +168,32 @@ def trace_html(trace, lazy: bool = False) -> str:
     return "".join(parts) + "</div>"
 
 
+def _first_prediction(trace) -> str:
+    preds = predictions(trace, k=1)
+    return f"{preds[0][0]!r} {preds[0][1]:.3f}" if preds else "not predicted"
+
+
+def traces_text(traces) -> str:
+    """One line per trace (its prompt and top prediction), the first TOP_TOKENS of them and a count of the rest."""
+    model = traces[0].model_name if len(traces) else "no model"
+    lines = [f"<flowroutes.LazyTraces: {len(traces)} lazy traces of {model}>"]
+    for i, tr in enumerate(traces[:TOP_TOKENS]):
+        tail = f" -> {_first_prediction(tr)}"
+        lines.append(f"  [{i}] " + short(repr(tr.prompt), LINE_MAX - len(tail) - 6 - len(str(i))) + tail)
+    if len(traces) > TOP_TOKENS:
+        lines.append(f"  ... ({len(traces) - TOP_TOKENS} more)")
+    return "\n".join(lines)
+
+
+def traces_html(traces) -> str:
+    """A table of the traces: prompt, tokens, the top next token at the last position; computes no row."""
+    esc = html.escape
+    rows = [[str(i), f"<code>{esc(repr(tr.prompt))}</code>", str(tr.n_tokens), esc(_first_prediction(tr))]
+            for i, tr in enumerate(traces)]
+    return (f"<div><b>{len(traces)} lazy traces</b> (each computes its attention rows when its routes are asked for)"
+            f"{_table(['', 'prompt', 'tokens', 'next token, p'], rows)}</div>")
+
+
 # --- generations -------------------------------------------------------------------------------------------------
 def generation_text(g) -> str:
     """A few lines: the sizes, the prompt, the answer, its first tokens with their probabilities."""

@@ -159,6 +159,16 @@ class LazyTrace(TraceBase):
 class LazyTraces(list):
     """The lazy traces of several prompts (`trace(model, prompts, lazy=True)`), a list of `LazyTrace`s."""
 
+    def __repr__(self) -> str:
+        from .display import traces_text
+
+        return traces_text(self)
+
+    def _repr_html_(self) -> str:
+        from .display import traces_html
+
+        return traces_html(self)
+
     def routes(self, threshold: float = 0.04, position: int | list[int] = -1, *,
                attention_threshold: float | None = None, ffn_threshold: float | None = None,
                renormalize: bool = True) -> list:

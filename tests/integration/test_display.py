@@ -143,3 +143,17 @@ def test_generation_repr_is_short(llama):
     shown = ", ".join(f"{t!r} {p:.3f}" for t, p in zip(g.answer_tokens[:5], g.answer_probs[:5]))
     assert text.splitlines()[3] == f"  p(answer tokens): {shown} ... (2 more)"
     assert f"a prompt of {g.n_prompt} tokens, an answer of 7 (length)" in text.splitlines()[0]
+
+
+def test_lazy_traces_show_one_line_each(llama):
+    prompts = [f"w{i} w{i + 1} w{i + 2}" for i in range(1, 8)] + [HOSTILE]
+    many = flowroutes.trace(llama, prompts, lazy=True)
+    text = repr(many)
+    _short(text)
+    assert text.splitlines()[0] == f"<flowroutes.LazyTraces: 8 lazy traces of {many[0].model_name}>"
+    assert text.splitlines()[1] == f"  [0] 'w1 w2 w3' -> {many[0].top_tokens[-1][0]!r} {many[0].top_probs[-1][0]:.3f}"
+    assert text.splitlines()[-1] == "  ... (3 more)"
+    out = many._repr_html_()
+    assert out.count("<tr>") == 1 + 8 and "<script" not in out.lower()
+    assert f"<td>{html.escape(repr(many[6].top_tokens[-1][0]))} {many[6].top_probs[-1][0]:.3f}</td>" in out
+    assert sum(tr.n_computed_rows for tr in many) == 0
