@@ -20,6 +20,7 @@ TOP_HEADS = 5  # heads shown
 TRACE_TAU = 0.04  # the threshold of the routes a full trace draws (the paper's and `Trace.routes`' default)
 SUMMARY_LINES = 5  # summary entries in an analysis result's plain repr
 LINE_MAX = 110  # characters of one plain-text line before it is cut
+DRAW_MAX_EDGES = 1500  # routes with more edges are drawn cut to their strongest (Routes.strongest)
 
 
 def short(text: str, limit: int = LINE_MAX) -> str:
@@ -77,8 +78,14 @@ def routes_caption(routes: Routes) -> str:
 
 
 def routes_html(routes: Routes) -> str:
-    return (f'<figure style="margin: 0; overflow-x: auto">{routes_svg(routes)}'
-            f"<figcaption>{html.escape(routes_caption(routes))}</figcaption></figure>")
+    """The picture and its caption; routes of more than DRAW_MAX_EDGES edges are drawn cut to their strongest, and
+    the caption says so."""
+    drawn, note = routes.strongest(DRAW_MAX_EDGES), ""
+    if drawn is not routes:
+        note = (f" (drawn: the strongest {len(drawn.edges):,} of its {len(routes.edges):,} edges, "
+                f"routes.strongest({DRAW_MAX_EDGES}))")
+    return (f'<figure style="margin: 0; overflow-x: auto">{routes_svg(drawn)}'
+            f"<figcaption>{html.escape(routes_caption(routes) + note)}</figcaption></figure>")
 
 
 def routes_text(routes: Routes) -> str:

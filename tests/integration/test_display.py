@@ -56,6 +56,15 @@ def test_routes_html_draws_every_edge_once(llama):
     assert text.splitlines()[2].startswith(f"  strongest heads: L{layer}H{head} {weight:.2f}, ")
 
 
+def test_large_routes_are_drawn_cut_to_their_strongest(llama, monkeypatch):
+    routes = flowroutes.trace(llama, PROMPT).routes(0.02)
+    monkeypatch.setattr(display, "DRAW_MAX_EDGES", 10)
+    out = routes._repr_html_()
+    assert _edge_ids(out) == list(range(10))
+    assert f"(drawn: the strongest 10 of its {len(routes.edges)} edges, routes.strongest(10))" in out
+    assert f"{len(routes.edges)} edges, {len(routes.active_heads)} active heads" in out  # the caption: all of them
+
+
 def test_trace_html_shows_predictions_heads_and_routes(llama):
     tr = flowroutes.trace(llama, PROMPT)
     out = html.unescape(tr._repr_html_())
