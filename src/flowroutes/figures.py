@@ -57,23 +57,25 @@ def draw_routes(routes: Routes, ax, labels: list[str] | None = None, top_label: 
     for lv in range(0, 2 * n_layers + 1):
         ax.scatter(range(n_tok), [lv] * n_tok, s=2, color="#dddddd", zorder=0, linewidths=0)
 
-    for e in routes.edges:
+    for i, e in enumerate(routes.edges):  # edge i is drawn as the artist with gid "edge-i" (an SVG element's id)
         x0, y0, x1, y1 = pos[e.source], levels[e.source], pos[e.target], levels[e.target]
         if e.kind == "attention" and x0 == x1:  # a token reading itself: an arc left of the residual line
             xs = [x0, x0 - 0.18, x1]
             ax.plot(xs, [y0, (y0 + y1) / 2, y1], color=cmap(0.35 + 0.65 * min(1.0, e.weight)), lw=_width(e.weight),
-                    alpha=0.9, zorder=2, solid_capstyle="round")
+                    alpha=0.9, zorder=2, solid_capstyle="round", gid=f"edge-{i}")
         elif e.kind == "attention":
             ax.plot([x0, x1], [y0, y1], color=cmap(0.35 + 0.65 * min(1.0, e.weight)), lw=_width(e.weight),
-                    alpha=0.9, zorder=2, solid_capstyle="round")
+                    alpha=0.9, zorder=2, solid_capstyle="round", gid=f"edge-{i}")
         elif e.kind == "residual":
-            ax.plot([x0, x1], [y0, y1], color=RESIDUAL_COLOR, lw=_width(e.weight), alpha=0.7, zorder=1)
+            ax.plot([x0, x1], [y0, y1], color=RESIDUAL_COLOR, lw=_width(e.weight), alpha=0.7, zorder=1,
+                    gid=f"edge-{i}")
         else:  # ffn: a block drawn to the right of the residual line
             xm, ym = x0 + 0.22, (y0 + y1) / 2
-            ax.plot([x0, xm, x1], [y0, ym, y1], color=FFN_COLOR, lw=_width(e.weight), alpha=0.8, zorder=2)
+            ax.plot([x0, xm, x1], [y0, ym, y1], color=FFN_COLOR, lw=_width(e.weight), alpha=0.8, zorder=2,
+                    gid=f"edge-{i}")
             size = 0.14 + 0.2 * min(1.0, e.weight)
             ax.add_patch(Rectangle((xm - size / 2, ym - size * 1.6), size, size * 3.2, facecolor=FFN_COLOR,
-                                   edgecolor="#a0327a", lw=0.6, zorder=3))
+                                   edgecolor="#a0327a", lw=0.6, zorder=3, gid=f"ffn-block-{i}"))
 
     xs = [n.position for n in routes.nodes]
     ys = [levels[n.id] for n in routes.nodes]

@@ -126,6 +126,11 @@ class Generation:
         a, b = self.check_span(span)
         return self.matrix(method, tau, through_answer=through_answer)[a:b].mean(axis=0)
 
+    def __repr__(self) -> str:
+        from .display import generation_text
+
+        return generation_text(self)
+
     def _repr_html_(self) -> str:
         """The notebook display: the prompt coloured by the whole answer's attribution (ALTI; the strongest prompt
         token at full colour, `attribution() / max`), then the answer's tokens with their probabilities."""

@@ -138,6 +138,18 @@ class LazyTrace(TraceBase):
         sub = np.stack([g[0] for g in got], axis=1) if got else np.zeros((self.n_heads, 0, self.n_tokens), np.float32)
         return sub, np.array([g[1] for g in got], dtype=np.float32)
 
+    def __repr__(self) -> str:
+        from .display import trace_text
+
+        return trace_text(self, lazy=True)
+
+    def _repr_html_(self) -> str:
+        """The notebook display: top predictions, and the strongest heads when their rows are computed; computes
+        no row."""
+        from .display import trace_html
+
+        return trace_html(self, lazy=True)
+
     def full(self) -> Trace:
         """Every row: the same `Trace` that `trace(..., lazy=False)` returns."""
         n_layers, n_tok = self.n_layers, self.n_tokens
@@ -154,6 +166,16 @@ class LazyTrace(TraceBase):
 
 class LazyTraces(list):
     """The lazy traces of several prompts (`trace(model, prompts, lazy=True)`), a list of `LazyTrace`s."""
+
+    def __repr__(self) -> str:
+        from .display import traces_text
+
+        return traces_text(self)
+
+    def _repr_html_(self) -> str:
+        from .display import traces_html
+
+        return traces_html(self)
 
     def routes(self, threshold: float = 0.04, position: int | list[int] = -1, *,
                attention_threshold: float | None = None, ffn_threshold: float | None = None,

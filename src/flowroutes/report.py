@@ -55,6 +55,17 @@ class Result:
         written += [out / "summary.json", out / "report.html"]
         return written
 
+    def __repr__(self) -> str:
+        from .display import result_text
+
+        return result_text(self)
+
+    def _repr_html_(self) -> str:
+        """The notebook display: the summary's numbers for people and each figure inline (display.py)."""
+        from .display import result_html
+
+        return result_html(self)
+
     def html(self, images: dict[str, bytes]) -> str:
         parts = [
             "<!doctype html><html><head><meta charset='utf-8'>",

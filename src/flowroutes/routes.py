@@ -104,6 +104,17 @@ class Routes:
         """(layer, head) pairs with at least one sub-edge in the routes, sorted."""
         return sorted({(e.layer, h) for e in self.edges if e.kind == "attention" for h in e.heads})
 
+    def __repr__(self) -> str:
+        from .display import routes_text
+
+        return routes_text(self)
+
+    def _repr_html_(self) -> str:
+        """The notebook display: the routes graph (inline SVG) and a one-sentence caption (display.py)."""
+        from .display import routes_html
+
+        return routes_html(self)
+
     def strongest(self, max_edges: int) -> Routes:
         """These routes cut to at most `max_edges` edges, the strongest paths to the explained node whole (see the
         module's `strongest`); the same routes when they have no more."""

@@ -107,3 +107,14 @@ class Trace(TraceBase):
     def attention_rows(self, layer: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
         return self.attention[layer][:, positions], self.attention_residual[layer, positions]
 
+    def __repr__(self) -> str:
+        from .display import trace_text
+
+        return trace_text(self)
+
+    def _repr_html_(self) -> str:
+        """The notebook display: top predictions and strongest heads at the last position, its routes drawn."""
+        from .display import trace_html
+
+        return trace_html(self)
+
