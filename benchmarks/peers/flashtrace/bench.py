@@ -3,9 +3,10 @@ prompt + answer measured in the same process, and the agreement of their prompt-
 
 Four steps, each its own process, one environment each (run.sh runs them in order):
   prepare     (product venv) the SmolLM2 weights as an HF folder (the same float32 tensors flowroutes traces) and
-              the cases: per prompt length P a prompt of exactly P tokens (English man-page passages, then a
-              question), per answer length K the model's greedy answer of K tokens, written as token ids and text
-              that round-trip exactly through the tokenizer, so both tools explain the very same tokens.
+              the cases: per prompt length P a prompt of exactly P tokens (the chat template around English
+              man-page passages and "Summarize the text above in a few sentences."), per answer length K the
+              model's greedy answer of K tokens (EOS held back until then), written as token ids and text that
+              round-trip exactly through the tokenizer, so both tools explain the very same tokens.
   flowroutes  (product venv, never imports flashtrace) times the lazy trace of prompt + answer[:-1], the routes of
               every answer token, the span's ALTI and routes-flow attributions; and ALTI span attribution alone.
   flashtrace  (benchmarks/peers/flashtrace/.venv, never imports flowroutes) times FlashTrace's `ifr-span`,
@@ -39,7 +40,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE.parent / "work"  # git-ignored, shared with benchmarks/peers/export.py
-QUESTION = "\n\nQuestion: What does the text above say? Answer in detail.\nAnswer:"
+INSTRUCTION = "\n\nSummarize the text above in a few sentences."
 
 
 def clocked(fn, *args, **kwargs):
@@ -94,7 +95,11 @@ def prepare(args) -> None:
     records = [json.loads(line)["text"] for line in gzip.open(corpus, "rt", encoding="utf-8")]
     random.Random(0).shuffle(records)
     eos = tok.eos_token_id
-    q_ids = tok(QUESTION, add_special_tokens=False)["input_ids"]
+
+    def chat(text: str) -> str:  # the instruct model's own template, the assistant's turn opened
+        return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+
+    overhead = len(tok(chat(INSTRUCTION), add_special_tokens=False)["input_ids"])
     skip = {tuple(map(int, s.split("x"))) for s in args.skip}
     cases = []
     for n_prompt in args.prompts:
@@ -105,10 +110,10 @@ def prepare(args) -> None:
         for text in records:  # whole passages until the prompt is long enough
             passage = (passage + "\n\n" + text) if passage else text
             ids = tok(passage, add_special_tokens=False)["input_ids"]
-            if len(ids) + len(q_ids) >= n_prompt:
+            if len(ids) + overhead >= n_prompt:
                 break
-        for cut in range(n_prompt - len(q_ids), 0, -1):  # cut the passage to P tokens in all, round trip exact
-            prompt = tok.decode(ids[:cut]) + QUESTION
+        for cut in range(n_prompt - overhead + 2, 0, -1):  # cut the passage to P tokens in all, round trip exact
+            prompt = chat(tok.decode(ids[:cut]) + INSTRUCTION)
             p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
             if len(p_ids) == n_prompt and tok(prompt)["input_ids"] == p_ids:
                 break
@@ -120,18 +125,27 @@ def prepare(args) -> None:
                                         do_sample=False, pad_token_id=eos)
         greedy = out[0, n_prompt:].tolist()
         for n_answer in wanted:
-            answer = greedy[:n_answer]
-            text = tok.decode(answer)
-            if tok(text, add_special_tokens=False)["input_ids"] != answer:
-                raise SystemExit(f"the answer of {n_answer} tokens to the {n_prompt}-token prompt does not round-trip")
-            if tok(text + tok.eos_token, add_special_tokens=False)["input_ids"] != answer + [eos]:
-                raise SystemExit("FlashTrace's target + EOS would not tokenize as answer + [EOS]")
+            answer, text = round_trip(tok, greedy, n_answer)
             cases.append({"n_prompt": n_prompt, "n_answer": n_answer, "prompt": prompt, "prompt_ids": p_ids,
-                          "answer": text, "answer_ids": answer, "eos_id": eos})
+                          "answer": text, "answer_ids": answer, "answer_is_greedy": answer == greedy[:n_answer],
+                          "eos_id": eos})
     skipped = [{"n_prompt": p, "n_answer": k, "why": args.skip_why} for p, k in sorted(skip)]
     Path(args.cases).write_text(json.dumps({"model": loaded.name, "model_folder": str(folder), "cases": cases,
                                             "not_run": skipped}, indent=1) + "\n")
     print(f"cases: {args.cases} ({len(cases)} to run, {len(skipped)} not run); model folder: {folder}")
+
+
+def round_trip(tok, greedy: list[int], n: int) -> tuple[list[int], str]:
+    """n answer ids and their text, such that the text tokenizes back to the ids, and text + EOS to ids + [EOS]
+    (FlashTrace takes a target as text and appends EOS): the greedy ids when they round-trip, else the first n ids
+    of the greedy text re-tokenized (a cut inside a word or a run of newlines may not round-trip)."""
+    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for extra in range(0, 16):
+        ids = greedy[:n] if extra == 0 else enc(tok.decode(greedy[: n + extra]))[:n]
+        text = tok.decode(ids)
+        if len(ids) == n and enc(text) == ids and enc(text + tok.eos_token) == ids + [tok.eos_token_id]:
+            return ids, text
+    raise SystemExit(f"no answer of {n} tokens that round-trips through the tokenizer")
 
 
 # --- flowroutes (product venv) ----------------------------------------------------------------------------------
@@ -368,7 +382,7 @@ def table(result: dict) -> str:
             f"| {x['flashtrace flashtrace (multi-hop)']}x | {x['flashtrace ifr-matrix']}x "
             f"| {a['alti']['spearman']} / {a['routes']['spearman']} | {a['alti']['top10']} / {a['routes']['top10']} |")
     for s in result["not_run"]:
-        lines.append(f"| {s['n_prompt']} + {s['n_answer']} | not run: {s['why']} |||||||")
+        lines.append(f"| {s['n_prompt']} + {s['n_answer']} | not run: {s['why']} | | | | | | | |")
     return "\n".join(lines)
 
 
