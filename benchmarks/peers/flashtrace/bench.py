@@ -352,6 +352,10 @@ def report(args) -> None:
                                 "routes": agreement(s_o["routes_answer"], s_f["ifr_span_answer"])},
                 "same positions": {"alti": agreement(s_o["alti_positions"], s_f["ifr_span_positions"]),
                                    "routes": agreement(s_o["routes_positions"], s_f["ifr_span_positions"])}},
+            "agreement_same_answer_with_ifr_matrix": {  # FlashTrace's own two readings, and ours against the mean one
+                "ifr-span": agreement(s_f["ifr_span_answer"], s_f["ifr_matrix_answer"]),
+                "alti": agreement(s_o["alti_answer"], s_f["ifr_matrix_answer"]),
+                "routes": agreement(s_o["routes_answer"], s_f["ifr_matrix_answer"])},
             "flowroutes_reached_mean": round(sum(s_o["reached"]) / len(s_o["reached"]), 3),
             "logits_check": {"flowroutes": o["last_logits_check"], "flashtrace": f["last_logits_check"]},
         })
