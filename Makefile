@@ -10,7 +10,7 @@ LOWEST_VENV := .venv-lowest
 LOWEST_PINS := torch==2.13.0 transformers==5.21.0
 ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py
 
-.PHONY: setup browser gemma demo figures reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench corpora clean
+.PHONY: setup browser gemma demo figures reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench bench-flashtrace corpora clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -117,6 +117,11 @@ corpora: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trace_speed.py --repeats 2 --ioi --corpus 96
+
+# flowroutes and FlashTrace 0.1.1 side by side (FlashTrace in its own venv, benchmarks/peers/flashtrace/setup.sh);
+# CELLS="256x16 256x64 1024x16" REPEATS=3 THREADS=1 by default (benchmarks/peers/flashtrace/run.sh)
+bench-flashtrace: setup
+	PRODUCT_PYTHON=$(BIN)/python bash benchmarks/peers/flashtrace/run.sh
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) demo reproduce reproduce-gemma
