@@ -55,7 +55,7 @@ def agreement(routes_set: set, routes_freq, scores, k: int) -> dict:
     """top-k overlap of two head rankings, and the Jaccard index of the routes' set with the top-k heads."""
     import numpy as np
 
-    from flowroutes.patching.compare import top_k, top_k_overlap
+    from flowroutes.patching.scores import top_k, top_k_overlap
 
     n_heads = routes_freq.shape[1]
     mine = {(int(i // n_heads), int(i % n_heads)) for i in top_k(np.asarray(scores), k)}

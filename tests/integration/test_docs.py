@@ -349,6 +349,7 @@ def _resolves(parts: list[str]) -> bool:
 FOREIGN_FILES = {
     "notebooks/auc_tables.py": "the ACDC repository's plotting script (docs/tracr.md)",
     "notebooks/roc_plot_generator.py": "the ACDC repository's plotting script (docs/tracr.md)",
+    "flashtrace/core.py": "FlashTrace 0.1.1's installed source (docs/generation.md)",
 }
 
 

@@ -4,9 +4,10 @@ and their comparison with route activation frequencies (`compare_patching`).
 Public API only; the work happens in core (interventions), methods (baselines) and compare (report).
 """
 
-from .compare import active_masks, compare_patching, spearman, top_k, top_k_overlap
+from .compare import compare_patching
 from .core import TaskBatch, intervene, metric_from_logits, output_projection, prepare, run_metric
 from .methods import Patching, Pruning, ablated_metric, ablation_values, acdc_prune, head_patching
+from .scores import active_masks, spearman, top_k, top_k_overlap
 
 __all__ = [
     "Patching",

@@ -12,7 +12,6 @@ figures, text). N examples, L layers, H heads.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,47 +24,11 @@ from .. import checks, report
 from ..errors import FlowroutesError
 from ..models.loading import LoadedModel, load_model
 from .core import TaskBatch, accuracy, prepare, run_metric
+from .figures import heatmap_figure, k_figure, scatter_figure, threshold_figure
 from .methods import ABLATIONS, Patching, Pruning, ablated_metric, ablation_values, acdc_prune, head_patching
+from .scores import route_masks, spearman, top_k, top_k_overlap
 
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.04, 0.08, 0.16)
-
-
-def active_masks(traces: list, tau: float, n_layers: int, n_heads: int) -> np.ndarray:
-    """[N, L, H] bool: the head has a sub-edge in the routes of the last position of trace n at `tau`."""
-    return _masks([tr.routes(tau, position=-1) for tr in traces], n_layers, n_heads)
-
-
-def _masks(routes: list, n_layers: int, n_heads: int) -> np.ndarray:
-    """[N, L, H] bool: the head is active in routes n."""
-    out = np.zeros((len(routes), n_layers, n_heads), dtype=bool)
-    for i, r in enumerate(routes):
-        for layer, head in r.active_heads:
-            out[i, layer, head] = True
-    return out
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two [L, H] maps (NaN when one of them is constant)."""
-    from scipy.stats import spearmanr
-
-    a, b = np.ravel(a), np.ravel(b)
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(spearmanr(a, b).statistic)
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Flat indices of the k largest entries (ties broken by the lower flat index)."""
-    flat = np.ravel(scores)
-    return np.lexsort((np.arange(flat.size), -flat))[:k]
-
-
-def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    """|top-k(a) & top-k(b)| / k."""
-    k = min(k, np.size(a))
-    return len(set(top_k(a, k).tolist()) & set(top_k(b, k).tolist())) / k if k else float("nan")
 
 
 def _ks(n_heads_total: int) -> list[int]:
@@ -80,7 +43,6 @@ def _mask_from(order: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
     m = np.zeros(shape[0] * shape[1], dtype=bool)
     m[order[:k]] = True
     return m.reshape(shape)
-
 
 
 @dataclass
@@ -243,12 +205,12 @@ def route_frequencies(loaded: LoadedModel, batch: TaskBatch, tau: float, thresho
 
     t0 = time.perf_counter()
     traces = lazy([e.prompt for e in batch.examples])
-    active = {t: _masks(traces.routes(t), n_layers, n_heads) for t in sorted({tau, *thresholds})}  # [N, L, H]
+    active = {t: route_masks(traces.routes(t), n_layers, n_heads) for t in sorted({tau, *thresholds})}  # [N, L, H]
     seconds = time.perf_counter() - t0
     del traces
     f_task = active[tau].mean(axis=0)  # [L, H]
     if contrastive:
-        f_con = _masks(lazy([e.contrastive for e in batch.examples]).routes(tau), n_layers, n_heads).mean(axis=0)
+        f_con = route_masks(lazy([e.contrastive for e in batch.examples]).routes(tau), n_layers, n_heads).mean(axis=0)
     else:
         f_con = np.full_like(f_task, np.nan)
     return RouteFrequencies(tau, active, f_task, f_con, f_task - f_con, -(-batch.n // batch_size), seconds)
@@ -448,86 +410,3 @@ def _top(mat: np.ndarray, k: int = 8) -> list[list]:
     n_heads = mat.shape[1]
     return [[int(i // n_heads), int(i % n_heads), round(float(mat.ravel()[i]), 4)] for i in top_k(mat, k)]
 
-
-def heatmap_figure(f_task: np.ndarray, f_diff: np.ndarray, patching: Patching, pruning: Pruning, task: str,
-                   tau: float) -> Figure:
-    """Four layer x head maps side by side: frequency, task - contrastive, patching effect / gap, ACDC-style kept."""
-    mats = [f_task, f_diff, np.nan_to_num(patching.normalized), pruning.kept.astype(float)]
-    titles = ["routes: frequency", "routes: task - contrastive", "patching: effect / gap", "ACDC-style: kept"]
-    cmaps = ["viridis", "RdBu_r", "RdBu_r", "Greys"]
-    n_layers, n_heads = f_task.shape
-    fig = Figure(figsize=(4 * max(2.4, 0.3 * n_heads + 1.0), 1.6 + 0.2 * n_layers), layout="constrained")
-    axes = fig.subplots(1, 4)
-    for ax, mat, title, cmap in zip(axes, mats, titles, cmaps):
-        lim = float(np.max(np.abs(mat))) or 1.0
-        im = ax.imshow(mat, aspect="auto", origin="lower", interpolation="nearest", cmap=cmap,
-                       vmin=-lim if cmap == "RdBu_r" else 0.0, vmax=lim)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("head")
-        ax.set_xticks(range(n_heads))
-        ax.set_yticks(range(0, n_layers, max(1, n_layers // 10)))
-        ax.tick_params(labelsize=6)
-        fig.colorbar(im, ax=ax, fraction=0.08, pad=0.02).ax.tick_params(labelsize=6)
-    axes[0].set_ylabel("layer")
-    fig.suptitle(f"{task}: routes (tau = {tau}) versus patching", fontsize=10)
-    return fig
-
-
-def scatter_figure(f_task: np.ndarray, imp: np.ndarray, task: str) -> Figure:
-    fig = Figure(figsize=(4.8, 3.6))
-    ax = fig.subplots()
-    ax.scatter(f_task.ravel(), imp.ravel(), s=10)
-    for i in top_k(np.abs(imp), 5):
-        layer, head = divmod(int(i), imp.shape[1])
-        ax.annotate(f"L{layer}H{head}", (f_task.ravel()[i], imp.ravel()[i]), fontsize=7)
-    ax.set_xlabel("route activation frequency")
-    ax.set_ylabel("patching effect (metric drop)")
-    ax.set_title(f"{task}: rho = {spearman(f_task, np.abs(imp)):.2f} (vs |effect|)", fontsize=10)
-    return fig
-
-
-def k_figure(rows: dict[str, list], task: str, ablation: str) -> Figure:
-    fig = Figure(figsize=(9, 3.4))
-    axes = fig.subplots(1, 2, sharey=True)
-    names = list(dict.fromkeys(rows["ranking"]))
-    for ax, direction in zip(axes, ("ablate top-k", "keep only top-k")):
-        random_curves = []
-        for name in names:
-            sel = [i for i, (r, d) in enumerate(zip(rows["ranking"], rows["direction"]))
-                   if r == name and d == direction]
-            ks = np.array([rows["k"][i] for i in sel])
-            vals = np.array([rows["remaining"][i] for i in sel])
-            if name.startswith("random"):
-                random_curves.append(vals)
-                continue
-            ax.plot(np.maximum(ks, 0.5), vals, marker="o", ms=3, label=name)
-        if random_curves:
-            ax.plot(np.maximum(ks, 0.5), np.mean(random_curves, axis=0), marker="o", ms=3, ls="--", color="grey",
-                    label=f"random (mean of {len(random_curves)})")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("k heads (0 plotted at 0.5)")
-        ax.set_title(direction, fontsize=9)
-        ax.axhline(1.0, color="black", lw=0.5)
-    axes[0].set_ylabel("metric remaining (ablated / clean)")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"{task}: faithfulness over k ({ablation}-ablation)", fontsize=10)
-    return fig
-
-
-def threshold_figure(rows: dict[str, list], task: str, ablation: str) -> Figure:
-    fig = Figure(figsize=(5, 3.4))
-    ax = fig.subplots()
-    for kind in dict.fromkeys(rows["kind"]):
-        sel = [i for i, k in enumerate(rows["kind"]) if k == kind]
-        ax.plot([rows["threshold"][i] for i in sel], [rows["remaining"][i] for i in sel], marker="o", ms=3,
-                label=kind)
-    sel = [i for i, k in enumerate(rows["kind"]) if k == "routes"]
-    for i in sel:
-        ax.annotate(f"{rows['mean_heads_kept'][i]:.0f}", (rows["threshold"][i], rows["remaining"][i]), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("route threshold tau (labels: mean heads kept)")
-    ax.set_ylabel("metric remaining (ablated / clean)")
-    ax.axhline(1.0, color="black", lw=0.5)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{task}: heads outside the routes {ablation}-ablated", fontsize=10)
-    return fig

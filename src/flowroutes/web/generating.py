@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ..routes import strongest
+from .answers import check_thresholds
 from .store import Settings, Store
 
 
@@ -32,8 +33,6 @@ class GenerateQuery(BaseModel):
 def add_generate_api(app: FastAPI, settings: Settings, store: Store) -> None:
     """POST /api/generate: the answer token by token (text, id, probability, the trace position predicting it),
     the attribution of the span (or token, or whole answer) to each prompt token, and token k's routes."""
-    from .app import check_thresholds
-
     @app.post("/api/generate")
     def generate_(q: GenerateQuery):
         start = time.perf_counter()
