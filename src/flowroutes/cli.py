@@ -118,15 +118,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise FlowroutesError(f"--top must be 0 or more, got {args.top}")
     if args.max_edges is not None:
         checks.positive_int("--max-edges", args.max_edges)
-    out = out_folder(args.out)
     names = ("routes.json", "routes.svg", "routes.png")
     if args.format == "circuit-tracer":
         from .circuit_tracer import slug_for
 
         names = (f"{slug_for(args.prompt, args.position, args.model or '')}.json",)
-    there = [n for n in names if (out / n).exists()]
-    if there and not args.force:
-        raise FlowroutesError(f"{out} already holds {', '.join(there)}: pass --force to replace them, or another --out")
+    out = out_folder(args.out, names, args.force)
     _check_position_early(args)
 
     from .figures import render_routes

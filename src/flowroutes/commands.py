@@ -37,11 +37,16 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
-def out_folder(path: str) -> Path:
-    """The --out folder, refused (before any slow work) when no file can be written there."""
+def out_folder(path: str, outputs: tuple[str, ...] = (), force: bool = False) -> Path:
+    """The --out folder, refused (before any slow work) when no file can be written there, or when it already holds
+    one of the command's `outputs` and --force was not given."""
     from .fileio import writable_folder
 
-    return writable_folder(path)
+    out = writable_folder(path)
+    there = [name for name in outputs if (out / name).exists()]
+    if there and not force:
+        raise FlowroutesError(f"{out} already holds {', '.join(there)}: pass --force to replace them, or another --out")
+    return out
 
 
 def load_for_command(model: str | None):

@@ -108,10 +108,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise FlowroutesError(f"--top must be 0 or more, got {args.top}")
     if args.seed is not None and not args.sample:
         raise FlowroutesError("--seed is the seed of --sample: add --sample, or leave --seed out")
-    out = out_folder(args.out)
-    there = [n for n in OUTPUTS if (out / n).exists()]
-    if there and not args.force:
-        raise FlowroutesError(f"{out} already holds {', '.join(there)}: pass --force to replace them, or another --out")
+    out = out_folder(args.out, OUTPUTS, args.force)
 
     model = load_for_command(args.model)
     g = generate(model, args.prompt, n_new, target=args.target, sample=args.sample, seed=args.seed, stop=args.stop,
