@@ -82,8 +82,6 @@ def scalar(value) -> str:
         return f"{int(value):,}"
     if isinstance(value, (float, np.floating)):
         return number(float(value))
-    if isinstance(value, Path):
-        return str(value)
     return str(value)
 
 
