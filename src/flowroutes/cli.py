@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from . import checks, display, explain_cli
+from . import checks, explain_cli, formatting
 from .commands import load_for_command, out_folder, require_extra
 from .errors import FlowroutesError
 from .fileio import write_atomic
@@ -151,10 +151,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     labels = token_display(model, tr.input_ids)  # characters split over tokens shown whole, cut ones as bytes
     tops = [token_bytes(model, int(i)) for i in tr.top_ids[pos][:5]]
-    print(f"model: {tr.model_name}   tokens: {tr.n_tokens}   position: {pos} ({display.token(labels[pos])})")
+    print(f"model: {tr.model_name}   tokens: {tr.n_tokens}   position: {pos} ({formatting.token(labels[pos])})")
     print("top next tokens:")
     for token, prob in zip(tops, tr.top_probs[pos][:5]):
-        print(f"  {prob:7.2%}  {display.token(token)}")
+        print(f"  {prob:7.2%}  {formatting.token(token)}")
     n_att = sum(e.kind == "attention" for e in routes.edges)
     print(f"routes: {len(routes.nodes)} nodes, {len(routes.edges)} edges ({n_att} attention), "
           f"{len(routes.active_heads)} active heads  [tau_attn={routes.attention_threshold:g}, "
@@ -173,8 +173,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
         from .circuit_tracer import write_circuit_tracer
 
         path = write_circuit_tracer(routes, out, names[0][: -len(".json")])
-        print(display.wrote(path, f"circuit-tracer's graph of position {pos}, {len(routes.edges)} edges"))
-        print(display.wrote(out / "graph-metadata.json", "circuit-tracer's list of graphs"))
+        print(formatting.wrote(path, f"circuit-tracer's graph of position {pos}, {len(routes.edges)} edges"))
+        print(formatting.wrote(out / "graph-metadata.json", "circuit-tracer's list of graphs"))
         print(f"to view: circuit-tracer's serve(data_dir=\"{out}\")")
         return 0
     svg, png = (render_routes(routes, fmt, labels, tops[0] if tops else None) for fmt in ("svg", "png"))
@@ -182,9 +182,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     write_atomic(out / "routes.json", routes.to_json().encode())
     write_atomic(out / "routes.svg", svg)
     write_atomic(out / "routes.png", png)
-    print(display.wrote(out / "routes.json", f"routes of position {pos}, {len(routes.edges)} edges"))
+    print(formatting.wrote(out / "routes.json", f"routes of position {pos}, {len(routes.edges)} edges"))
     for name in ("routes.svg", "routes.png"):
-        print(display.wrote(out / name, "the routes' picture"))
+        print(formatting.wrote(out / name, "the routes' picture"))
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import display
+from . import formatting
 
 
 @dataclass
@@ -60,14 +60,15 @@ class Result:
     def wrote_lines(self, out: Path) -> list[str]:
         """What `write` wrote into `out`, a line per kind of file, for the terminal."""
         out = Path(out)
-        lines = [display.wrote(out / f"{self.name}.parquet", f"its {self.table.num_rows:,} rows")]
-        lines += [display.wrote(out / f"{name}.parquet", f"{table.num_rows:,} rows")
+        lines = [formatting.wrote(out / f"{self.name}.parquet", f"its {self.table.num_rows:,} rows")]
+        lines += [formatting.wrote(out / f"{name}.parquet", f"{table.num_rows:,} rows")
                   for name, table in self.extra_tables.items()]
         if self.figures:
-            lines.append(display.wrote_many([out / f"{n}.png" for n in self.figures], "figure", "as PNG and SVG", out))
-        lines.append(display.wrote(out / "summary.json", "the summary's numbers"))
-        figures = display.count(len(self.figures), "figure")
-        lines.append(display.wrote(out / "report.html", f"the report: summary and {figures}"))
+            pngs = [out / f"{n}.png" for n in self.figures]
+            lines.append(formatting.wrote_many(pngs, "figure", "as PNG and SVG", out))
+        lines.append(formatting.wrote(out / "summary.json", "the summary's numbers"))
+        figures = formatting.count(len(self.figures), "figure")
+        lines.append(formatting.wrote(out / "report.html", f"the report: summary and {figures}"))
         return lines
 
     def html(self, images: dict[str, bytes]) -> str:
@@ -102,9 +103,9 @@ LIST_MAX = 12
 def value_html(value) -> str:
     """A summary value for people: numbers to 3-4 significant digits, estimates as 'value [low, high] (n)', a
     dict as a small table, a list of dicts as a table with a column per key, other lists as comma-separated
-    items; never a raw dict, JSON or 'nan'. The words are display's (the terminal's too)."""
-    if display.is_estimate(value):
-        return html.escape(display.plain(value))
+    items; never a raw dict, JSON or 'nan'. The words are formatting's (the terminal's too)."""
+    if formatting.is_estimate(value):
+        return html.escape(formatting.plain(value))
     if isinstance(value, dict):
         if not value:
             return "none"
@@ -115,7 +116,7 @@ def value_html(value) -> str:
         items = list(value)
         if not items:
             return "none"
-        more = f" {display.more(len(items) - LIST_MAX)}" if len(items) > LIST_MAX else ""
+        more = f" {formatting.more(len(items) - LIST_MAX)}" if len(items) > LIST_MAX else ""
         items = items[:LIST_MAX]
         if all(isinstance(v, dict) for v in items):
             keys = list(dict.fromkeys(k for v in items for k in v))
@@ -124,7 +125,7 @@ def value_html(value) -> str:
                            + "</tr>" for v in items)
             return f"<table><tr>{head}</tr>{body}</table>{html.escape(more)}"
         return ", ".join(value_html(v) for v in items) + html.escape(more)
-    return html.escape(display.scalar(value))
+    return html.escape(formatting.scalar(value))
 
 
 def duration(seconds: float | None) -> str:

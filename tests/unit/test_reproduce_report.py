@@ -371,7 +371,7 @@ def test_terminal_summary(written):
                                          (12345.6, "12300"), (0.000123456, "0.000123"), (0.0, "0.000"),
                                          (-0.0, "0.000"), (9.9996, "10.0"), (99.96, "100"), (NAN, "not computed")])
 def test_numbers(x, text):
-    from flowroutes.display import number as fmt
+    from flowroutes.formatting import number as fmt
 
     assert fmt(x) == text
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..display import number as fmt
+from ..formatting import number as fmt
 from .stats import Estimate
 
 VERDICTS = ("holds", "does not hold", "not enough data to tell", "cannot be tested")

@@ -94,7 +94,7 @@ def _heads(text: str) -> list[tuple[int, int]]:
 def cmd_analyze(args) -> int:
     from pathlib import Path
 
-    from .. import checks, display
+    from .. import checks, formatting
     from ..commands import quiet_transformers
     from ..errors import FlowroutesError
     from .run import Options, analysis, analyze, check_out, check_ray_address
@@ -116,7 +116,7 @@ def cmd_analyze(args) -> int:
                    progress=not args.no_progress, ray=args.ray)
     result = analyze(args.analysis, args.model, data=args.data, out=args.out, options=opts)
     print(f"{result.title}: {result.table.num_rows:,} rows")
-    print("\n".join(display.summary_lines(result.summary)))
+    print("\n".join(formatting.summary_lines(result.summary)))
     print("\n".join(result.wrote_lines(Path(args.out))))
     return 0
 

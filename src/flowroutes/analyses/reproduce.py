@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import display, report
-from ..display import number as fmt
+from .. import formatting, report
 from ..errors import FlowroutesError
+from ..formatting import number as fmt
 from .base import VERDICTS, Claim, Condition, Context, registry, untestable, verdict_of
 from .rows import column
 from .run import Options, check_out, compute_rows, domain_sources, load, make_options, read_sources
@@ -449,9 +449,9 @@ def wrote_lines(doc: dict, out: Path) -> list[str]:
     """What `reproduce` wrote into `out`, a line each, for the terminal."""
     verdicts = ", ".join(f"{n} {v}" for v, n in doc["verdicts"].items() if n)
     reports = sorted(p.parent for p in Path(out).glob("*/report.html"))
-    return [display.wrote(out / "report.html", f"the claims report: {len(doc['claims'])} claims, {verdicts}"),
-            display.wrote(out / "claims.json", "every claim's numbers and verdict"),
-            display.wrote_many(reports, "analysis folder", "with report.html, figures and tables", out)]
+    return [formatting.wrote(out / "report.html", f"the claims report: {len(doc['claims'])} claims, {verdicts}"),
+            formatting.wrote(out / "claims.json", "every claim's numbers and verdict"),
+            formatting.wrote_many(reports, "analysis folder", "with report.html, figures and tables", out)]
 
 
 def claims_text(doc: dict) -> str:

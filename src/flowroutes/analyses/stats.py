@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import display
+from .. import formatting
 
 N_BOOT = 2000  # the one bootstrap setting of every interval (issue 19: 2000 unless a row says why not)
 LEVEL = 0.95
@@ -53,15 +53,15 @@ class Estimate:
 
     def counted(self) -> str:
         """'n=1306 in 48 texts' (or 'n=48 examples' when every row is its own unit)."""
-        return display.counted(self.n, self.units, self.unit)
+        return formatting.counted(self.n, self.units, self.unit)
 
     def interval_text(self) -> str:
         """'[0.066, 0.109]', or why there is none ('no interval: n=1 text')."""
-        return display.interval(self.low, self.high, self.n, self.units, self.unit)
+        return formatting.interval(self.low, self.high, self.n, self.units, self.unit)
 
     def __str__(self) -> str:
-        """'0.759 [0.717, 0.803] (n=348 in 20 texts)' (display.estimate)."""
-        return display.estimate(self.value, self.low, self.high, self.n, self.units, self.unit)
+        """'0.759 [0.717, 0.803] (n=348 in 20 texts)' (formatting.estimate)."""
+        return formatting.estimate(self.value, self.low, self.high, self.n, self.units, self.unit)
 
 
 def _r(x: float) -> float | None:
