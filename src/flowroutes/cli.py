@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from . import checks, explain_cli
+from . import checks, explain_cli, formatting
 from .commands import load_for_command, out_folder, require_extra
 from .errors import FlowroutesError
 from .fileio import write_atomic
@@ -148,14 +148,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     labels = token_display(model, tr.input_ids)  # characters split over tokens shown whole, cut ones as bytes
     tops = [token_bytes(model, int(i)) for i in tr.top_ids[pos][:5]]
-    print(f"model: {tr.model_name}   tokens: {tr.n_tokens}   position: {pos} ({labels[pos]!r})")
+    print(f"model: {tr.model_name}   tokens: {tr.n_tokens}   position: {pos} ({formatting.token(labels[pos])})")
     print("top next tokens:")
     for token, prob in zip(tops, tr.top_probs[pos][:5]):
-        print(f"  {prob:7.2%}  {token!r}")
+        print(f"  {prob:7.2%}  {formatting.token(token)}")
     n_att = sum(e.kind == "attention" for e in routes.edges)
     print(f"routes: {len(routes.nodes)} nodes, {len(routes.edges)} edges ({n_att} attention), "
-          f"{len(routes.active_heads)} active heads  [tau_attn={routes.attention_threshold}, "
-          f"tau_ffn={routes.ffn_threshold}]")
+          f"{len(routes.active_heads)} active heads  [tau_attn={routes.attention_threshold:g}, "
+          f"tau_ffn={routes.ffn_threshold:g}]")
     if cut:
         print(f"cut to the {cut['kept']} strongest of {cut['edges']} edges (--max-edges {cut['max_edges']})")
     if tr.n_degenerate:
@@ -170,14 +170,18 @@ def cmd_trace(args: argparse.Namespace) -> int:
         from .circuit_tracer import write_circuit_tracer
 
         path = write_circuit_tracer(routes, out, names[0][: -len(".json")])
-        print(f"wrote {path} and {out / 'graph-metadata.json'} (circuit-tracer's viewer: serve(data_dir='{out}'))")
+        print(formatting.wrote(path, f"circuit-tracer's graph of position {pos}, {len(routes.edges)} edges"))
+        print(formatting.wrote(out / "graph-metadata.json", "circuit-tracer's list of graphs"))
+        print(f"to view: circuit-tracer's serve(data_dir=\"{out}\")")
         return 0
     svg, png = (render_routes(routes, fmt, labels, tops[0] if tops else None) for fmt in ("svg", "png"))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "routes.json", routes.to_json().encode())
     write_atomic(out / "routes.svg", svg)
     write_atomic(out / "routes.png", png)
-    print(f"wrote {out / 'routes.json'}, {out / 'routes.svg'}, {out / 'routes.png'}")
+    print(formatting.wrote(out / "routes.json", f"routes of position {pos}, {len(routes.edges)} edges"))
+    for name in ("routes.svg", "routes.png"):
+        print(formatting.wrote(out / name, "the routes' picture"))
     return 0
 
 

@@ -218,11 +218,11 @@ def generation_text(g) -> str:
 def result_text(result) -> str:
     """The title, SUMMARY_LINES summary entries, estimates first (one line each, 'value [low, high] (n)'), the
     figures' names."""
-    from .report import value_plain
+    from .formatting import plain
 
     items = sorted(result.summary.items(), key=lambda kv: not hasattr(kv[1], "interval_text"))  # stable
     lines = [f"<flowroutes analysis {result.name!r}: {short(result.title, LINE_MAX - 30)}>"]
-    lines += ["  " + short(f"{k}: {value_plain(v)}", LINE_MAX - 2) for k, v in items[:SUMMARY_LINES]]
+    lines += ["  " + short(f"{k}: {plain(v)}", LINE_MAX - 2) for k, v in items[:SUMMARY_LINES]]
     if len(items) > SUMMARY_LINES:
         lines.append(f"  ... ({len(items) - SUMMARY_LINES} more in .summary)")
     if result.figures:

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from . import checks
+from . import checks, formatting
 from .attribution import METHODS
 from .commands import load_for_command, out_folder
 from .errors import FlowroutesError
@@ -120,28 +120,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "generation.json", (json.dumps(record, indent=1, ensure_ascii=False) + "\n").encode())
     write_atomic(out / "generation.html", generation_html(record, pictures).encode())
-    print(f"wrote {out / 'generation.json'} and {out / 'generation.html'}")
+    what = f"{g.n_answer} answer tokens attributed to {g.n_prompt} prompt tokens"
+    print(formatting.wrote(out / "generation.json", what))
+    print(formatting.wrote(out / "generation.html", "the page to explore them"))
     return 0
-
-
-def shown(text: str) -> str:
-    """A token for people: in quotes, with newlines and tabs written as \\n and \\t."""
-    return '"' + text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"'
 
 
 def _print_summary(g, record: dict, top: int) -> None:
     a, b = record["span"]
     stop = {"stop": "a stop token", "length": "the token limit", "target": "the given answer"}[g.stop_reason]
     print(f"model: {g.model_name}   prompt: {g.n_prompt} tokens   answer: {g.n_answer} tokens (ended by {stop})")
-    print(f"answer: {shown(g.answer_text)}")
+    print(f"answer: {formatting.token(g.answer_text)}")
     method = record["method"]
     scores = np.asarray(record["attribution"])
     what = (f"tau={record['threshold']:g}" if method == "routes" else "ALTI") + (
         ", through earlier answer tokens" if record["through_answer"] else "")
-    print(f"prompt tokens that answer tokens {a}..{b - 1} ({shown(''.join(g.answer_tokens[a:b]))}) used most "
+    span_text = formatting.token("".join(g.answer_tokens[a:b]))
+    print(f"prompt tokens that answer tokens {a}..{b - 1} ({span_text}) used most "
           f"({what}, mean share of each token's prediction):")
     for j in np.argsort(-scores, kind="stable")[:top]:
-        print(f"  {scores[j]:6.1%}  #{j:<3d} {shown(g.prompt_tokens[j])}")
+        print(f"  {scores[j]:6.1%}  #{j:<3d} {formatting.token(g.prompt_tokens[j])}")
     to_answer = np.asarray(record["methods"][method]["to_answer"])[a:b].sum(axis=1).mean()
     if record["through_answer"]:
         print(f"  (passed on through earlier answer tokens: {to_answer:.1%})")

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from . import formatting
+
 
 @dataclass
 class Result:
@@ -66,9 +68,23 @@ class Result:
 
         return result_html(self)
 
+    def wrote_lines(self, out: Path) -> list[str]:
+        """What `write` wrote into `out`, a line per kind of file, for the terminal."""
+        out = Path(out)
+        lines = [formatting.wrote(out / f"{self.name}.parquet", f"its {self.table.num_rows:,} rows")]
+        lines += [formatting.wrote(out / f"{name}.parquet", f"{table.num_rows:,} rows")
+                  for name, table in self.extra_tables.items()]
+        if self.figures:
+            pngs = [out / f"{n}.png" for n in self.figures]
+            lines.append(formatting.wrote_many(pngs, "figure", "as PNG and SVG", out))
+        lines.append(formatting.wrote(out / "summary.json", "the summary's numbers"))
+        figures = formatting.count(len(self.figures), "figure")
+        lines.append(formatting.wrote(out / "report.html", f"the report: summary and {figures}"))
+        return lines
+
     def html(self, images: dict[str, bytes]) -> str:
         parts = [
-            "<!doctype html><html><head><meta charset='utf-8'>",
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
             f"<title>{html.escape(self.title)}</title>",
             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
             "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse}"
@@ -98,11 +114,9 @@ LIST_MAX = 12
 def value_html(value) -> str:
     """A summary value for people: numbers to 3-4 significant digits, estimates as 'value [low, high] (n)', a
     dict as a small table, a list of dicts as a table with a column per key, other lists as comma-separated
-    items; never a raw dict, JSON or 'nan'."""
-    if isinstance(value, dict) and set(value) >= {"value", "ci95", "n"}:  # an estimate read back from JSON
-        value = _estimate_from_dict(value)
-    if hasattr(value, "interval_text"):  # an Estimate
-        return html.escape(str(value))
+    items; never a raw dict, JSON or 'nan'. The words are formatting's (the terminal's too)."""
+    if formatting.is_estimate(value):
+        return html.escape(formatting.plain(value))
     if isinstance(value, dict):
         if not value:
             return "none"
@@ -113,7 +127,7 @@ def value_html(value) -> str:
         items = list(value)
         if not items:
             return "none"
-        more = f" ... ({len(items) - LIST_MAX:,} more)" if len(items) > LIST_MAX else ""
+        more = f" {formatting.more(len(items) - LIST_MAX)}" if len(items) > LIST_MAX else ""
         items = items[:LIST_MAX]
         if all(isinstance(v, dict) for v in items):
             keys = list(dict.fromkeys(k for v in items for k in v))
@@ -122,47 +136,7 @@ def value_html(value) -> str:
                            + "</tr>" for v in items)
             return f"<table><tr>{head}</tr>{body}</table>{html.escape(more)}"
         return ", ".join(value_html(v) for v in items) + html.escape(more)
-    return html.escape(value_text(value))
-
-
-def value_plain(value) -> str:
-    """value_html's words as one line of plain text (for the terminal)."""
-    if isinstance(value, dict) and set(value) >= {"value", "ci95", "n"}:
-        value = _estimate_from_dict(value)
-    if hasattr(value, "interval_text"):
-        return str(value)
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {value_plain(v)}" for k, v in value.items()) or "none"
-    if isinstance(value, (list, tuple, np.ndarray)):
-        items = list(value)
-        more = f" ... ({len(items) - LIST_MAX:,} more)" if len(items) > LIST_MAX else ""
-        return (", ".join(value_plain(v) for v in items[:LIST_MAX]) + more) or "none"
-    return value_text(value)
-
-
-def value_text(value) -> str:
-    """A scalar for people: counts with thousands separators, other numbers to 3-4 significant digits."""
-    from .analyses.stats import fmt
-
-    if value is None:
-        return "-"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    if isinstance(value, (float, np.floating)):
-        return fmt(float(value))
-    return str(value)
-
-
-def _estimate_from_dict(d: dict):
-    from .analyses.stats import Estimate
-
-    low, high = (list(d.get("ci95") or []) + [None, None])[:2]
-    nan = float("nan")
-    return Estimate(nan if d["value"] is None else float(d["value"]), nan if low is None else float(low),
-                    nan if high is None else float(high), int(d["n"]), int(d.get("units", d["n"])),
-                    str(d.get("unit", "")))
+    return html.escape(formatting.scalar(value))
 
 
 def duration(seconds: float | None) -> str:

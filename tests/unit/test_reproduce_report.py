@@ -288,6 +288,29 @@ def test_every_row_links_its_figures(claims, written):
     assert missing == ["patching/patching-heatmaps.png"]
 
 
+def test_the_report_opens_with_every_claim_at_a_glance(claims, written):
+    """The first table: a row per claim with its verdict in words on the verdict's colour, the headline number,
+    and each figure as a thumbnail that links to the full figure; the claim's name links to its detailed row."""
+    out, doc, page = written
+    glance = re.search(r"<table id='glance'>.*?</table>", page, flags=re.S)
+    assert glance and page.index("<table id='glance'>") < page.index("<table>")  # before any other table
+    rows = re.findall(r"<tr><th scope='row'>.*?</tr>", glance.group(0), flags=re.S)
+    assert len(rows) == len(claims)
+    for claim, row in zip(claims, rows):
+        assert f"href='#claim-{claim.key}'" in row and f"<tr id='claim-{claim.key}'" in page
+        colour, sign = reproduce.VERDICT_LOOK[claim.verdict]
+        badge = re.search(r"<span class='verdict' style='background:([^']+)'>(.*?)</span></td>", row).groups()
+        assert badge[0] == colour and htmllib.unescape(re.sub(r"<[^>]+>", "", badge[1])) == f"{sign} {claim.verdict}"
+        if claim.estimate is not None:
+            assert htmllib.escape(str(claim.estimate)) in row
+        figures = next(c for c in doc["claims"] if c["claim"] == claim.key)["figures"]
+        thumbs = re.findall(r"<a href='([^']+)'><img class='thumb' src='([^']+)' alt='([^']+)'></a>", row)
+        assert [(a, b) for a, b, _ in thumbs] == [(f, f) for f in figures], claim.key
+        assert all((out / f).is_file() for f in figures) and all(alt.startswith("figure ") for *_, alt in thumbs)
+        assert figures or "no figure" in row
+    assert len(set(look[0] for look in reproduce.VERDICT_LOOK.values())) == len(reproduce.VERDICT_LOOK)
+
+
 def test_linked_figure_names_are_the_analyses_own(results):
     """The figure names of CLAIM_FIGURES are those the analyses write (here for the ones summarised from rows)."""
     for key, pairs in reproduce.CLAIM_FIGURES.items():
@@ -329,7 +352,7 @@ def test_analysis_report_reads_as_words_and_short_numbers():
     assert "0.896 [0.812, 0.979] (n=48 examples)" in text
     assert "0.512 (no interval: n=1 text)" in text and "0.123 (no interval: n=3 in 1 text)" in text
     assert "90.7" in text and "0.166" in text and "not computed" in text
-    assert "0, 1, 2" in text and "(18 more)" in text
+    assert "0, 1, 2" in text and "… and 18 more" in text
     assert re.search(r"<th>head</th><th>difference</th>", page)  # a list of records is a table
 
 
@@ -348,7 +371,7 @@ def test_terminal_summary(written):
                                          (12345.6, "12300"), (0.000123456, "0.000123"), (0.0, "0.000"),
                                          (-0.0, "0.000"), (9.9996, "10.0"), (99.96, "100"), (NAN, "not computed")])
 def test_numbers(x, text):
-    from flowroutes.analyses.stats import fmt
+    from flowroutes.formatting import number as fmt
 
     assert fmt(x) == text
 

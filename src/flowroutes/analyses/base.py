@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .stats import Estimate, fmt
+from ..formatting import number as fmt
+from .stats import Estimate
 
 VERDICTS = ("holds", "does not hold", "not enough data to tell", "cannot be tested")
 Z95, Z80 = 1.959964, 0.841621  # two-sided 95% intervals; 80% power

@@ -92,7 +92,9 @@ def _heads(text: str) -> list[tuple[int, int]]:
 
 
 def cmd_analyze(args) -> int:
-    from .. import checks, report
+    from pathlib import Path
+
+    from .. import checks, formatting
     from ..commands import quiet_transformers
     from ..errors import FlowroutesError
     from .run import Options, analysis, analyze, check_out, check_ray_address
@@ -113,18 +115,18 @@ def cmd_analyze(args) -> int:
                    shard_size=args.shard_size, spacy=not args.no_spacy, heads=_heads(args.heads),
                    progress=not args.no_progress, ray=args.ray)
     result = analyze(args.analysis, args.model, data=args.data, out=args.out, options=opts)
-    print(f"{result.title}: {result.table.num_rows} rows")
-    for key, value in list(result.summary.items())[:12]:
-        text = report.value_plain(value)
-        print(f"  {key}: {text[:160] + ' ...' if len(text) > 160 else text}")
-    print(f"wrote {args.out}/report.html")
+    print(f"{result.title}: {result.table.num_rows:,} rows")
+    print("\n".join(formatting.summary_lines(result.summary)))
+    print("\n".join(result.wrote_lines(Path(args.out))))
     return 0
 
 
 def cmd_reproduce(args) -> int:
+    from pathlib import Path
+
     from .. import checks
     from ..commands import quiet_transformers
-    from .reproduce import claims_text, reproduce
+    from .reproduce import claims_text, reproduce, wrote_lines
     from .run import Options, check_out, domain_sources
 
     checks.positive_int("--batch-size", args.batch_size)
@@ -134,5 +136,5 @@ def cmd_reproduce(args) -> int:
     doc = reproduce(args.model, size=args.size, out=args.out, options=Options(batch_size=args.batch_size),
                     progress=not args.no_progress, patching=not args.no_patching, data=args.data)
     print(claims_text(doc))
-    print(f"wrote {args.out}/report.html and {args.out}/claims.json")
+    print("\n".join(wrote_lines(doc, Path(args.out))))
     return 0

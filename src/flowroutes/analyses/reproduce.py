@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import report
+from .. import formatting, report
 from ..errors import FlowroutesError
+from ..formatting import number as fmt
 from .base import VERDICTS, Claim, Condition, Context, registry, untestable, verdict_of
 from .rows import column
 from .run import Options, check_out, compute_rows, domain_sources, load, make_options, read_sources
-from .stats import N_BOOT, Estimate, fmt, statistic_ci
+from .stats import N_BOOT, Estimate, statistic_ci
 from .task_heads import TAU as TASK_TAU
 
 SIZES = ("quick", "paper")
@@ -354,13 +355,35 @@ def _figure_links(paths: list[str]) -> str:
     return "<br>".join(f"<a href='{html.escape(p)}'>{html.escape(p)}</a>" for p in paths)
 
 
+#: each verdict's colour (a light background under dark text) and sign, so that it reads without the colour too
+VERDICT_LOOK = {"holds": ("#d8f0d8", "✓"), "does not hold": ("#f6d6d6", "✗"),
+                "not enough data to tell": ("#f6ecc8", "?"), "cannot be tested": ("#eeeeee", "–")}
+
+
+def _verdict_badge(verdict: str) -> str:
+    colour, sign = VERDICT_LOOK[verdict]
+    return f"<span class='verdict' style='background:{colour}'><span aria-hidden='true'>{sign} </span>{verdict}</span>"
+
+
+def _glance_row(c: Claim, figures: list[str]) -> str:
+    """One claim at a glance: its name (a link to its row below), the verdict, the headline number, and its
+    figures as thumbnails that open the full figure."""
+    import html
+
+    number = str(c.estimate) if c.estimate is not None else (c.conditions[0].shown() if c.conditions else "-")
+    thumbs = " ".join(f"<a href='{html.escape(p)}'><img class='thumb' src='{html.escape(p)}' "
+                      f"alt='figure {html.escape(p)} (opens the full figure)'></a>" for p in figures) or "no figure"
+    return (f"<tr><th scope='row'><a href='#claim-{html.escape(c.key)}'>{html.escape(c.key)}</a>"
+            f"<br><small>section {html.escape(c.section)}</small></th><td>{_verdict_badge(c.verdict)}</td>"
+            f"<td>{html.escape(number)}</td><td>{thumbs}</td></tr>")
+
+
 def _claim_row(c: Claim, figures: list[str]) -> str:
     import html
 
     from .calibration import calibration
 
-    colour = {"holds": "#d8f0d8", "does not hold": "#f6d6d6", "not enough data to tell": "#f6ecc8",
-              "cannot be tested": "#eeeeee"}
+    colour = {v: look[0] for v, look in VERDICT_LOOK.items()}
     if c.conditions:
         shown = "<ul>" + "".join(f"<li>{html.escape(d.label)}: <b>{html.escape(d.shown())}</b></li>"
                                  for d in c.conditions) + "</ul>"
@@ -385,15 +408,24 @@ def claims_html(doc: dict, claims: list[Claim], results: dict) -> str:
 
     figures = {c["claim"]: c.get("figures", []) for c in doc["claims"]}
     rows = [_claim_row(c, figures.get(c.key, [])) for c in claims]
+    glance = [_glance_row(c, figures.get(c.key, [])) for c in claims]
     links = "".join(f"<li><a href='{html.escape(folder_of(k))}/report.html'>{html.escape(r.title)}</a>"
                     f" ({html.escape(k)})</li>" for k, r in results.items())
     verdicts = ", ".join(f"{v}: {n}" for v, n in doc["verdicts"].items())
     return "\n".join([
-        "<!doctype html><html><head><meta charset='utf-8'><title>flowroutes reproduce</title>",
-        "<style>body{font-family:sans-serif;max-width:1400px;margin:2em auto;line-height:1.4}"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>flowroutes reproduce</title>",
+        "<style>body{font-family:sans-serif;max-width:1400px;margin:2em auto;line-height:1.4;color:#1a1a1a}"
         "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px;font-size:88%;"
-        "vertical-align:top}ul{margin:0;padding-left:1.2em}</style></head><body>",
+        "vertical-align:top}th[scope=row]{text-align:left;font-weight:normal}ul{margin:0;padding-left:1.2em}"
+        ".verdict{display:inline-block;padding:1px 8px;border-radius:3px;border:1px solid #888;font-weight:bold;"
+        "white-space:nowrap}img.thumb{height:72px;border:1px solid #bbb;vertical-align:middle}</style></head>"
+        "<body><main>",
         f"<h1>Information flow routes: the paper's claims on {html.escape(doc['model'])}</h1>",
+        "<table id='glance'><caption>Every claim at a glance: its verdict, the number on this model and its "
+        "figures (a thumbnail opens the full figure; a claim's name leads to its details below).</caption>"
+        "<tr><th scope='col'>claim</th><th scope='col'>verdict</th><th scope='col'>on this model</th>"
+        "<th scope='col'>figures</th></tr>", *glance, "</table>",
+        "<h2>The run</h2>",
         "<ul>",
         f"<li><b>Size</b> {html.escape(size_text(doc['size'], doc['plan']))}</li>",
         f"<li><b>Data</b> {html.escape(counts_text(doc['counts']))}</li>",
@@ -406,10 +438,20 @@ def claims_html(doc: dict, claims: list[Claim], results: dict) -> str:
         "detector was seen to flip on planted models. A condition that is not met while its interval still reaches "
         "the paper's effect is undecided; a verdict whose unmet conditions are all undecided reads 'not enough data "
         "to tell'.</p>",
+        "<h2>Each claim in detail</h2>",
         "<table><tr><th>section</th><th>the paper</th><th>measured</th><th>on this model</th><th>verdict</th>"
         "<th>rule</th><th>details</th><th>figure</th></tr>", *rows, "</table>",
         f"<h2>The analyses</h2><ul>{links}</ul>",
-        f"<p><small>Time: {html.escape(timings_text(doc['timings_s']))}</small></p></body></html>"])
+        f"<p><small>Time: {html.escape(timings_text(doc['timings_s']))}</small></p></main></body></html>"])
+
+
+def wrote_lines(doc: dict, out: Path) -> list[str]:
+    """What `reproduce` wrote into `out`, a line each, for the terminal."""
+    verdicts = ", ".join(f"{n} {v}" for v, n in doc["verdicts"].items() if n)
+    reports = sorted(p.parent for p in Path(out).glob("*/report.html"))
+    return [formatting.wrote(out / "report.html", f"the claims report: {len(doc['claims'])} claims, {verdicts}"),
+            formatting.wrote(out / "claims.json", "every claim's numbers and verdict"),
+            formatting.wrote_many(reports, "analysis folder", "with report.html, figures and tables", out)]
 
 
 def claims_text(doc: dict) -> str:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import formatting
+
 N_BOOT = 2000  # the one bootstrap setting of every interval (issue 19: 2000 unless a row says why not)
 LEVEL = 0.95
 
@@ -51,43 +53,19 @@ class Estimate:
 
     def counted(self) -> str:
         """'n=1306 in 48 texts' (or 'n=48 examples' when every row is its own unit)."""
-        unit = self.unit[:-1] if self.units == 1 and self.unit.endswith("s") else self.unit  # 1 text, 1 example
-        return f"n={self.n:,} {unit}" if self.n == self.units else f"n={self.n:,} in {self.units:,} {unit}"
+        return formatting.counted(self.n, self.units, self.unit)
 
     def interval_text(self) -> str:
         """'[0.066, 0.109]', or why there is none ('no interval: n=1 text')."""
-        if self.has_interval:
-            return f"[{fmt(self.low)}, {fmt(self.high)}]"
-        if self.units <= 1:
-            return f"no interval: {self.counted()}"
-        return "no interval: no resample gave a value"
+        return formatting.interval(self.low, self.high, self.n, self.units, self.unit)
 
     def __str__(self) -> str:
-        if not np.isfinite(self.value):
-            return f"not computed ({self.counted()})"
-        if not self.has_interval:
-            return f"{fmt(self.value)} ({self.interval_text()})"
-        return f"{fmt(self.value)} {self.interval_text()} ({self.counted()})"
+        """'0.759 [0.717, 0.803] (n=348 in 20 texts)' (formatting.estimate)."""
+        return formatting.estimate(self.value, self.low, self.high, self.n, self.units, self.unit)
 
 
 def _r(x: float) -> float | None:
     return None if not np.isfinite(x) else round(float(x), 6)
-
-
-def fmt(x: float | None) -> str:
-    """A number for people: three decimals below 10 (0.086, -0.013, 1.000), three or four significant digits
-    above (90.7, 110, 2173, 12300), three significant digits below 0.001 (0.000123); never 'nan'."""
-    if x is None or not np.isfinite(x):
-        return "not computed"
-    x = float(x) + 0.0  # -0.0 -> 0.0
-    if x != 0 and abs(x) < 1e-3:
-        return f"{x:.3g}"
-    for limit, spec in ((10, ".3f"), (100, ".1f"), (10_000, ".0f")):
-        text = format(x, spec)
-        if abs(float(text)) < limit:
-            return text
-    digits = int(np.floor(np.log10(abs(x))))
-    return f"{round(x, 2 - digits):.0f}"
 
 
 def unit_sums(values: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:

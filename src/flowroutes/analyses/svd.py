@@ -221,7 +221,7 @@ def summarize(ctx: Context) -> report.Result:
     boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed}
     summary = dict(ctx.counts)
     summary["paper_sample"] = ANALYSIS.paper_size
-    summary["heads_shown"] = [list(h) for h in heads]
+    summary["heads_shown"] = [f"L{layer}H{head}" for layer, head in heads]
     summary["heads_from"] = source
     if ctx.loaded is not None:
         norm = ctx.loaded.adapter.final_norm()

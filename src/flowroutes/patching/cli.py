@@ -58,7 +58,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def cmd_compare_patching(args: argparse.Namespace) -> int:
-    from .. import checks
+    from .. import checks, formatting, report
     from ..commands import load_for_command, out_folder
     from ..errors import FlowroutesError
 
@@ -86,11 +86,13 @@ def cmd_compare_patching(args: argparse.Namespace) -> int:
         print(s["warning"])
     acc = s["accuracy (answer beats distractor)"]
     print(f"{s['task']} on {s['model']}: {s['examples']} examples, accuracy {acc:.0%}, "
-          f"mean metric {s['mean_metric_clean']:.3f} (contrastive {s['mean_metric_contrastive']:.3f})")
-    for key, value in s.items():
-        if key.startswith(("spearman", "top-", "ACDC", "share of ACDC")):
-            print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
-    print(f"  timings (s): {s['timings_s']}")
-    written = result.write(out)
-    print(f"wrote {len(written)} files to {out} (open {out / 'report.html'})")
+          f"mean metric {formatting.number(s['mean_metric_clean'])} "
+          f"(contrastive {formatting.number(s['mean_metric_contrastive'])})")
+    shown = {k: v for k, v in s.items() if k.startswith(("spearman", "top-", "ACDC", "share of ACDC"))}
+    print("\n".join(formatting.summary_lines(shown)))
+    timings = {k.removesuffix("_s").replace("_", " "): report.duration(max(v) if isinstance(v, list) else v)
+               for k, v in s["timings_s"].items() if k != "routes_task_runs_s"}
+    print("\n".join(formatting.entry("timings", timings)))
+    result.write(out)
+    print("\n".join(result.wrote_lines(out)))
     return 0
