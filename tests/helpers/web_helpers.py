@@ -118,3 +118,36 @@ def screenshot(page, name: str, **kwargs) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return SCREENSHOTS / name
+
+
+TALL_LAYERS = 24
+
+
+def save_tall_llama(folder: Path, seed: int, context: int) -> Path:
+    """A 24-layer tiny random Llama (and the word tokenizer) saved in `folder`: graphs taller and wider than a
+    1280 x 800 window. `context`: its max_position_embeddings."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.helpers.models import _randomise, word_tokenizer
+
+    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=TALL_LAYERS,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                      tie_word_embeddings=False)
+    _randomise(LlamaForCausalLM(cfg), seed).save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    return folder
+
+
+
+@contextlib.contextmanager
+def page_without_errors(browser, width: int, height: int):
+    """A fresh page of `width` x `height`; on leaving, asserts that no script error happened on it."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert not pg.errors, pg.errors

@@ -12,17 +12,22 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import flowroutes
 from flowroutes import Routes
 from flowroutes.circuit_tracer import to_circuit_tracer
 from flowroutes.edits import Edits, Supernode, edge_id, ids_of, supernode_edges
 from flowroutes.web.store import Settings
-from tests.helpers.models import _randomise, word_tokenizer
-from tests.helpers.web_helpers import ServerThread, renders, screenshot, wait_render
+from tests.helpers.web_helpers import TALL_LAYERS as LAYERS
+from tests.helpers.web_helpers import (
+    ServerThread,
+    page_without_errors,
+    renders,
+    save_tall_llama,
+    screenshot,
+    wait_render,
+)
 
-LAYERS = 24
 FORTY = " ".join(f"w{(i * 7) % 90}" for i in range(40))
 SHORT = "w1 w2 w3 w1 w5 w6 w7 w2"
 
@@ -30,13 +35,7 @@ SHORT = "w1 w2 w3 w1 w5 w6 w7 w2"
 @pytest.fixture(scope="module")
 def tall_folder(tmp_path_factory):
     """A 24-layer tiny Llama: a 40-token graph is taller and wider than a 1280 x 800 window."""
-    folder = tmp_path_factory.mktemp("tall-llama")
-    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=LAYERS,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=False)
-    _randomise(LlamaForCausalLM(cfg), 1).save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tall_llama(tmp_path_factory.mktemp("tall-llama"), seed=1, context=128)
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +51,8 @@ def server(tall_folder):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = context.new_page()
-    pg.errors = []
-    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-    yield pg
-    context.close()
-    assert not pg.errors, pg.errors
+    with page_without_errors(browser, 1280, 800) as pg:
+        yield pg
 
 
 def open_trace(page, server, prompt, query="threshold=0.04"):

@@ -7,14 +7,12 @@ prompt. Each test failed before its fix."""
 from __future__ import annotations
 
 import pytest
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import flowroutes
 from flowroutes.web.store import Settings
-from tests.helpers.models import _randomise, word_tokenizer
-from tests.helpers.web_helpers import ServerThread, renders, wait_render
+from tests.helpers.web_helpers import TALL_LAYERS as LAYERS
+from tests.helpers.web_helpers import ServerThread, page_without_errors, renders, save_tall_llama, wait_render
 
-LAYERS = 24
 LONG = " ".join(f"w{(i * 7) % 90}" for i in range(150))
 SHORT = "w1 w2 w3 w1 w5 w6 w7 w2"
 IOI = "When Mary and John went to the store, John gave a drink to"
@@ -23,13 +21,7 @@ IOI = "When Mary and John went to the store, John gave a drink to"
 @pytest.fixture(scope="module")
 def tall_folder(tmp_path_factory):
     """A 24-layer tiny Llama with a 256-token context: graphs taller and wider than the page."""
-    folder = tmp_path_factory.mktemp("tall-llama")
-    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=LAYERS,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=False)
-    _randomise(LlamaForCausalLM(cfg), 0).save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tall_llama(tmp_path_factory.mktemp("tall-llama"), seed=0, context=256)
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +37,8 @@ def server(tall_folder):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    pg = context.new_page()
-    pg.errors = []
-    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-    yield pg
-    context.close()
-    assert not pg.errors, pg.errors
+    with page_without_errors(browser, 1440, 1000) as pg:
+        yield pg
 
 
 def open_trace(page, server, prompt, threshold=0.04, view="graph"):
