@@ -43,19 +43,25 @@ def _widget_class():
 
         def __init__(self, trace, routes: Routes, **kwargs):
             self._trace = trace
+            self._restoring = False
             super().__init__(routes=routes.to_dict(), display=list(routes.token_texts),
                              threshold=routes.attention_threshold, position=routes.position,
                              adjustable=trace is not None, **kwargs)
             self.observe(self._recompute, names=["threshold", "position"])
 
         def _recompute(self, change) -> None:
-            if self._trace is None:
+            if self._trace is None or self._restoring:
                 return
             try:
                 if not MIN_THRESHOLD <= self.threshold <= MAX_THRESHOLD:
                     raise FlowroutesError(f"threshold {self.threshold:g} is outside [{MIN_THRESHOLD}, {MAX_THRESHOLD}]")
                 routes = self._trace.routes(self.threshold, self.position)
-            except FlowroutesError as err:
+            except FlowroutesError as err:  # said in one line; the controls go back to the routes drawn
+                self._restoring = True
+                try:
+                    self.threshold, self.position = self.routes["attention_threshold"], self.routes["position"]
+                finally:
+                    self._restoring = False
                 self.error = str(err)
                 return
             self.error = ""

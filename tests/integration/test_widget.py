@@ -21,11 +21,16 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 @pytest.fixture(scope="module")
-def tr():
-    return flowroutes.trace(flowroutes.load_model(tiny_llama(), tokenizer=word_tokenizer()), PROMPT)
+def model():
+    return flowroutes.load_model(tiny_llama(), tokenizer=word_tokenizer())
 
 
-def test_the_widget_state_is_the_routes_and_follows_threshold_and_position(tr):
+@pytest.fixture(scope="module")
+def tr(model):
+    return flowroutes.trace(model, PROMPT)
+
+
+def test_the_widget_state_is_the_routes_and_follows_threshold_and_position(tr, model):
     w = flowroutes.widget(tr)
     assert w.routes == tr.routes(0.04).to_dict() and w.display == tr.token_texts and w.adjustable
     assert w.position == len(tr.token_texts) - 1 and w.threshold == 0.04
@@ -35,9 +40,22 @@ def test_the_widget_state_is_the_routes_and_follows_threshold_and_position(tr):
     assert len(w.routes["edges"]) < len(tr.routes(0.04).edges)
     w.set_state({"position": 3})
     assert w.routes == tr.routes(0.1, 3).to_dict() and w.current.position == 3
-    # a threshold outside the slider's range: one line, the routes drawn stay the last good ones
+    # a threshold outside the slider's range or a position outside the prompt: one line, and the routes drawn and
+    # the controls stay those of the last good ones
     w.set_state({"threshold": 0.9})
     assert w.error == "threshold 0.9 is outside [0.005, 0.5]" and w.routes == tr.routes(0.1, 3).to_dict()
+    assert (w.threshold, w.position) == (0.1, 3)
+    w.set_state({"position": 99})
+    assert w.error == "position 99 is out of range for a prompt of 8 tokens: use 0..7 or -8..-1"
+    assert (w.threshold, w.position) == (0.1, 3) and w.routes == tr.routes(0.1, 3).to_dict()
+    w.set_state({"threshold": 0.2})
+    assert w.error == "" and w.routes == tr.routes(0.2, 3).to_dict()
+    # the same from the trace's method, and a lazy trace answers with its own rows
+    assert tr.widget(0.07, 2).routes == tr.routes(0.07, 2).to_dict()
+    lazy = flowroutes.trace(model, PROMPT, lazy=True)
+    lw = lazy.widget(0.05)
+    lw.set_state({"threshold": 0.12})
+    assert lw.routes == lazy.routes(0.12).to_dict() and lw.current.attention_threshold == 0.12
     # the JavaScript is the page's file, not a copy
     state = w.get_state()
     assert state["_esm"] == (notebook.STATIC / "graph.js").read_text()
@@ -46,7 +64,7 @@ def test_the_widget_state_is_the_routes_and_follows_threshold_and_position(tr):
 
 def test_a_routes_object_is_shown_with_fixed_controls(tr):
     routes = tr.routes(0.05, 4)
-    w = flowroutes.widget(routes)
+    w = routes.widget()
     assert w.routes == routes.to_dict() and not w.adjustable and w.position == 4 and w.threshold == 0.05
     w.set_state({"threshold": 0.2})
     assert w.routes == routes.to_dict()
