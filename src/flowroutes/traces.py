@@ -79,6 +79,13 @@ class TraceBase:
             renormalize=renormalize,
         )
 
+    def widget(self, threshold: float = 0.04, position: int = -1):
+        """The routes as the interactive notebook widget (flowroutes.widget): threshold and position set in the cell
+        are answered by `routes`."""
+        from .notebook import widget
+
+        return widget(self, threshold, position)
+
 
 @dataclass(kw_only=True)
 class Trace(TraceBase):

@@ -35,6 +35,9 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch):
     assert "-> ' Mary'" in html.unescape(graph) and f"{n_edges} edges" in shown["text/plain"]
     # the trace shows its routes too, and the analysis result its figure inline and numbers for people
     assert "<svg" in _result_of(nb, "tr = flowroutes.trace(")["text/html"]
+    # the interactive widget: a widget view of the same routes
+    widget = _result_of(nb, "w = flowroutes.widget(tr, threshold=0.1)")
+    assert widget["application/vnd.jupyter.widget-view+json"]["model_id"]
     analysis = _result_of(nb, "result = analyze(")
     assert "data:image/png;base64," in analysis["text/html"] and "Estimate(" not in str(analysis)
     assert re.search(r"mean_metric_task: -?\d+\.\d{3} \[-?\d+\.\d{3}, -?\d+\.\d{3}\] \(n=6 examples\)",
