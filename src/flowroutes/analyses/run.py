@@ -22,7 +22,7 @@ from .data import read_texts, tokenize_texts
 from .domains import DEFAULT_DATA
 from .stats import N_BOOT
 
-ROWS_VERSION = 3  # bump when a row schema changes, so that old shards are never mixed with new ones
+ROWS_VERSION = 4  # bump when a row schema changes, so that old shards are never mixed with new ones
 #: every corpus run includes the general domain (sec. 5: "C4"); the rest are the paper's domains (human-written
 #: corpora shipped in data/corpora, see data/SOURCES.md; arithmetic is generated, as in the paper): the domains
 #: analysis's own default data
