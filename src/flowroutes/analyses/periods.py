@@ -6,9 +6,10 @@ spaces, after position 0), never by their importance: the paper's outlier cluste
 in a text". Only texts of at least MIN_PERIODS periods count (issue 19): the first period is compared with the other
 tokens (every position >= 1 that is no period: the average over other tokens leaves the periods themselves out) and
 with the text's later periods (the 2nd, 3rd, ...), since the paper's point is that the *first* period "takes the
-role of the BOS token", not that any period does; and its own blocks must be "near zero" (under NEAR_ZERO times the
-reference's), not merely lower. Summarises corpus rows (rows.corpus_rows); the model runs only for the fig. 14
-example routes.
+role of the BOS token", not that any period does: both for its own blocks and for the share of later tokens'
+attention it gets (against the mean share per later period before them, rows' `later_period` source); and its own
+blocks must be "near zero" (under NEAR_ZERO times the reference's), not merely lower. Summarises corpus rows
+(rows.corpus_rows); the model runs only for the fig. 14 example routes.
 """
 
 from __future__ import annotations
