@@ -7,8 +7,10 @@ analyses and by the explorer's prompt sets.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import zlib
 from importlib import resources
 from pathlib import Path
@@ -40,7 +42,8 @@ def sample_path(name: str) -> Path:
 def read_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
     """The texts of a data file: .txt (one text per non-blank line), .jsonl (field `field`), .parquet (column
     `field`), any of them gzipped (.gz); `sample:NAME` for a shipped sample; `corpus:NAME` for a shipped corpus
-    (field "text"); `hf:NAME[:SPLIT]` for a Hugging Face dataset (needs `datasets`).
+    (field "text"); `hf:NAME[:SPLIT][?config=CONFIG&field=FIELD]` for a Hugging Face dataset (needs `datasets`;
+    its own `field` wins over `field`).
     The code sample keeps one snippet per line with literal '\\n' escapes (decoded here). `limit` keeps the first
     texts only."""
     src = str(source)
@@ -95,26 +98,69 @@ def _unzip(path: Path, src: str) -> bytes:
         raise FlowroutesError(f"data file {src} is not a complete gzip file: check the file") from None
 
 
+HUB_SYNTAX = "hf:NAME[:SPLIT][?config=CONFIG&field=FIELD]"
+HUB_OPTIONS = ("config", "field")
+
+
+def hub_spec(spec: str) -> tuple[str, str, str | None, str | None]:
+    """NAME[:SPLIT][?config=CONFIG&field=FIELD] (what follows `hf:`) -> (name, split, config, field); split
+    "train" and config / field None when not given. A bad option raises FlowroutesError with one line."""
+    base, _, query = spec.partition("?")
+    name, _, split = base.partition(":")
+    if not name:
+        raise FlowroutesError(f"hf:{spec} names no dataset: write {HUB_SYNTAX}")
+    opts: dict[str, str] = {}
+    for part in query.split("&") if query else []:
+        key, eq, value = part.partition("=")
+        if key not in HUB_OPTIONS or not eq or not value:
+            raise FlowroutesError(f"hf:{spec}: '{part}' is no option (config=CONFIG or field=FIELD): write "
+                                  f"{HUB_SYNTAX}")
+        if key in opts:
+            raise FlowroutesError(f"hf:{spec} gives {key} twice: write {HUB_SYNTAX}")
+        opts[key] = value
+    return name, split or "train", opts.get("config"), opts.get("field")
+
+
+@contextlib.contextmanager
+def _offline_if_asked(datasets):
+    """HF_HUB_OFFLINE as the environment says now, even when `datasets` and `huggingface_hub` read it (at their
+    import) before it was set: an uncached dataset fails instead of being downloaded."""
+    import huggingface_hub.constants as hub
+
+    asked = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    saved = datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE
+    if asked:
+        datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = saved
+
+
 def _read_hub_dataset(spec: str, field: str, limit: int | None) -> list[str]:
-    """hf:NAME[:SPLIT] with the `datasets` library (network or its local cache; not installed by flowroutes)."""
-    name, _, split = spec.partition(":")
+    """hf:NAME[:SPLIT][?config=CONFIG&field=FIELD] with the `datasets` library (network, or only its local cache
+    when HF_HUB_OFFLINE is set; not installed by flowroutes). NAME may be a local dataset folder."""
+    name, split, config, own_field = hub_spec(spec)
+    field = own_field or field
     try:
         import datasets
     except ImportError:
         raise FlowroutesError("hf:NAME data needs the `datasets` package (pip install datasets), or pass a "
                               ".txt/.jsonl/.parquet file") from None
+    what = f"'{name}'" + (f" (config '{config}', split '{split}')" if config else f" (split '{split}')")
     try:
-        ds = datasets.load_dataset(name, split=split or "train")
-    except Exception as exc:  # noqa: BLE001 - offline, unknown name, bad split: all bad input
-        raise FlowroutesError(f"cannot load the dataset '{name}' ({type(exc).__name__}): check the name and split, "
-                              "and that it is cached when HF_HUB_OFFLINE is set") from None
+        with _offline_if_asked(datasets):
+            ds = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # noqa: BLE001 - offline, unknown name, bad config or split: all bad input
+        raise FlowroutesError(f"cannot load the dataset {what} ({type(exc).__name__}): check the name, config and "
+                              "split, and that it is cached when HF_HUB_OFFLINE is set") from None
     if field not in ds.column_names:
-        raise FlowroutesError(f"the dataset '{name}' has no column '{field}' (columns: {', '.join(ds.column_names)})"
-                              ": use --field")
+        raise FlowroutesError(f"the dataset {what} has no column '{field}' (columns: {', '.join(ds.column_names)})"
+                              f": name it with ?field=COLUMN ({HUB_SYNTAX})")
     rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
     texts = [t.strip() for t in rows[field] if isinstance(t, str) and t.strip()]
     if not texts:
-        raise FlowroutesError(f"the dataset '{name}' holds no text in column '{field}'")
+        raise FlowroutesError(f"the dataset {what} holds no text in column '{field}'")
     return texts
 
 

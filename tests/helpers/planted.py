@@ -267,6 +267,15 @@ def sink_token(model, token: int, heads: list[tuple[int, int]], norm: float = 20
             attn.k_proj.weight[head * HEAD_DIM + SINK_PAIR, marker] = size
 
 
+def like_the_sink(model, sink: int, token: int) -> None:
+    """Give `token` the sink token's embedding direction (its marker dimension included) at the other tokens'
+    norm: heads that attend to the sink's key at layer 0 attend to it as well (the latest of them, RoPE's slowest
+    pair favouring the nearer key), while its own stream stays an ordinary one (not quiet: its blocks count)."""
+    emb = model.model.embed_tokens.weight
+    with torch.no_grad():
+        emb[token] = emb[sink] * (math.sqrt(emb.shape[1]) / emb[sink].norm())
+
+
 # --- a world of domains: each domain's words live in their own block of embedding dimensions -------------------
 DOMAINS = ("general", "english", "code", "russian", "addition", "subtraction")
 WORDS_PER_DOMAIN = 20

@@ -16,6 +16,7 @@ import flowroutes
 from flowroutes.capture import run_with_capture
 from tests.helpers.models import word_tokenizer
 from tests.helpers.planted import (
+    LATER_PERIOD,
     POS_WORDS,
     copy_examples,
     copy_model,
@@ -25,6 +26,7 @@ from tests.helpers.planted import (
     domain_texts,
     domain_tokenizer,
     ffn_reads_only,
+    like_the_sink,
     merging_head,
     period_texts,
     period_tokenizer,
@@ -136,21 +138,26 @@ def test_subword_merging_head_in_a_bottom_layer_or_none(planted):
 
 
 # --- app. D: the first period acts as BOS ----------------------------------------------------------------------
-@pytest.mark.parametrize("planted, quiet, attended, later", [
-    ("holds", True, True, "P"), ("does not hold", True, False, "P"), ("does not hold", False, False, "P"),
-    ("does not hold", True, True, ".")])
-def test_first_period_as_bos_or_as_any_token(planted, quiet, attended, later):
+@pytest.mark.parametrize("planted, quiet, attended, later, later_attended", [
+    ("holds", True, True, "P", False), ("does not hold", True, False, "P", False),
+    ("does not hold", False, False, "P", False), ("does not hold", True, True, ".", False),
+    ("does not hold", True, True, "P", True)])
+def test_first_period_as_bos_or_as_any_token(planted, quiet, attended, later, later_attended):
     """Texts of three periods: a first '.' and two later ones, `later` ('P', a token of its own that decodes to
     '.', or '.' itself). `quiet`: the '.' token's embedding is 20x the others' norm, so its own stream ignores its
     blocks; `attended`: heads L0H0 and L1H0 attend to it from every later position (a key only it has), output 3x.
-    Planted true: both, for the first period only; planted false: quiet but never attended, an ordinary token, or
-    every period a sink (the first period is like the later ones)."""
+    Planted true: both, for the first period only; planted false: quiet but never attended, an ordinary token,
+    every period a sink (the first period is like the later ones), or the later periods 'P' attended like the
+    first but ordinary otherwise (`later_attended`: the sink's direction at the others' norm; L0H0 then attends to
+    the latest period, L1H0 still to the first: (a), (b), (c) hold, (d) does not)."""
     tok = period_tokenizer()
     texts = period_texts(40, later=later)
     period = tok.convert_tokens_to_ids(".")
     model = planted_llama(len(tok))
     if quiet:
         sink_token(model, period, [(0, 0), (1, 0)] if attended else [])
+    if later_attended:
+        like_the_sink(model, period, tok.convert_tokens_to_ids(LATER_PERIOD))
     if attended:
         for layer in (0, 1):
             scale_head(model, layer, 0, 3.0)
@@ -160,7 +167,12 @@ def test_first_period_as_bos_or_as_any_token(planted, quiet, attended, later):
     assert [tok.decode([i]) for i in ids].count(".") == 3
     q2 = q + 1 + [tok.decode([i]) for i in ids[q + 1:]].index(".")  # the second period
     assert (alpha[q:q2, q].min() > 0.99) == attended  # up to the second period (a second sink where later='.')
-    assert verdicts(corpus_claims(model, tok, texts, ("periods",)), "first-period-bos") == planted
+    later_periods = [p for p in range(q + 1, len(ids)) if tok.decode([ids[p]]) == "."]
+    assert (alpha[-1, later_periods].sum() > 0.99) == (later_attended or later == ".")  # L0H0 at the last token
+    claims = corpus_claims(model, tok, texts, ("periods",))
+    assert verdicts(claims, "first-period-bos") == planted
+    if later_attended:  # only (d) fails: the first period gets less than a later period
+        assert [c.met for c in claims["first-period-bos"].conditions] == [True, True, True, False]
 
 
 # --- 5.1, 5.2: domains ---------------------------------------------------------------------------------------------

@@ -40,16 +40,18 @@ def every_text_counts(monkeypatch):
 
 
 def corpus(period_quiet=True, period_share=(0.1, 0.4), first_share=(0.6, 0.3), no_periods=False,
-           period_scale=1.0, attn=True, later_periods=2, later_scale=1.0):
+           period_scale=1.0, attn=True, later_periods=2, later_scale=1.0, later_share=(0.1, 0.1), later_after=1):
     """Rows for TEXTS. After the first period, position p (p - 1 other sources: 1..p without q) gets the shares
     period_share / first_share (outside / inside the middle layers) and the rest spread evenly over the others
-    (period_share None: the period is one of p sources like the others). Text 3's positions have twice the
+    (period_share None: the period is one of p sources like the others); from position q + later_after on, it
+    also gets `later_share` per later period (outside / inside the middle layers: the rows carry it as if a later
+    period came before them; NaN before that). Text 3's positions have twice the
     importance x, first periods period_scale times x. Position 0 has importance 5 everywhere and rows that no
     statistic should read carry misleading shares. Each text with a first period ends in `later_periods` more
     periods of importance later_scale times x and no shares (NaN)."""
     cols = {k: [] for k in ("doc", "domain", "position", "token", "first_period", "vector")}
     for kind in ("contrib", "attn") if attn else ("contrib",):
-        for w in ("first", "period", "other"):
+        for w in rows.SOURCES:
             cols[f"{kind}_{w}"] = []
     middle = np.isin(np.arange(L), MID)
     for doc, n_tok, q in TEXTS:
@@ -76,18 +78,21 @@ def corpus(period_quiet=True, period_share=(0.1, 0.4), first_share=(0.6, 0.3), n
                     other = (1.0 - per - first) / (p - 1)
             else:  # not after a first period: misleading numbers that no statistic may use
                 per, first, other = np.full(L, NAN), np.full(L, 0.05), np.full(L, 0.9)
+            later = np.where(middle, later_share[1], later_share[0]) if q >= 1 and p >= q + later_after else \
+                np.full(L, NAN)
             for kind in ("contrib", "attn") if attn else ("contrib",):
                 # attention weights: the same with 0.1 moved from the period to the first token
                 shift = 0.0 if kind == "contrib" else 0.1
                 cols[f"{kind}_first"].append((first + shift).astype(np.float32))
                 cols[f"{kind}_period"].append((per - shift).astype(np.float32))
                 cols[f"{kind}_other"].append(other.astype(np.float32))
+                cols[f"{kind}_later_period"].append(later.astype(np.float32))
         for p in range(n_tok, n_tok + (later_periods if q >= 1 else 0)):
             for name, value in (("doc", doc), ("domain", "general"), ("position", p), ("token", "."),
                                 ("first_period", q), ("vector", vector(later_scale))):
                 cols[name].append(value)
             for kind in ("contrib", "attn") if attn else ("contrib",):
-                for w in ("first", "period", "other"):
+                for w in rows.SOURCES:
                     cols[f"{kind}_{w}"].append(np.full(L, NAN, dtype=np.float32))
     return rows.table_from_columns(cols)
 
@@ -127,6 +132,29 @@ def test_source_shares_one_layer():
     s = rows.source_shares(w, -1)
     np.testing.assert_allclose(s["period"], np.full((1, 4), NAN))
     np.testing.assert_allclose(s["other"], [[NAN, 0.75, 0.375, 0.8 / 3]])
+
+
+def test_later_periods():
+    assert rows.later_periods(["<s>", "a", ".", " b", ".", " c", " ."]) == [4, 6]
+    assert rows.later_periods([".", "a", " ."]) == []  # position 0 is no first period, so 2 is the first
+    assert rows.later_periods(["a", " b"]) == []
+
+
+def test_source_shares_later_periods():
+    # one layer, T = 5, first period q = 1; row p holds the weights into target p (upper triangle: junk)
+    w = np.array([[[2, 0, 0, 0, 0],
+                   [1, 3, 0, 0, 0],
+                   [1, 1, 2, 0, 0],
+                   [2, 1, 4, 3, 0],
+                   [1, 2, 1, 4, 2]]], dtype=float)
+    # one later period at 3: only p = 4 follows it (total 10): 4 / 10; a period is never its own source
+    s = rows.source_shares(w, 1, [3])
+    np.testing.assert_allclose(s["later_period"], [[NAN, NAN, NAN, NAN, 0.4]])
+    np.testing.assert_allclose(s["period"], [[NAN, NAN, 0.25, 0.1, 0.2]])
+    # later periods at 2 and 3: p = 3 follows 2 (4 / 10); p = 4 follows both: (0.1 + 0.4) / 2
+    s = rows.source_shares(w, 1, [2, 3])
+    np.testing.assert_allclose(s["later_period"], [[NAN, NAN, NAN, 0.4, 0.25]])
+    assert np.isnan(rows.source_shares(w, 1)["later_period"]).all()  # no later period: NaN everywhere
 
 
 # --- the analysis ------------------------------------------------------------------------------------------------
@@ -260,13 +288,40 @@ def test_every_period_quiet_is_no_first_period_acting_as_bos():
     # (a): 0.1 * 0.255 / 0.31875 = 0.08; (c): 0.1 x at first periods and at the 6 later periods
     assert d["quiet_ratio"].value == pytest.approx(0.08, abs=1e-6)
     assert d["later_ratio"].value == pytest.approx(1.0, abs=1e-6) and d["later_ratio"].low == pytest.approx(1.0)
-    assert [c.met for c in claim.conditions] == [True, True, False]
+    assert [c.met for c in claim.conditions] == [True, True, False, True]
     assert claim.verdict == "does not hold" and "(c) = 1.000 [" in claim.why
     assert claim.estimate is claim.conditions[0].quantity and claim.estimate.value == pytest.approx(0.28, abs=1e-6)
     # later periods like x: first periods (0) minus x's 0.255
     res, (claim,) = run(corpus())
     assert res.data["quiet_vs_later"].value == pytest.approx(-0.255, abs=1e-6) and claim.verdict == "holds"
     assert res.summary["later periods (2nd, 3rd, ... of a text)"] == 6
+
+
+def test_first_period_no_more_attended_than_later_periods_does_not_hold():
+    """(a), (b) and (c) hold, but later tokens give each later period as much as the first period (0.4 in the
+    middle layers): the first period is no BOS to them, any period is (appendix D's second reference)."""
+    res, (claim,) = run(corpus(later_share=(0.1, 0.4)))
+    d = res.data
+    # the 5 rows after a first period (p = 3, 4, 3, 4, 4 of texts 0, 1, 2): 0.4 - 0.4 in both middle layers
+    assert d["over_later"].value == pytest.approx(0.0, abs=1e-6) and d["over_later"].high == pytest.approx(0.0)
+    assert d["over_later"].n == 5 and d["over_later"].units == 3
+    assert [c.met for c in claim.conditions] == [True, True, True, False]
+    assert claim.verdict == "does not hold" and "(d) = 0.000 [0.000, 0.000]" in claim.why
+    assert "not above 0" in claim.why and claim.estimate.value == pytest.approx(0.28, abs=1e-6)
+    # attention weights: the first period has 0.1 less (0.3) against the later periods' 0.4
+    assert d["bos"]["attn"]["period - later period"].value == pytest.approx(-0.1, abs=1e-6)
+
+
+def test_first_period_over_later_periods_reads_only_rows_after_a_later_period():
+    # only p = q + 2 follows a later period here (p = 4 of texts 0 and 1; text 2's rows end at q + 1 = 4)
+    res, (claim,) = run(corpus(later_share=(0.3, 0.25), later_after=2))
+    est = res.data["over_later"]
+    assert est.value == pytest.approx(0.4 - 0.25, abs=1e-6) and (est.n, est.units) == (2, 2)
+    assert est.low == pytest.approx(0.15, abs=1e-6) and claim.verdict == "holds"
+    assert "(d) = 0.150 [0.150, 0.150] (n=2 texts): above 0" in claim.why
+    # no row follows a later period: the second reference is missing
+    res, (claim,) = run(corpus(later_after=9))
+    assert claim.verdict == "cannot be tested" and "no later token follows a later period" in claim.why
 
 
 def test_other_positions_leave_every_period_out():

@@ -153,14 +153,18 @@ def test_bottom_to_top_needs_two_layers_between_the_first_and_the_last():
 
 
 # --- subword-merging heads --------------------------------------------------------------------------------------
-def merging_rows(n_heads, n=60):
-    """Two layers; rows alternate first / later subwords. L0H0 puts 0.9 of its influence on its own word at later
-    subwords and 0.3 on the previous token everywhere (not a previous-token head); its overall influence at first
-    subwords is 0.001 s (s = 1/(H+1)), every other head's 0.5 s."""
+def merging_rows(n_heads, n=60, ahead=0):
+    """Two layers; rows alternate first / later subwords, texts of 4 rows. L0H0 puts 0.9 of its influence on its
+    own word at later subwords and 0.3 on the previous token everywhere (not a previous-token head); its overall
+    influence (and strongest sub-edge) is 0.001 s at first subwords (s = 1/(H+1)) and 0.5 s at later ones. The
+    `ahead` heads L0H1 ... are at 0.5 s in every row, every other head at 0.5 s in one row of 4 and 0.1 s in the
+    others. At the claims' tau (0.33 s) L0H0 affects half of the streams, the `ahead` heads all of them, the rest
+    a quarter: L0H0 ranks ahead + 1 in layer 0, in every resample of texts."""
     k, s = 2 * n_heads, share(n_heads)
     subword = np.where(np.arange(n) % 2 == 0, "first", "later")
-    total = np.full((n, k), 0.5 * s)
-    total[subword == "first", 0] = 0.001 * s
+    total = np.where((np.arange(n) % 4 == 0)[:, None], 0.5 * s, 0.1 * s) * np.ones((n, k))
+    total[:, 1:1 + ahead] = 0.5 * s
+    total[:, 0] = np.where(subword == "first", 0.001 * s, 0.5 * s)
     same = np.full((n, k), 0.1)
     same[:, 0] = 0.9
     same[subword == "first"] = np.nan
@@ -178,6 +182,29 @@ def test_subword_merging_head_on_9_heads_as_on_32():
         assert res["head-roles"].data["subword_merging"].sum() == 1 and res["head-roles"].data["subword_merging"][0, 0]
         c = claim(res, "subword-merging-heads")
         assert c.verdict == "holds" and c.conditions[0].quantity == 1, (n_heads, c.why)
+
+
+def test_a_merging_head_less_active_than_its_layer_is_not_among_the_most_important():
+    """"these heads are among the most important heads in the corresponding layers": L0H0 meets the definition
+    but affects half of the streams while the other 8 heads of layer 0 affect all of them: rank 9 of 9, not in the
+    top 3 (before 2026-12-03 it "held" on the count alone)."""
+    c = claim(results(merging_rows(9, ahead=8), 2, 9, ("head-roles",)), "subword-merging-heads")
+    assert c.conditions[0].quantity == 1 and c.verdict == "does not hold", c.why
+    ranked = c.conditions[1].quantity
+    assert (ranked.value, ranked.low, ranked.high, ranked.n, ranked.units) == (0.0, 0.0, 0.0, 1, 15)
+    assert "the top 3 of 9 heads" in c.why and "L0H0 9.000 [9.000, 9.000]" in c.why
+
+
+@pytest.mark.parametrize("n_heads, ahead, verdict", [(9, 2, "holds"), (32, 7, "holds"), (9, 3, "does not hold"),
+                                                      (32, 8, "does not hold")])
+def test_among_the_most_important_means_a_quarter_of_the_layer_on_9_heads_as_on_32(n_heads, ahead, verdict):
+    """The top quarter of the layer: 3 of 9 heads, 8 of 32. With 2 of 9 heads (7 of 32: the same 22%) more active,
+    L0H0 ranks 3rd (8th) and is among them; with one more head ahead it is not, on both head counts."""
+    c = claim(results(merging_rows(n_heads, ahead=ahead), 2, n_heads, ("head-roles",)), "subword-merging-heads")
+    assert c.conditions[0].quantity == 1 and c.verdict == verdict, c.why
+    assert c.conditions[1].quantity.value == (1.0 if verdict == "holds" else 0.0)
+    assert f"L0H0 {ahead + 1}.000 [{ahead + 1}.000, {ahead + 1}.000]" in c.why
+    assert head_roles.top_heads(n_heads) == {9: 3, 32: 8}[n_heads] and head_roles.top_heads(4) == 1
 
 
 def test_a_head_count_scale_of_one_on_llama_2_7b():

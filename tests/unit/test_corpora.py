@@ -181,7 +181,10 @@ def test_reproduce_reads_the_given_source_for_its_domain(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("spec,message", [("general.txt", "write DOMAIN=SRC"),
                                           ("klingon=x.txt", "unknown domain 'klingon'"),
-                                          ("general=/no/such/file.txt", "does not exist")])
+                                          ("general=/no/such/file.txt", "does not exist"),
+                                          ("general=hf:a/b?colour=red", "'colour=red' is no option"),
+                                          ("general=hf:a/b?config=x&config=y", "gives config twice"),
+                                          ("general=hf:?field=body", "names no dataset")])
 def test_reproduce_cli_bad_data_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, spec, message):
     def no_model(*a, **k):
         raise AssertionError("the model loaded before the data were checked")
@@ -201,3 +204,89 @@ def test_reproduce_hub_data_not_cached_offline_is_one_line(capsys, tmp_path, mon
                            "--out", str(tmp_path / "o"), "--no-progress")
     assert_one_line_error(code, err, "cannot load the dataset 'someone/not-a-cached-dataset'")
     assert "HF_HUB_OFFLINE" in err and not (tmp_path / "o").exists()
+
+
+def tiny_dataset(root: Path) -> Path:
+    """A dataset folder of two configs (Parquet files and a README that names them, as on the Hub): 'en' with 2
+    rows, 'it' with 3, the text in column 'body' (not 'text')."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for config, texts in {"en": ["The cat sat.", "A dog ran."], "it": ["Il gatto.", "Un cane.", "Tre."]}.items():
+        (root / config).mkdir(parents=True)
+        pq.write_table(pa.table({"id": list(range(len(texts))), "body": texts}), root / config / "train.parquet")
+    (root / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/*.parquet\n" for c in ("en", "it"))
+        + "---\n")
+    return root
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
+    return datasets
+
+
+def test_hub_data_names_its_config_and_text_field(tmp_path, monkeypatch, offline_cache):
+    """hf:NAME[:SPLIT][?config=CONFIG&field=FIELD], read by `reproduce --data` (for each domain its own config and
+    field) before any model loads."""
+    root = tiny_dataset(tmp_path / "tiny")
+    assert read_texts(f"hf:{root}?config=it&field=body") == ["Il gatto.", "Un cane.", "Tre."]
+    assert read_texts(f"hf:{root}:train?config=en&field=body", field="ignored") == ["The cat sat.", "A dog ran."]
+    with pytest.raises(FlowroutesError, match=r"\(config 'en', split 'train'\) has no column 'text' \(columns: id, "
+                                              r"body\): name it with \?field=COLUMN"):
+        read_texts(f"hf:{root}?config=en")
+    with pytest.raises(FlowroutesError, match=r"cannot load the dataset '.*tiny' \(config 'fr', split 'train'\)"):
+        read_texts(f"hf:{root}?config=fr&field=body")
+    seen = {}
+    real = rep.read_sources
+
+    def spy(spec, data, opts):
+        seen["sources"] = real(spec, data, opts)
+        raise RuntimeError("stop")  # after the data are read, before any model loads
+
+    monkeypatch.setattr(rep, "read_sources", spy)
+    with pytest.raises(RuntimeError, match="stop"):
+        rep.reproduce(None, out=tmp_path / "out", progress=False,
+                      data=[f"general=hf:{root}?config=it&field=body", f"code=hf:{root}:train?field=body&config=en"])
+    got = dict(seen["sources"])
+    assert got["general"] == ["Il gatto.", "Un cane.", "Tre."] and got["code"] == ["The cat sat.", "A dog ran."]
+    assert got["general"].source == f"hf:{root}?config=it&field=body"
+
+
+def test_hub_data_is_read_offline_when_hf_hub_offline_is_set_after_datasets_was_imported(tmp_path, monkeypatch,
+                                                                                        offline_cache):
+    """`datasets` and `huggingface_hub` read HF_HUB_OFFLINE when first imported: set later, it must still hold, so
+    that an uncached dataset gets one line and no download."""
+    import huggingface_hub.constants as hub
+
+    datasets = offline_cache
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # as if imported before HF_HUB_OFFLINE was set
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    flags = []
+
+    def no_network(name, config=None, **kw):
+        flags.append((datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE))
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_network)
+    with pytest.raises(FlowroutesError, match=r"cannot load the dataset 'someone/uncached' \(config 'en', split "
+                                              r"'validation'\) \(ConnectionError\).*cached when HF_HUB_OFFLINE"):
+        read_texts("hf:someone/uncached:validation?config=en")
+    assert flags == [(True, True)]  # offline during the load
+    assert (datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE) == (False, False)  # and as it was after
+
+
+def test_analyze_data_takes_a_hub_source_without_a_domain(tmp_path, offline_cache):
+    """`flowroutes analyze --data hf:NAME?config=...&field=...`: the '=' of the options is no DOMAIN=SRC, and the
+    domain is the dataset's name."""
+    from flowroutes.analyses.base import registry
+    from flowroutes.analyses.run import make_options, read_sources
+
+    root = tiny_dataset(tmp_path / "tiny")
+    got = read_sources(registry()["head-roles"], [f"hf:{root}?config=it&field=body", f"code=hf:{root}?field=body&"
+                                                  "config=en"], make_options(None, progress=False))
+    assert [(d, list(t)) for d, t in got] == [("tiny", ["Il gatto.", "Un cane.", "Tre."]),
+                                              ("code", ["The cat sat.", "A dog ran."])]

@@ -116,7 +116,9 @@ def periods_result():
     first = Estimate(-0.0712345, -0.0898765, -0.0501234, 30, 8)
     quiet_ratio = Estimate(0.2123456, 0.1456789, 0.2998765, 30, 8)
     later_ratio = Estimate(0.3123456, 0.2456789, 0.3998765, 24, 8)
+    over_later = Estimate(0.0212345, 0.0101234, 0.0323456, 20, 8)
     data = {"middle": [2, 3], "n_period": 8, "n_later": 30, "n_other": 40, "quiet": quiet, "gets_more": more,
+            "over_later": over_later,
             "quiet_ratio": quiet_ratio, "later_ratio": later_ratio, "n_later_period": 16, "n_texts": 8,
             "n_qualified": 8, "bos": {"contrib": {"period - first": first}}}
     figures = {"periods-blocks": (_figure(), "blocks"), "periods-contrib-shares": (_figure(), "shares")}

@@ -45,8 +45,9 @@ PLANTED: dict[str, Planted] = {
         "test_first_period_as_bos_or_as_any_token",
         "texts of three periods; the first period 20x the others' norm, attended by two heads from every later "
         "token, the later periods ordinary tokens",
-        "a first period as quiet but attended by no head; a first period like any other token; and every period "
-        "quiet and attended (the first like the later ones)"),
+        "a first period as quiet but attended by no head; a first period like any other token; every period "
+        "quiet and attended (the first like the later ones); and the later periods attended like the first but "
+        "otherwise ordinary (the sink's direction at the others' norm: only (d) fails)"),
     "domain-specific-heads": Planted(
         DOMAINS_TEST,
         "six domains whose words live in their own embedding dims; two layer-0 heads per domain (code, russian, "

@@ -70,7 +70,8 @@ def add_parser(subparsers) -> None:
     r.add_argument("--data", nargs="+", default=None, metavar="DOMAIN=SRC",
                    help="replace the default source of these domains (general, english, code, russian, italian, "
                         "spanish, addition, subtraction); SRC: a .txt, .jsonl or .parquet file, sample:NAME, "
-                        "corpus:NAME or hf:NAME[:SPLIT] (a local datasets cache). Default: the shipped corpora")
+                        "corpus:NAME or hf:NAME[:SPLIT][?config=CONFIG&field=FIELD] (a local datasets cache, or a "
+                        "dataset folder; field default: text). Default: the shipped corpora")
     r.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
     r.add_argument("--no-patching", action="store_true", help="skip the routes-vs-patching comparison")
     r.add_argument("--no-progress", action="store_true", help="no progress lines")

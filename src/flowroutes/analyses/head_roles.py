@@ -12,7 +12,7 @@ from .. import report
 from . import compute
 from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
 from .rows import column, list_column
-from .stats import N_BOOT, mean_ci, n_boot_of, paired_ci
+from .stats import N_BOOT, Estimate, mean_ci, n_boot_of, paired_ci
 
 PAPER = ("We refer to a head as the previous token head if in at least 70% of the cases it puts more than half of "
          "its influence on the previous token. [...] for a subword merging head (i) in at least 70% of the cases, "
@@ -22,6 +22,7 @@ SHARE, FREQUENCY, FIRST_INFLUENCE = 0.5, 0.7, 5e-5
 TAU = 0.01  # fig. 9a's tau, set on Llama 2-7B's 32 heads per layer (scaled to other head counts: stream_tau)
 PAPER_HEADS = 32  # heads per layer of Llama 2-7B, the model on which the paper set tau = 0.01 and 0.005%
 BY_FAR = 0.5  # "by far the most important": the layer's runner-up at most half as active (relative lead >= 0.5)
+TOP_SHARE = 0.25  # "among the most important heads in the corresponding layers": in the top quarter of the layer
 
 
 def head_scale(n_heads: int) -> float:
@@ -40,6 +41,19 @@ def stream_tau(n_heads: int) -> float:
     """The activation threshold of fig. 9a for a model with `n_heads` heads per layer: tau = 0.01 on 32 heads
     (the paper's), 0.033 on 9: a third of a head's uniform share of the node on every model (head_scale)."""
     return TAU * head_scale(n_heads)
+
+
+def top_heads(n_heads: int) -> int:
+    """How many heads of a layer are "among the most important": the top quarter, ceil(TOP_SHARE * n_heads),
+    at least 1 (8 of Llama 2-7B's 32, 3 of 9, 1 of 4): the same fraction of the layer on any head count."""
+    return max(1, int(np.ceil(TOP_SHARE * n_heads - 1e-9)))
+
+
+def layer_ranks(freq: np.ndarray, heads: np.ndarray, n_heads: int) -> np.ndarray:
+    """Each head's rank in its layer by activity (1 = the most active; a tie shares the better rank: 1 + the
+    number of heads of the layer strictly more active). freq: [L*H]; heads: flat indices."""
+    mat = freq.reshape(-1, n_heads)
+    return np.array([1 + int((mat[h // n_heads] > mat[h // n_heads, h % n_heads]).sum()) for h in heads], dtype=float)
 
 
 def roles(table, n_layers: int, n_heads: int) -> dict:
@@ -76,6 +90,8 @@ def summarize(ctx: Context) -> report.Result:
     r = roles(table, n_layers, n_heads)
     boot = {"n_boot": ctx.opts.n_boot, "seed": ctx.opts.seed}
     r["boot"] = boot
+    # fig. 9a's activity at the claims' tau (as bottom-to-top measures it), for "among the most important heads"
+    r["active"], r["docs"] = stream_activity(table, stream_tau(n_heads))
     summary = dict(ctx.counts)
     summary["paper_sample"] = ANALYSIS.paper_size
     for key, label in (("previous_token", "previous_token_heads"), ("subword_merging", "subword_merging_heads")):
@@ -195,9 +211,18 @@ def leader_claim(prev: np.ndarray, active: np.ndarray, docs: np.ndarray, stateme
 
 
 def merging_claim(r: dict, statement: str) -> Claim:
-    """Whether any head meets the full definition in the bottom half of the layers (the number the verdict
-    compares); for reference, the best candidate head's share of later subwords with > 1/2 influence on the own
-    word. The definition's only importance cut-off, part (ii)'s 0.005%, is scaled to the head count (roles)."""
+    """"the model has several such heads in the bottom part of the network, and these heads are among the most
+    important heads in the corresponding layers" (sec. 4.3).
+
+    (1) Whether any head meets the full definition in the bottom half of the layers (a count); (2) whether these
+    heads are among the most important of their layers: importance is fig. 9a's activation frequency (the share of
+    residual streams a head affects, at tau = stream_tau(heads), as for previous-token-heads-lead), and "among the
+    most important" is a rank in the top quarter of the layer (top_heads: 8 of 32 heads, 3 of 9, 1 of 4), so that
+    it means the same on any head count. The share of the bottom-half merging heads so ranked (n = those heads; the
+    interval resamples texts, every replicate ranking every head again) must be at least 0.75, and its lower bound
+    at least 0.5 (the plural "these heads" read as previous-token-heads-lead reads "almost all"). For reference,
+    the best candidate head's share of later subwords with > 1/2 influence on the own word. The definition's only
+    importance cut-off, part (ii)'s 0.005%, is scaled to the head count (roles)."""
     n_layers, n_heads = r["subword_merging"].shape
     half = int(np.ceil(n_layers / 2))
     measure = (f"the heads that meet the subword-merging definition (the paper's footnote: (i), (ii) and not a "
@@ -210,16 +235,41 @@ def merging_claim(r: dict, statement: str) -> Claim:
                   n_boot=n_boot_of(r))[0]
     found = [(a, b) for a, b in zip(*np.nonzero(r["subword_merging"]))]
     bottom = [h for h in found if h[0] < n_layers / 2]
+    top = top_heads(n_heads)
+    ranked, ranks = among_the_most_important(r, bottom, n_heads, top)
+    label = (f"the share of those heads in the top quarter of their layer by activity (the {top} of {n_heads} most "
+             "active)")
     conditions = (Condition(f"the number of heads in layers 0-{half - 1} that meet the subword-merging definition",
                             len(bottom), "value", ">=", 1),)
+    if bottom:  # "these heads": with none, the count alone decides
+        conditions += (Condition(label, ranked, "value", ">=", 0.75), Condition(label, ranked, "low", ">=", 0.5))
     verdict = verdict_of(conditions)
     why = (f"{len(found)} head(s) meet the definition ({', '.join(f'L{a}H{b}' for a, b in found) or 'none'}), "
            f"{len(bottom)} in the bottom half (part (ii): overall influence at most {r['first_influence']:.3g}, the "
            f"paper's 0.005% on 32 heads times 33 / ({n_heads} + 1)). For reference, the best candidate "
            f"L{best // n_heads}H{best % n_heads} "
            f"puts > 1/2 of its influence on its own word for {est} of later subwords (part (i) of the definition "
-           "alone, not what the verdict compares)")
+           "alone, not what the verdict compares). 'Among the most important heads in the corresponding layers' read "
+           f"as: a rank in the top quarter of the layer by activation frequency (the top {top} of {n_heads} heads; "
+           f"tau = {stream_tau(n_heads):.3g}), for at least 75% of the bottom-half merging heads and at least 50% in "
+           f"95% of resamples: {ranked}" + (f"; ranks: {ranks}" if ranks else "") + ".")
     return Claim("subword-merging-heads", "4.3, fig. 9a", statement, measure, None, verdict, why, conditions)
+
+
+def among_the_most_important(r: dict, heads: list[tuple[int, int]], n_heads: int, top: int):
+    """The share of `heads` whose activity rank in their layer is at most `top`, texts resampled (each replicate
+    ranks every head again), n = the heads; and each head's rank with its interval ("L0H1 2.000 [1.000, 3.000]")."""
+    if not heads:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, 0, "texts"), ""
+    flat = np.array([a * n_heads + b for a, b in heads])
+
+    def stats_of(freq):  # [share ranked in the top, rank of head 1, ..., rank of head k]
+        ranks = layer_ranks(freq, flat, n_heads)
+        return np.concatenate([[np.mean(ranks <= top)], ranks])
+
+    est, *ranks = paired_ci(stats_of, r["active"], r["docs"], unit="texts", n_boot=n_boot_of(r))
+    est = Estimate(est.value, est.low, est.high, len(heads), est.units, "texts")  # n = the heads
+    return est, "; ".join(f"L{a}H{b} {rank}" for (a, b), rank in zip(heads, ranks))
 
 
 ANALYSIS = Analysis(

@@ -6,9 +6,10 @@ spaces, after position 0), never by their importance: the paper's outlier cluste
 in a text". Only texts of at least MIN_PERIODS periods count (issue 19): the first period is compared with the other
 tokens (every position >= 1 that is no period: the average over other tokens leaves the periods themselves out) and
 with the text's later periods (the 2nd, 3rd, ...), since the paper's point is that the *first* period "takes the
-role of the BOS token", not that any period does; and its own blocks must be "near zero" (under NEAR_ZERO times the
-reference's), not merely lower. Summarises corpus rows (rows.corpus_rows); the model runs only for the fig. 14
-example routes.
+role of the BOS token", not that any period does: both for its own blocks and for the share of later tokens'
+attention it gets (against the mean share per later period before them, rows' `later_period` source); and its own
+blocks must be "near zero" (under NEAR_ZERO times the reference's), not merely lower. Summarises corpus rows
+(rows.corpus_rows); the model runs only for the fig. 14 example routes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from .. import report
 from .base import Analysis, Claim, Condition, Context, untestable, verdict_of
-from .rows import column, list_column
+from .rows import SOURCES, column, list_column
 from .stats import Estimate, difference_ci, mean_ci, paired_ci
 
 PAPER = ("Figure 9b shows the average importance of model components for examples in this cluster. We see that for "
@@ -35,7 +36,7 @@ TAU = 0.01  # fig. 14: "even for a rather small threshold tau = 0.01"
 EXAMPLES = 2  # fig. 14 shows two texts
 SHORT = 30  # example texts whose first period comes within this many tokens are preferred (readable pictures)
 TRIES = 8  # at most this many texts are tried for the examples
-WHERE = ("first", "period", "other")
+WHERE = SOURCES  # first token, first period, an average other token, an average later period
 MIN_PERIODS = 3  # a text counts when it has this many periods (sentences): a first period and two later ones
 MIN_TEXTS = 5  # the claim is tested on at least this many such texts (intervals resample texts)
 NEAR_ZERO = 0.5  # "contributions of all model components are near zero": under half of the reference positions'
@@ -110,7 +111,9 @@ def summarize(ctx: Context) -> report.Result:
     shares = later_shares(table, lat, docs, n_layers, boot)
     bos = bos_shares(shares, docs[lat], mid, boot)
     gets_more = bos["contrib"]["period - other"] if "contrib" in bos else _nan(1)[0]  # (b)
+    over_later = bos["contrib"]["period - later period"] if "contrib" in bos else _nan(1)[0]  # (d)
     summary = _summary(ctx, sel, docs, mid, own, shares, bos, gets_more)
+    summary["(d) middle layers: contribution share on the first period minus per later period"] = over_later
 
     figures = block_figures(own.layers, n_layers, n_heads) if per.any() else {}
     figures.update(share_figures(shares) if lat.any() else {})
@@ -126,6 +129,7 @@ def summarize(ctx: Context) -> report.Result:
     data = {"boot": boot, "middle": mid, "layers": own.layers, "shares": {k: {w: s[w] for w in WHERE}
                                                                         for k, s in shares.items()},
             "bos": bos, "quiet": own.difference, "quiet_vs_later": own.vs_later, "gets_more": gets_more,
+            "over_later": over_later,
             "quiet_ratio": own.ratio, "later_ratio": own.ratio_later,
             "n_period": int(per.sum()), "n_later": int(lat.sum()), "n_other": int(oth.sum()),
             "n_later_period": int(lp.sum()), "n_texts": len(set(docs.tolist())),
@@ -193,13 +197,17 @@ def later_shares(table, later: np.ndarray, docs: np.ndarray, n_layers: int, boot
 
 
 def bos_shares(shares: dict[str, dict], docs_later: np.ndarray, mid: np.ndarray, boot: dict) -> dict[str, dict]:
-    """Per kind, over the middle layers: the share on the first period minus per other token, and minus on the
-    first token (paired over the same rows)."""
+    """Per kind, over the middle layers: the share on the first period minus per other token, minus on the first
+    token, and minus per later period (the second reference: only the rows that follow a later period), each
+    paired over the same rows."""
     bos = {}
     for kind, s in shares.items():
         c = s["columns"]
+        after = np.isfinite(c["later_period"][:, mid]).all(axis=1)  # rows after a 2nd, 3rd, ... period
         bos[kind] = {"period - other": paired(c["period"][:, mid], c["other"][:, mid], docs_later, boot),
-                     "period - first": paired(c["period"][:, mid], c["first"][:, mid], docs_later, boot)}
+                     "period - first": paired(c["period"][:, mid], c["first"][:, mid], docs_later, boot),
+                     "period - later period": paired(c["period"][after][:, mid], c["later_period"][after][:, mid],
+                                                     docs_later[after], boot)}
     return bos
 
 
@@ -233,6 +241,8 @@ def _summary(ctx: Context, sel: dict[str, np.ndarray], docs: np.ndarray, mid: np
         summary[f"middle layers: {name} share on the first period minus on the first token"] = est["period - first"]
         if kind != "contrib":
             summary[f"middle layers: {name} share on the first period minus per other token"] = est["period - other"]
+            summary[f"middle layers: {name} share on the first period minus per later period"] = \
+                est["period - later period"]
     summary["layers where first periods' blocks are quieter (attention and FFN, both intervals below 0)"] = [
         layer for layer in range(ctx.n_layers)
         if own.layers["attention"]["difference"][layer].below(0) and own.layers["ffn"]["difference"][layer].below(0)]
@@ -253,8 +263,9 @@ def _explanation(tau: float, mid: np.ndarray) -> str:
         "of its sub-edge importances into the position's stream), of each attention block (the sum over its heads) "
         "and of each FFN block, at first periods and at the other positions. Appendix D's BOS claim: for positions "
         "after the first period, the share of the attention block's contribution (and of the head-averaged "
-        "attention weights) that comes from the first token, from the first period, and from an average other "
-        f"earlier token, per layer. Fig. 14: the routes (tau = {tau}) of the first period of up to {EXAMPLES} texts. "
+        "attention weights) that comes from the first token, from the first period, from an average other "
+        "earlier token and from an average later period (the 2nd, 3rd, ... before the position), per layer. "
+        f"Fig. 14: the routes (tau = {tau}) of the first period of up to {EXAMPLES} texts. "
         f"The claim is judged on the middle layers {mid[0]}-{mid[-1]} (all but the first two and the last three). "
         "Every interval is a 95% bootstrap interval resampling texts."
     )
@@ -287,13 +298,15 @@ def share_figures(shares: dict) -> dict:
         if kind not in shares:
             continue
         series, bands = {}, {}
-        for w, name in zip(WHERE, ("first token (BOS)", "first period", "an average other token")):
+        for w, name in zip(WHERE, ("first token (BOS)", "first period", "an average other token",
+                                   "an average later period")):
             value, low, high = _values(shares[kind][w])
             series[name], bands[name] = value, (low, high)
         fig = report.layer_lines(series, "share", f"Later tokens' {title}: where it comes from", bands=bands)
         out[f"periods-{kind}-shares"] = (fig, f"Share of the {title} into positions after the first period that comes "
-                                              "from the first token, from the first period and from an average other "
-                                              "earlier token, per layer, 95% intervals (appendix D, fig. 15).")
+                                              "from the first token, from the first period, from an average other "
+                                              "earlier token and from an average later period, per layer, 95% "
+                                              "intervals (appendix D, fig. 15).")
     return out
 
 
@@ -414,22 +427,31 @@ def claims(results: dict) -> list[Claim]:
     if not (np.isfinite(more.value) and d["n_other"] and d.get("n_later_period", 0)):
         return [untestable(KEY, SECTION, STATEMENT, "no other positions or later periods to compare the first "
                            "periods with, or no contribution shares in the rows", measure)]
+    over_later = d.get("over_later", _nan(1)[0])
+    if not np.isfinite(over_later.value):
+        return [untestable(KEY, SECTION, STATEMENT, "no later token follows a later period (the 2nd, 3rd, ... "
+                           "period of a text): the first period's share cannot be compared with theirs", measure)]
     first = d["bos"]["contrib"]["period - first"]
     why = (f"{qualified}. Rule: holds when, averaged over the middle layers {layers}, (b) later tokens give the "
            "first period a larger share of their attention-block contribution than an average other earlier token "
-           "(the estimate, interval above 0), (a) the first period's own blocks are near zero next to those of other "
+           "(the estimate, interval above 0) and (d) than an average later period of the same text (tokens after a "
+           f"2nd, 3rd, ... period, {over_later.n} of them; interval above 0), (a) the first period's own blocks are "
+           "near zero next to those of other "
            f"positions (no period; mean attention + FFN importance per layer, the ratio's interval below {NEAR_ZERO}) "
            f"and (c) next to those of the same texts' later periods ({d.get('n_later_period', 0)} of them; the "
            f"ratio's interval below {NEAR_ZERO}). (a) = {quiet}: {'met' if quiet.below(NEAR_ZERO) else 'not met'}; "
            f"(b): {'above 0' if more.above(0.0) else 'not above 0'}; (c) = {vs_later}: "
-           f"{'met' if vs_later.below(NEAR_ZERO) else 'not met'}. "
+           f"{'met' if vs_later.below(NEAR_ZERO) else 'not met'}; (d) = {over_later}: "
+           f"{'above 0' if over_later.above(0.0) else 'not above 0'}. "
            f"For reference, the first period's share minus the first token's share: {first}.")
     conditions = (Condition("(b) later tokens' contribution share from the first period minus from an average other "
                             "earlier token", more),
                   Condition("(a) the first periods' own-block importance over other positions'", quiet, "high", "<",
                             NEAR_ZERO),
                   Condition("(c) the first periods' own-block importance over later periods'", vs_later, "high",
-                            "<", NEAR_ZERO))
+                            "<", NEAR_ZERO),
+                  Condition("(d) later tokens' contribution share from the first period minus from an average later "
+                            "period", over_later))
     return [Claim(KEY, SECTION, STATEMENT, measure, more, verdict_of(conditions), why, conditions)]
 
 

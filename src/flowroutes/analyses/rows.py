@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from . import compute
 
+SOURCES = ("first", "period", "other", "later_period")  # where later tokens' shares go (source_shares)
 
 def first_period(token_texts: list[str]) -> int:
     """Position of the first period of a text (a token that is '.' up to spaces), -1 when there is none.
@@ -28,12 +29,20 @@ def first_period(token_texts: list[str]) -> int:
     return -1
 
 
-def source_shares(weights: np.ndarray, q: int) -> dict[str, np.ndarray]:
+def later_periods(token_texts: list[str]) -> list[int]:
+    """Positions of a text's periods after its first one (the 2nd, 3rd, ...; tokens that are '.' up to spaces)."""
+    q = first_period(token_texts)
+    return [] if q < 0 else [p for p in range(q + 1, len(token_texts)) if token_texts[p].strip() == "."]
+
+
+def source_shares(weights: np.ndarray, q: int, later: list[int] | tuple[int, ...] = ()) -> dict[str, np.ndarray]:
     """Where each target's attention or contribution goes, per layer: weights [L, T, T] (target p, source j), summed
     or averaged over heads, rows p normalised or not (shares are taken row by row here).
 
-    Returns [L, T] arrays: `first` (share on j = 0), `period` (share on j = q, NaN where p <= q or q < 1) and
-    `other` (mean share per other source j in 1..p, j != q; NaN where there is none).
+    Returns [L, T] arrays: `first` (share on j = 0), `period` (share on j = q, NaN where p <= q or q < 1),
+    `other` (mean share per other source j in 1..p, j != q; NaN where there is none) and `later_period` (mean share
+    per later period j in `later` with j < p, the text's 2nd, 3rd, ... periods: appendix D's second reference;
+    NaN where p follows none).
     """
     w = np.asarray(weights, dtype=np.float64)  # [L, T, T]
     n_layers, n_tok, _ = w.shape
@@ -50,7 +59,12 @@ def source_shares(weights: np.ndarray, q: int) -> dict[str, np.ndarray]:
             others[:, :, q] = 0.0
         n_other = np.arange(n_tok) - (np.arange(n_tok) >= q if q >= 1 else 0)  # sources 1..p without q
         other = others.sum(axis=-1) / np.where(n_other > 0, n_other, np.nan)[None, :]
-    return {"first": first, "period": period, "other": other}
+        marks = np.zeros(n_tok)
+        marks[list(later)] = 1.0  # [T] 1 at the later periods
+        before = np.tril(np.ones((n_tok, n_tok)), k=-1) * marks[None, :]  # [T, T] later periods j < p
+        n_later = before.sum(axis=-1)  # [T]
+        later_period = (share * before[None]).sum(axis=-1) / np.where(n_later > 0, n_later, np.nan)[None, :]
+    return {"first": first, "period": period, "other": other, "later_period": later_period}
 
 
 def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None = None) -> dict[str, list]:
@@ -60,8 +74,8 @@ def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None =
     each head's strongest sub-edge into x^{lA}_p (a head "affects" that stream at tau when head_max >= tau);
     previous / same_word [L*H]: head shares on the previous token / earlier subwords of the word (sec. 4.3);
     contrib_* [L]: shares of the attention block's contribution into x^{lA}_p from the first token, the first
-    period and an average other token; attn_* [L]: the same for attention weights averaged over heads, when
-    `alpha_mean` [L, T, T] is given (appendix D; NaN otherwise).
+    period, an average other token and an average later period (`source_shares`); attn_* [L]: the same for
+    attention weights averaged over heads, when `alpha_mean` [L, T, T] is given (appendix D; NaN otherwise).
     """
     text = item["text"]
     word_ids = compute.token_words(item["offsets"], text, spans)
@@ -70,12 +84,12 @@ def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None =
     n_layers, n_heads, n_tok = head_max.shape
     head_max = head_max.transpose(2, 0, 1).reshape(n_tok, n_layers * n_heads)  # [T, L*H]
     part = compute.head_shares(tr, word_ids)
-    q = first_period(tr.token_texts)
-    contrib = source_shares(tr.attention.sum(axis=1), q)  # heads summed: [L, T, T]
+    q, later = first_period(tr.token_texts), later_periods(tr.token_texts)
+    contrib = source_shares(tr.attention.sum(axis=1), q, later)  # heads summed: [L, T, T]
     if alpha_mean is not None:
-        attn = source_shares(alpha_mean, q)
+        attn = source_shares(alpha_mean, q, later)
     else:  # not measured for this text: NaN, so that every shard has the same columns
-        attn = dict.fromkeys(("first", "period", "other"), np.full((n_layers, n_tok), np.nan))
+        attn = dict.fromkeys(SOURCES, np.full((n_layers, n_tok), np.nan))
     cols = collections.defaultdict(list)
     for p in range(n_tok):
         w = word_ids[p]
@@ -97,7 +111,7 @@ def prediction_rows(tr, item: dict, spans, tags, alpha_mean: np.ndarray | None =
         cols["previous"].append(part["previous"][:, :, p].ravel())
         cols["same_word"].append(part["same_word"][:, :, p].ravel())
         for name, shares in (("contrib", contrib), ("attn", attn)):
-            for where in ("first", "period", "other"):
+            for where in SOURCES:
                 cols[f"{name}_{where}"].append(shares[where][:, p].astype(np.float32))
     return cols
 

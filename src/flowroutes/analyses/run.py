@@ -17,12 +17,13 @@ import pyarrow as pa
 
 from .. import checks, report
 from ..errors import FlowroutesError
+from ..texts import hub_spec
 from .base import Analysis, Context, registry
 from .data import read_texts, tokenize_texts
 from .domains import DEFAULT_DATA
 from .stats import N_BOOT
 
-ROWS_VERSION = 3  # bump when a row schema changes, so that old shards are never mixed with new ones
+ROWS_VERSION = 4  # bump when a row schema changes, so that old shards are never mixed with new ones
 #: every corpus run includes the general domain (sec. 5: "C4"); the rest are the paper's domains (human-written
 #: corpora shipped in data/corpora, see data/SOURCES.md; arithmetic is generated, as in the paper): the domains
 #: analysis's own default data
@@ -159,11 +160,14 @@ def read_sources(spec: Analysis, data: list[str] | None, opts: Options) -> list[
     out = []
     specs = list(data) if data else list(spec.default_data)
     for item in specs:
-        domain, src = item.split("=", 1) if "=" in item and not Path(item).exists() else (None, item)
+        plain = Path(item).exists() or item.startswith("hf:")  # hf:NAME?config=... has '=' of its own
+        domain, src = item.split("=", 1) if "=" in item and not plain else (None, item)
         if domain is None:
             path = Path(src)
             stem = Path(path.stem).stem if path.suffix.lower() == ".gz" else path.stem  # x.jsonl.gz: x
             domain = src.split(":", 1)[1] if src.startswith(("sample:", "corpus:")) else stem
+            if src.startswith("hf:"):  # the dataset's name: hf:allenai/c4:validation?config=en -> c4
+                domain = hub_spec(src[3:])[0].rstrip("/").rsplit("/", 1)[-1]
         out.append((domain, Texts(read_texts(src, opts.text_field, opts.limit), src)))
     if spec.needs_general and "general" not in [d for d, _ in out]:
         out.insert(0, ("general", Texts(read_texts("corpus:general", opts.text_field, opts.limit), "corpus:general")))
