@@ -78,7 +78,7 @@ def test_cli_on_the_default_model(tmp_path):
                            "When Mary and John went to the store, John gave a drink to", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "' Mary'" in proc.stdout.split("top next tokens:")[1].splitlines()[1]
+    assert '" Mary"' in proc.stdout.split("top next tokens:")[1].splitlines()[1]
     data = json.loads(Path(out / "routes.json").read_text())
     assert data["model"] == "SmolLM2-135M-Instruct" and data["n_layers"] == 30
 
