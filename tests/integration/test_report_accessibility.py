@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from flowroutes import report
-from flowroutes.analyses import reproduce
-from flowroutes.analyses.base import registry
-from tests.unit.test_reproduce_report import COUNTS, PATCH, TIMINGS, _figure, hand_built_results
+from tests.unit.test_reproduce_report import hand_built_claims, hand_built_results, write_hand_built
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """The hand-built results written as a reproduce run writes them, with the claims report."""
     results = hand_built_results()
-    claims = [c for spec in registry().values() if spec.claims for c in spec.claims(results)]
-    claims += reproduce.patching_claims(PATCH)
     out = tmp_path_factory.mktemp("reproduce")
-    for key, res in results.items():
-        res.write(out / reproduce.folder_of(key))
-    (out / "patching").mkdir()
-    (out / "patching" / "patching-heatmaps.png").write_bytes(report.figure_bytes(_figure(), "png"))
-    doc = reproduce.claims_doc("hand-built", "quick", reproduce.SIZE["quick"].__dict__, COUNTS, TIMINGS, claims, out)
-    (out / "report.html").write_text(reproduce.claims_html(doc, claims, results))
+    write_hand_built(out, results, hand_built_claims(results))
     return out
 
 

@@ -173,16 +173,15 @@ def results():
     return hand_built_results()
 
 
-@pytest.fixture(scope="module")
-def claims(results):
+def hand_built_claims(results) -> list:
+    """Every claim of the hand-built results, the patching claims included."""
     out = [c for spec in registry().values() if spec.claims for c in spec.claims(results)]
     return out + reproduce.patching_claims(PATCH)
 
 
-@pytest.fixture(scope="module")
-def written(results, claims, tmp_path_factory):
-    """The hand-built results written as a reproduce run writes them, with the claims report."""
-    out = tmp_path_factory.mktemp("reproduce")
+def write_hand_built(out, results, claims) -> tuple[dict, str]:
+    """The hand-built results written into `out` as a reproduce run writes them, with the claims report:
+    (claims document, report page)."""
     for key, res in results.items():
         res.write(out / reproduce.folder_of(key))
     (out / "patching").mkdir()
@@ -190,6 +189,19 @@ def written(results, claims, tmp_path_factory):
     doc = reproduce.claims_doc("hand-built", "quick", reproduce.SIZE["quick"].__dict__, COUNTS, TIMINGS, claims, out)
     page = reproduce.claims_html(doc, claims, results)
     (out / "report.html").write_text(page)
+    return doc, page
+
+
+@pytest.fixture(scope="module")
+def claims(results):
+    return hand_built_claims(results)
+
+
+@pytest.fixture(scope="module")
+def written(results, claims, tmp_path_factory):
+    """The hand-built results written as a reproduce run writes them, with the claims report."""
+    out = tmp_path_factory.mktemp("reproduce")
+    doc, page = write_hand_built(out, results, claims)
     return out, doc, page
 
 
