@@ -9,11 +9,6 @@
 #   benchmarks/peers/.venv/bin/python benchmarks/peers/run_peers.py  # peers venv
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-python="${PYTHON:-python3}"
-if [ ! -x "$here/.venv/bin/python" ]; then
-    "$python" -m venv "$here/.venv"
-fi
-"$here/.venv/bin/pip" install --quiet torch==2.13.0
-"$here/.venv/bin/pip" install --quiet -r "$here/requirements.txt"
-"$here/.venv/bin/python" -c "import auto_circuit, transformer_lens; from transformer_lens import HookedTransformer"
+. "$here/venv.sh"
+peer_venv "$here" "import auto_circuit, transformer_lens; from transformer_lens import HookedTransformer"
 echo "peers venv ready: $here/.venv"

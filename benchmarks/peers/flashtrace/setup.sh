@@ -6,11 +6,6 @@
 #   bash benchmarks/peers/flashtrace/setup.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-python="${PYTHON:-python3}"
-if [ ! -x "$here/.venv/bin/python" ]; then
-    "$python" -m venv "$here/.venv"
-fi
-"$here/.venv/bin/pip" install --quiet torch==2.13.0
-"$here/.venv/bin/pip" install --quiet -r "$here/requirements.txt"
-"$here/.venv/bin/python" -c "from flashtrace import FlashTrace"
+. "$here/../venv.sh"
+peer_venv "$here" "from flashtrace import FlashTrace"
 echo "FlashTrace venv ready: $here/.venv"
