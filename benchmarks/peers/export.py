@@ -35,11 +35,9 @@ def main() -> None:
 
     quiet_transformers()
     loaded = flowroutes.load_model()
-    folder = Path(args.out) / "smollm2"
-    if not (folder / "model.safetensors").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        loaded.model.save_pretrained(folder)
-        loaded.tokenizer.save_pretrained(folder)
+    from weights import hf_folder  # benchmarks/peers/weights.py, beside this script
+
+    folder = hf_folder(loaded, Path(args.out) / "smollm2")
     config = json.loads((folder / "config.json").read_text())
 
     examples = ioi(args.n, seed=0)

@@ -34,6 +34,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -86,11 +87,10 @@ def prepare(args) -> None:
     quiet_transformers()
     loaded = flowroutes.load_model()
     tok = loaded.tokenizer
-    folder = WORK / "smollm2"
-    if not (folder / "model.safetensors").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        loaded.model.save_pretrained(folder)
-        tok.save_pretrained(folder)
+    sys.path.insert(0, str(HERE.parent))
+    from weights import hf_folder  # benchmarks/peers/weights.py
+
+    folder = hf_folder(loaded, WORK / "smollm2")
     corpus = Path(flowroutes.__file__).parent / "data" / "corpora" / "english.jsonl.gz"
     records = [json.loads(line)["text"] for line in gzip.open(corpus, "rt", encoding="utf-8")]
     random.Random(0).shuffle(records)
