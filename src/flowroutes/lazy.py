@@ -37,28 +37,45 @@ HEAD_VALUE_ELEMENTS = 1 << 25
 PREFETCH_BYTES = 1 << 30
 
 
-def trace_lazy(loaded, prompts, id_lists, opts: Options) -> list[LazyTrace]:
+def trace_lazy(loaded, prompts, id_lists, opts: Options, *, with_logits: bool = False):
     """Lazy traces of a batch of prompts (sequential blocks only): one forward pass; per block, the FFN nodes of every
-    prompt and what the attention rows need later."""
-    adapter = loaded.adapter
+    prompt and what the attention rows need later. `with_logits`: (traces, the batch's logits [B, T_max, V] or
+    [B, K, V] at the positions `opts.predictions` keeps)."""
     lengths = [int(i.numel()) for i in id_lists]
-    n_batch, t_max = len(lengths), max(lengths)
-    per_node = {name: np.zeros((adapter.n_layers, n_batch, t_max), dtype=np.float32) for name in ("ffn",
-                                                                                                  "ffn_residual")}
-    per_node["degenerate_ffn"] = np.zeros((adapter.n_layers, n_batch, t_max), dtype=bool)
-    batch = _LazyBatch(loaded, lengths, opts.kernel, opts.prune,
-                       head_dtype(loaded, "model" if opts.precision == "model" else "float32"))
+    batch, per_node = lazy_batch(loaded, lengths, opts)
 
     def on_block(cap: BlockCapture) -> None:  # tensors [B, ...] in the model's dtype
         batch.keep(cap)  # what the attention rows need later; the weights go now
         ffn_nodes(cap, per_node, torch.float32)
 
     logits, keep = forward(loaded, id_lists, on_block, opts, lazy=True)
+    traces = lazy_traces(loaded, prompts, id_lists, logits, keep, opts, batch, per_node)
+    return (traces, logits) if with_logits else traces
+
+
+def lazy_batch(loaded, lengths: list[int], opts: Options) -> tuple[_LazyBatch, dict[str, np.ndarray]]:
+    """An empty `_LazyBatch` for prompts of `lengths` and the FFN nodes' arrays it goes with (per_node[name]
+    [L, B, T_max]: "ffn", "ffn_residual" float32, "degenerate_ffn" bool), for the blocks to fill."""
+    adapter = loaded.adapter
+    n_batch, t_max = len(lengths), max(lengths)
+    per_node = {name: np.zeros((adapter.n_layers, n_batch, t_max), dtype=np.float32) for name in ("ffn",
+                                                                                                  "ffn_residual")}
+    per_node["degenerate_ffn"] = np.zeros((adapter.n_layers, n_batch, t_max), dtype=bool)
+    batch = _LazyBatch(loaded, lengths, opts.kernel, opts.prune,
+                       head_dtype(loaded, "model" if opts.precision == "model" else "float32"))
+    return batch, per_node
+
+
+def lazy_traces(loaded, prompts, id_lists, logits, keep, opts: Options, batch: _LazyBatch,
+                per_node: dict[str, np.ndarray]) -> list[LazyTrace]:
+    """One `LazyTrace` per prompt of a filled `batch` (`lazy_batch`; every block kept), from the batch's logits."""
+    lengths = batch.lengths
     meta = trace_meta(loaded, opts, lazy=True)
     traces = [
         LazyTrace(**prompt_fields(loaded, prompt, ids, logits, keep, b, opts.top_k),
                   **{name: a[:, b, : lengths[b]].copy() for name, a in per_node.items()}, meta=dict(meta),
-                  n_heads=adapter.n_heads, loaded=loaded, batch=batch, index=b, kernel=opts.kernel, prune=opts.prune)
+                  n_heads=loaded.adapter.n_heads, loaded=loaded, batch=batch, index=b, kernel=opts.kernel,
+                  prune=opts.prune)
         for b, (prompt, ids) in enumerate(zip(prompts, id_lists))
     ]
     batch.members = [weakref.ref(t) for t in traces]
@@ -260,25 +277,32 @@ class _LazyBatch:
 
     def keep(self, cap: BlockCapture) -> None:
         """Keep what block `cap.layer`'s attention rows need (tensors [B, ...] in the model's dtype)."""
-        layer, call = cap.layer, cap.attention_call
-        if batched_kernel(self.kernel, "float32", cap.x_in.device):  # the residual edges now, x^l never again
+        self.keep_parts(cap.layer, cap.x_in, cap.x_mid, cap.attention_call, cap.normed,
+                        self.loaded.adapter.attention_post_scale(cap.layer, cap.attn_raw.float()))
+
+    def keep_parts(self, layer: int, x_in: torch.Tensor, x_mid: torch.Tensor, call, normed: torch.Tensor | None,
+                   scale: torch.Tensor | None) -> None:
+        """`keep` from the parts of a block's capture: x^l, x^{lA} [B, T, d], the attention call, LN(x^l) [B, T, d]
+        (read only without a `RecordedAttention`) and the post-norm diagonal [B, T, d] (or None). Blocks come in
+        order, bottom to top."""
+        if batched_kernel(self.kernel, "float32", x_in.device):  # the residual edges now, x^l never again
             from .kernels import proximities
 
             with numba_threads():  # numba's OpenMP layer would otherwise leave torch on its own thread count
-                self.residual.append(proximities(cap.x_in.float().cpu().numpy(), cap.x_mid.float().cpu().numpy()))
+                self.residual.append(proximities(x_in.float().cpu().numpy(), x_mid.float().cpu().numpy()))
             self.x_in.append(None)
         else:
             self.residual.append(None)
-            self.x_in.append(self._slot("x_in", layer, cap.x_in))
-        self.x_mid.append(self._slot("x_mid", layer, cap.x_mid))
+            self.x_in.append(self._slot("x_in", layer, x_in))
+        self.x_mid.append(self._slot("x_mid", layer, x_mid))
         if isinstance(call, RecordedAttention):
             call = dataclasses.replace(call, query=self._slot("query", layer, call.query),
                                        key=self._slot("key", layer, call.key),
                                        values=self._slot("values", layer, call.values))
         # with recorded attention inputs, the head values come from the recorded value vectors: no normed states
-        self.normed.append(None if isinstance(call, RecordedAttention) else cap.normed)
+        self.normed.append(None if isinstance(call, RecordedAttention) else normed)
         self.call.append(call)
-        self.scale.append(self.loaded.adapter.attention_post_scale(layer, cap.attn_raw.float()))
+        self.scale.append(scale)
 
     def _slot(self, kind: str, layer: int, t: torch.Tensor) -> torch.Tensor:
         """`t` copied into slot `layer` of one [L, ...] CPU buffer per kind: a few large allocations instead of many

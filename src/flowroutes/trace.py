@@ -115,20 +115,20 @@ def _several(prompt, input_ids) -> bool:
 def _several_inputs(loaded, prompt, input_ids, add_special_tokens) -> tuple[list[str], list[torch.Tensor]]:
     """(texts, ids [T_b] per prompt) of a list of prompts or of id sequences."""
     if input_ids is not None:
-        id_lists = [_check_ids(loaded, torch.as_tensor(i, dtype=torch.long).reshape(-1)) for i in input_ids]
+        id_lists = [check_ids(loaded, torch.as_tensor(i, dtype=torch.long).reshape(-1)) for i in input_ids]
         return [loaded.tokenizer.decode(i.tolist()) for i in id_lists], id_lists
     texts = list(prompt)
-    return texts, [_check_ids(loaded, tokenize(loaded, t, add_special_tokens)) for t in texts]
+    return texts, [check_ids(loaded, tokenize(loaded, t, add_special_tokens)) for t in texts]
 
 
 def _one_input(loaded, prompt, input_ids, add_special_tokens) -> tuple[str, torch.Tensor]:
     """(text, ids [T]) of one prompt or id sequence."""
     if input_ids is None:
-        return prompt, _check_ids(loaded, tokenize(loaded, prompt, add_special_tokens))
+        return prompt, check_ids(loaded, tokenize(loaded, prompt, add_special_tokens))
     ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
     if ids.numel() == 0:
         raise FlowroutesError("input_ids is empty: give at least one token")
-    return (loaded.tokenizer.decode(ids.tolist()) if prompt is None else prompt), _check_ids(loaded, ids)
+    return (loaded.tokenizer.decode(ids.tolist()) if prompt is None else prompt), check_ids(loaded, ids)
 
 
 def _trace_several(loaded, texts, id_lists, lazy: bool, batch_size: int, progress: bool, opts: Options) -> list:
@@ -161,7 +161,8 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="prompt", disable=not enabled, desc="tracing")
 
 
-def _check_ids(loaded: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
+def check_ids(loaded: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
+    """ids [T] if the model can read them, else one FlowroutesError line."""
     if ids.numel() == 0:
         raise FlowroutesError("the prompt has no tokens after tokenisation: give some text")
     if ids.numel() > loaded.adapter.max_context:

@@ -4,15 +4,20 @@ implementations (tests/unit/test_attribution.py), and known answers of planted m
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
+import torch
 
 import flowroutes
+from flowroutes.decoding import can_decode
 from flowroutes.errors import FlowroutesError
 from flowroutes.generation import generate
-from tests.helpers.families import tiny_family
+from tests.helpers.families import FAMILIES, tiny_family
 from tests.helpers.models import VOCAB, tiny_llama, word_tokenizer
 from tests.helpers.planted import copy_model, planted_llama, relative_head
+from tests.helpers.tolerances import DECODED_IMPORTANCE_ABS
 from tests.unit.test_attribution import alti_by_loops, flow_by_absorption
 
 PROMPT = "w1 w2 w3 w4 w5"
@@ -182,3 +187,63 @@ def test_the_notebook_display_colours_the_prompt_by_the_answers_attribution(load
     assert all(f">{t}</span>" in page for t in g.prompt_tokens)
     for t, p in zip(g.answer_tokens, g.answer_probs):
         assert f'title="p = {p:.3f}" style="border-bottom: 2px solid rgba(31, 119, 180, {p:.2f})">{t}</span>' in page
+
+
+@contextlib.contextmanager
+def _counting_passes(loaded):
+    """Yields [n]: the model's forward passes (calls of the outer model) while the block runs."""
+    count = [0]
+
+    def hook(*_):
+        count[0] += 1
+
+    handle = loaded.model.register_forward_pre_hook(hook)
+    try:
+        yield count
+    finally:
+        handle.remove()
+
+
+#: the families `decoding` does not trace from their cached passes, and why
+NOT_DECODED = {"gpt_neo": "sliding window 3", "mistral": "sliding window 3", "gemma2": "sliding window 3",
+               "gemma3_text": "sliding window 3", "bloom": "attention not recordable (ALiBi)",
+               "falcon_alibi_sequential": "attention not recordable (ALiBi)", "gptj": "parallel blocks",
+               "gpt_neox": "parallel blocks", "falcon": "parallel blocks", "falcon_new_arch": "parallel blocks",
+               "phi": "parallel blocks", "stablelm_parallel": "parallel blocks"}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_generation_is_traced_from_its_own_cached_passes(family):
+    """The answer is the model's own greedy `generate`'s with its probabilities; a model `decoding` can trace makes
+    one pass per answer token (prompt, then each token with the KV cache) and no other, and its trace equals the
+    trace of prompt + answer[:-1] in one pass to float32 rounding; the others (sliding window 3, unrecordable
+    attention, parallel blocks) generate and trace in one more pass, giving that trace itself."""
+    from flowroutes.generation import _generate, stop_ids
+    from flowroutes.trace import tokenize
+
+    loaded = flowroutes.load_model(tiny_family(family), tokenizer=word_tokenizer())
+    prompt_ids = tokenize(loaded, PROMPT)
+    want, want_probs, _ = _generate(loaded, prompt_ids, 6, False, None, 1.0, stop_ids(loaded, None))
+    with _counting_passes(loaded) as passes:
+        g = generate(loaded, PROMPT, 6)
+    assert g.answer_ids.tolist() == want.tolist()
+    np.testing.assert_allclose(g.answer_probs, want_probs, atol=1e-5)
+    decodes = can_decode(loaded, g.trace.n_tokens)
+    assert decodes == (family not in NOT_DECODED)
+    if decodes:
+        assert passes[0] == g.n_answer
+    one_pass = flowroutes.trace(loaded, input_ids=np.concatenate([g.prompt_ids, g.answer_ids[:-1]]), lazy=True)
+    got, want_tr = (t.full() if hasattr(t, "full") else t for t in (g.trace, one_pass))
+    for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
+        diff = np.abs(getattr(got, name) - getattr(want_tr, name)).max()
+        assert diff <= (DECODED_IMPORTANCE_ABS if decodes else 0.0), (name, diff)
+    np.testing.assert_allclose(got.top_probs, want_tr.top_probs, atol=1e-5)
+
+
+def test_a_target_is_traced_in_the_pass_that_gives_its_probabilities(loaded):
+    with _counting_passes(loaded) as passes:
+        forced = generate(loaded, PROMPT, target="w7 w8 w9")
+    assert passes[0] == 1
+    logits = loaded.model(input_ids=torch.as_tensor(forced.trace.input_ids)[None]).logits[0].double()
+    want = torch.softmax(logits, dim=-1)[[4, 5, 6], [7, 8, 9]].detach().numpy()
+    np.testing.assert_allclose(forced.answer_probs, want, rtol=1e-5)

@@ -1,0 +1,144 @@
+"""Generation with a KV cache whose every step is captured: the prompt's pass, then one pass per answer token, each
+with the lazy engine's hooks; the lazy trace of prompt + answer[:-1] is put together from those passes, so that
+explaining a generation costs no forward pass beyond the generation's own (docs/generation.md, "Cost").
+
+Per block and step the capture keeps what the lazy trace keeps of a whole pass: x^l, x^{lA}, the post-norm
+diagonal, the attention's queries and the step's new keys and values, and the step's FFN nodes (eq. 1 needs only
+each position's own vectors). The attention of step s read the keys of every position up to its own; the trace's
+attention rows read the same keys (in the cache's float32 values) through the causal mask. Models whose cached
+attention is not plainly causal over every earlier position (a sliding window that bites, attention that cannot be
+recorded, parallel blocks) are not decoded here: `generation.generate` then generates with the model's own
+`generate` and traces prompt + answer[:-1] in one more pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from . import deadline
+from .capture import BlockCapture, RecordedAttention, can_record, step_with_capture
+from .engine import Options, parallel_flags
+from .errors import FlowroutesError
+from .importance import ffn_importance
+from .lazy import LazyTrace, lazy_batch, lazy_traces
+
+#: what `generate` traces with: `flowroutes.trace`'s defaults (every position's top 10 predictions, exact float32)
+OPTIONS = Options(top_k=10, kernel="auto", chunk_elements=1 << 23, precision="float32", prune=0.0, predictions="all")
+
+
+class NotCausal(Exception):
+    """A step's attention read something other than every earlier position (a sliding window, a trimmed cache):
+    this model is traced by one more pass instead."""
+
+
+def can_decode(loaded, n_positions: int) -> bool:
+    """Whether `decode` can trace this model's generation of `n_positions` positions (prompt + answer[:-1]):
+    recordable attention, sequential blocks, and no sliding window shorter than that (`decode` checks every
+    step's mask as well)."""
+    window = getattr(loaded.model.config, "sliding_window", None)
+    return (can_record(loaded) and not any(parallel_flags(loaded.adapter))
+            and not (isinstance(window, int) and window < n_positions))
+
+
+class _Steps:
+    """What the capture keeps of each step, per block (lists of [1, t, ...] pieces, the position axis of each
+    noted), put together into one `_LazyBatch` at the end."""
+
+    def __init__(self, loaded):
+        self.adapter = loaded.adapter
+        n = self.adapter.n_layers
+        self.parts: list[dict[str, list]] = [{"x_in": [], "x_mid": [], "scale": [], "query": [], "key": [],
+                                              "values": [], "ffn": [], "ffn_residual": [], "degenerate_ffn": []}
+                                             for _ in range(n)]
+        self.kwargs: list[dict | None] = [None] * n
+        self.start = 0  # the position of this step's first token
+        self.dtype: torch.dtype | None = None  # the queries' (and the additive mask's) dtype
+
+    def block(self, cap: BlockCapture) -> None:  # tensors [1, t, ...] in the model's dtype
+        call, layer = cap.attention_call, cap.layer
+        if not isinstance(call, RecordedAttention):
+            raise NotCausal
+        n_new, seen = cap.x_in.shape[1], call.key.shape[2]
+        if seen != self.start + n_new or (call.mask is not None and not _is_causal(call.mask, self.start)):
+            raise NotCausal
+        part = self.parts[layer]
+        part["x_in"].append(cap.x_in)
+        part["x_mid"].append(cap.x_mid)
+        part["scale"].append(self.adapter.attention_post_scale(layer, cap.attn_raw.float()))
+        part["query"].append(call.query)
+        part["key"].append(call.key[:, :, -n_new:])
+        part["values"].append(call.values[:, :, -n_new:])
+        self.kwargs[layer] = self.kwargs[layer] or call.kwargs
+        self.dtype = call.query.dtype
+        d = cap.x_out.shape[-1]
+        for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"),
+                           ffn_importance(*(t.float().reshape(-1, d) for t in (cap.x_mid, cap.ffn_out, cap.x_out)))):
+            part[name].append(t.cpu().numpy())
+
+    def lazy(self, loaded, prompt: str, ids: torch.Tensor, logits: torch.Tensor) -> LazyTrace:
+        """The lazy trace of the positions the steps passed through, ids [T] with logits [T, V]."""
+        n_tok = int(ids.numel())
+        batch, per_node = lazy_batch(loaded, [n_tok], OPTIONS)
+        mask = torch.full((1, 1, n_tok, n_tok), torch.finfo(self.dtype).min, dtype=self.dtype).triu(1)  # additive
+        for layer, part in enumerate(self.parts):
+            whole = {name: torch.cat(part.pop(name), dim=2 if name in ("query", "key", "values") else 1)
+                     for name in ("query", "key", "values", "x_in", "x_mid")}
+            scales = part.pop("scale")
+            call = RecordedAttention(whole["query"], whole["key"], whole["values"], mask.to(whole["query"].device),
+                                     self.kwargs[layer])
+            batch.keep_parts(layer, whole["x_in"], whole["x_mid"], call, None,
+                             None if scales[0] is None else torch.cat(scales, dim=1))
+            for name in ("ffn", "ffn_residual", "degenerate_ffn"):
+                per_node[name][layer, 0] = np.concatenate(part.pop(name))
+        return lazy_traces(loaded, [prompt], [ids], logits[None], None, OPTIONS, batch, per_node)[0]
+
+
+def _is_causal(mask: torch.Tensor, start: int) -> bool:
+    """Whether an additive mask [.., t, t'] of queries at start.. lets each query read exactly the keys 0..its own."""
+    n_q, n_k = mask.shape[-2:]
+    allowed = torch.arange(n_k)[None, :] <= torch.arange(start, start + n_q)[:, None]  # [t, t']
+    return bool(((mask == 0) == allowed.to(mask.device)).all())
+
+
+def decode(loaded, prompt_ids: torch.Tensor, max_new_tokens: int,
+           choose: Callable[[torch.Tensor], int], stops: list[int]):
+    """Generate up to `max_new_tokens` tokens after prompt_ids [P] with a KV cache, `choose(logits [V] float32)`
+    picking each; stop after a token of `stops`. Returns (answer [K] long, probs [K] float64: softmax of the raw
+    logits at each chosen token, stop reason, the LazyTrace of prompt + answer[:-1] from the steps' own passes), or
+    None when the model's cached attention is not plainly causal (`NotCausal`)."""
+    n_prompt = int(prompt_ids.numel())
+    limit = loaded.adapter.max_context
+    if n_prompt + max_new_tokens - 1 > limit:
+        raise FlowroutesError(f"the prompt has {n_prompt} tokens and {max_new_tokens} more were asked for, but "
+                              f"{loaded.name} reads at most {limit}: ask for at most {limit - n_prompt + 1}")
+    steps = _Steps(loaded)
+    answer: list[int] = []
+    probs: list[float] = []
+    logit_rows: list[torch.Tensor] = []
+    past, step_ids = None, prompt_ids[None]
+    reason = "length"
+    try:
+        while True:
+            deadline.check()
+            logits, past = step_with_capture(loaded, step_ids, past, steps.block)  # [t, V]
+            steps.start += step_ids.shape[1]
+            logit_rows.append(logits.cpu())
+            last = logits[-1]
+            token = int(choose(last))
+            answer.append(token)
+            probs.append(float(torch.softmax(last.double(), dim=-1)[token]))
+            if token in stops:
+                reason = "stop"
+                break
+            if len(answer) == max_new_tokens:
+                break
+            step_ids = torch.tensor([[token]], dtype=torch.long)
+    except NotCausal:
+        return None
+    del past
+    ids = torch.cat([prompt_ids, torch.tensor(answer[:-1], dtype=torch.long)])
+    tr = steps.lazy(loaded, loaded.tokenizer.decode(ids.tolist()), ids, torch.cat(logit_rows))
+    return torch.tensor(answer, dtype=torch.long), np.array(probs), reason, tr
