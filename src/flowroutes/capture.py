@@ -312,24 +312,25 @@ def step_with_capture(loaded: LoadedModel, input_ids: torch.Tensor, past, on_blo
     """One forward step of generation with a KV cache: `input_ids` [1, t] (the prompt, then one token a step) after
     the positions `past` holds (None: none), with the hooks of `run_with_capture(record=True, dtype=None)` on every
     block. Each capture's `RecordedAttention` has the step's queries [1, H, t, dh] and the keys, values [1, KV, t', dh]
-    and mask [1, 1, t, t'] (or None) of all t' positions the attention read, cached ones included. Returns (logits
-    [t, vocab] float32, the cache, to pass as `past` to the next step)."""
+    and mask [1, 1, t, t'] (or None) of all t' positions the attention read, cached ones included. Returns (the
+    logits of the step's last position [vocab] float32 (the LM head runs only there when the model can skip it),
+    the cache, to pass as `past` to the next step)."""
+    model = loaded.model
     hooks = _BlockHooks(loaded, tuple(input_ids.shape), on_block, True, True, None)
-    device = next(loaded.model.parameters()).device
+    device = next(model.parameters()).device
+    params = inspect.signature(model.forward).parameters
+    extra = {"cache" if "cache" in params else "past_key_values": past}  # transformers 5.24 renamed it
+    if "logits_to_keep" in params:
+        extra["logits_to_keep"] = 1
     hooks.register()
     try:
-        with torch.no_grad(), recording_attention(loaded.model) as store:
+        with torch.no_grad(), recording_attention(model) as store:
             hooks.recorded = store
-            out = loaded.model(input_ids=input_ids.to(device), use_cache=True, **{_cache_argument(loaded.model): past})
+            out = model(input_ids=input_ids.to(device), use_cache=True, **extra)
     finally:
         hooks.remove()
     cache = getattr(out, "cache", None)
-    return out.logits.detach()[0].float(), cache if cache is not None else out.past_key_values
-
-
-def _cache_argument(model) -> str:
-    """The forward pass's name for the KV cache: "cache" (transformers 5.24 on), "past_key_values" before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return out.logits.detach()[0, -1].float(), cache if cache is not None else out.past_key_values
 
 
 def attention_rows_batch(loaded: LoadedModel, layer: int, call: AttentionCall, prompts: torch.Tensor,

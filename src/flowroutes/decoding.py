@@ -79,7 +79,9 @@ class _Steps:
             part[name].append(t.cpu().numpy())
 
     def lazy(self, loaded, prompt: str, ids: torch.Tensor, logits: torch.Tensor) -> LazyTrace:
-        """The lazy trace of the positions the steps passed through, ids [T] with logits [T, V]."""
+        """The lazy trace of the positions the steps passed through, ids [T], with the logits [K, V] of its last K
+        positions (those that predict the answer's tokens; the others get no predictions, as `predictions="none"`
+        leaves them)."""
         n_tok = int(ids.numel())
         batch, per_node = lazy_batch(loaded, [n_tok], OPTIONS)
         mask = torch.full((1, 1, n_tok, n_tok), torch.finfo(self.dtype).min, dtype=self.dtype).triu(1)  # additive
@@ -93,7 +95,10 @@ class _Steps:
                              None if scales[0] is None else torch.cat(scales, dim=1))
             for name in ("ffn", "ffn_residual", "degenerate_ffn"):
                 per_node[name][layer, 0] = np.concatenate(part.pop(name))
-        return lazy_traces(loaded, [prompt], [ids], logits[None], None, OPTIONS, batch, per_node)[0]
+        keep = torch.arange(n_tok - logits.shape[0], n_tok)[None]  # [1, K]
+        tr = lazy_traces(loaded, [prompt], [ids], logits[None], keep, OPTIONS, batch, per_node)[0]
+        tr.meta |= {"decoded": True, "predictions": "answer"}  # from a generation's cached passes; see `lazy`
+        return tr
 
 
 def _is_causal(mask: torch.Tensor, start: int) -> bool:
@@ -123,10 +128,9 @@ def decode(loaded, prompt_ids: torch.Tensor, max_new_tokens: int,
     try:
         while True:
             deadline.check()
-            logits, past = step_with_capture(loaded, step_ids, past, steps.block)  # [t, V]
+            last, past = step_with_capture(loaded, step_ids, past, steps.block)  # [V]
             steps.start += step_ids.shape[1]
-            logit_rows.append(logits.cpu())
-            last = logits[-1]
+            logit_rows.append(last.cpu())
             token = int(choose(last))
             answer.append(token)
             probs.append(float(torch.softmax(last.double(), dim=-1)[token]))
@@ -140,5 +144,5 @@ def decode(loaded, prompt_ids: torch.Tensor, max_new_tokens: int,
         return None
     del past
     ids = torch.cat([prompt_ids, torch.tensor(answer[:-1], dtype=torch.long)])
-    tr = steps.lazy(loaded, loaded.tokenizer.decode(ids.tolist()), ids, torch.cat(logit_rows))
+    tr = steps.lazy(loaded, loaded.tokenizer.decode(ids.tolist()), ids, torch.stack(logit_rows))
     return torch.tensor(answer, dtype=torch.long), np.array(probs), reason, tr
