@@ -23,7 +23,8 @@ STATIC = Path(__file__).parent / "web" / "static"
 MODULES = ("graph.js", "editing.js", "widget.js")  # the widget's JavaScript, in this order
 MIN_THRESHOLD = 0.005  # the slider's lowest threshold (as the explorer's page)
 MAX_THRESHOLD = 0.5  # and its highest
-_SIBLING_IMPORT = re.compile(r'^import \{[^}]*\} from "\./(?:graph|editing)\.js";\n', re.MULTILINE)
+_SIBLING = "|".join(map(re.escape, MODULES))
+_SIBLING_IMPORT = re.compile(rf'^import \{{[^}}]*\}} from "\./(?:{_SIBLING})";\n', re.MULTILINE)  # one line each
 
 
 def esm() -> str:
