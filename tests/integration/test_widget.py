@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import flowroutes
-from flowroutes import notebook
+from flowroutes import Routes, notebook
+from flowroutes.edits import Edits, Supernode, edge_id, ids_of, supernode_edges
 from tests.helpers.models import tiny_llama, word_tokenizer
 from tests.helpers.web_helpers import screenshot
 
@@ -56,10 +57,15 @@ def test_the_widget_state_is_the_routes_and_follows_threshold_and_position(tr, m
     lw = lazy.widget(0.05)
     lw.set_state({"threshold": 0.12})
     assert lw.routes == lazy.routes(0.12).to_dict() and lw.current.attention_threshold == 0.12
-    # the JavaScript is the page's file, not a copy
-    state = w.get_state()
-    assert state["_esm"] == (notebook.STATIC / "graph.js").read_text()
-    assert "/static/graph.js" in (notebook.STATIC / "index.html").read_text()
+    # the JavaScript is the page's files, not a copy: graph.js and editing.js whole (bar the import of the one by
+    # the other) in the one module, which imports nothing; the page imports the same two files
+    esm = w.get_state()["_esm"]
+    for name in ("graph.js", "editing.js", "widget.js"):
+        own = [line for line in (notebook.STATIC / name).read_text().splitlines() if not line.startswith("import ")]
+        assert "\n".join(own) in esm
+    assert not [line for line in esm.splitlines() if line.startswith("import ")]
+    page = (notebook.STATIC / "index.html").read_text()
+    assert 'from "/static/graph.js"' in page and 'from "/static/editing.js"' in page
 
 
 def test_a_routes_object_is_shown_with_fixed_controls(tr):
@@ -74,23 +80,29 @@ def test_a_routes_object_is_shown_with_fixed_controls(tr):
 
 # a host page that gives the module anywidget's model interface (get, set, save_changes, on, off): a save hands
 # the changed traits to Python (window.pySave), which applies them with the widget's own set_state and answers with
-# its whole synced state, as the kernel would
+# its whole synced state, as the kernel would; window.pyPush(state) is the kernel's update after a change made in
+# Python; window.inflight counts the saves not answered yet
 HOST = """<!doctype html><html><head><meta charset="utf-8"><style id="css"></style></head><body><div id="cell"></div>
 <script type="module">
+window.inflight = 0;
 window.startWidget = async (state) => {
   document.getElementById("css").textContent = state._css;
   const values = { ...state }, handlers = {}, pending = {};
   const fire = (name) => (handlers[`change:${name}`] || []).forEach((cb) => cb());
+  const apply = (answer) => {
+    for (const [k, v] of Object.entries(answer)) {
+      if (JSON.stringify(values[k]) !== JSON.stringify(v)) { values[k] = v; fire(k); }
+    }
+  };
+  window.pyPush = apply;
   const model = {
     get: (k) => values[k],
     set: (k, v) => { values[k] = v; pending[k] = v; },
     save_changes: async () => {
       const changes = { ...pending };
       for (const k of Object.keys(pending)) delete pending[k];
-      const answer = await window.pySave(JSON.stringify(changes));
-      for (const [k, v] of Object.entries(JSON.parse(answer))) {
-        if (JSON.stringify(values[k]) !== JSON.stringify(v)) { values[k] = v; fire(k); }
-      }
+      window.inflight++;
+      try { apply(JSON.parse(await window.pySave(JSON.stringify(changes)))); } finally { window.inflight--; }
     },
     on: (ev, cb) => { (handlers[ev] = handlers[ev] || []).push(cb); },
     off: (ev, cb) => { handlers[ev] = (handlers[ev] || []).filter((f) => f !== cb); },
@@ -105,7 +117,7 @@ window.hostReady = true;
 
 def _synced(w) -> dict:
     return {k: v for k, v in w.get_state().items() if k in ("routes", "display", "threshold", "position", "error",
-                                                             "adjustable", "min_threshold")}
+                                                             "adjustable", "min_threshold", "edits", "note")}
 
 
 def _renders(page) -> int:
@@ -160,6 +172,169 @@ def test_the_widget_draws_and_inspects_the_routes_in_chromium(browser, tr):
         token = json.dumps(tr.token_texts[4])
         assert panel.locator(".fw-node").inner_text() == f"embedding, token {token} (position 4)"
         assert math.isclose(float(cell.locator(".fw-threshold").input_value()), 0.15)
+    finally:
+        page.close()
+
+
+def _members(routes) -> list[str]:
+    """Two attention nodes of the explained column with the most edges: the supernode the tests make."""
+    att = [n.id for n in routes.nodes if n.kind == "attention" and n.position == routes.position]
+    degree = {n: sum(n in (e.source, e.target) for e in routes.edges) for n in att}
+    return sorted(att, key=lambda n: -degree[n])[:2]
+
+
+def test_edits_are_checked_by_flowroutes_edits_and_follow_threshold_and_position(tr):
+    w = flowroutes.widget(tr, threshold=0.05)
+    routes, high = tr.routes(0.05), tr.routes(0.2)
+    top = f"x3@{routes.position}"
+    gone = sorted({n.id for n in routes.nodes} - {n.id for n in high.nodes})  # at 0.05, not at 0.2
+    members = gone[:2]
+    assert len(members) == 2 and top in {n.id for n in high.nodes}
+    assert w.edits == Edits().to_dict() and w.current.edits.is_empty() and "edits" not in w.current.to_dict()
+    # from Python: a partial dict or an Edits, stored as flowroutes.edits writes them (ids once each)
+    w.edits = {"pins": {"nodes": [top, top]}, "supernodes": [{"label": "movers", "nodes": members}]}
+    want = {"selection": {"nodes": [], "edges": []}, "pins": {"nodes": [top], "edges": []},
+            "supernodes": [{"label": "movers", "nodes": members}], "notes": {}, "focus": "all"}
+    assert w.edits == want
+    w.edits = Edits(pinned_nodes=[top], supernodes=[Supernode("movers", members)], notes={top: "the prediction"})
+    want["notes"] = {top: "the prediction"}
+    assert w.edits == want
+    # w.current carries them: schema v3, read back as the same Edits, and a widget of it starts from them
+    saved = w.current.to_dict()
+    assert saved["version"] == 3 and saved["edits"] == want
+    assert Routes.from_json(w.current.to_json()).edits == Edits.from_dict(want, *ids_of(routes))
+    assert flowroutes.widget(Routes.from_json(saved)).edits == want
+    # refused in one FlowroutesError line, the edits kept as they were
+    for bad, line in [({"pins": {"nodes": ["x9@9"]}}, "edits.pins.nodes: 'x9@9' is not in these routes"),
+                      (5, "edits: expected an object with selection, pins, supernodes, notes and focus"),
+                      ({"focus": "blur"}, "edits.focus: expected one of all, fade, hide"),
+                      ({"supernodes": [{"label": "one", "nodes": [top]}]},
+                       "edits.supernodes[0]: a supernode groups at least two nodes")]:
+        with pytest.raises(flowroutes.FlowroutesError) as err:
+            w.edits = bad
+        assert str(err.value) == line and w.edits == want
+    # from the cell (set_state, as the front end sends them): the same check, the refusal in `error`
+    w.set_state({"edits": {"supernodes": [{"label": "x0@0", "nodes": members}]}})
+    assert w.error == "edits.supernodes[0].label: 'x0@0' is a node's id: choose a name" and w.edits == want
+    w.set_state({"edits": {**want, "focus": "fade"}})
+    assert w.edits == {**want, "focus": "fade"}
+    # a higher threshold: what its routes lack (the supernode) is dropped, with a note; what they hold stays
+    w.set_state({"threshold": 0.2})
+    assert w.routes == high.to_dict() and w.edits == {**want, "supernodes": [], "focus": "fade"}
+    assert w.note == "1 of the edits name nodes or edges that the routes at threshold 0.2 lack: dropped"
+    w.set_state({"threshold": 0.15})
+    assert w.note == "" and w.edits["pins"]["nodes"] == [top]
+    # another position: a new prediction starts without edits, as on the page
+    w.set_state({"position": 4})
+    assert w.edits == Edits().to_dict() and w.current.position == 4
+    assert w.note == "the edits of position 7 do not carry over to position 4: cleared"
+
+
+def _settle(page) -> None:
+    """Waits until every save the cell made has been answered by Python."""
+    page.wait_for_function("window.inflight === 0")
+
+
+def _shown(cell, selector: str) -> list[str]:
+    """data-id (or data-label) of the items matching `selector` that are displayed."""
+    return cell.locator(selector).evaluate_all(
+        "xs => xs.filter(x => getComputedStyle(x).display !== 'none').map(x => x.dataset.id || x.dataset.label)")
+
+
+def test_the_widget_edits_the_graph_in_chromium_and_python_reads_and_sets_them(browser, tr):
+    w = flowroutes.widget(tr, threshold=0.05)
+    routes = tr.routes(0.05)
+    top = f"x3@{routes.position}"
+    members = _members(routes)
+    edge = max((e for e in routes.edges if e.kind == "attention" and not {e.source, e.target} & set(members)),
+               key=lambda e: e.weight)
+    page = browser.new_page(viewport={"width": 1300, "height": 800})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.expose_function("pySave", lambda changes: (w.set_state(json.loads(changes)), json.dumps(_synced(w)))[1])
+        page.set_content(HOST)
+        page.wait_for_function("window.hostReady === true")
+        page.evaluate("(s) => window.startWidget(s)", w.get_state())
+        page.wait_for_function("Number(document.querySelector('#cell').dataset.renders) >= 1")
+        cell = page.locator("#cell")
+
+        def click(selector, shift=False):
+            cell.locator(selector).first.dispatch_event("click", {"shiftKey": shift})
+            _settle(page)
+
+        # click selects, shift-click adds: Python reads the selection
+        click(f'svg.routes circle[data-id="{members[0]}"]')
+        click(f'svg.routes circle[data-id="{members[1]}"]', shift=True)
+        assert w.edits["selection"] == {"nodes": members, "edges": []}
+        # pinned, then grouped into a labelled supernode
+        cell.locator(".fw-pin").click()
+        _settle(page)
+        assert w.edits["pins"] == {"nodes": members, "edges": []}
+        cell.locator(".fw-group-label").fill("name movers")
+        cell.locator(".fw-group").click()
+        _settle(page)
+        assert _shown(cell, "svg.routes .supernode") == ["name movers"]
+        assert not set(_shown(cell, "svg.routes circle.node")) & set(members)
+        # notes on the top node and on an edge, then the rest faded
+        click(f'svg.routes circle[data-id="{top}"]')
+        cell.locator(".fw-note-text").fill("the prediction")
+        cell.locator(".fw-note-set").click()
+        _settle(page)
+        click(f'svg.routes .edge[data-key="{edge_id(edge.kind, edge.source, edge.target)}"]')
+        cell.locator(".fw-note-text").fill("copies the earlier name")
+        cell.locator(".fw-note-set").click()
+        _settle(page)
+        cell.locator(".fw-focus").select_option("fade")
+        _settle(page)
+        key = edge_id(edge.kind, edge.source, edge.target)
+        want = {"selection": {"nodes": [], "edges": [key]}, "pins": {"nodes": members, "edges": []},
+                "supernodes": [{"label": "name movers", "nodes": members}],
+                "notes": {top: "the prediction", key: "copies the earlier name"}, "focus": "fade"}
+        assert w.edits == want == Edits.from_dict(want, *ids_of(routes)).to_dict()
+        count = cell.locator(".fw-edit-count")
+        assert count.inner_text() == "0 nodes and 1 edges selected, 2 pinned, 1 supernodes, 2 notes"
+        screenshot(page, "widget-edited.png", clip=cell.bounding_box())  # docs/img/ as above
+        # w.current is schema v3 with these edits; the summed edges drawn are flowroutes.edits.supernode_edges'
+        saved = w.current.to_dict()
+        assert saved["version"] == 3 and saved["edits"] == want
+        summed = supernode_edges(routes, w.current.edits)
+        drawn = cell.locator("svg.routes line.super-edge").evaluate_all(
+            "ls => ls.map(l => [l.dataset.source, l.dataset.target, Number(l.dataset.weight)])")
+        assert len(drawn) == len(summed) >= 2
+        got = {(s, t): v for s, t, v in drawn}
+        for s in summed:
+            assert got[(s["source"], s["target"])] == pytest.approx(s["weight"], abs=1e-9)
+        # a refusal in the cell is one line and sends nothing
+        click(f'svg.routes circle[data-id="{top}"]', shift=True)
+        cell.locator(".fw-note-set").click()
+        assert cell.locator(".fw-error").inner_text() == "a note goes on one node or edge: 2 are selected (click one)"
+        assert w.edits["selection"] == {"nodes": [top], "edges": [key]}
+        # set from Python: only the pinned top node and what feeds it are drawn
+        feeding = {e.source for e in routes.edges if e.target == top}
+        high = tr.routes(0.2)
+        gone = sorted({n.id for n in routes.nodes} - {n.id for n in high.nodes})  # at 0.05, not at 0.2
+        pinned = [top, *sorted(feeding), gone[0]]
+        w.edits = {"pins": {"nodes": pinned}, "focus": "hide"}
+        before = int(page.evaluate("Number(document.querySelector('#cell').dataset.edited || 0)"))
+        page.evaluate("(s) => window.pyPush(s)", _synced(w))
+        page.wait_for_function(f"Number(document.querySelector('#cell').dataset.edited) > {before}")
+        assert sorted(_shown(cell, "svg.routes circle.node")) == sorted(pinned)
+        between = [e for e in routes.edges if e.source in pinned and e.target in pinned]
+        assert cell.locator("svg.routes .edge").evaluate_all(
+            "gs => gs.filter(g => getComputedStyle(g).display !== 'none').length") == len(between)
+        assert cell.locator("svg.routes .supernode").count() == 0 and cell.locator(".fw-focus").input_value() == "hide"
+        assert count.inner_text() == f"0 nodes and 0 edges selected, {len(pinned)} pinned, 0 supernodes, 0 notes"
+        # a new threshold from the slider: the pin its routes lack is dropped, and the cell says so
+        before = _renders(page)
+        cell.locator(".fw-threshold").fill("0.2")
+        page.wait_for_function(f"Number(document.querySelector('#cell').dataset.renders) > {before}")
+        _settle(page)
+        assert w.edits["pins"]["nodes"] == pinned[:-1]
+        assert cell.locator(".fw-note").inner_text() == ("1 of the edits name nodes or edges that the routes at "
+                                                         "threshold 0.2 lack: dropped")
+        assert sorted(_shown(cell, "svg.routes circle.node")) == sorted(w.edits["pins"]["nodes"])
+        assert not errors, errors
     finally:
         page.close()
 

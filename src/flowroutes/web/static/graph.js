@@ -1,6 +1,7 @@
 // flowroutes routes graph: draws a routes JSON (docs/schema.md) as SVG with pan, zoom, keyboard walks and clicks.
 // One ES module for the explorer page (index.html imports it for app.js) and the notebook widget (flowroutes.widget:
-// its _esm is this file). Reads no page globals and makes no requests: the host passes what it needs in opts.
+// its _esm is this file, editing.js and widget.js). Reads no page globals and makes no requests: the host passes
+// what it needs in opts.
 "use strict";
 
 const SVGNS = "http://www.w3.org/2000/svg";
@@ -48,7 +49,7 @@ export function defaultHeight(frame) {
 // column, for aligned contrast graphs), ncols, display (token texts as shown), collapse, dla, fit; and what the host
 // gives: edgeLimit (edges drawn one by one), height(frame) (the frame's height), onEdge(e, s, t, ctx) and
 // onNode(n, ctx) (a click), select(item) (marks the clicked item; default: within this container), editing ({select,
-// box, attach}: pins, selections and groups, editing.js; the page's main graph only)
+// box, attach}: pins, selections and groups, an editing.js editor; the page's main graph and the widget's)
 export function drawRoutes(container, routes, opts = {}) {
   container.textContent = "";
   const EDGE_LIMIT = opts.edgeLimit || DEFAULT_EDGE_LIMIT;
@@ -388,79 +389,3 @@ export function drawRoutes(container, routes, opts = {}) {
   }
   return svg;
 }
-
-// ---------- the notebook widget (flowroutes.widget: an anywidget whose _esm is this file) ----------
-// The model's traits, kept by Python (flowroutes/notebook.py): routes (the routes JSON), display (token texts as
-// shown), threshold and position (set here, answered by Python with trace.routes), adjustable (false for a bare
-// Routes: no trace to recompute from), min_threshold, error (one line, or "").
-function widgetInspector(panel, title) {
-  panel.textContent = "";
-  el("h3", { class: "fw-title", text: title }, panel);
-  return panel;
-}
-function inspectEdge(panel, e) {
-  const box = widgetInspector(panel, `${e.kind} edge ${e.source} -> ${e.target}`);
-  const table = el("table", { class: "fw-edge" }, box);
-  const row = (k, v, attrs = {}) => { const tr = el("tr", {}, table); el("th", { text: k }, tr); el("td", { text: v, ...attrs }, tr); };
-  row("kind", e.kind, { class: "fw-kind" });
-  row("block", String(e.layer));
-  row("weight", e.weight.toFixed(4), { class: "fw-weight", "data-weight": String(e.weight) });
-  if (e.heads) {
-    const heads = Object.entries(e.heads).sort((a, b) => b[1] - a[1]);
-    row("heads", heads.map(([h, w]) => `L${e.layer}H${h} ${w.toFixed(3)}`).join(", "), { class: "fw-heads" });
-  }
-}
-function inspectNode(panel, n, display) {
-  const what = n.kind === "attention" ? `after block ${n.layer}'s attention` : n.layer === 0 ? "embedding" : `input of block ${n.layer}`;
-  const box = widgetInspector(panel, `${n.id}${n.outside ? " (outside the routes)" : ""}`);
-  el("p", { class: "fw-node", text: `${what}, token ${show(display[n.position])} (position ${n.position})` }, box);
-}
-function renderWidget({ model, el: root }) {
-  root.textContent = "";
-  root.classList.add("flowroutes-widget");
-  const controls = el("div", { class: "fw-controls" }, root);
-  const posLabel = el("label", { text: "position " }, controls);
-  const position = el("select", { class: "fw-position", "aria-label": "explained position" }, posLabel);
-  const tauLabel = el("label", { text: "\u03c4 " }, controls);
-  const slider = el("input", { class: "fw-threshold", type: "range", min: model.get("min_threshold"), max: 0.5,
-                               step: 0.005, "aria-label": "threshold \u03c4" }, tauLabel);
-  const tauText = el("output", { class: "fw-threshold-value" }, tauLabel);
-  const status = el("span", { class: "hint fw-status" }, controls);
-  const error = el("div", { class: "fw-error", role: "alert" }, root);
-  const body = el("div", { class: "fw-body" }, root);
-  const graph = el("div", { class: "fw-graph" }, body);
-  const panel = el("aside", { class: "fw-inspector", "aria-live": "polite" }, body);
-  let renders = 0;
-  const emptyInspector = () => {
-    panel.textContent = "";
-    el("p", { class: "hint", text: "Click an edge or a node to inspect it." }, panel);
-  };
-  function draw() {
-    const routes = model.get("routes"), display = model.get("display");
-    const adjustable = model.get("adjustable");
-    position.textContent = "";
-    display.forEach((t, p) => el("option", { value: p, text: `${p}: ${show(t)}` }, position));
-    position.value = routes.position;
-    slider.value = model.get("threshold");
-    tauText.textContent = Number(model.get("threshold")).toFixed(3);
-    slider.disabled = position.disabled = !adjustable;
-    if (!adjustable) tauLabel.title = position.title = "a Routes object has one threshold and position: pass the trace to change them";
-    status.textContent = `${routes.nodes.length} nodes, ${routes.edges.length} edges`;
-    error.textContent = model.get("error"); error.hidden = !model.get("error");
-    emptyInspector();
-    drawRoutes(graph, routes, {
-      interactive: true, fit: true, display, height: () => 460,
-      onEdge: (e) => inspectEdge(panel, e), onNode: (n) => inspectNode(panel, n, display),
-    });
-    root.dataset.renders = String(++renders); // tests wait on it
-  }
-  slider.addEventListener("input", () => { tauText.textContent = Number(slider.value).toFixed(3); });
-  slider.addEventListener("change", () => { model.set("threshold", Number(slider.value)); model.save_changes(); });
-  position.addEventListener("change", () => { model.set("position", Number(position.value)); model.save_changes(); });
-  const redraw = () => draw();
-  model.on("change:routes", redraw);
-  model.on("change:error", redraw);
-  draw();
-  return () => { model.off("change:routes", redraw); model.off("change:error", redraw); };
-}
-export default { render: renderWidget };
