@@ -308,29 +308,35 @@ def run_with_capture(
     return logits if batched else logits[0]
 
 
-def step_with_capture(loaded: LoadedModel, input_ids: torch.Tensor, past, on_block: Callable[[BlockCapture], None]):
-    """One forward step of generation with a KV cache: `input_ids` [1, t] (the prompt, then one token a step) after
-    the positions `past` holds (None: none), with the hooks of `run_with_capture(record=True, dtype=None)` on every
-    block. Each capture's `RecordedAttention` has the step's queries [1, H, t, dh] and the keys, values [1, KV, t', dh]
-    and mask [1, 1, t, t'] (or None) of all t' positions the attention read, cached ones included. Returns (the
-    logits of the step's last position [vocab] float32 (the LM head runs only there when the model can skip it),
-    the cache, to pass as `past` to the next step)."""
+@contextlib.contextmanager
+def capturing_steps(loaded: LoadedModel, on_block: Callable[[BlockCapture], None]) -> Iterator[Callable]:
+    """Generation with a KV cache, every step captured: yields step(input_ids [1, t], past) -> (the logits of the
+    step's last position [vocab] float32, the cache to pass as `past` next time; None the first time). The hooks of
+    `run_with_capture(record=True, dtype=None)` and the recording attention are set once for all the steps.
+
+    Each step's captures have [1, t, ...] tensors; their `RecordedAttention` has the step's queries [1, H, t, dh] and
+    the keys, values [1, KV, t', dh] and mask [1, 1, t, t'] (or None) of all t' positions the attention read, cached
+    ones included. The LM head runs only at the step's last position where the model can skip it."""
     model = loaded.model
-    hooks = _BlockHooks(loaded, tuple(input_ids.shape), on_block, True, True, None)
+    hooks = _BlockHooks(loaded, (1, 1), on_block, True, True, None)
     device = next(model.parameters()).device
     params = inspect.signature(model.forward).parameters
-    extra = {"cache" if "cache" in params else "past_key_values": past}  # transformers 5.24 renamed it
-    if "logits_to_keep" in params:
-        extra["logits_to_keep"] = 1
+    cache_name = "cache" if "cache" in params else "past_key_values"  # transformers 5.24 renamed it
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    def step(input_ids: torch.Tensor, past):
+        hooks.n_batch, hooks.n_tok = input_ids.shape
+        out = model(input_ids=input_ids.to(device), use_cache=True, **{cache_name: past}, **last_only)
+        cache = getattr(out, "cache", None)
+        return out.logits.detach()[0, -1].float(), cache if cache is not None else out.past_key_values
+
     hooks.register()
     try:
         with torch.no_grad(), recording_attention(model) as store:
             hooks.recorded = store
-            out = model(input_ids=input_ids.to(device), use_cache=True, **extra)
+            yield step
     finally:
         hooks.remove()
-    cache = getattr(out, "cache", None)
-    return out.logits.detach()[0, -1].float(), cache if cache is not None else out.past_key_values
 
 
 def attention_rows_batch(loaded: LoadedModel, layer: int, call: AttentionCall, prompts: torch.Tensor,

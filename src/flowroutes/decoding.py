@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from . import deadline
-from .capture import BlockCapture, RecordedAttention, can_record, step_with_capture
-from .engine import Options, parallel_flags
+from .capture import BlockCapture, RecordedAttention, can_record, capturing_steps
+from .engine import Options, ffn_nodes_of, parallel_flags
 from .errors import FlowroutesError
-from .importance import ffn_importance
 from .lazy import LazyTrace, lazy_batch, lazy_traces
 
 #: what `generate` traces with: `flowroutes.trace`'s defaults (every position's top 10 predictions, exact float32)
@@ -50,9 +49,8 @@ class _Steps:
     def __init__(self, loaded):
         self.adapter = loaded.adapter
         n = self.adapter.n_layers
-        self.parts: list[dict[str, list]] = [{"x_in": [], "x_mid": [], "scale": [], "query": [], "key": [],
-                                              "values": [], "ffn": [], "ffn_residual": [], "degenerate_ffn": []}
-                                             for _ in range(n)]
+        self.parts: list[dict[str, list]] = [{name: [] for name in ("x_in", "x_mid", "ffn_out", "x_out", "scale",
+                                                                    "query", "key", "values")} for _ in range(n)]
         self.kwargs: list[dict | None] = [None] * n
         self.start = 0  # the position of this step's first token
         self.dtype: torch.dtype | None = None  # the queries' (and the additive mask's) dtype
@@ -65,18 +63,14 @@ class _Steps:
         if seen != self.start + n_new or (call.mask is not None and not _is_causal(call.mask, self.start)):
             raise NotCausal
         part = self.parts[layer]
-        part["x_in"].append(cap.x_in)
-        part["x_mid"].append(cap.x_mid)
+        for name in ("x_in", "x_mid", "ffn_out", "x_out"):
+            part[name].append(getattr(cap, name))
         part["scale"].append(self.adapter.attention_post_scale(layer, cap.attn_raw.float()))
         part["query"].append(call.query)
         part["key"].append(call.key[:, :, -n_new:])
         part["values"].append(call.values[:, :, -n_new:])
         self.kwargs[layer] = self.kwargs[layer] or call.kwargs
         self.dtype = call.query.dtype
-        d = cap.x_out.shape[-1]
-        for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"),
-                           ffn_importance(*(t.float().reshape(-1, d) for t in (cap.x_mid, cap.ffn_out, cap.x_out)))):
-            part[name].append(t.cpu().numpy())
 
     def lazy(self, loaded, prompt: str, ids: torch.Tensor, logits: torch.Tensor) -> LazyTrace:
         """The lazy trace of the positions the steps passed through, ids [T], with the logits [K, V] of its last K
@@ -85,16 +79,15 @@ class _Steps:
         n_tok = int(ids.numel())
         batch, per_node = lazy_batch(loaded, [n_tok], OPTIONS)
         mask = torch.full((1, 1, n_tok, n_tok), torch.finfo(self.dtype).min, dtype=self.dtype).triu(1)  # additive
-        for layer, part in enumerate(self.parts):
+        for layer, part in enumerate(self.parts):  # each block's pieces joined along the positions, then let go
             whole = {name: torch.cat(part.pop(name), dim=2 if name in ("query", "key", "values") else 1)
-                     for name in ("query", "key", "values", "x_in", "x_mid")}
+                     for name in ("query", "key", "values", "x_in", "x_mid", "ffn_out", "x_out")}
             scales = part.pop("scale")
             call = RecordedAttention(whole["query"], whole["key"], whole["values"], mask.to(whole["query"].device),
                                      self.kwargs[layer])
             batch.keep_parts(layer, whole["x_in"], whole["x_mid"], call, None,
                              None if scales[0] is None else torch.cat(scales, dim=1))
-            for name in ("ffn", "ffn_residual", "degenerate_ffn"):
-                per_node[name][layer, 0] = np.concatenate(part.pop(name))
+            ffn_nodes_of(layer, whole["x_mid"], whole["ffn_out"], whole["x_out"], per_node, torch.float32)
         keep = torch.arange(n_tok - logits.shape[0], n_tok)[None]  # [1, K]
         tr = lazy_traces(loaded, [prompt], [ids], logits[None], keep, OPTIONS, batch, per_node)[0]
         tr.meta |= {"decoded": True, "predictions": "answer"}  # from a generation's cached passes; see `lazy`
@@ -126,20 +119,21 @@ def decode(loaded, prompt_ids: torch.Tensor, max_new_tokens: int,
     past, step_ids = None, prompt_ids[None]
     reason = "length"
     try:
-        while True:
-            deadline.check()
-            last, past = step_with_capture(loaded, step_ids, past, steps.block)  # [V]
-            steps.start += step_ids.shape[1]
-            logit_rows.append(last.cpu())
-            token = int(choose(last))
-            answer.append(token)
-            probs.append(float(torch.softmax(last.double(), dim=-1)[token]))
-            if token in stops:
-                reason = "stop"
-                break
-            if len(answer) == max_new_tokens:
-                break
-            step_ids = torch.tensor([[token]], dtype=torch.long)
+        with capturing_steps(loaded, steps.block) as step:
+            while True:
+                deadline.check()
+                last, past = step(step_ids, past)  # [V]
+                steps.start += step_ids.shape[1]
+                logit_rows.append(last.cpu())
+                token = int(choose(last))
+                answer.append(token)
+                probs.append(float(torch.softmax(last.double(), dim=-1)[token]))
+                if token in stops:
+                    reason = "stop"
+                    break
+                if len(answer) == max_new_tokens:
+                    break
+                step_ids = torch.tensor([[token]], dtype=torch.long)
     except NotCausal:
         return None
     del past

@@ -231,8 +231,14 @@ class _FullBatch:
 def ffn_nodes(cap: BlockCapture, per_node: dict[str, np.ndarray], dtype: torch.dtype) -> None:
     """The FFN nodes x^l_p of a sequential block for the whole batch at once (rows [B * T_max], in `dtype`), into
     per_node["ffn" | "ffn_residual" | "degenerate_ffn"][layer] ([B, T_max] each)."""
-    n_batch, t_max, d = cap.x_out.shape
-    ffn_all = ffn_importance(*(t.to(dtype).reshape(-1, d) for t in (cap.x_mid, cap.ffn_out, cap.x_out)))
+    ffn_nodes_of(cap.layer, cap.x_mid, cap.ffn_out, cap.x_out, per_node, dtype)
+
+
+def ffn_nodes_of(layer: int, x_mid: torch.Tensor, ffn_out: torch.Tensor, x_out: torch.Tensor,
+                 per_node: dict[str, np.ndarray], dtype: torch.dtype) -> None:
+    """`ffn_nodes` from the block's x^{lA}, FFN update and x^{l+1} ([B, T_max, d] each)."""
+    n_batch, t_max, d = x_out.shape
+    ffn_all = ffn_importance(*(t.to(dtype).reshape(-1, d) for t in (x_mid, ffn_out, x_out)))
     for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
-        per_node[name][cap.layer] = t.reshape(n_batch, t_max).cpu().numpy()
+        per_node[name][layer] = t.reshape(n_batch, t_max).cpu().numpy()
 
