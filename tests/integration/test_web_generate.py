@@ -300,10 +300,13 @@ def test_stop_strings_end_the_answer_at_their_token(page, server, reference):
     assert page.locator("#generate-status").get_attribute("data-stop-reason") == "stop"
     space = code_run(page)
     assert space["g"].answer_ids.tolist() == g.answer_ids.tolist() and space["g"].stop_reason == "stop"
-    # a stop string of two tokens: the server's one line
+    assert "gen_stop=" in page.url
+    # a stop string of two tokens: the server's one line, and nothing of the last generation stays (nor in the address)
     run_generate(page, stop="w1 w2")
     assert page.inner_text("#error") == "stop token 'w1 w2' is 2 tokens for this tokenizer: give strings of one " \
                                         "token (or token ids) (HTTP 422)"
+    assert page.locator("#generate-answer .answer-token").count() == 0 and "gen_" not in page.url
+    assert page.locator("#generate-status[data-stop-reason]").count() == 0
 
 
 def test_the_chat_template_box_follows_the_models_tokenizer(page, server, chat_folder):

@@ -42,9 +42,11 @@ async function runGenerate(sel = {}) {
   } catch (err) {
     if (mine !== gen.seq) return;
     showError(err.message);
-    gen.data = null; gen.anchor = null; // nothing stale stays on screen for a request that failed
+    gen.data = null; gen.anchor = null; // nothing stale stays on screen (or in the address) for a request that failed
     for (const id of ["#generate-status", "#generate-answer", "#generate-caption", "#generate-prompt-view",
                       "#generate-summary", "#generate-graph"]) $(id).textContent = "";
+    delete $("#generate-status").dataset.seed; delete $("#generate-status").dataset.stopReason;
+    writeUrl();
     refreshCode();
   } finally {
     if (mine === gen.seq) { $("#run-generate").disabled = false; generateRendered(); }
