@@ -210,4 +210,15 @@ def test_generate_mode_on_smollm2(smollm2):
         screenshot(page, "web-generate.png", full_page=True)
         step(lambda: page.locator('#generate-answer .answer-token[data-index="2"]').click(modifiers=["Shift"]))
         assert scores() == g.attribution(span=(0, 3)).tolist()
+        # SmolLM2's tokenizer has a chat template: the box is enabled; a sampled chat answer through the API is
+        # Python's, the prompt read in the template
+        page.wait_for_function(f"gen.limits[{NAME!r}] !== undefined")
+        assert not page.locator("#generate-chat").is_disabled() and page.inner_text("#generate-chat-reason") == ""
+        question = "What is the capital of France?"
+        chat = flowroutes.generate(smollm2, question, 6, chat=True, sample=True, temperature=0.7, seed=5)
+        status, d = srv.post("/api/generate", {"model": NAME, "prompt": question, "max_new_tokens": 6, "chat": True,
+                                               "sample": True, "temperature": 0.7, "seed": 5})
+        assert status == 200 and d["prompt_text"] == chat.prompt and d["prompt_tokens"] == chat.prompt_tokens
+        assert [t["id"] for t in d["answer"]] == chat.answer_ids.tolist()
+        assert [t["prob"] for t in d["answer"]] == chat.answer_probs.tolist()
         assert not errors, errors

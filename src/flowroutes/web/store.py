@@ -288,32 +288,43 @@ class ModelSlot:
             self._leave()
 
 
-    def generation(self, prompt: str, max_new_tokens: int) -> tuple[Any, bool]:
-        """(the greedy `Generation` of `prompt` with at most `max_new_tokens` tokens, whether this call made it).
-        Each is generated once and kept (at most `cache_size` per model, least recently used dropped); requests
-        for one being made wait for the model, then take it. Limits are checked before any work: the prompt's
-        length (413) and `max_new_tokens` (422)."""
+    def generation(self, prompt: str, max_new_tokens: int, **options: Any) -> tuple[Any, bool]:
+        """(the `Generation` of `prompt` with at most `max_new_tokens` tokens, whether this call made it); `options`
+        are `flowroutes.generate`'s keywords (target, sample, seed, temperature, stop, chat), checked by the caller.
+        Each is generated once per (prompt, N, options) and kept (at most `cache_size` per model, least recently
+        used dropped); requests for one being made wait for the model, then take it. Limits are checked before any
+        work: the prompt's length (413, the chat template's text when `chat`), `max_new_tokens` (422; not used with
+        a given answer) and a given answer's tokens (413, at most `Settings.max_new_tokens`)."""
         self._check_length(prompt)
         limit = self.settings.max_new_tokens
+        target = options.get("target")
+        if target is not None:  # a given answer has its own length (checked below): max_new_tokens is not used
+            max_new_tokens = limit
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit:
             raise FlowroutesError(f"max_new_tokens must be 1..{limit} on this server, got {max_new_tokens!r}: ask for "
                                   "fewer tokens (or restart with a larger --max-new-tokens)")
-        key = (prompt, max_new_tokens)
+        key = (prompt, max_new_tokens, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                                                     for k, v in options.items())))
 
         def work(loaded):
-            from ..generation import generate
-            from ..trace import tokenize
+            from ..generation import _prompt_ids, generate
 
             with self._cache_lock:
                 hit = self._generations.get(key)  # made by a request that held the model before this one
             if hit is not None:
                 return hit, False
-            n_tokens = tokenize(loaded, prompt).numel()
+            # the prompt as the model reads it (in the chat template when `chat`); no forward pass yet
+            n_tokens = _prompt_ids(loaded, prompt, bool(options.get("chat")), None)[1].numel()
             if n_tokens > self.settings.max_prompt_tokens:
                 raise PromptTooLong(f"the prompt has {n_tokens} tokens; this server accepts at most "
                                     f"{self.settings.max_prompt_tokens}: shorten it (or restart with a larger "
                                     "--max-prompt-tokens)")
-            made = generate(loaded, prompt, max_new_tokens)
+            if target is not None:
+                n_target = len(loaded.tokenizer(target, add_special_tokens=False)["input_ids"])
+                if n_target > limit:
+                    raise PromptTooLong(f"the given answer has {n_target} tokens; this server explains at most "
+                                        f"{limit}: shorten it (or restart with a larger --max-new-tokens)")
+            made = generate(loaded, prompt, max_new_tokens, **options)
             self.forward_passes += 1
             return made, True
 

@@ -89,6 +89,7 @@ function writeUrl() {
   if (!state.normalize) p.set("normalize", "0");
   const edited = typeof editsParam === "function" ? editsParam() : "";
   if (edited) p.set("edits", edited); // pins, subgraph, supernodes and notes (editing.js)
+  if (typeof generateParams === "function") generateParams(p); // the Generate view's generation (generate.js)
   history.replaceState(null, "", `${location.pathname}?${p.toString()}`);
 }
 // values from the address are checked: a threshold outside the sliders' range is clamped and the page says so
