@@ -88,7 +88,9 @@ def main() -> None:
     parser.add_argument("--prompt", default="When Mary and John went to the store, John gave a drink to")
     parser.add_argument("--prompt-tokens", type=int, default=None,
                         help="instead of --prompt: an English prompt of about this many tokens (chat template)")
-    parser.add_argument("--memory", action="store_true", help="also the peak memory each generation adds")
+    parser.add_argument("--memory", action="store_true",
+                        help="also the peak memory each generation adds, each in a fresh process")
+    parser.add_argument("--memory-job", choices=["own", "ours"], help=argparse.SUPPRESS)  # one such process
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:  # before torch and numba start their thread pools (a numba kernel resets torch's count)
@@ -120,6 +122,13 @@ def main() -> None:
     def ours():
         return flowroutes.generate(model, prompt, args.tokens)
 
+    if args.memory_job:  # warm on a short text (numba compiles), then the job itself
+        short = tokenize(model, "Hello")
+        _generate(model, short, 2, False, None, 1.0, stops)
+        flowroutes.generate(model, "Hello", 2).routes([0, 1])
+        job = own_generate if args.memory_job == "own" else lambda: ours().routes(list(range(len(answer))))
+        print(peak_added(job))
+        return
     forward()
     g = ours()  # warm: numba compiles on first use
     g.routes(list(range(g.n_answer)))
@@ -156,12 +165,20 @@ def main() -> None:
     for name, t in rows:
         print(f"  {name:<52s} {t:8.3f}  {t / t_forward:9.2f}  {t / t_own:16.2f}")
     if args.memory:
-        del fresh, fresh2, g
-        own_mb = peak_added(own_generate) / 2**20
-        ours_mb = peak_added(lambda: ours().routes(list(range(len(answer))))) / 2**20
-        print(f"  peak memory added: model.generate {own_mb:.0f} MiB, flowroutes.generate + routes of every token "
-              f"{ours_mb:.0f} MiB; the model's weights: "
-              f"{sum(p.numel() * p.element_size() for p in model.model.parameters()) / 2**20:.0f} MiB")
+        import subprocess
+        import sys
+
+        added = {}
+        for job in ("own", "ours"):
+            cmd = [sys.executable, __file__, "--memory-job", job, "--tokens", str(args.tokens), "--prompt", prompt]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            added[job] = int(out.split()[-1]) / 2**20
+        weights = sum(p.numel() * p.element_size() for p in model.model.parameters()) / 2**20
+        print(f"  peak memory each adds to a process holding the model ({weights:.0f} MiB of weights), fresh "
+              f"processes: model.generate {added['own']:.0f} MiB, flowroutes.generate + routes of every token "
+              f"{added['ours']:.0f} MiB; with the weights, {(weights + added['ours']) / (weights + added['own']):.2f}x")
 
 
 if __name__ == "__main__":

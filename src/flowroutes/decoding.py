@@ -67,8 +67,8 @@ class _Steps:
             part[name].append(getattr(cap, name))
         part["scale"].append(self.adapter.attention_post_scale(layer, cap.attn_raw.float()))
         part["query"].append(call.query)
-        part["key"].append(call.key[:, :, -n_new:])
-        part["values"].append(call.values[:, :, -n_new:])
+        part["key"].append(call.key[:, :, -n_new:].clone())  # a view would keep every step's whole cache alive
+        part["values"].append(call.values[:, :, -n_new:].clone())
         self.kwargs[layer] = self.kwargs[layer] or call.kwargs
         self.dtype = call.query.dtype
 
