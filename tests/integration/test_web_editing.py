@@ -1,7 +1,7 @@
 """The explorer's graph people can work on (issue 23, item 2), in headless Chromium on a tall tiny model: a token
 axis that stays in view and legible, pins, a selected subgraph with the rest faded or hidden, labelled supernodes
-with summed edges, free-text notes, and all of it saved in routes JSON v3, loaded back and shared as a link.
-Each test failed before its feature."""
+with summed edges, free-text notes, and all of it saved in routes JSON v3, loaded back, shared as a link and drawn
+in the picture downloads as `render_routes` draws it. Each test failed before its feature."""
 
 from __future__ import annotations
 
@@ -441,6 +441,24 @@ def test_the_picture_downloads_draw_the_edits_as_python_does(page, server, tall,
     assert "edits=" not in page.get_attribute("#download-svg", "href")
     svg, _ = download_bytes(page, "#download-svg", tmp_path, "plain.svg")
     assert svg == render_routes(routes_of(tall), "svg")
+
+
+def test_edits_too_large_for_a_link_are_posted_and_give_the_same_picture(page, server, tall, tmp_path):
+    routes = routes_of(tall)
+    open_trace(page, server, SHORT)
+    ids = [n.id for n in routes.nodes][:8]
+    notes = {n: f"{n} " + "long note " * 99 for n in ids}  # 8 notes of 1000 characters: over a link's 8000
+    page.evaluate("""(notes) => { for (const [k, v] of Object.entries(notes)) graphEdits.notes.set(k, v);
+                                  editChanged(); }""", notes)
+    assert edits_on(page)["notes"] == notes and page.evaluate("editsParam()") is None
+    assert "edits=" not in page.get_attribute("#download-svg", "href")
+    with page.expect_request("**/api/export") as asked:
+        svg, _ = download_bytes(page, "#download-svg", tmp_path, "routes.svg")
+    assert json.loads(asked.value.post_data)["edits"]["notes"] == notes
+    routes.edits = Edits(notes=notes)
+    assert svg == render_routes(routes, "svg")
+    cut = f"{ids[0]} long note long note long note long\u2026"  # at most 40 characters drawn, the tooltip whole
+    assert f"<!-- {cut} -->".encode() in svg and f"<title>note on {ids[0]}: {notes[ids[0]]}</title>".encode() in svg
 
 
 def get(server, path: str) -> tuple[int, bytes]:
