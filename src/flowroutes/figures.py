@@ -206,7 +206,9 @@ def _draw_edits(routes: Routes, ax, look: _Look) -> dict[str, str]:
 def _edits_caption(routes: Routes) -> str:
     """What the title says the edits changed ('' when nothing was hidden, faded or grouped)."""
     look = _Look.of(routes)
-    parts = [f"{len(look.hidden)} hidden" if look.hidden else "", f"{len(look.faded)} faded" if look.faded else "",
+    total = len(routes.nodes) + len(routes.edges)
+    parts = [f"{len(look.hidden)} of {total} nodes and edges hidden" if look.hidden else "",
+             f"{len(look.faded)} of {total} nodes and edges faded" if look.faded else "",
              formatting.count(len(routes.edits.supernodes), "supernode") if routes.edits and routes.edits.supernodes
              else ""]
     parts = [p for p in parts if p]

@@ -156,7 +156,7 @@ def focused(focus: str) -> Routes:
 
 
 def test_the_picture_leaves_hidden_nodes_and_edges_out():
-    from flowroutes.figures import render_routes
+    from flowroutes.figures import render_routes, routes_figure
 
     plain = svg_groups(render_routes(hand_trace().routes(0.125), "svg"))
     assert drawn_edges(plain) == set(range(11)) and len(marks(plain["nodes"])) == 9
@@ -164,6 +164,7 @@ def test_the_picture_leaves_hidden_nodes_and_edges_out():
     assert drawn_edges(hidden) == {9, 10}
     assert len(marks(hidden["nodes"])) == 2 and "nodes-faded" not in hidden
     assert {k for k in hidden if k.startswith("ffn-block-")} == {"ffn-block-10"}  # edge 5's block went with it
+    assert "; edited: 16 of 20 nodes and edges hidden)" in routes_figure(focused("hide")).axes[0].get_title()
     # selected but focus "all": everything drawn
     assert drawn_edges(svg_groups(render_routes(focused("all"), "svg"))) == set(range(11))
 
