@@ -448,8 +448,8 @@ def test_edits_too_large_for_a_link_are_posted_and_give_the_same_picture(page, s
     open_trace(page, server, SHORT)
     ids = [n.id for n in routes.nodes][:8]
     notes = {n: f"{n} " + "long note " * 99 for n in ids}  # 8 notes of 1000 characters: over a link's 8000
-    page.evaluate("""(notes) => { for (const [k, v] of Object.entries(notes)) graphEdits.notes.set(k, v);
-                                  editChanged(); }""", notes)
+    page.evaluate("""(notes) => { for (const [k, v] of Object.entries(notes)) editor.edits.notes.set(k, v);
+                                  editor.paint(); writeUrl(); }""", notes)
     assert edits_on(page)["notes"] == notes and page.evaluate("editsParam()") is None
     assert "edits=" not in page.get_attribute("#download-svg", "href")
     with page.expect_request("**/api/export") as asked:
