@@ -1,7 +1,8 @@
 """Edits people make to a routes graph: pins, a selected subgraph, labelled supernodes and free-text notes.
 
 Plain data, checked against the routes they belong to and written into routes JSON (schema v3, docs/schema.md);
-the summed edges of a supernode are computed here. No drawing (the explorer draws them: static/editing.js).
+the summed edges of a supernode are computed here. No drawing (the explorer draws them:
+static/editing.js; the pictures: figures.py).
 """
 
 from __future__ import annotations
@@ -141,3 +142,16 @@ def supernode_edges(routes: Any, edits: Edits) -> list[dict[str, Any]]:
         entry["weight"] += e.weight
         entry["edges"].append(edge_id(e.kind, e.source, e.target))
     return list(summed.values())
+
+
+def subgraph(routes: Any, edits: Edits) -> tuple[set[str], set[str]]:
+    """(node ids, edge ids) of the subgraph `focus` keeps in view, as the explorer takes it: the selected and
+    pinned nodes and edges, every edge between two of those nodes, and both ends of every kept edge. Empty when
+    nothing is selected or pinned (then focus changes nothing)."""
+    nodes = set(edits.selected_nodes) | set(edits.pinned_nodes)
+    edges = set(edits.selected_edges) | set(edits.pinned_edges)
+    ends = {edge_id(e.kind, e.source, e.target): (e.source, e.target) for e in routes.edges}
+    edges |= {k for k, (s, t) in ends.items() if s in nodes and t in nodes}
+    for k in edges:
+        nodes |= set(ends[k])
+    return nodes, edges

@@ -135,7 +135,7 @@ def test_tokens_that_are_parts_of_a_character_print_and_draw_whole(capsys, tmp_p
     tok.save_pretrained(folder)
     drawn: list = []
     real = figures.draw_routes
-    monkeypatch.setattr(figures, "draw_routes", lambda routes, ax, *a: (real(routes, ax, *a), drawn.append(ax)))
+    monkeypatch.setattr(figures, "draw_routes", lambda routes, ax, *a: (drawn.append(ax), real(routes, ax, *a))[1])
     code, out, _ = run_cli(capsys, "trace", "ab \U0001F642", "--model", str(folder), "--out", str(tmp_path / "o"))
     assert code == 0
     assert "\ufffd" not in out

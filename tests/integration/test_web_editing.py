@@ -1,12 +1,13 @@
 """The explorer's graph people can work on (issue 23, item 2), in headless Chromium on a tall tiny model: a token
 axis that stays in view and legible, pins, a selected subgraph with the rest faded or hidden, labelled supernodes
-with summed edges, free-text notes, and all of it saved in routes JSON v3, loaded back and shared as a link.
-Each test failed before its feature."""
+with summed edges, free-text notes, and all of it saved in routes JSON v3, loaded back, shared as a link and drawn
+in the picture downloads as `render_routes` draws it. Each test failed before its feature."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +18,7 @@ import flowroutes
 from flowroutes import Routes
 from flowroutes.circuit_tracer import to_circuit_tracer
 from flowroutes.edits import Edits, Supernode, edge_id, ids_of, supernode_edges
+from flowroutes.figures import render_routes
 from flowroutes.web.store import Settings
 from tests.helpers.web_helpers import TALL_LAYERS as LAYERS
 from tests.helpers.web_helpers import (
@@ -347,10 +349,12 @@ def test_edits_round_trip_through_a_saved_file_a_circuit_tracer_graph_and_a_link
     graph, _ = download(page, "#edit-circuit-tracer", tmp_path, "graph.json")
     assert graph["qParams"]["supernodes"] == [["name movers", *want["supernodes"][0]["nodes"]]]
     assert graph["qParams"]["pinnedIds"] == to_circuit_tracer(back)["qParams"]["pinnedIds"] == [f"x{LAYERS}@7"]
-    # with edits on the graph, the SVG download draws them (through /api/export, not the plain picture)
-    with page.expect_request("**/api/export") as asked:
-        picture, _ = download_bytes(page, "#download-svg", tmp_path, "routes.svg")
-    assert json.loads(asked.value.post_data)["format"] == "svg" and picture.startswith(b"<?xml")
+    # with edits on the graph, the download links carry them (the pictures: the next test)
+    with page.expect_download() as d:
+        page.click("#download-svg")
+    sent = urllib.parse.parse_qs(urllib.parse.urlsplit(d.value.url).query)
+    assert urllib.parse.urlsplit(d.value.url).path == "/api/download" and sent["format"] == ["svg"]
+    assert json.loads(base64.urlsafe_b64decode(sent["edits"][0] + "===")) == want
     # a shared link restores them on a fresh page
     link = page.url
     assert "edits=" in link and len(link) < 4000
@@ -388,6 +392,112 @@ def test_edits_round_trip_through_a_saved_file_a_circuit_tracer_graph_and_a_link
 
 def b64(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_the_picture_downloads_draw_the_edits_as_python_does(page, server, tall, tmp_path):
+    routes = routes_of(tall)
+    members = group_members(routes)
+    top = f"x{LAYERS}@7"
+    # pinned: the top and the state it reads, and the states the first member writes to; the rest hidden
+    below = sorted({e.source for e in routes.edges if e.target == top} | {e.target for e in routes.edges
+                                                                          if e.source == members[0]})
+    open_trace(page, server, SHORT)
+    click(page, f'#graph circle[data-id="{top}"]')
+    for n in below:
+        click(page, f'#graph circle[data-id="{n}"]', shift=True)
+    page.click("#edit-pin")
+    make_group(page, members)
+    page.select_option("#edit-focus", "hide")
+    made = edits_on(page)
+    assert made["supernodes"] == [{"label": "name movers", "nodes": members}] and made["focus"] == "hide"
+    assert "edits=" in page.get_attribute("#download-svg", "href")
+    # the SVG behind the link is the picture Python draws of the same routes with the same edits, byte for byte
+    routes.edits = Edits.from_dict(made, *ids_of(routes))
+    svg, _ = download_bytes(page, "#download-svg", tmp_path, "routes.svg")
+    assert svg == render_routes(routes, "svg")
+    # and it drew the edits: of the members' edges only the summed ones, of the others those between kept nodes
+    kept = {top, *below, *members}  # the pinned and the selected nodes: the subgraph, with the edges between them
+    drawn = set(re.findall(r'<g id="((?:edge|super-edge|supernode)-\d+)">', svg.decode()))
+    want = {f"edge-{i}" for i, e in enumerate(routes.edges)
+            if e.source in kept and e.target in kept and not {e.source, e.target} & set(members)}
+    assert {d for d in drawn if d.startswith("edge-")} == want and 0 < len(want) < len(routes.edges) / 4
+    summed = supernode_edges(routes, routes.edits)
+    shown = {f"super-edge-{k}" for k, s in enumerate(summed)
+             if any(e.source in kept and e.target in kept for e in routes.edges if key(e) in s["edges"])}
+    assert {d for d in drawn if d.startswith("super-edge-")} == shown and 0 < len(shown) < len(summed)
+    assert {d for d in drawn if d.startswith("supernode-")} == {"supernode-0"}
+    png, _ = download_bytes(page, "#download-png", tmp_path, "routes.png")
+    assert png == render_routes(routes, "png", max_pixels=Settings(models={}).max_render_pixels)
+    # without edits the links are the plain picture again
+    page.select_option("#edit-focus", "all")
+    page.click("#edit-ungroup")  # the members are still selected
+    click(page, f'#graph circle[data-id="{top}"]')
+    for n in below:
+        click(page, f'#graph circle[data-id="{n}"]', shift=True)
+    page.click("#edit-pin")  # all pinned: unpinned
+    page.click("#edit-clear")
+    assert edits_on(page) == {"selection": {"nodes": [], "edges": []}, "pins": {"nodes": [], "edges": []},
+                              "supernodes": [], "notes": {}, "focus": "all"}
+    assert "edits=" not in page.get_attribute("#download-svg", "href")
+    svg, _ = download_bytes(page, "#download-svg", tmp_path, "plain.svg")
+    assert svg == render_routes(routes_of(tall), "svg")
+
+
+def test_edits_too_large_for_a_link_are_posted_and_give_the_same_picture(page, server, tall, tmp_path):
+    routes = routes_of(tall)
+    open_trace(page, server, SHORT)
+    ids = [n.id for n in routes.nodes][:8]
+    notes = {n: f"{n} " + "long note " * 99 for n in ids}  # 8 notes of 1000 characters: over a link's 8000
+    page.evaluate("""(notes) => { for (const [k, v] of Object.entries(notes)) editor.edits.notes.set(k, v);
+                                  editor.paint(); writeUrl(); }""", notes)
+    assert edits_on(page)["notes"] == notes and page.evaluate("editsParam()") is None
+    assert "edits=" not in page.get_attribute("#download-svg", "href")
+    with page.expect_request("**/api/export") as asked:
+        svg, _ = download_bytes(page, "#download-svg", tmp_path, "routes.svg")
+    assert json.loads(asked.value.post_data)["edits"]["notes"] == notes
+    routes.edits = Edits(notes=notes)
+    assert svg == render_routes(routes, "svg")
+    cut = f"{ids[0]} long note long note long note long\u2026"  # at most 40 characters drawn, the tooltip whole
+    assert f"<!-- {cut} -->".encode() in svg and f"<title>note on {ids[0]}: {notes[ids[0]]}</title>".encode() in svg
+
+
+def get(server, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(server.url + path, timeout=120) as res:
+            return res.status, res.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@pytest.mark.parametrize(("edits", "detail"), [
+    ("A" * 8001, "edits: 8001 characters, over the 8000 a link carries: save the edits as JSON from the page instead"),
+    ("%%%", "edits: not base64url text (the page writes a link's edits as base64url of their JSON)"),
+    ("e3+0", "edits: not base64url text (the page writes a link's edits as base64url of their JSON)"),
+    (base64.urlsafe_b64encode(b"\xff\xfe{}").decode(), "edits: not base64url of JSON edits (the page writes them; "
+                                                       "see docs/schema.md)"),
+    ("A", "edits: not base64url of JSON edits (the page writes them; see docs/schema.md)"),
+    (b64("[" * 5000), "edits: not base64url of JSON edits (the page writes them; see docs/schema.md)"),
+    (b64("[]"), "edits: expected an object with selection, pins, supernodes, notes and focus"),
+    (b64('{"pins": {"nodes": ["x99@1"]}}'), "edits.pins.nodes: 'x99@1' is not in these routes"),
+    (b64('{"focus": "blink"}'), "edits.focus: expected one of all, fade, hide"),
+])
+def test_a_download_links_bad_edits_are_one_line_refusals(server, edits, detail):
+    for fmt in ("svg", "png", "json"):
+        status, body = get(server, f"/api/download?model=tall&prompt={SHORT.replace(' ', '+')}&format={fmt}"
+                                   f"&edits={urllib.parse.quote(edits)}")
+        assert (status, json.loads(body)) == (422, {"detail": detail}), fmt
+
+
+def test_a_download_link_with_edits_gives_them_in_the_json_and_the_picture(server, tall):
+    routes = routes_of(tall)
+    top = f"x{LAYERS}@7"
+    edits = {"pins": {"nodes": [top]}, "focus": "fade", "notes": {top: "the prediction"}}
+    query = f"/api/download?model=tall&prompt={SHORT.replace(' ', '+')}&edits={b64(json.dumps(edits))}"
+    status, body = get(server, query + "&format=json")
+    assert status == 200 and Routes.from_json(body.decode()).edits == Edits.from_dict(edits, *ids_of(routes))
+    status, svg = get(server, query + "&format=svg")
+    routes.edits = Edits.from_dict(edits, *ids_of(routes))
+    assert status == 200 and svg == render_routes(routes, "svg") and b"<title>note on " in svg
 
 
 @pytest.mark.parametrize(("edits", "note"), [

@@ -3,8 +3,6 @@ trace, the picture within the render budget, tokens and predictions as the page 
 
 from __future__ import annotations
 
-import io
-import math
 import threading
 
 import numpy as np
@@ -53,7 +51,7 @@ def routes_of(store: Store, q: RoutesQuery, prompt: str | None = None):
 
 
 def render(routes, fmt: str, settings: Settings, gate: threading.Semaphore) -> bytes:
-    """The routes picture (as `flowroutes trace` draws it), within the render budget: at most
+    """The routes picture (as `flowroutes trace` draws it, with `routes.edits`), within the render budget: at most
     `max_render_edges` edges and `max_render_pixels` pixels (a lower resolution beyond), one picture at a time,
     waiting at most `render_wait_s` for the one being drawn."""
     if len(routes.edges) > settings.max_render_edges:
@@ -63,14 +61,9 @@ def render(routes, fmt: str, settings: Settings, gate: threading.Semaphore) -> b
         raise Busy(f"another picture has been drawing for over {settings.render_wait_s:g} s: try again shortly",
                    retry_after=max(1, int(settings.render_wait_s)))
     try:
-        from ..figures import routes_figure
+        from ..figures import render_routes
 
-        fig = routes_figure(routes)
-        width, height = fig.get_size_inches()
-        dpi = min(fig.dpi, math.sqrt(settings.max_render_pixels / (width * height)))
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=dpi)
-        return buf.getvalue()
+        return render_routes(routes, fmt, max_pixels=settings.max_render_pixels)
     finally:
         gate.release()
 

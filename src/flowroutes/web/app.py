@@ -35,7 +35,7 @@ from ..deadline import TimeLimitExceeded
 from ..errors import FlowroutesError
 from ..routes import strongest
 from .answers import RoutesQuery, check_thresholds, display_texts, matrix, positions, predictions, render, routes_of
-from .files import add_analyses_api, add_edits_api, add_samples_api
+from .files import add_analyses_api, add_edits_api, add_samples_api, link_edits
 from .generating import add_generate_api
 from .guard import HostCheck, SameOrigin, TimeLimit, TokenCheck
 from .store import Busy, NotFound, PromptTooLong, Settings, Store
@@ -146,7 +146,8 @@ def _add_page(app: FastAPI, settings: Settings, store: Store) -> None:
 
 
 def _add_routes_api(app: FastAPI, settings: Settings, store: Store) -> None:
-    """Routes of one prompt: as JSON for the page, as a download (JSON, SVG, PNG), as layer x head heatmaps."""
+    """Routes of one prompt: as JSON for the page, as a download (JSON, SVG, PNG; with the page's edits when its
+    link carries them), as layer x head heatmaps."""
     renders = app.state.render_gate
 
     @app.post("/api/routes")
@@ -175,10 +176,14 @@ def _add_routes_api(app: FastAPI, settings: Settings, store: Store) -> None:
     @app.get("/api/download")
     def download(prompt: str, format: Literal["json", "svg", "png"] = "json", model: str | None = None,
                  position: int = -1, threshold: float = 0.04, attention_threshold: float | None = Query(None),
-                 ffn_threshold: float | None = Query(None), renormalize: bool = True):
+                 ffn_threshold: float | None = Query(None), renormalize: bool = True, edits: str = ""):
+        """The whole routes of the query, with the page's edits when the link carries them (`edits`: base64url
+        JSON, see `files.link_edits`), as routes JSON or the picture that draws them."""
         q = RoutesQuery(model=model, prompt=prompt, position=position, threshold=threshold,
                         attention_threshold=attention_threshold, ffn_threshold=ffn_threshold, renormalize=renormalize)
         _, _, r = routes_of(store, q)
+        if edits:
+            r.edits = link_edits(edits, r)
         headers = {"Content-Disposition": f'attachment; filename="routes.{format}"'}
         if format == "json":
             if len(r.edges) > settings.max_edges:  # a download is the whole graph or nothing

@@ -3,6 +3,8 @@ analysis folders the server was started with (only files inside them, matched ag
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -18,6 +20,8 @@ from .answers import RoutesQuery, render, routes_of
 from .store import NotFound, Settings, Store
 
 MAX_SET = 500  # prompts in a set the page steps through
+LINK_EDITS_MAX = 8000  # characters of a link's edits (base64url JSON), as the page writes them (editing.js)
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
 FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(png|svg)")
@@ -91,6 +95,24 @@ def add_edits_api(app: FastAPI, settings: Settings, store: Store) -> None:
         return JSONResponse({"model": slot.name, "prompt": q.prompt, "position": r.position,
                              "attention_threshold": q.attention_threshold, "ffn_threshold": q.ffn_threshold,
                              "renormalize": q.renormalize, "edits": edits.to_dict()})
+
+
+def link_edits(text: str, routes):
+    """The edits a download link carries (`?edits=`: base64url of their JSON, as the page's shared links write
+    them), checked against `routes`; anything else is one FlowroutesError saying what is wrong."""
+    from ..edits import Edits, ids_of
+
+    if len(text) > LINK_EDITS_MAX:
+        raise FlowroutesError(f"edits: {len(text)} characters, over the {LINK_EDITS_MAX} a link carries: save the "
+                              "edits as JSON from the page instead")
+    if not BASE64URL.fullmatch(text):
+        raise FlowroutesError("edits: not base64url text (the page writes a link's edits as base64url of their JSON)")
+    bare = text.rstrip("=")
+    try:
+        data = json.loads(base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4)).decode("utf-8"))
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: JSON nested too deep
+        raise FlowroutesError("edits: not base64url of JSON edits (the page writes them; see docs/schema.md)") from None
+    return Edits.from_dict(data, *ids_of(routes))
 
 
 def _slot_for(store: Store, model: str):

@@ -91,6 +91,7 @@ function writeUrl() {
   if (edited) p.set("edits", edited); // pins, subgraph, supernodes and notes (editing.js)
   if (typeof generateParams === "function") generateParams(p); // the Generate view's generation (generate.js)
   history.replaceState(null, "", `${location.pathname}?${p.toString()}`);
+  downloadLinks(); // they carry the same edits
 }
 // values from the address are checked: a threshold outside the sliders' range is clamped and the page says so
 function readUrl() {
@@ -688,14 +689,18 @@ function pythonCode() {
 }
 
 // ---------- main flows ----------
+// the download links of the routes on screen, with the edits made on them (editbar.js; a picture draws them):
+// edits too large for a link are sent by the links' click handler instead (editbar.js setupEditBar)
 function downloadLinks() {
   const q = routesQuery();
+  const edited = typeof editsParam === "function" ? editsParam() : "";
   for (const fmt of ["json", "svg", "png"]) {
     const a = $(`#download-${fmt}`);
     if (!current) { a.classList.add("disabled"); a.removeAttribute("href"); continue; }
     const p = new URLSearchParams();
     for (const [k, v] of Object.entries(q)) p.set(k, v);
     p.set("format", fmt);
+    if (edited) p.set("edits", edited);
     a.href = `/api/download?${p.toString()}`;
     a.classList.remove("disabled");
   }

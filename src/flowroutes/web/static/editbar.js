@@ -127,10 +127,10 @@ function setupEditBar() {
     link.hidden = false; link.value = location.href; link.select();
     if (editsParam() === null) throw new Error(`these edits are too large for a link (over ${EDITS_URL_MAX} characters): save the JSON instead`);
   });
-  // with edits on the graph, the download links carry them: the picture draws the pins, supernodes and notes
+  // the download links carry the edits (app.js downloadLinks); edits too large for a link are posted instead
   for (const fmt of ["json", "svg", "png"]) {
     $(`#download-${fmt}`).addEventListener("click", (ev) => {
-      if (!current || editsEmpty(editsJson(current.routes))) return; // the plain download
+      if (!current || editsParam() !== null) return; // the link as it is
       ev.preventDefault();
       guarded(() => exportEdited(fmt));
     });
