@@ -183,6 +183,7 @@ def run_flowroutes(args) -> None:
             g.attribution(method="alti"), g.attribution(method="routes", tau=args.tau)
             first = False
         samples = {name: [] for name in ("forward", "trace", "routes_all", "alti_span", "routes_span", "total",
+                                         "total_routes",
                                          "alti_span_alone")}
         for _ in range(args.repeats):
             samples["forward"].append(clocked(forward)[:2])
@@ -195,6 +196,7 @@ def run_flowroutes(args) -> None:
             samples["alti_span"].append((w2, c2))
             samples["routes_span"].append((w3, c3))
             samples["total"].append((w0 + w1 + w2 + w3, c0 + c1 + c2 + c3))
+            samples["total_routes"].append((w0 + w1 + w3, c0 + c1 + c3))  # the routes-flow span, without ALTI
             w4, c4, _ = clocked(lambda c=case: make(c).attribution(method="alti"))
             samples["alti_span_alone"].append((w4, c4))
         logits = forward()[0, -1]
@@ -335,6 +337,8 @@ def report(args) -> None:
             "x_forward": {
                 "flowroutes routes of every answer token + span attribution (alti and routes)":
                     ratio(o["times"]["total"], fo),
+                "flowroutes routes of every answer token + span attribution (routes)":
+                    ratio(o["times"]["total_routes"], fo),
                 "flowroutes span attribution alone (alti)": ratio(o["times"]["alti_span_alone"], fo),
                 "flashtrace ifr-span": ratio(f["times"]["ifr-span"], ff),
                 "flashtrace flashtrace (multi-hop)": ratio(f["times"]["flashtrace"], ff),
@@ -342,6 +346,8 @@ def report(args) -> None:
             "x_forward_cpu": {
                 "flowroutes routes of every answer token + span attribution (alti and routes)":
                     cpu_ratio(o["times"]["total"], fo_c),
+                "flowroutes routes of every answer token + span attribution (routes)":
+                    cpu_ratio(o["times"]["total_routes"], fo_c),
                 "flowroutes span attribution alone (alti)": cpu_ratio(o["times"]["alti_span_alone"], fo_c),
                 "flashtrace ifr-span": cpu_ratio(f["times"]["ifr-span"], ff_c),
                 "flashtrace flashtrace (multi-hop)": cpu_ratio(f["times"]["flashtrace"], ff_c),
@@ -371,22 +377,24 @@ def report(args) -> None:
 
 
 def table(result: dict) -> str:
-    lines = ["| prompt + answer | forward (s) | flowroutes routes of every token + span | flowroutes span (ALTI) "
+    lines = ["| prompt + answer | forward (s) | flowroutes routes of every token + routes span "
+             "| flowroutes routes of every token + both spans | flowroutes span (ALTI) "
              "| FlashTrace ifr-span | FlashTrace multi-hop | FlashTrace ifr-matrix | Spearman ALTI / routes vs "
              "ifr-span (same positions) | top-10 overlap ALTI / routes |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in result["cells"]:
         x = c["x_forward"]
         a = c["agreement_with_ifr_span"]["same positions"]
         fw = c["forward_s"]
         lines.append(
             f"| {c['n_prompt']} + {c['n_answer']} | {fw['flowroutes_process']:.2f} / {fw['flashtrace_process']:.2f} "
+            f"| {x.get('flowroutes routes of every answer token + span attribution (routes)', '-')}x "
             f"| {x['flowroutes routes of every answer token + span attribution (alti and routes)']}x "
             f"| {x['flowroutes span attribution alone (alti)']}x | {x['flashtrace ifr-span']}x "
             f"| {x['flashtrace flashtrace (multi-hop)']}x | {x['flashtrace ifr-matrix']}x "
             f"| {a['alti']['spearman']} / {a['routes']['spearman']} | {a['alti']['top10']} / {a['routes']['top10']} |")
     for s in result["not_run"]:
-        lines.append(f"| {s['n_prompt']} + {s['n_answer']} | not run: {s['why']} | | | | | | | |")
+        lines.append(f"| {s['n_prompt']} + {s['n_answer']} | not run: {s['why']} | | | | | | | | |")
     return "\n".join(lines)
 
 
