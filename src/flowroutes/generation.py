@@ -200,7 +200,7 @@ def generate(
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
         raise FlowroutesError(f"temperature must be a number > 0, got {temperature!r}")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    text, prompt_ids = _prompt_ids(loaded, prompt, chat, add_special_tokens)
+    text, prompt_ids = templated_prompt(loaded, prompt, chat, add_special_tokens)
     tr = None
     if target is not None:
         answer = torch.as_tensor(loaded.tokenizer(target, add_special_tokens=False)["input_ids"], dtype=torch.long)
@@ -237,7 +237,9 @@ def check_target(target: str) -> str:
     return checks.prompt(target)
 
 
-def _prompt_ids(loaded: LoadedModel, prompt: str, chat: bool, add_special_tokens) -> tuple[str, torch.Tensor]:
+def templated_prompt(loaded: LoadedModel, prompt: str, chat: bool, add_special_tokens) -> tuple[str, torch.Tensor]:
+    """(the prompt's text, its ids [P]): as given, or (`chat`) in the tokenizer's chat template as a user message
+    with the assistant's turn opened."""
     if not chat:
         return prompt, tokenize(loaded, prompt, add_special_tokens)
     tok = loaded.tokenizer

@@ -120,6 +120,15 @@ def _synced(w) -> dict:
                                                              "adjustable", "min_threshold", "edits", "note")}
 
 
+def _start(page, w) -> None:
+    """Open the host page on `page` and start widget `w` in its cell, its saves answered by `w` itself."""
+    page.expose_function("pySave", lambda changes: (w.set_state(json.loads(changes)), json.dumps(_synced(w)))[1])
+    page.set_content(HOST)
+    page.wait_for_function("window.hostReady === true")
+    page.evaluate("(s) => window.startWidget(s)", w.get_state())
+    page.wait_for_function("Number(document.querySelector('#cell').dataset.renders) >= 1")
+
+
 def _renders(page) -> int:
     return int(page.evaluate("Number(document.querySelector('#cell').dataset.renders || 0)"))
 
@@ -128,11 +137,7 @@ def test_the_widget_draws_and_inspects_the_routes_in_chromium(browser, tr):
     w = flowroutes.widget(tr, threshold=0.05)
     page = browser.new_page(viewport={"width": 1100, "height": 700})
     try:
-        page.expose_function("pySave", lambda changes: (w.set_state(json.loads(changes)), json.dumps(_synced(w)))[1])
-        page.set_content(HOST)
-        page.wait_for_function("window.hostReady === true")
-        page.evaluate("(s) => window.startWidget(s)", w.get_state())
-        page.wait_for_function("Number(document.querySelector('#cell').dataset.renders) >= 1")
+        _start(page, w)
         routes = tr.routes(0.05)
         cell = page.locator("#cell")
         assert cell.locator("svg.routes .edge").count() == len(routes.edges)
@@ -252,11 +257,7 @@ def test_the_widget_edits_the_graph_in_chromium_and_python_reads_and_sets_them(b
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        page.expose_function("pySave", lambda changes: (w.set_state(json.loads(changes)), json.dumps(_synced(w)))[1])
-        page.set_content(HOST)
-        page.wait_for_function("window.hostReady === true")
-        page.evaluate("(s) => window.startWidget(s)", w.get_state())
-        page.wait_for_function("Number(document.querySelector('#cell').dataset.renders) >= 1")
+        _start(page, w)
         cell = page.locator("#cell")
 
         def click(selector, shift=False):

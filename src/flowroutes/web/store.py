@@ -307,14 +307,14 @@ class ModelSlot:
                                                      for k, v in options.items())))
 
         def work(loaded):
-            from ..generation import _prompt_ids, generate
+            from ..generation import generate, templated_prompt
 
             with self._cache_lock:
                 hit = self._generations.get(key)  # made by a request that held the model before this one
             if hit is not None:
                 return hit, False
             # the prompt as the model reads it (in the chat template when `chat`); no forward pass yet
-            n_tokens = _prompt_ids(loaded, prompt, bool(options.get("chat")), None)[1].numel()
+            n_tokens = templated_prompt(loaded, prompt, bool(options.get("chat")), None)[1].numel()
             if n_tokens > self.settings.max_prompt_tokens:
                 raise PromptTooLong(f"the prompt has {n_tokens} tokens; this server accepts at most "
                                     f"{self.settings.max_prompt_tokens}: shorten it (or restart with a larger "
