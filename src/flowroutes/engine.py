@@ -72,11 +72,14 @@ def pad_right(id_lists: list[torch.Tensor], pad_id: int) -> torch.Tensor:
     return batch
 
 
-def forward(loaded, id_lists, on_block, opts: Options, lazy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def forward(loaded, id_lists, on_block, opts: Options, lazy: bool,
+            keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The batch's forward pass with `on_block` on every block: (logits [B, T_max, V], or [B, K, V] at `keep`;
-    keep [B, K] or None). Lazy traces record the attention's inputs and keep activations in the model's dtype."""
+    keep [B, K] or None). `keep` [B, K]: where the LM head runs (default: where `opts.predictions` says). Lazy
+    traces record the attention's inputs and keep activations in the model's dtype."""
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    keep = logit_positions(opts.predictions, [int(i.numel()) for i in id_lists])
+    if keep is None:
+        keep = logit_positions(opts.predictions, [int(i.numel()) for i in id_lists])
     extra = dict(keep_attention_call=True, record=can_record(loaded), dtype=None) if lazy else {}
     logits = run_with_capture(loaded, pad_right(id_lists, pad_id), on_block, logit_positions=keep, **extra)
     return logits, keep

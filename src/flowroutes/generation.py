@@ -314,10 +314,12 @@ def _forced(loaded: LoadedModel, prompt_ids: torch.Tensor, answer: torch.Tensor)
             logits, tr = loaded.model(input_ids=ids[None].to(device)).logits[0].float(), None  # [T, V]
     else:
         check_ids(loaded, ids)
+        keep = torch.arange(n_prompt - 1, ids.numel())[None]  # [1, K]: the LM head runs where the answer is predicted
         traces, logits = trace_lazy(loaded, [loaded.tokenizer.decode(ids.tolist())], [ids], OPTIONS,
-                                    with_logits=True)
-        tr, logits = traces[0], logits[0]
-    rows = logits[n_prompt - 1:].double().cpu()  # [K, V] the raw logits
+                                    with_logits=True, keep=keep)
+        tr, logits = traces[0], logits[0]  # [K, V]
+        tr.meta["predictions"] = "answer"  # as a decoded generation's trace (decoding.Steps.lazy)
+    rows = logits[-answer.numel():].double().cpu()  # [K, V] the raw logits at positions P - 1 ..
     return torch.softmax(rows, dim=-1)[torch.arange(answer.numel()), answer].numpy(), tr
 
 

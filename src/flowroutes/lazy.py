@@ -37,10 +37,11 @@ HEAD_VALUE_ELEMENTS = 1 << 25
 PREFETCH_BYTES = 1 << 30
 
 
-def trace_lazy(loaded, prompts, id_lists, opts: Options, *, with_logits: bool = False):
+def trace_lazy(loaded, prompts, id_lists, opts: Options, *, with_logits: bool = False,
+               keep: torch.Tensor | None = None):
     """Lazy traces of a batch of prompts (sequential blocks only): one forward pass; per block, the FFN nodes of every
     prompt and what the attention rows need later. `with_logits`: (traces, the batch's logits [B, T_max, V] or
-    [B, K, V] at the positions `opts.predictions` keeps)."""
+    [B, K, V] at the positions kept). `keep` [B, K]: the positions with predictions (default: `opts.predictions`)."""
     lengths = [int(i.numel()) for i in id_lists]
     batch, per_node = lazy_batch(loaded, lengths, opts)
 
@@ -48,7 +49,7 @@ def trace_lazy(loaded, prompts, id_lists, opts: Options, *, with_logits: bool = 
         batch.keep(cap)  # what the attention rows need later; the weights go now
         ffn_nodes(cap, per_node, torch.float32)
 
-    logits, keep = forward(loaded, id_lists, on_block, opts, lazy=True)
+    logits, keep = forward(loaded, id_lists, on_block, opts, lazy=True, keep=keep)
     traces = lazy_traces(loaded, prompts, id_lists, logits, keep, opts, batch, per_node)
     return (traces, logits) if with_logits else traces
 

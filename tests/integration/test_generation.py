@@ -247,6 +247,7 @@ def test_a_target_is_traced_in_the_pass_that_gives_its_probabilities(loaded):
     with _counting_passes(loaded) as passes:
         forced = generate(loaded, PROMPT, target="w7 w8 w9")
     assert passes[0] == 1
+    assert (forced.trace.top_ids[:4] == -1).all() and forced.trace.meta["predictions"] == "answer"  # LM head: P-1 on
     logits = loaded.model(input_ids=torch.as_tensor(forced.trace.input_ids)[None]).logits[0].double()
     want = torch.softmax(logits, dim=-1)[[4, 5, 6], [7, 8, 9]].detach().numpy()
     np.testing.assert_allclose(forced.answer_probs, want, rtol=1e-5)

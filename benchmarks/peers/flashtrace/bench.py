@@ -7,8 +7,9 @@ Four steps, each its own process, one environment each (run.sh runs them in orde
               man-page passages and "Summarize the text above in a few sentences."), per answer length K the
               model's greedy answer of K tokens (EOS held back until then), written as token ids and text that
               round-trip exactly through the tokenizer, so both tools explain the very same tokens.
-  flowroutes  (product venv, never imports flashtrace) times the lazy trace of prompt + answer[:-1], the routes of
-              every answer token, the span's ALTI and routes-flow attributions; and ALTI span attribution alone.
+  flowroutes  (product venv, never imports flashtrace) times `flowroutes.generate(prompt, target=answer)` (one
+              lazily traced pass of prompt + answer[:-1], which also gives the answer's probabilities), the routes
+              of every answer token, the span's ALTI and routes-flow attributions; and ALTI span attribution alone.
   flashtrace  (benchmarks/peers/flashtrace/.venv, never imports flowroutes) times FlashTrace's `ifr-span`,
               `flashtrace` (multi-hop, hops=1, no reasoning span) and `ifr-matrix`, teacher-forced on the same
               answer (`target=`), the model loaded with attn_implementation="eager" (FlashTrace reads attention).
@@ -150,25 +151,18 @@ def round_trip(tok, greedy: list[int], n: int) -> tuple[list[int], str]:
 
 # --- flowroutes (product venv) ----------------------------------------------------------------------------------
 def run_flowroutes(args) -> None:
-    import numpy as np
-    import torch
-
     import flowroutes
     from flowroutes.commands import quiet_transformers
     from flowroutes.generation import Generation
-    from flowroutes.inspection import token_display
 
     quiet_transformers()
     spec = json.loads(Path(args.cases).read_text())
     loaded = flowroutes.load_model()
 
-    def make(case) -> Generation:  # what flowroutes.generate(target=...) builds, without its probability pass
-        p, a = case["prompt_ids"], case["answer_ids"]
-        full = torch.as_tensor(p + a, dtype=torch.long)
-        tr = flowroutes.trace(loaded, input_ids=full[:-1], lazy=True)
-        return Generation(model_name=loaded.name, prompt=case["prompt"], prompt_ids=np.array(p),
-                          answer_ids=np.array(a), answer_probs=np.zeros(len(a)), tokens=token_display(loaded, full),
-                          answer_text=case["answer"], stop_reason="target", trace=tr)
+    def make(case) -> Generation:  # the public call: one lazily traced pass gives the trace and the probabilities
+        g = flowroutes.generate(loaded, case["prompt"], target=case["answer"])
+        assert g.prompt_ids.tolist() == case["prompt_ids"] and g.answer_ids.tolist() == case["answer_ids"]
+        return g
 
     out = {"tool": "flowroutes", "version": flowroutes.__version__, "model": loaded.name, "tau": args.tau,
            "machine": machine(), "repeats": args.repeats, "cells": []}
