@@ -8,7 +8,8 @@ PROMPT := When Mary and John went to the store, John gave a drink to
 # the lowest torch and transformers that pyproject.toml's ranges allow, tested by `make test-lowest`
 LOWEST_VENV := .venv-lowest
 LOWEST_PINS := torch==2.13.0 transformers==5.21.0
-ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py
+ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py \
+	tests/integration/test_generation.py::test_a_generation_is_traced_from_its_own_cached_passes
 
 .PHONY: setup browser gemma demo figures reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench bench-flashtrace corpora clean
 
