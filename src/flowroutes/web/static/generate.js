@@ -55,6 +55,21 @@ function pickAnswerToken(k, shift) {
   runGenerate({ token: k });
 }
 
+// sRGB relative luminance (WCAG 2) of [r, g, b] in 0..255
+function luminance(rgb) {
+  const lin = rgb.map((v) => { const c = v / 255; return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2];
+}
+
+// whether white text contrasts more than black with the prompt's red at `alpha` over the page's background (the
+// better of the two always reaches 4.5:1; a fixed alpha cut leaves light-red tokens with white text unreadable)
+function whiteReadsBetter(alpha) {
+  const page = getComputedStyle(document.body).backgroundColor.match(/[\d.]+/g).slice(0, 3).map(Number);
+  const bg = [214, 39, 40].map((c, i) => alpha * c + (1 - alpha) * page[i]);
+  const y = luminance(bg);
+  return 1.05 / (y + 0.05) > (y + 0.05) / 0.05;
+}
+
 function drawGeneration(d) {
   const [a, b] = d.span;
   $("#generate-status").textContent = `${d.model}: ${d.answer.length} tokens (${d.stop_reason === "stop" ? "ended by a stop token" : "the length asked for"}), ${d.cached ? "kept generation" : "new generation"}, server ${d.server_ms.toFixed(1)} ms`;
@@ -87,7 +102,7 @@ function drawGeneration(d) {
     const alpha = top > 0 ? s / top : 0;
     el("span", { class: "prompt-token", "data-position": j, "data-score": String(s), "data-alpha": alpha.toFixed(3),
                  title: `prompt token ${j}: ${s.toFixed(4)}`, style: `background: rgba(214, 39, 40, ${alpha.toFixed(3)})`,
-                 text: t }, view).classList.toggle("strong", alpha > 0.55);
+                 text: t }, view).classList.toggle("strong", whiteReadsBetter(alpha));
   });
   // the routes of the clicked token, drawn as the graph view draws them
   const summary = $("#generate-summary");
