@@ -92,6 +92,54 @@ def test_the_generation_page_passes_axe(browser, capsys, tiny_folder, tmp_path):
         page.close()
 
 
+def contrast(fg, bg) -> float:
+    """WCAG 2's contrast ratio of two sRGB colours (0..255 each), computed here apart from the pages' code."""
+    def lum(rgb):
+        lin = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((lum(fg), lum(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+ALPHAS = [k / 100 for k in range(101)]
+
+
+def readable_at_every_alpha(page, colour, base) -> list[float]:
+    """The alphas of `colour` over `base` at which the text colour the page picks (its whiteReadsBetter) has a
+    contrast under 4.5:1: axe checks only the alphas one answer happens to give."""
+    white = page.evaluate("(alphas) => alphas.map((a) => whiteReadsBetter(a))", ALPHAS)
+    bad = []
+    for a, w in zip(ALPHAS, white):
+        bg = [a * c + (1 - a) * b for c, b in zip(colour, base)]
+        if contrast((255, 255, 255) if w else (0, 0, 0), bg) < 4.5:
+            bad.append(a)
+    return bad
+
+
+def test_the_generation_pages_token_text_reads_at_every_colour(browser, capsys, tiny_folder, tmp_path):
+    assert run_cli(capsys, "explain", "w1 w2 w3", "--generate", "2", "--model", str(tiny_folder), "--out",
+                   str(tmp_path))[0] == 0
+    page = browser.new_page()
+    try:
+        page.goto((tmp_path / "generation.html").as_uri())
+        assert readable_at_every_alpha(page, (31, 119, 180), (255, 255, 255)) == []
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("scheme, base", [("light", (250, 250, 250)), ("dark", (21, 23, 26))])  # style.css's --bg
+def test_generate_modes_token_text_reads_at_every_colour(browser, server, scheme, base):
+    page = browser.new_page(color_scheme=scheme)
+    try:
+        page.goto(server.url + "/?view=generate")
+        page.wait_for_function("document.body.dataset.ready === '1'")
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == f"rgb{base}"
+        assert readable_at_every_alpha(page, (214, 39, 40), base) == []
+    finally:
+        page.close()
+
+
 def test_the_compare_patching_report_passes_axe(browser, capsys, tiny_folder, tmp_path):
     # the tiny model cannot do IOI (every name is [UNK]): --force writes the report with its warning
     code, _, err = run_cli(capsys, "compare-patching", "--model", str(tiny_folder), "--n", "4", "--out",
