@@ -1,8 +1,9 @@
 """Every static HTML page flowroutes writes for people, in Chromium under axe-core (the axe-playwright-python
 package's copy): the reproduce claims report and an analysis page it links, the page of every analysis as
 `flowroutes analyze` writes it (run on a tiny model), the generation page of `flowroutes explain --generate`, the
-compare-patching report, and the explorer's page with a trace drawn: no serious or critical accessibility
-violation. The glance table's thumbnails load and open the full figure."""
+compare-patching report, and the explorer's page with a trace drawn (each view, light and dark): no serious or
+critical accessibility violation. The prompt tokens' text reads at every shade of their colour, and the glance
+table's thumbnails load and open the full figure."""
 
 from __future__ import annotations
 
