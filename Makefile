@@ -11,7 +11,7 @@ LOWEST_PINS := torch==2.13.0 transformers==5.21.0
 ENGINE_TESTS := tests/integration/test_families.py tests/integration/test_exactness.py tests/unit/test_importance.py tests/unit/test_routes.py \
 	tests/integration/test_generation.py::test_a_generation_is_traced_from_its_own_cached_passes
 
-.PHONY: setup browser gemma demo figures reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench bench-flashtrace corpora clean
+.PHONY: setup browser gemma demo figures reproduce reproduce-gemma test test-unit test-cpus test-lowest test-install lint lock bench bench-flashtrace corpora check-jupyterlab clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -123,6 +123,13 @@ bench: setup
 # CELLS="256x16 256x64 1024x16" REPEATS=3 THREADS=1 by default (benchmarks/peers/flashtrace/run.sh)
 bench-flashtrace: setup
 	PRODUCT_PYTHON=$(BIN)/python bash benchmarks/peers/flashtrace/run.sh
+
+# the notebook widget in a real JupyterLab (not part of `make test`): JupyterLab in its own pinned venv
+# (scripts/jupyterlab/setup.sh), this .venv as the kernel; runs scripts/jupyterlab/widget.ipynb in Chromium, moves the
+# widget's threshold slider, checks the drawn edges against tr.routes, saves docs/img/widget-jupyterlab.png
+check-jupyterlab: setup browser
+	bash scripts/jupyterlab/setup.sh
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/jupyterlab/check_widget.py
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) demo reproduce reproduce-gemma

@@ -245,11 +245,19 @@ function row(k) {
   for (let i = a; i < b; i++) m[i].forEach((v, j) => out[j] += v / (b - a));
   return out;
 }
+// white or black text, whichever contrasts more (WCAG 2) with the prompt's blue at `alpha` over white: the better
+// of the two always reaches 4.5:1
+function whiteReadsBetter(alpha) {
+  const lin = [31, 119, 180].map(c => { const v = (alpha * c + (1 - alpha) * 255) / 255;
+    return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+  const y = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2];
+  return 1.05 / (y + 0.05) > (y + 0.05) / 0.05;
+}
 function paint() {
   const r = row(current), max = Math.max(1e-12, ...r);
   document.querySelectorAll('#prompt .tok').forEach((el, j) => {
     el.style.background = `rgba(31,119,180,${(r[j] / max).toFixed(3)})`;
-    el.style.color = r[j] / max > 0.6 ? '#fff' : '#222';
+    el.style.color = whiteReadsBetter(r[j] / max) ? '#fff' : '#000';
     el.title = `#${j}: ${(100 * r[j]).toFixed(1)}%`;
   });
   document.querySelectorAll('#answer .tok').forEach((el, k) => el.classList.toggle('sel', k === current));
@@ -303,7 +311,7 @@ def generation_html(record: dict, pictures: list[str]) -> str:
     pics = "".join(f"<div class='pic'>{svg}</div>" for svg in pictures)
     more = len(record["answer"]["tokens"]) - len(pictures)
     return "".join([
-        "<!doctype html><html><head><meta charset='utf-8'>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'; img-src data:\">",
         f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>",

@@ -73,6 +73,21 @@ function generationWords(d) {
   return how.join(", ");
 }
 
+// sRGB relative luminance (WCAG 2) of [r, g, b] in 0..255
+function luminance(rgb) {
+  const lin = rgb.map((v) => { const c = v / 255; return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2];
+}
+
+// whether white text contrasts more than black with the prompt's red at `alpha` over the page's background (the
+// better of the two always reaches 4.5:1; a fixed alpha cut leaves light-red tokens with white text unreadable)
+function whiteReadsBetter(alpha) {
+  const page = getComputedStyle(document.body).backgroundColor.match(/[\d.]+/g).slice(0, 3).map(Number);
+  const bg = [214, 39, 40].map((c, i) => alpha * c + (1 - alpha) * page[i]);
+  const y = luminance(bg);
+  return 1.05 / (y + 0.05) > (y + 0.05) / 0.05;
+}
+
 function drawGeneration(d) {
   const [a, b] = d.span;
   const ended = { stop: "ended by a stop token", length: "the length asked for", target: "the given answer" };
@@ -109,7 +124,7 @@ function drawGeneration(d) {
     const alpha = top > 0 ? s / top : 0;
     el("span", { class: "prompt-token", "data-position": j, "data-score": String(s), "data-alpha": alpha.toFixed(3),
                  title: `prompt token ${j}: ${s.toFixed(4)}`, style: `background: rgba(214, 39, 40, ${alpha.toFixed(3)})`,
-                 text: t }, view).classList.toggle("strong", alpha > 0.55);
+                 text: t }, view).classList.toggle("strong", whiteReadsBetter(alpha));
   });
   // the routes of the clicked token, drawn as the graph view draws them
   const summary = $("#generate-summary");

@@ -173,7 +173,8 @@ export function drawRoutes(container, routes, opts = {}) {
     }
     g.dataset.index = i;
     g.setAttribute("aria-label", tip + (e.status ? `, ${e.status}${e.before !== undefined ? ` (weight before ${e.before.toFixed(3)})` : ""}` : ""));
-    if (opts.interactive) { g.setAttribute("tabindex", "-1"); g.setAttribute("role", "button"); }
+    g.setAttribute("role", opts.interactive ? "button" : "img"); // an aria-label needs a role (axe-core)
+    if (opts.interactive) g.setAttribute("tabindex", "-1");
   });
   for (const [kind, parts] of Object.entries(bulkPaths)) {
     if (!parts.length) continue;
@@ -187,7 +188,8 @@ export function drawRoutes(container, routes, opts = {}) {
                                 class: `node node-${n.kind}`, "data-id": n.id }, nodesG);
     const tip = `${n.id}  (${n.kind === "attention" ? `after block ${n.layer}'s attention` : n.layer === 0 ? "embedding" : `input of block ${n.layer}`}, token ${show(display[n.position])})`;
     c.setAttribute("aria-label", tip);
-    if (opts.interactive) { c.setAttribute("tabindex", "-1"); c.setAttribute("role", "button"); }
+    c.setAttribute("role", opts.interactive ? "button" : "img");
+    if (opts.interactive) c.setAttribute("tabindex", "-1");
   }
   // the keyboard: one tab stop in the graph (the explained position's top state, then wherever the arrows went);
   // from a node, Down goes to its strongest incoming edge and Up to its strongest outgoing one; from an edge, Down
