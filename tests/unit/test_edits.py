@@ -8,6 +8,7 @@ import pytest
 from flowroutes import FlowroutesError, Routes
 from flowroutes.circuit_tracer import to_circuit_tracer
 from flowroutes.edits import Edits, Supernode, edge_id, ids_of, supernode_edges
+from tests.helpers.tolerances import F64_HAND
 from tests.unit.test_routes import hand_trace
 
 
@@ -62,7 +63,7 @@ def test_a_supernode_is_one_node_with_the_summed_edges():
     assert set(summed) == {("x0A@1", "movers"), ("x0A@2", "movers"), ("movers", "x1A@2")}
     assert summed[("x0A@1", "movers")]["weight"] == 0.9375
     assert summed[("x0A@2", "movers")]["weight"] == 1.0
-    assert summed[("movers", "x1A@2")]["weight"] == pytest.approx(1.0, abs=1e-12)
+    assert summed[("movers", "x1A@2")]["weight"] == pytest.approx(1.0, abs=F64_HAND)
     assert summed[("x0A@2", "movers")]["edges"] == ["residual:x0A@2->x1@2", "ffn:x0A@2->x1@2"]
     nodes, edges = ids_of(r)
     assert len(nodes) == 9 and len(edges) == 11  # residual and FFN edges between the same nodes stay apart
