@@ -62,6 +62,17 @@ IMPORTANCE_SUM_ABS = 1e-5
 #: weights and probabilities, 1e-4 absolute on metrics of about 7)
 OTHER_PATH = 1e-5
 
+#: importances of a model in bfloat16 or float16 against the float32 model with the same weights: the model's own
+#: activations round to 8 or 11 bits (2^-8 = 3.9e-3, 2^-11 = 4.9e-4 per operation), which no count bounds through
+#: a whole model, so this is a measured bound: worst 2.5e-3 (test_families, tiny Llama at its own initialisation
+#: scale, every setting); 1e-2 is a margin of 4x
+HALF_MODEL_ABS = 1e-2
+
+#: the direct logit attribution's components (float32 captures, the final norm linearised in float64) summed,
+#: against the norm module's own float32 logit, relative: measured worst 1.4e-5 (every tiny family, every
+#: setting); 1e-4 is a margin of 7x (it was rel 1e-4 or abs 1e-4 (|logit| + 1))
+DLA_REL = 1e-4
+
 # --- hand-worked answers and small planted cases (tests/unit) ----------------------------------------------------
 
 #: a value computed from inputs stored in float32 with at most one more float32 operation (or only float64 ones),
