@@ -73,6 +73,12 @@ HALF_MODEL_ABS = 1e-2
 #: setting); 1e-4 is a margin of 7x (it was rel 1e-4 or abs 1e-4 (|logit| + 1))
 DLA_REL = 1e-4
 
+#: probabilities read off the tool's run of SmolLM2 (eager attention, ATTENTION_ORDER_REL) against the model's own
+#: default run (sdpa): the logits differ by up to LOGITS_REL of the largest, which moves a probability p by up to
+#: about 2 p times that logit difference; measured worst 7.8e-6 (test_analyses' IOI task table, every setting);
+#: 1e-4 is a margin of 13x
+SDPA_PROBS_ABS = 1e-4
+
 # --- hand-worked answers and small planted cases (tests/unit) ----------------------------------------------------
 
 #: a value computed from inputs stored in float32 with at most one more float32 operation (or only float64 ones),
