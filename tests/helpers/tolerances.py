@@ -58,7 +58,8 @@ IMPORTANCE_SUM_ABS = 1e-5
 #: tiny families, lazy against full); top probabilities (relative): 9.8e-7 (predictions="last"); probabilities
 #: (absolute): 2.2e-6 (SmolLM2's greedy answer with a KV cache against the trace, test_generation); patching's
 #: logit-difference metrics (relative) batched against one by one: 3.0e-7 (tests/integration/test_patching.py);
-#: W_OV singular vectors' token scores (relative, float32 against float64): 9.6e-8 (test_analyses_svd);
+#: W_OV singular vectors' token scores (relative, float32 against float64): 9.6e-8 (test_analyses_svd); route
+#: weights of the float32 trace against the reference walk on the float64 trace: 1.3e-7 (test_reference);
 #: every setting. 1e-5 is a margin of 4.5x or more (it was 1e-5 for traces, 1e-6, a margin of 1.1x, for route
 #: weights and probabilities, 1e-4 absolute on metrics of about 7)
 OTHER_PATH = 1e-5
