@@ -1,19 +1,20 @@
-"""The tolerances of the exactness tests, each with where it comes from, so that none holds only for the kernels
-of one CPU (issue 22). Two kinds:
+"""Every numerical tolerance of the tests, each with where it comes from, so that none holds only for the kernels
+of one CPU (issue 22). Four kinds:
 
 - *Same arithmetic*: 0. Where flowroutes runs the very operations the model runs (the captured residual against
   the model's own eager run), the result is bit for bit the model's on any CPU, dispatch level and thread count:
   torch picks one kernel per operation and process, and the capture adds hooks, not arithmetic.
-- *Other arithmetic*: where two computations round differently (sdpa against eager attention; float32 parts
-  against float64 sums), a bound measured on the real models under every setting CI runs (`make test-cpus`:
-  torch CPU dispatch DEFAULT, AVX2 with MKL and oneDNN capped to AVX2, and AVX-512; 1 and 2 threads) with its
-  margin written next to it. The measured values are printed by the tests (`pytest -s`), so a drift is seen
-  before it fails.
+- *Derived*: a count of roundings times the unit roundoff, U32 = 2**-24 for float32, U64 = 2**-53 for float64.
+- *Measured*: where two computations round differently and no count bounds the gap (sdpa against eager
+  attention; another path through a whole model), a bound measured on the tests' models under every setting CI
+  runs (`make test-cpus`: torch CPU dispatch DEFAULT and AVX2 with MKL and oneDNN capped to AVX2; 1 and 2
+  threads) with its margin written next to it. The exactness tests print theirs (`pytest -s`);
+  tests/helpers/tolerance_gaps.py measures the others, so a drift is seen before it fails.
+- *Not a floating-point tolerance*: a value printed to k decimals is within half a unit of its k-th decimal
+  (`printed_to`), an 8-bit colour channel within one step (`EIGHT_BIT`).
 
-U32 = 2**-24 is float32's unit roundoff; each derived bound is a count of float32 roundings times U32 (U64 = 2**-53
-for float64). A third kind is no floating-point tolerance at all: a value printed to k decimals is within half a
-unit of the k-th decimal of what it prints (`printed_to`). tests/unit/test_tolerances.py fails on any literal
-tolerance elsewhere in tests/; docs/tolerances.md lists these constants.
+tests/unit/test_tolerances.py fails on any literal tolerance elsewhere in tests/; docs/tolerances.md lists these
+constants with their derivations and measured worst cases.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ REBUILD_REL = 4e-6
 #: 18 U32 = 1.1e-6 of ||y||_1 together) over the node's sum of proximities. Measured worst 5.0e-8 (SmolLM2, every
 #: setting); 2e-6 is a margin of 40x
 IMPORTANCE_ABS = 2e-6
+
+#: two float32 kernels of eq. 1 (the fused numba kernel against the torch path), each within IMPORTANCE_ABS of
+#: eq. 1 in float64 by its derivation: within 2 IMPORTANCE_ABS = 4e-6 of each other (it was 1e-5). Measured worst
+#: 6.0e-8 (SmolLM2, test_exactness, every setting)
+KERNELS_ABS = 2 * IMPORTANCE_ABS
 
 #: each node's importances sum to 1: a float32 sum of at most H * T + 1 values in [0, 1], worst case
 #: (H * T + 1) U32 = 7.6e-6 for SmolLM2's 9 heads over 14 tokens; measured worst 1.2e-7
@@ -88,7 +94,7 @@ DLA_REL = 1e-4
 #: 1e-4 is a margin of 13x
 SDPA_PROBS_ABS = 1e-4
 
-# --- hand-worked answers and small planted cases (tests/unit) ----------------------------------------------------
+# --- hand-worked answers, small planted cases, float64 formulas -----------------------------------------------
 
 #: a value computed from inputs stored in float32 with at most one more float32 operation (or only float64 ones),
 #: against its hand answer: the storing and the operation round by at most U32 of the value each, 2 U32 = 1.2e-7
@@ -104,8 +110,9 @@ F32_STORED = 2 * U32
 FEW_F32_ABS = 8 * U32
 
 #: a float64 result of a few operations on values in [0, 1] (at most 7 roundings: a sum of <= 5 kept parts, a
-#: division, a sum over heads) against the float64 literal of its hand answer (one rounding): 8 U64 = 8.9e-16.
-#: Measured worst 1.1e-16 (test_attribution's unroll by hand), every setting
+#: division, a sum over heads) against the float64 literal of its hand answer (one rounding), or copies and short
+#: sums of the same float64 weights (the circuit-tracer export): 8 U64 = 8.9e-16. Measured worst 1.1e-16
+#: (test_attribution's unroll by hand), every setting
 F64_HAND = 8 * U64
 
 #: two float64 evaluations of one formula in different orders (vectorised against literal loops, a closed form
@@ -116,17 +123,17 @@ F64_HAND = 8 * U64
 #: Measured worst 4.4e-16 (test_attribution's absorbing chain, test_generation's ALTI rows), every setting
 F64_REORDER = 256 * U64
 
-#: an ALTI row R^L[q] sums to 1 (tests/unit/test_attribution.py, 3 blocks): the Trace stores each part in float32,
-#: so each row of each A^l sums to 1 within U32 (each part moves by <= U32 of itself, the parts sum to 1), and the
-#: product of 3 such matrices in float64 to 1 within 3 U32 plus float64 noise: 4 U32 = 2.4e-7. Measured worst
-#: 3.3e-8 (was 1e-6)
+#: an ALTI row R^L[q] sums to 1 (at most 3 blocks: test_attribution's traces, the tiny models of test_generation
+#: and test_explain_cli): the Trace stores each part in float32, so each row of each A^l sums to 1 within U32
+#: (each part moves by <= U32 of itself, the parts sum to 1), and the product of 3 such matrices in float64 to 1
+#: within 3 U32 plus float64 noise: 4 U32 = 2.4e-7. Measured worst
+#: 5.8e-8 (test_generation; it was 1e-6 and 1e-5)
 ALTI_ROW_SUM_ABS = 4 * U32
 
 #: the numba kernel's importances for a chunk of heads at a time against one call for all heads: the kernel
 #: carries each node's sums across chunks in the same head order, so the arithmetic is the same (measured 0 under
 #: every setting)
 HEAD_CHUNKS = SAME_ARITHMETIC
-
 
 #: the singular values past the rank of a float64 product a @ b (inner dimension 3, 20 x 15) relative to the
 #: largest: the product's entries round by <= 3 U64 of |a| |b| and LAPACK's SVD is backward stable to a small
@@ -138,15 +145,11 @@ SVD_NULL_REL = 64 * U64
 #: d <= 20, every setting); 2e-6 is a margin of 16x
 BLOCKED_PROXIMITY_REL = 2e-6
 
+# --- not floating-point tolerances --------------------------------------------------------------------------------
 
 #: not a floating-point tolerance: a colour channel stored in 8 bits is within one step, 1/255, of the value it
 #: shows (rounded or truncated)
 EIGHT_BIT = 1 / 255
-
-#: two float32 kernels of eq. 1 (the fused numba kernel against the torch path), each within IMPORTANCE_ABS of
-#: eq. 1 in float64 by its derivation: within 2 IMPORTANCE_ABS = 4e-6 of each other (it was 1e-5). Measured worst
-#: 6.0e-8 (SmolLM2, test_exactness, every setting)
-KERNELS_ABS = 2 * IMPORTANCE_ABS
 
 
 def printed_to(decimals: int) -> float:
