@@ -11,6 +11,7 @@ from flowroutes.analyses import compute
 from flowroutes.analyses.rows import corpus_rows
 from flowroutes.analyses.run import analyze
 from tests.helpers.models import tiny_gpt2, tiny_llama, word_tokenizer
+from tests.helpers.tolerances import FEW_F32_ABS, OTHER_PATH, SDPA_PROBS_ABS
 
 
 def _texts(n, length=12, seed=0):
@@ -31,7 +32,7 @@ def test_importance_vector_matches_a_loop(llama):
         expected = [float(sum(tr.attention[layer, h, p, j] for j in range(p + 1)))
                     for layer in range(n_layers) for h in range(n_heads)]
         expected += [float(tr.ffn[layer, p]) for layer in range(n_layers)]
-        np.testing.assert_allclose(vec[p], expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(vec[p], expected, rtol=0, atol=FEW_F32_ABS)
     assert compute.vector_names(n_layers, n_heads)[n_heads + 1] == "L1H1"
 
 
@@ -78,7 +79,7 @@ def test_forced_previous_token_heads_are_found(monkeypatch, tmp_path):
     pos = np.array(result.table.column("position").to_pylist())
     for flat in (1, loaded.n_heads + 0, loaded.n_heads + 3):
         vals = prev[pos > 0, flat]
-        assert np.allclose(vals[~np.isnan(vals)], 1.0, atol=1e-5) and (~np.isnan(vals)).mean() >= 0.7
+        assert np.allclose(vals[~np.isnan(vals)], 1.0, rtol=0, atol=FEW_F32_ABS) and (~np.isnan(vals)).mean() >= 0.7
 
 
 def test_corpus_rows_labels_and_batching(llama):
@@ -94,13 +95,13 @@ def test_corpus_rows_labels_and_batching(llama):
     assert rows["next_token"][:3] == ["w2", "w3", ""] and rows["word"][4] == "w5"
     assert set(rows["subword"]) == {"first"}
     alone = flowroutes.trace(llama, "w4 w5 w6 w7 w8")
-    np.testing.assert_allclose(rows["vector"][5], compute.importance_vectors(alone)[2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows["vector"][5], compute.importance_vectors(alone)[2], rtol=0, atol=OTHER_PATH)
     # a head's strongest sub-edge into each stream, for stream activity at any tau (sec. 4 "Setting")
-    np.testing.assert_allclose(rows["head_max"][7], alone.attention[:, :, 4].max(axis=-1).ravel(), rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(rows["head_max"][7], alone.attention[:, :, 4].max(axis=-1).ravel(), rtol=0,
+                               atol=OTHER_PATH)
     # the first token's share of the attention block's contribution into position 4, per layer
     block = alone.attention[:, :, 4].sum(axis=1)  # [L, T]
-    np.testing.assert_allclose(rows["contrib_first"][7], block[:, 0] / block.sum(axis=-1), rtol=1e-4)
+    np.testing.assert_allclose(rows["contrib_first"][7], block[:, 0] / block.sum(axis=-1), rtol=OTHER_PATH)
 
 
 def test_task_heads_table_and_report(tmp_path):
@@ -143,6 +144,6 @@ def test_smollm2_labels_and_task_probabilities(smollm2, tmp_path):
     p_s = float(probs[smollm2.tokenizer(ex.wrong, add_special_tokens=False)["input_ids"][0]])
     fiftieth = float(probs.topk(200).values[-1])
     in_top = p_s >= fiftieth  # probabilities are read from the top-200 next tokens; outside them they count as 0
-    assert t["p_answer"][0] == pytest.approx(p_io, abs=1e-4)
-    assert t["metric"][0] == pytest.approx(p_io - (p_s if in_top else 0.0), abs=1e-4)
-    assert abs(t["metric"][0] - (p_io - p_s)) <= fiftieth + 1e-4
+    assert t["p_answer"][0] == pytest.approx(p_io, abs=SDPA_PROBS_ABS)
+    assert t["metric"][0] == pytest.approx(p_io - (p_s if in_top else 0.0), abs=SDPA_PROBS_ABS)
+    assert abs(t["metric"][0] - (p_io - p_s)) <= fiftieth + SDPA_PROBS_ABS

@@ -17,6 +17,7 @@ import flowroutes
 from flowroutes import FlowroutesError
 from flowroutes.analyses.run import analyze
 from tests.helpers.models import tiny_llama, word_tokenizer
+from tests.helpers.tolerances import OTHER_PATH
 
 
 def _texts(n, seed=0):
@@ -46,7 +47,7 @@ def test_sharded_equals_in_memory_and_counts_skips(llama, tmp_path):
     assert len(list((tmp_path / "o" / "shards" / "corpus").glob("shard-*.parquet"))) == 3
     a, b = mem.table.to_pydict(), pq.read_table(tmp_path / "o" / "vectors.parquet").to_pydict()
     assert a["doc"] == b["doc"] and a["token"] == b["token"]
-    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), rtol=0, atol=OTHER_PATH)
     # a second run with other data refuses to mix shards
     data.write_text("\n".join(_texts(5, seed=3)))
     with pytest.raises(FlowroutesError, match="different run"):
@@ -94,7 +95,7 @@ def test_ray_local_two_workers_give_the_same_table(tiny_folder, tmp_path):
     assert len(list((tmp_path / "ray" / "shards" / "corpus").glob("shard-*.parquet"))) == 4
     a, b = single.table.to_pydict(), spread.table.to_pydict()
     assert a["doc"] == b["doc"] and a["token"] == b["token"] and a["position"] == b["position"]
-    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(a["vector"]), np.array(b["vector"]), rtol=0, atol=OTHER_PATH)
 
 
 def _squares(calls):

@@ -8,16 +8,17 @@ import torch
 
 import flowroutes
 from flowroutes.trace import LazyTrace
+from tests.helpers.tolerances import IMPORTANCE_SUM_ABS, OTHER_PATH
 
 
-def assert_same_trace(a, b, atol=1e-5):
+def assert_same_trace(a, b, atol=OTHER_PATH):
     assert a.tokens == b.tokens
     for name in ("attention", "attention_residual", "ffn", "ffn_residual", "top_probs"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=atol, err_msg=name)
     np.testing.assert_array_equal(a.top_ids[:, 0], b.top_ids[:, 0])
 
 
-def assert_same_routes(a, b, atol=1e-6):
+def assert_same_routes(a, b, atol=OTHER_PATH):
     assert a.nodes == b.nodes
     assert [(e.source, e.target, e.kind, sorted(e.heads)) for e in a.edges] == \
         [(e.source, e.target, e.kind, sorted(e.heads)) for e in b.edges]
@@ -72,7 +73,7 @@ def test_lazy_routes_equal_full_routes_in_every_sequential_family(family):
     lazy = flowroutes.trace(loaded, input_ids=ids, lazy=True)
     assert can_record(loaded) == (family not in ("gpt_neo", "bloom"))
     for tau, pos in ((0.04, -1), (0.1, 6)):
-        assert_same_routes(lazy.routes(tau, pos), full.routes(tau, pos), atol=1e-5)
+        assert_same_routes(lazy.routes(tau, pos), full.routes(tau, pos))
     assert_same_trace(lazy.full(), full)
 
 
@@ -179,7 +180,7 @@ def test_predictions_at_the_last_position_or_none_leave_everything_else_as_the_d
                 np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
             assert got.tokens == ref.tokens
         np.testing.assert_array_equal(got_last.top_ids[-1], ref.top_ids[-1])
-        np.testing.assert_allclose(got_last.top_probs[-1], ref.top_probs[-1], rtol=1e-6)
+        np.testing.assert_allclose(got_last.top_probs[-1], ref.top_probs[-1], rtol=OTHER_PATH)
         assert got_last.top_tokens[-1] == ref.top_tokens[-1]
         assert (got_last.top_ids[:-1] == -1).all() and np.isnan(got_last.top_probs[:-1]).all()
         assert got_last.top_tokens[:-1] == [[]] * (ref.n_tokens - 1)
@@ -231,7 +232,7 @@ def test_one_kernel_call_per_block_equals_the_reference_path_prompt_by_prompt(fa
         for name in ("degenerate_attention", "degenerate_ffn"):
             np.testing.assert_array_equal(getattr(tr, name), getattr(ref, name))
         np.testing.assert_allclose(tr.attention.sum(axis=(1, 3)) + tr.attention_residual
-                                   + (tr.ffn * np.array(tr.parallel)[:, None]), 1.0, atol=1e-5)
+                                   + (tr.ffn * np.array(tr.parallel)[:, None]), 1.0, atol=IMPORTANCE_SUM_ABS)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "mistral", "gpt_neo", "bloom", "gptj"])
@@ -260,15 +261,15 @@ def test_batched_lazy_routes_equal_the_unbatched_full_path(family):
         if not parallel:  # all five prompts' rows of a block in one kernel call: at most one call per block
             assert (0 if tau == 0.1 else 1) <= lazy[0].n_kernel_calls - before <= loaded.n_layers
         for r, ref in zip(got, full):
-            assert_same_routes(r, ref.routes(tau), atol=1e-5)
+            assert_same_routes(r, ref.routes(tau))
     positions = [3, 0, -2, 0, 5]
     for r, ref, p in zip(lazy.routes(0.04, positions), full, positions):
-        assert_same_routes(r, ref.routes(0.04, p), atol=1e-5)
+        assert_same_routes(r, ref.routes(0.04, p))
     if not parallel:
         assert 0 < lazy[0].n_computed_rows < loaded.n_layers * full[0].n_tokens
         for tr, ref in zip(lazy, full):
             assert_same_trace(tr.full(), ref)
-            assert_same_routes(tr.routes(0.02, 1 % ref.n_tokens), ref.routes(0.02, 1 % ref.n_tokens), atol=1e-5)
+            assert_same_routes(tr.routes(0.02, 1 % ref.n_tokens), ref.routes(0.02, 1 % ref.n_tokens))
 
 
 def test_the_natural_loop_over_a_lazy_batch_walks_with_the_batch(tiny):

@@ -8,6 +8,7 @@ import flowroutes
 from flowroutes import kernels_gpu
 from flowroutes.kernels_gpu import sub_edge_proximities_blocked, triton_available
 from tests.helpers.models import TINY_MODELS, word_tokenizer
+from tests.helpers.tolerances import KERNELS_ABS, OTHER_PATH
 
 needs_cuda = pytest.mark.skipif(not triton_available(), reason="needs a CUDA device and triton")
 
@@ -29,9 +30,9 @@ def test_traces_through_the_kernel_algorithm_equal_numba_traces(family, monkeypa
     assert len(calls) == loaded.adapter.n_layers
     numba = flowroutes.trace(loaded, input_ids=ids, kernel="numba")
     for name in ("attention", "attention_residual", "ffn", "ffn_residual"):
-        np.testing.assert_allclose(getattr(via_kernel, name), getattr(numba, name), atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(getattr(via_kernel, name), getattr(numba, name), atol=KERNELS_ABS, err_msg=name)
     lazy = flowroutes.trace(loaded, input_ids=ids, kernel="triton", lazy=True)
-    np.testing.assert_allclose(lazy.full().attention, numba.attention, atol=1e-5)
+    np.testing.assert_allclose(lazy.full().attention, numba.attention, atol=OTHER_PATH)
 
 
 @needs_cuda

@@ -20,6 +20,7 @@ from flowroutes.circuit_tracer import to_circuit_tracer
 from flowroutes.edits import Edits, Supernode, edge_id, ids_of, supernode_edges
 from flowroutes.figures import render_routes
 from flowroutes.web.store import Settings
+from tests.helpers.tolerances import F64_REORDER
 from tests.helpers.web_helpers import TALL_LAYERS as LAYERS
 from tests.helpers.web_helpers import (
     ServerThread,
@@ -251,11 +252,11 @@ def test_a_supernode_is_drawn_as_one_node_with_the_summed_edges(page, server, ta
     assert len(drawn) == len(want) >= 2
     got = {(s, t): w for s, t, w in drawn}
     for s in want:
-        assert got[(s["source"], s["target"])] == pytest.approx(s["weight"], abs=1e-9)
+        assert got[(s["source"], s["target"])] == pytest.approx(s["weight"], abs=F64_REORDER)
     # the sum is the members' edges': e.g. everything into the group from one source
     into = next(s for s in want if s["target"] == "name movers")
     assert into["weight"] == pytest.approx(sum(e.weight for e in routes.edges
-                                               if e.source == into["source"] and e.target in members), abs=1e-12)
+                                               if e.source == into["source"] and e.target in members), abs=F64_REORDER)
     # a click on the supernode selects its members; ungroup draws them again
     click(page, "#graph .supernode")
     assert selected(page)[0] == set(members)

@@ -15,6 +15,7 @@ import flowroutes
 from flowroutes.patching.core import TaskBatch, run_metric
 from flowroutes.patching.methods import ablation_values
 from flowroutes.web.store import Settings
+from tests.helpers.tolerances import DLA_REL, OTHER_PATH, printed_to
 from tests.helpers.web_helpers import ServerThread, chromium, renders, screenshot, wait_render
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,8 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
             page.locator(f'tr.head-row[data-head="{top_head}"]').click()
         data = got.value.json()
         page.wait_for_selector("#heat-contribution")
-        np.testing.assert_allclose(np.array(data["contribution"]), ioi_trace.attention[edge.layer, top_head], atol=1e-5)
+        np.testing.assert_allclose(np.array(data["contribution"]), ioi_trace.attention[edge.layer, top_head],
+                                   atol=printed_to(5))  # the page gets 5 decimals
         screenshot(page, "web-inspect-head.png")
 
         f_idx = max((i for i, e in enumerate(routes.edges) if e.kind == "ffn"), key=lambda i: routes.edges[i].weight)
@@ -97,9 +99,9 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
         mary, john = (smollm2.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" Mary", " John"))
         with torch.no_grad():
             logits = smollm2.model(input_ids=torch.as_tensor(ioi_trace.input_ids)[None]).logits[0, -1]
-        assert d["logit"] == pytest.approx(float(logits[mary] - logits[john]), abs=1e-3)
+        assert d["logit"] == pytest.approx(float(logits[mary] - logits[john]), rel=OTHER_PATH)
         total = np.sum(d["heads"]) + sum(d["ffn"]) + sum(d["attention_constant"]) + d["embedding"] + d["bias"]
-        assert total == pytest.approx(d["logit"], abs=1e-3)
+        assert total == pytest.approx(d["logit"], rel=DLA_REL)
         screenshot(page, "web-explain.png", full_page=True)
 
         # zero the top head of the strongest edge: the same numbers as flowroutes.patching
@@ -115,7 +117,7 @@ def test_ioi_in_the_browser(smollm2, ioi_trace, capsys):
         mask = torch.zeros(1, smollm2.adapter.n_heads)
         mask[0, top_head] = 1
         want = run_metric(smollm2, batch, {edge.layer: (mask, ablation_values(smollm2, batch, "zero")[0][edge.layer])})
-        assert d["after"]["difference"] == pytest.approx(want.item(), abs=1e-3)
+        assert d["after"]["difference"] == pytest.approx(want.item(), rel=OTHER_PATH)
         with capsys.disabled():
             print(f"\nzeroing L{edge.layer}H{top_head}: logit(Mary) - logit(John) {d['before']['difference']:.3f} -> "
                   f"{d['after']['difference']:.3f}, p(Mary) {d['before']['prob']:.3f} -> {d['after']['prob']:.3f}")

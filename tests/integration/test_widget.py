@@ -12,6 +12,7 @@ import flowroutes
 from flowroutes import Routes, notebook
 from flowroutes.edits import Edits, Supernode, edge_id, ids_of, supernode_edges
 from tests.helpers.models import tiny_llama, word_tokenizer
+from tests.helpers.tolerances import F64_REORDER
 from tests.helpers.web_helpers import screenshot
 
 pytest.importorskip("anywidget")
@@ -305,7 +306,7 @@ def test_the_widget_edits_the_graph_in_chromium_and_python_reads_and_sets_them(b
         assert len(drawn) == len(summed) >= 2
         got = {(s, t): v for s, t, v in drawn}
         for s in summed:
-            assert got[(s["source"], s["target"])] == pytest.approx(s["weight"], abs=1e-9)
+            assert got[(s["source"], s["target"])] == pytest.approx(s["weight"], abs=F64_REORDER)
         # a refusal in the cell is one line and sends nothing
         click(f'svg.routes circle[data-id="{top}"]', shift=True)
         cell.locator(".fw-note-set").click()

@@ -8,6 +8,7 @@ from flowroutes.analyses import bottom_to_top, head_roles, stats, task_heads
 from flowroutes.analyses.base import Context, registry
 from flowroutes.analyses.rows import table_from_columns
 from flowroutes.analyses.run import Options
+from tests.helpers.tolerances import FEW_F32_ABS
 
 L, H = 3, 2  # layers, heads of the hand-built rows
 
@@ -83,11 +84,11 @@ def test_bottom_to_top_and_last_ffn_claims():
     # a trend over the layers between the first and the last (tests/unit/test_claims_heads.py): 3 layers leave one
     assert c.verdict == "cannot be tested" and "at least 4 layers" in c.why
     c = _claims({"bottom-to-top": res}, "last-layer-ffn")
-    assert c.verdict == "holds" and c.estimate.value == pytest.approx(0.4, abs=1e-6)
+    assert c.verdict == "holds" and c.estimate.value == pytest.approx(0.4, abs=FEW_F32_ABS)
     # reversed: activity rises to the top, the last FFN is the least important
     res = bottom_to_top.summarize(ctx(corpus_table(hm[:, ::-1].copy(), ffn[:, ::-1].copy(), np.arange(n) // 4)))
     c = _claims({"bottom-to-top": res}, "last-layer-ffn")
-    assert c.verdict == "does not hold" and c.estimate.value == pytest.approx(0.3 - 0.35, abs=1e-6)
+    assert c.verdict == "does not hold" and c.estimate.value == pytest.approx(0.3 - 0.35, abs=FEW_F32_ABS)
 
 
 def test_previous_token_heads_lead_their_layers():

@@ -13,6 +13,7 @@ import pytest
 from flowroutes.analyses import domains
 from flowroutes.analyses.base import Context
 from flowroutes.analyses.rows import table_from_columns
+from tests.helpers.tolerances import FEW_F32_ABS
 
 DOCS = {
     "general": ([0.30, 0.00, 0.10, 0.05, 0.20, 0.30], [0.50, 0.00, 0.10, 0.05, 0.40, 0.30]),
@@ -44,7 +45,7 @@ def _run(docs: dict = DOCS):
 
 
 def _close(est, value, low, high):
-    assert (est.value, est.low, est.high) == pytest.approx((value, low, high), abs=1e-6)
+    assert (est.value, est.low, est.high) == pytest.approx((value, low, high), abs=FEW_F32_ABS)
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +69,13 @@ def test_specificity_is_measured_against_general(result):
 
 def test_only_heads_above_0015_are_shown_except_general(result):
     shown = result.data["shown"]
-    np.testing.assert_allclose(shown["general"], [[0.4, 0.0], [0.1, 0.05]], atol=1e-6)  # in full, zeros too
-    np.testing.assert_allclose(shown["code"], [[0.3, 0.2], [0.11, np.nan]], atol=1e-6)  # 0.01 <= 0.015: blank
-    np.testing.assert_allclose(shown["subtraction"], [[0.2, np.nan], [0.02, np.nan]], atol=1e-6)
+    np.testing.assert_allclose(shown["general"], [[0.4, 0.0], [0.1, 0.05]], atol=FEW_F32_ABS)  # in full, zeros too
+    np.testing.assert_allclose(shown["code"], [[0.3, 0.2], [0.11, np.nan]], atol=FEW_F32_ABS)  # 0.01 <= 0.015: blank
+    np.testing.assert_allclose(shown["subtraction"], [[0.2, np.nan], [0.02, np.nan]], atol=FEW_F32_ABS)
     rows = result.extra_tables["domains_heads"].to_pylist()
     code = {(r["layer"], r["head"]): r for r in rows if r["domain"] == "code"}
     assert code[(0, 1)]["shown"] and not code[(1, 1)]["shown"]
-    assert code[(0, 1)]["specificity"] == pytest.approx(0.2, abs=1e-6)
+    assert code[(0, 1)]["specificity"] == pytest.approx(0.2, abs=FEW_F32_ABS)
     assert result.summary["code: heads shown (mean > 0.015)"] == 3
 
 
@@ -83,7 +84,7 @@ def test_addition_vs_subtraction_view(result):
     # L1H1: 0.3 for addition, 0.01 for subtraction; L1H0: 0.0 for addition, 0.02 for subtraction
     np.testing.assert_array_equal(view["only_addition"], [[False, False], [False, True]])
     np.testing.assert_array_equal(view["only_subtraction"], [[False, False], [True, False]])
-    np.testing.assert_allclose(view["difference"], [[0.0, 0.0], [-0.02, 0.29]], atol=1e-6)
+    np.testing.assert_allclose(view["difference"], [[0.0, 0.0], [-0.02, 0.29]], atol=FEW_F32_ABS)
     listed = {h["head"]: h for h in result.summary["addition vs subtraction: heads active for only one"]}
     assert set(listed) == {"L1H0", "L1H1"} and listed["L1H1"]["active_for"] == "addition"
     _close(listed["L1H1"]["difference"], 0.29, 0.29, 0.29)
@@ -93,8 +94,8 @@ def test_addition_vs_subtraction_view(result):
 def test_ffn_per_layer_and_domain(result):
     ffn = {(r["domain"], r["layer"]): r for r in result.extra_tables["domains_ffn"].to_pylist()}
     assert (ffn[("general", 0)]["mean"], ffn[("general", 0)]["low"], ffn[("general", 0)]["high"]) == pytest.approx(
-        (0.3, 0.2, 0.4), abs=1e-6)
-    assert ffn[("non-english", 1)]["mean"] == pytest.approx(0.06, abs=1e-6)
+        (0.3, 0.2, 0.4), abs=FEW_F32_ABS)
+    assert ffn[("non-english", 1)]["mean"] == pytest.approx(0.06, abs=FEW_F32_ABS)
     _close(result.summary["last-layer FFN importance"]["english"], 0.3, 0.25, 0.35)
 
 

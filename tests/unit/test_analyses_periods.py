@@ -10,6 +10,7 @@ import pytest
 from flowroutes.analyses import periods, rows
 from flowroutes.analyses.base import Context
 from flowroutes.analyses.run import Options
+from tests.helpers.tolerances import FEW_F32_ABS
 
 L, H = 7, 2
 MID = (2, 3)
@@ -186,36 +187,38 @@ def test_quiet_period_that_later_tokens_use_holds():
     # fig. 9b: attention block = 0.03 (l + 1), zero in the middle layers at first periods; the other positions are
     # 9 rows of x and 3 rows (text 3) of 2x: mean 1.25x; position 0 (importance 5) is left out
     np.testing.assert_allclose(values(d["layers"]["attention"]["period"]), [0.03, 0.06, 0, 0, 0.15, 0.18, 0.21],
-                               atol=1e-6)
+                               atol=FEW_F32_ABS)
     np.testing.assert_allclose(values(d["layers"]["attention"]["other"]), [0.0375 * (k + 1) for k in range(L)],
-                               atol=1e-6)
-    np.testing.assert_allclose(values(d["layers"]["ffn"]["period"]), [0.1, 0.12, 0, 0, 0.18, 0.2, 0.22], atol=1e-6)
+                               atol=FEW_F32_ABS)
+    np.testing.assert_allclose(values(d["layers"]["ffn"]["period"]), [0.1, 0.12, 0, 0, 0.18, 0.2, 0.22],
+                               atol=FEW_F32_ABS)
     np.testing.assert_allclose(values(d["layers"]["ffn"]["other"]), [1.25 * (0.1 + 0.02 * k) for k in range(L)],
-                               atol=1e-6)
-    np.testing.assert_allclose(values(d["layers"]["heads"]["period"])[:4], [0.01, 0.02, 0.02, 0.04], atol=1e-6)
+                               atol=FEW_F32_ABS)
+    np.testing.assert_allclose(values(d["layers"]["heads"]["period"])[:4], [0.01, 0.02, 0.02, 0.04], atol=FEW_F32_ABS)
     # layer 2 at first periods: 0 against 1.25 * 0.09; its difference is below 0, layer 0 (1.0x vs 1.25x) too
     diff = d["layers"]["attention"]["difference"]
-    assert diff[2].value == pytest.approx(-0.1125, abs=1e-6) and diff[2].below(0)
+    assert diff[2].value == pytest.approx(-0.1125, abs=FEW_F32_ABS) and diff[2].below(0)
     # (a) middle layers, attention + FFN: first periods 0; x rows ((0.09 + 0.14) + (0.12 + 0.16)) / 2 = 0.255,
     # 2x rows 0.51, pooled 1.25 * 0.255 = 0.31875
     assert res.summary["middle layers: attention + FFN importance per layer at first periods"].value == 0.0
     assert res.summary["middle layers: attention + FFN importance per layer at other positions"].value == \
-        pytest.approx(0.31875, abs=1e-6)
-    assert d["quiet"].value == pytest.approx(-0.31875, abs=1e-6) and d["quiet"].high <= -0.255 + 1e-6
+        pytest.approx(0.31875, abs=FEW_F32_ABS)
+    assert d["quiet"].value == pytest.approx(-0.31875, abs=FEW_F32_ABS) and d["quiet"].high <= -0.255 + FEW_F32_ABS
     # shares after the first period (5 rows: p = 3, 4, 3, 4, 4 with 2, 3, 2, 3, 3 other sources): the period
     # gets 0.4 in the middle layers, 0.1 elsewhere; an other token (0.3 / 2, 0.3 / 3, ...) 0.12 on average
     contrib = d["shares"]["contrib"]
-    np.testing.assert_allclose(values(contrib["period"]), [0.1, 0.1, 0.4, 0.4, 0.1, 0.1, 0.1], atol=1e-6)
-    np.testing.assert_allclose(values(contrib["first"]), [0.6, 0.6, 0.3, 0.3, 0.6, 0.6, 0.6], atol=1e-6)
-    np.testing.assert_allclose(values(contrib["other"]), np.full(L, 0.12), atol=1e-6)
-    np.testing.assert_allclose(values(d["shares"]["attn"]["period"]), [0.0, 0.0, 0.3, 0.3, 0.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(values(contrib["period"]), [0.1, 0.1, 0.4, 0.4, 0.1, 0.1, 0.1], atol=FEW_F32_ABS)
+    np.testing.assert_allclose(values(contrib["first"]), [0.6, 0.6, 0.3, 0.3, 0.6, 0.6, 0.6], atol=FEW_F32_ABS)
+    np.testing.assert_allclose(values(contrib["other"]), np.full(L, 0.12), atol=FEW_F32_ABS)
+    np.testing.assert_allclose(values(d["shares"]["attn"]["period"]), [0.0, 0.0, 0.3, 0.3, 0.0, 0.0, 0.0],
+                               atol=FEW_F32_ABS)
     assert contrib["period"][2].n == 5 and contrib["period"][2].units == 3
     # (b) 0.4 - 0.12; resampling texts, an other token's mean share stays within [0.1, 0.125]
     assert claim.key == "first-period-bos" and claim.verdict == "holds"
-    assert claim.estimate.value == pytest.approx(0.28, abs=1e-6)
-    assert 0.275 - 1e-6 <= claim.estimate.low <= claim.estimate.high <= 0.3 + 1e-6
-    assert d["bos"]["contrib"]["period - first"].value == pytest.approx(0.1, abs=1e-6)
-    assert d["bos"]["attn"]["period - other"].value == pytest.approx(0.3 - 0.12, abs=1e-6)
+    assert claim.estimate.value == pytest.approx(0.28, abs=FEW_F32_ABS)
+    assert 0.275 - FEW_F32_ABS <= claim.estimate.low <= claim.estimate.high <= 0.3 + FEW_F32_ABS
+    assert d["bos"]["contrib"]["period - first"].value == pytest.approx(0.1, abs=FEW_F32_ABS)
+    assert d["bos"]["attn"]["period - other"].value == pytest.approx(0.3 - 0.12, abs=FEW_F32_ABS)
     assert "(a) = 0.000 [0.000, 0.000]" in claim.why and "(c) = 0.000 [0.000, 0.000]" in claim.why
     assert res.summary["first_periods (the paper: 823 of the 826 points of its cluster)"] == 3
     # outside the middle layers first periods have x against 1.25x, but a third of the resamples draw no text 3
@@ -225,17 +228,17 @@ def test_quiet_period_that_later_tokens_use_holds():
     assert {"periods-heads", "periods-blocks", "periods-contrib-shares", "periods-attn-shares"} <= set(res.figures)
     assert res.summary["routes (fig. 14)"].startswith("no model")
     layer_rows = res.extra_tables["periods_layers"].to_pydict()
-    assert layer_rows["contrib_period"][3] == pytest.approx(0.4, abs=1e-6)
+    assert layer_rows["contrib_period"][3] == pytest.approx(0.4, abs=FEW_F32_ABS)
 
 
 def test_period_like_any_other_token_does_not_hold():
     # first periods are 1.5 times as busy as x and get the same share as any other earlier token
     res, (claim,) = run(corpus(period_quiet=False, period_scale=1.5, period_share=None, first_share=(0.4, 0.4)))
     # (a) middle layers: 1.5 * 0.255 - 1.25 * 0.255; the other positions' mean moves between 0.255 and 0.51
-    assert res.data["quiet"].value == pytest.approx(0.06375, abs=1e-6)
+    assert res.data["quiet"].value == pytest.approx(0.06375, abs=FEW_F32_ABS)
     assert res.data["quiet"].low < 0 < res.data["quiet"].high
     # shares 0.6 / p for the period and every other token: p = 3: 0.2, p = 4: 0.15; the mean 0.17 for both
-    np.testing.assert_allclose(values(res.data["shares"]["contrib"]["period"]), np.full(L, 0.17), atol=1e-6)
+    np.testing.assert_allclose(values(res.data["shares"]["contrib"]["period"]), np.full(L, 0.17), atol=FEW_F32_ABS)
     assert claim.estimate.value == 0.0 and claim.estimate.low == 0.0 and claim.estimate.high == 0.0
     assert claim.verdict == "does not hold"
     # (a) as a ratio: 1.5 * 0.255 / 0.31875 = 1.2; (c): 1.5 * 0.255 / 0.255
@@ -248,7 +251,7 @@ def test_period_quiet_but_not_attended_does_not_hold():
     # mean (2 * 0.1 + 3 * 0.0667) / 5 = 0.08
     res, (claim,) = run(corpus(period_share=(0.05, 0.05), first_share=(0.75, 0.75)))
     assert res.data["quiet"].below(0)
-    assert claim.estimate.value == pytest.approx(0.05 - 0.08, abs=1e-6)
+    assert claim.estimate.value == pytest.approx(0.05 - 0.08, abs=FEW_F32_ABS)
     assert claim.estimate.high < 0
     assert claim.verdict == "does not hold" and "(a) = 0.000 [" in claim.why and "not above 0" in claim.why
 
@@ -286,14 +289,15 @@ def test_every_period_quiet_is_no_first_period_acting_as_bos():
     res, (claim,) = run(corpus(period_quiet=False, period_scale=0.1, later_scale=0.1))
     d = res.data
     # (a): 0.1 * 0.255 / 0.31875 = 0.08; (c): 0.1 x at first periods and at the 6 later periods
-    assert d["quiet_ratio"].value == pytest.approx(0.08, abs=1e-6)
-    assert d["later_ratio"].value == pytest.approx(1.0, abs=1e-6) and d["later_ratio"].low == pytest.approx(1.0)
+    assert d["quiet_ratio"].value == pytest.approx(0.08, abs=FEW_F32_ABS)
+    assert d["later_ratio"].value == pytest.approx(1.0, abs=FEW_F32_ABS) and d["later_ratio"].low == pytest.approx(1.0)
     assert [c.met for c in claim.conditions] == [True, True, False, True]
     assert claim.verdict == "does not hold" and "(c) = 1.000 [" in claim.why
-    assert claim.estimate is claim.conditions[0].quantity and claim.estimate.value == pytest.approx(0.28, abs=1e-6)
+    assert claim.estimate is claim.conditions[0].quantity
+    assert claim.estimate.value == pytest.approx(0.28, abs=FEW_F32_ABS)
     # later periods like x: first periods (0) minus x's 0.255
     res, (claim,) = run(corpus())
-    assert res.data["quiet_vs_later"].value == pytest.approx(-0.255, abs=1e-6) and claim.verdict == "holds"
+    assert res.data["quiet_vs_later"].value == pytest.approx(-0.255, abs=FEW_F32_ABS) and claim.verdict == "holds"
     assert res.summary["later periods (2nd, 3rd, ... of a text)"] == 6
 
 
@@ -303,21 +307,21 @@ def test_first_period_no_more_attended_than_later_periods_does_not_hold():
     res, (claim,) = run(corpus(later_share=(0.1, 0.4)))
     d = res.data
     # the 5 rows after a first period (p = 3, 4, 3, 4, 4 of texts 0, 1, 2): 0.4 - 0.4 in both middle layers
-    assert d["over_later"].value == pytest.approx(0.0, abs=1e-6) and d["over_later"].high == pytest.approx(0.0)
+    assert d["over_later"].value == pytest.approx(0.0, abs=FEW_F32_ABS) and d["over_later"].high == pytest.approx(0.0)
     assert d["over_later"].n == 5 and d["over_later"].units == 3
     assert [c.met for c in claim.conditions] == [True, True, True, False]
     assert claim.verdict == "does not hold" and "(d) = 0.000 [0.000, 0.000]" in claim.why
-    assert "not above 0" in claim.why and claim.estimate.value == pytest.approx(0.28, abs=1e-6)
+    assert "not above 0" in claim.why and claim.estimate.value == pytest.approx(0.28, abs=FEW_F32_ABS)
     # attention weights: the first period has 0.1 less (0.3) against the later periods' 0.4
-    assert d["bos"]["attn"]["period - later period"].value == pytest.approx(-0.1, abs=1e-6)
+    assert d["bos"]["attn"]["period - later period"].value == pytest.approx(-0.1, abs=FEW_F32_ABS)
 
 
 def test_first_period_over_later_periods_reads_only_rows_after_a_later_period():
     # only p = q + 2 follows a later period here (p = 4 of texts 0 and 1; text 2's rows end at q + 1 = 4)
     res, (claim,) = run(corpus(later_share=(0.3, 0.25), later_after=2))
     est = res.data["over_later"]
-    assert est.value == pytest.approx(0.4 - 0.25, abs=1e-6) and (est.n, est.units) == (2, 2)
-    assert est.low == pytest.approx(0.15, abs=1e-6) and claim.verdict == "holds"
+    assert est.value == pytest.approx(0.4 - 0.25, abs=FEW_F32_ABS) and (est.n, est.units) == (2, 2)
+    assert est.low == pytest.approx(0.15, abs=FEW_F32_ABS) and claim.verdict == "holds"
     assert "(d) = 0.150 [0.150, 0.150] (n=2 texts): above 0" in claim.why
     # no row follows a later period: the second reference is missing
     res, (claim,) = run(corpus(later_after=9))
@@ -329,8 +333,8 @@ def test_other_positions_leave_every_period_out():
     res, _ = run(corpus(later_scale=0.0))
     assert res.data["n_other"] == 12
     assert res.summary["middle layers: attention + FFN importance per layer at other positions"].value == \
-        pytest.approx(0.31875, abs=1e-6)
-    assert res.data["quiet"].value == pytest.approx(-0.31875, abs=1e-6)
+        pytest.approx(0.31875, abs=FEW_F32_ABS)
+    assert res.data["quiet"].value == pytest.approx(-0.31875, abs=FEW_F32_ABS)
 
 
 def test_summary_serialises():

@@ -11,6 +11,7 @@ from flowroutes.attribution import alti, routes_flow, token_matrix
 from flowroutes.errors import FlowroutesError
 from flowroutes.routes import Edge, Node, Routes, attention_id, extract_routes, level, residual_id
 from flowroutes.trace import Trace
+from tests.helpers.tolerances import ALTI_ROW_SUM_ABS, F32_STORED, F64_HAND, F64_REORDER
 
 
 def hand_trace(attention, residual, ffn, parallel=None) -> Trace:
@@ -102,8 +103,8 @@ def test_alti_known_answer_by_hand():
     attention[1, 1, 1, 0] = 0.6
     residual = np.array([[1.0, 0.5], [1.0, 0.4]])
     tr = hand_trace(attention, residual, np.array([[0.9, 0.1], [0.2, 0.7]]))
-    np.testing.assert_allclose(alti(tr, [1, 0]), [[0.72, 0.28], [1.0, 0.0]], atol=1e-7)
-    np.testing.assert_allclose(token_matrix(tr, 0, 2), [[1.0, 0.0], [0.3, 0.7]], atol=1e-7)
+    np.testing.assert_allclose(alti(tr, [1, 0]), [[0.72, 0.28], [1.0, 0.0]], atol=F32_STORED)
+    np.testing.assert_allclose(token_matrix(tr, 0, 2), [[1.0, 0.0], [0.3, 0.7]], atol=F32_STORED)
 
 
 def test_alti_parallel_block_counts_the_ffn_on_the_diagonal():
@@ -111,7 +112,7 @@ def test_alti_parallel_block_counts_the_ffn_on_the_diagonal():
     attention = np.zeros((1, 1, 2, 2))
     attention[0, 0, 1, 0] = 0.25
     tr = hand_trace(attention, np.array([[0.6, 0.35]]), np.array([[0.4, 0.4]]), parallel=[True])
-    np.testing.assert_allclose(alti(tr, [1]), [[0.25, 0.75]], atol=1e-7)
+    np.testing.assert_allclose(alti(tr, [1]), [[0.25, 0.75]], atol=F32_STORED)
 
 
 @pytest.mark.parametrize("parallel", [None, [False, True, False]])
@@ -120,8 +121,8 @@ def test_alti_equals_the_literal_loops(seed, parallel):
     tr = random_trace(seed, parallel=parallel)
     got = alti(tr, [4, 2, 3])
     for row, q in zip(got, [4, 2, 3]):
-        np.testing.assert_allclose(row[: q + 1], alti_by_loops(tr, q)[: q + 1], atol=1e-12, rtol=1e-6)
-        assert abs(row.sum() - 1.0) < 1e-6  # eq. 1's parts sum to 1: each A^l is row-stochastic
+        np.testing.assert_allclose(row[: q + 1], alti_by_loops(tr, q)[: q + 1], atol=F64_REORDER, rtol=0)
+        assert abs(row.sum() - 1.0) < ALTI_ROW_SUM_ABS  # eq. 1's parts sum to 1: each A^l is row-stochastic
         assert np.all(row[q + 1:] == 0.0)
 
 
@@ -148,7 +149,7 @@ def test_routes_flow_known_answer_by_hand():
              Edge(residual_id(0, 2), attention_id(0, 2), "attention", 0, 0.1, {0: 0.1}),
              Edge(residual_id(0, 2), attention_id(0, 2), "residual", 0, 0.2)]
     scores, reached = routes_flow(_hand_routes(edges, 1, 3, 2))
-    np.testing.assert_allclose(scores, [0.5, 0.2, 0.3], atol=1e-12)
+    np.testing.assert_allclose(scores, [0.5, 0.2, 0.3], atol=F64_HAND)
     assert reached == pytest.approx(1.0)
 
 
@@ -162,7 +163,7 @@ def test_routes_flow_mass_stops_at_nodes_without_in_edges():
              Edge(attention_id(0, 0), residual_id(1, 0), "ffn", 0, 0.3),
              Edge(residual_id(0, 0), attention_id(0, 0), "residual", 0, 0.9)]
     scores, reached = routes_flow(_hand_routes(edges, 2, 2, 1))
-    np.testing.assert_allclose(scores, [0.75, 0.0], atol=1e-12)
+    np.testing.assert_allclose(scores, [0.75, 0.0], atol=F64_HAND)
     assert reached == pytest.approx(0.75)
 
 
@@ -177,11 +178,11 @@ def test_routes_flow_equals_the_absorbing_chain(tau, parallel):
             routes = extract_routes(tr, q, tau, tau)
             got, reached = routes_flow(routes)
             want, want_reached = flow_by_absorption(routes)
-            np.testing.assert_allclose(got, want, atol=1e-12)
-            assert reached == pytest.approx(want_reached, abs=1e-12)
+            np.testing.assert_allclose(got, want, atol=F64_REORDER)
+            assert reached == pytest.approx(want_reached, abs=F64_REORDER)
             assert np.all(got[q + 1:] == 0.0)
             reached_some.append(reached)
-    assert max(reached_some) <= 1.0 + 1e-12
+    assert max(reached_some) <= 1.0 + F64_REORDER
     if tau == 0.3:  # the largest threshold leaves nodes without in-edges: some mass stops
         assert min(reached_some) < 1.0
 
@@ -200,7 +201,7 @@ def test_unroll_known_answer_by_hand():
     from flowroutes.attribution import unroll
 
     scores = np.array([[0.6, 0.4, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0], [0.0, 0.2, 0.3, 0.5]])
-    np.testing.assert_allclose(unroll(scores, 2), [[0.6, 0.4], [0.8, 0.2], [0.58, 0.42]], atol=1e-12)
+    np.testing.assert_allclose(unroll(scores, 2), [[0.6, 0.4], [0.8, 0.2], [0.58, 0.42]], atol=F64_HAND)
 
 
 def test_unroll_is_the_chains_closed_form():
@@ -217,5 +218,5 @@ def test_unroll_is_the_chains_closed_form():
     s_a[:, : n_answer - 1] = scores[:, n_prompt:]
     want = np.linalg.solve(np.eye(n_answer) - s_a, scores[:, :n_prompt])
     got = unroll(scores, n_prompt)
-    np.testing.assert_allclose(got, want, atol=1e-12)
-    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(got, want, atol=F64_REORDER)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=F64_REORDER)

@@ -12,6 +12,7 @@ import pytest
 from flowroutes.analyses.base import Condition, verdict_of
 from flowroutes.analyses.calibration import PLANTED, TESTS, calibration
 from flowroutes.analyses.stats import Estimate
+from tests.helpers.tolerances import printed_to
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,9 +51,9 @@ def test_detectable_effect_by_hand():
     # 95% interval [0.0, 0.2]: se = 0.1 / 1.96; an effect meets "low > 0" with 80% power from (1.96 + 0.84) se on
     c = Condition("the x", est(0.1, 0.0, 0.2), "low", ">", 0.0)
     assert c.detectable == pytest.approx((1.959964 + 0.841621) * 0.1 / 1.959964)
-    assert c.detectable == pytest.approx(0.14294, abs=1e-5)
+    assert c.detectable == pytest.approx(0.14294, abs=printed_to(5))
     below = Condition("the x", est(-0.1, -0.2, 0.0), "high", "<", 0.05)
-    assert below.detectable == pytest.approx(0.05 - 0.14294, abs=1e-5)
+    assert below.detectable == pytest.approx(0.05 - 0.14294, abs=printed_to(5))
     assert Condition("the n", 3, "value", ">=", 1).detectable is None
 
 

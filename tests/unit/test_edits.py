@@ -9,6 +9,7 @@ import pytest
 from flowroutes import FlowroutesError, Routes
 from flowroutes.circuit_tracer import to_circuit_tracer
 from flowroutes.edits import Edits, Supernode, edge_id, ids_of, subgraph, supernode_edges
+from tests.helpers.tolerances import F64_HAND, printed_to
 from tests.unit.test_routes import hand_trace
 
 
@@ -63,7 +64,7 @@ def test_a_supernode_is_one_node_with_the_summed_edges():
     assert set(summed) == {("x0A@1", "movers"), ("x0A@2", "movers"), ("movers", "x1A@2")}
     assert summed[("x0A@1", "movers")]["weight"] == 0.9375
     assert summed[("x0A@2", "movers")]["weight"] == 1.0
-    assert summed[("movers", "x1A@2")]["weight"] == pytest.approx(1.0, abs=1e-12)
+    assert summed[("movers", "x1A@2")]["weight"] == pytest.approx(1.0, abs=F64_HAND)
     assert summed[("x0A@2", "movers")]["edges"] == ["residual:x0A@2->x1@2", "ffn:x0A@2->x1@2"]
     nodes, edges = ids_of(r)
     assert len(nodes) == 9 and len(edges) == 11  # residual and FFN edges between the same nodes stay apart
@@ -194,17 +195,17 @@ def test_the_picture_draws_a_supernode_as_one_labelled_node_with_the_summed_edge
     assert node.find(f"{SVG}title").text == "supernode movers: x1@1, x1@2"
     assert any(c.text.strip() == "movers" for c in node.iter() if c.tag is ET.Comment)  # the label drawn
     summed = supernode_edges(r, r.edits)
-    assert [s["weight"] for s in summed] == [0.9375, 1.0, pytest.approx(1.0, abs=1e-12)]  # worked out above
+    assert [s["weight"] for s in summed] == [0.9375, 1.0, pytest.approx(1.0, abs=F64_HAND)]  # worked out above
     supers = sorted(k for k in groups if k.startswith("super-edge-"))
     assert supers == [f"super-edge-{k}" for k in range(len(summed))]
     for k, s in enumerate(summed):
         title = groups[f"super-edge-{k}"].find(f"{SVG}title").text
         head, weight = title.split(": weight ")
         assert head == f"summed edge {s['source']} -> {s['target']}"
-        assert float(weight.split(" ")[0]) == pytest.approx(s["weight"], abs=5e-5)
+        assert float(weight.split(" ")[0]) == pytest.approx(s["weight"], abs=printed_to(4))
         # and drawn as wide as an edge of that weight: 0.4 + 3.6 * min(1, weight) points
         width = float(style(marks(groups[f"super-edge-{k}"])[0])["stroke-width"])
-        assert width == pytest.approx(0.4 + 3.6 * min(1.0, s["weight"]), abs=1e-6)
+        assert width == pytest.approx(0.4 + 3.6 * min(1.0, s["weight"]), abs=printed_to(6))
     assert groups["super-edge-0"].find(f"{SVG}title").text.endswith("(1 edge)")  # x0A@1 -> x1@1 alone
 
 

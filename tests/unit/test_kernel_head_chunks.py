@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from flowroutes.importance import attention_importance, batch_attention_importance
+from tests.helpers.tolerances import HEAD_CHUNKS, IMPORTANCE_ABS
 
 
 def _case(seed=0, n_batch=2, n_heads=5, n_tok=7, d=6):
@@ -38,15 +39,15 @@ def test_any_chunking_of_heads_gives_the_importances_of_one_call(per_call, prune
     assert asked == [(h, min(h + per_call, n_heads)) for h in range(0, n_heads, per_call)]
     for got, want in zip(chunked, whole):
         if want is not None:
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=HEAD_CHUNKS)
     assert bool(chunked[2][1, 4])  # the 0/0 node: every part gets 1 / (H (p + 1) + 1)
     np.testing.assert_allclose(chunked[0][1, :, 4, :5].numpy(), 1 / (n_heads * 5 + 1))
     if prune == 0.0:  # and the reference path agrees, prompt by prompt
         for b, n in enumerate(n_rows):
             sub, res, _, _ = attention_importance(alpha[b, :, :n, :n], f[:, b, :n], x_in[b, :n], y[b, :n],
                                                   kernel="torch")
-            np.testing.assert_allclose(chunked[0][b, :, :n, :n].numpy(), sub.numpy(), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(chunked[1][b, :n].numpy(), res.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(chunked[0][b, :, :n, :n].numpy(), sub.numpy(), rtol=0, atol=IMPORTANCE_ABS)
+            np.testing.assert_allclose(chunked[1][b, :n].numpy(), res.numpy(), rtol=0, atol=IMPORTANCE_ABS)
 
 
 @pytest.mark.parametrize("prune", [0.0, 0.05])
@@ -73,4 +74,4 @@ def test_bfloat16_head_values_are_read_exactly(prune, monkeypatch):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     chunked = batch_attention_importance(alpha, lambda h0, h1: f16[h0:h1], x_in, y, rows, n_rows, prune=prune,
                                          heads_per_call=2)
-    np.testing.assert_allclose(chunked[0].numpy(), want[0].numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(chunked[0].numpy(), want[0].numpy(), rtol=0, atol=HEAD_CHUNKS)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from flowroutes import reference
+from tests.helpers.tolerances import F64_HAND
 
 
 def test_eq1_by_hand():
@@ -42,7 +43,7 @@ def test_one_block_by_hand():
     # residual [2, -2] -> 4 - (1 + 3) = 0. Proximities [1, 0, 0]: the first sub-edge takes everything.
     assert got["attention"][0, 1].tolist() == [1.0, 0.0] and got["attention_residual"][1] == 0.0
     # node x^{0A}_0 = [5, 1]: f part [4, 0] -> 6 - 2 = 4; residual [1, 1] -> 6 - 4 = 2: 2/3 and 1/3
-    assert np.allclose([got["attention"][0, 0, 0], got["attention_residual"][0]], [2 / 3, 1 / 3], rtol=0, atol=1e-15)
+    assert np.allclose([got["attention"][0, 0, 0], got["attention_residual"][0]], [2 / 3, 1 / 3], rtol=0, atol=F64_HAND)
     assert got["attention"][0, 0, 1] == 0.0  # no edge from the future
     # x^1_1 = [3, 0]: FFN [0, -1] -> 3 - 3 = 0; residual [3, 1] -> 3 - 1 = 2
     assert (got["ffn"][1], got["ffn_residual"][1]) == (0.0, 1.0)
@@ -65,4 +66,4 @@ def test_the_walk_by_hand():
             ("ffn", 0, 0, 0, None): 0.5, ("ffn-residual", 0, 0, 0, None): 0.5,
             ("attention", 0, 0, 0, 0): 0.9 / 1.0, ("residual", 0, 0, 0, None): 0.1 / 1.0}
     assert edges.keys() == want.keys()
-    assert all(abs(edges[k] - w) < 1e-15 for k, w in want.items())
+    assert all(abs(edges[k] - w) < F64_HAND for k, w in want.items())

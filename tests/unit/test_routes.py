@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from flowroutes import FlowroutesError, Routes, Trace
+from tests.helpers.tolerances import F64_HAND
 
 
 def hand_trace() -> Trace:
@@ -170,14 +171,14 @@ def hand_parallel_trace() -> Trace:
 
 
 def assert_edges(routes, expected):
-    """Edges exactly `expected` {(source, target, kind): (weight, {head: weight})}, weights to 1e-12."""
+    """Edges exactly `expected` {(source, target, kind): (weight, {head: weight})}, weights to F64_HAND."""
     got = {(e.source, e.target, e.kind): (e.weight, e.heads) for e in routes.edges}
     assert set(got) == set(expected)
     for key, (weight, heads) in expected.items():
-        assert got[key][0] == pytest.approx(weight, abs=1e-12), key
+        assert got[key][0] == pytest.approx(weight, abs=F64_HAND), key
         assert set(got[key][1]) == set(heads), key
         for h, w in heads.items():
-            assert got[key][1][h] == pytest.approx(w, abs=1e-12), (key, h)
+            assert got[key][1][h] == pytest.approx(w, abs=F64_HAND), (key, h)
 
 
 def test_parallel_routes_by_hand():
@@ -206,7 +207,7 @@ def test_parallel_routes_by_hand():
     assert r.active_heads == [(0, 0), (1, 0), (1, 1)] and r.parallel == [True, True]
     assert json.loads(r.to_json())["blocks"] == ["parallel", "parallel"]
     for target in ("x2@2", "x1@1", "x1@2"):  # renormalised: every reached node's incoming weights sum to 1
-        assert sum(e.weight for e in r.edges if e.target == target) == pytest.approx(1.0, abs=1e-12)
+        assert sum(e.weight for e in r.edges if e.target == target) == pytest.approx(1.0, abs=F64_HAND)
 
 
 def test_parallel_routes_with_separate_thresholds_and_without_renormalisation():
