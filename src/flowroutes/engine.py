@@ -238,10 +238,10 @@ def ffn_nodes(cap: BlockCapture, per_node: dict[str, np.ndarray], dtype: torch.d
 
 
 def ffn_nodes_of(layer: int, x_mid: torch.Tensor, ffn_out: torch.Tensor, x_out: torch.Tensor,
-                 per_node: dict[str, np.ndarray], dtype: torch.dtype) -> None:
-    """`ffn_nodes` from the block's x^{lA}, FFN update and x^{l+1} ([B, T_max, d] each)."""
-    n_batch, t_max, d = x_out.shape
+                 per_node: dict[str, np.ndarray], dtype: torch.dtype, start: int = 0) -> None:
+    """`ffn_nodes` from the block's x^{lA}, FFN update and x^{l+1} ([B, t, d] each), for positions start..start+t."""
+    n_batch, n_tok, d = x_out.shape
     ffn_all = ffn_importance(*(t.to(dtype).reshape(-1, d) for t in (x_mid, ffn_out, x_out)))
     for name, t in zip(("ffn", "ffn_residual", "degenerate_ffn"), ffn_all):
-        per_node[name][layer] = t.reshape(n_batch, t_max).cpu().numpy()
+        per_node[name][layer, :, start:start + n_tok] = t.reshape(n_batch, n_tok).cpu().numpy()
 

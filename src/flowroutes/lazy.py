@@ -57,14 +57,24 @@ def trace_lazy(loaded, prompts, id_lists, opts: Options, *, with_logits: bool = 
 def lazy_batch(loaded, lengths: list[int], opts: Options) -> tuple[_LazyBatch, dict[str, np.ndarray]]:
     """An empty `_LazyBatch` for prompts of `lengths` and the FFN nodes' arrays it goes with (per_node[name]
     [L, B, T_max]: "ffn", "ffn_residual" float32, "degenerate_ffn" bool), for the blocks to fill."""
-    adapter = loaded.adapter
-    n_batch, t_max = len(lengths), max(lengths)
-    per_node = {name: np.zeros((adapter.n_layers, n_batch, t_max), dtype=np.float32) for name in ("ffn",
-                                                                                                  "ffn_residual")}
-    per_node["degenerate_ffn"] = np.zeros((adapter.n_layers, n_batch, t_max), dtype=bool)
     batch = _LazyBatch(loaded, lengths, opts.kernel, opts.prune,
                        head_dtype(loaded, "model" if opts.precision == "model" else "float32"))
-    return batch, per_node
+    return batch, ffn_arrays(loaded.adapter.n_layers, len(lengths), max(lengths))
+
+
+def ffn_arrays(n_layers: int, n_batch: int, t_max: int) -> dict[str, np.ndarray]:
+    """Empty FFN node arrays [L, B, T_max]: "ffn", "ffn_residual" float32, "degenerate_ffn" bool."""
+    per_node = {name: np.zeros((n_layers, n_batch, t_max), dtype=np.float32) for name in ("ffn", "ffn_residual")}
+    per_node["degenerate_ffn"] = np.zeros((n_layers, n_batch, t_max), dtype=bool)
+    return per_node
+
+
+def residual_proximities(x_in: torch.Tensor, x_mid: torch.Tensor) -> np.ndarray:
+    """[B, T] float64: the residual edges' proximities proximity(x^l_p, x^{lA}_p) by the fused CPU kernel."""
+    from .kernels import proximities
+
+    with numba_threads():  # numba's OpenMP layer would otherwise leave torch on its own thread count
+        return proximities(x_in.float().cpu().numpy(), x_mid.float().cpu().numpy())
 
 
 def lazy_traces(loaded, prompts, id_lists, logits, keep, opts: Options, batch: _LazyBatch,
@@ -281,16 +291,17 @@ class _LazyBatch:
         self.keep_parts(cap.layer, cap.x_in, cap.x_mid, cap.attention_call, cap.normed,
                         self.loaded.adapter.attention_post_scale(cap.layer, cap.attn_raw.float()))
 
-    def keep_parts(self, layer: int, x_in: torch.Tensor, x_mid: torch.Tensor, call, normed: torch.Tensor | None,
-                   scale: torch.Tensor | None) -> None:
+    def keep_parts(self, layer: int, x_in: torch.Tensor | None, x_mid: torch.Tensor, call, normed: torch.Tensor | None,
+                   scale: torch.Tensor | None, residual: np.ndarray | None = None) -> None:
         """`keep` from the parts of a block's capture: x^l, x^{lA} [B, T, d], the attention call, LN(x^l) [B, T, d]
         (read only without a `RecordedAttention`) and the post-norm diagonal [B, T, d] (or None). Blocks come in
-        order, bottom to top."""
-        if batched_kernel(self.kernel, "float32", x_in.device):  # the residual edges now, x^l never again
-            from .kernels import proximities
-
-            with numba_threads():  # numba's OpenMP layer would otherwise leave torch on its own thread count
-                self.residual.append(proximities(x_in.float().cpu().numpy(), x_mid.float().cpu().numpy()))
+        order, bottom to top. `residual` [B, T]: the residual edges' proximities, already computed
+        (`residual_proximities`, where `fused` says the fused kernel computes this batch; x^l is then not read)."""
+        if residual is not None:
+            self.residual.append(residual)
+            self.x_in.append(None)
+        elif self.fused(x_mid.device):  # the residual edges now, x^l never again
+            self.residual.append(residual_proximities(x_in, x_mid))
             self.x_in.append(None)
         else:
             self.residual.append(None)
@@ -304,6 +315,11 @@ class _LazyBatch:
         self.normed.append(None if isinstance(call, RecordedAttention) else normed)
         self.call.append(call)
         self.scale.append(scale)
+
+    def fused(self, device: torch.device) -> bool:
+        """Whether the rows of tensors on `device` go to the fused CPU kernel (which reads the residual edges'
+        proximities, computed when kept, instead of x^l)."""
+        return batched_kernel(self.kernel, "float32", device)
 
     def _slot(self, kind: str, layer: int, t: torch.Tensor) -> torch.Tensor:
         """`t` copied into slot `layer` of one [L, ...] CPU buffer per kind: a few large allocations instead of many
