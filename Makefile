@@ -98,8 +98,9 @@ test-install: setup
 # style, unused code, and the module boundaries of docs/architecture.md (import contracts + tests/unit/test_contracts.py)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
-	# unused code in the package (what the tests use counts as used; FastAPI routes, pytest hooks and numba overloads are used)
-	! $(BIN)/vulture src/flowroutes tests --min-confidence 60 --ignore-decorators '@app.*,@pytest.*,@overload' | grep '^src/'
+	# unused code in the package (what the tests use counts as used; FastAPI routes, pytest hooks, numba overloads and
+	# traitlets validators are used)
+	! $(BIN)/vulture src/flowroutes tests --min-confidence 60 --ignore-decorators '@app.*,@pytest.*,@overload,@traitlets.*' | grep '^src/'
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_contracts.py
 

@@ -16,7 +16,8 @@ from flowroutes.analyses.run import analyze
 from flowroutes.web.store import Settings
 from tests.helpers.cli import run_cli
 from tests.helpers.models import tiny_llama, word_tokenizer
-from tests.helpers.web_helpers import ServerThread, renders, wait_render
+from tests.helpers.web_helpers import ServerThread
+from tests.integration.test_web import trace_prompt
 from tests.unit.test_reproduce_report import hand_built_claims, hand_built_results, write_hand_built
 
 PROMPT = "w1 w2 w3 w1 w5 w6 w7 w2"
@@ -201,12 +202,7 @@ VIEWS = {"graph": show_graph, "contrast": show_contrast, "heatmaps": show_heatma
 def test_the_explorer_passes_axe(browser, server, scheme, view):
     page = browser.new_page(viewport={"width": 1440, "height": 1000}, color_scheme=scheme)
     try:
-        page.goto(server.url + "/")
-        page.wait_for_function("document.body.dataset.ready === '1'")
-        before = renders(page)
-        page.fill("#prompt", PROMPT)
-        page.click("#run")
-        wait_render(page, before)
+        trace_prompt(page, server, PROMPT)
         page.click(f"#tabs button[data-view={view}]")
         VIEWS[view](page)
         assert_passes_axe(page)
