@@ -2,10 +2,11 @@
 with the lazy engine's hooks; the lazy trace of prompt + answer[:-1] is put together from those passes, so that
 explaining a generation costs no forward pass beyond the generation's own (docs/generation.md, "Cost").
 
-Per block and step the capture keeps what the lazy trace keeps of a whole pass: x^l, x^{lA}, the post-norm
-diagonal, the attention's queries and the step's new keys and values, and the step's FFN nodes (eq. 1 needs only
-each position's own vectors). The attention of step s read the keys of every position up to its own; the trace's
-attention rows read the same keys (in the cache's float32 values) through the causal mask. Models whose cached
+Per block and step the capture keeps what the lazy trace keeps of a whole pass (`_Steps`): x^{lA}, the post-norm
+diagonal, the attention's queries and the step's new keys and values, and the nodes that need only each position's
+own vectors (the FFN nodes and the residual edges of eq. 1). The attention of step s read the keys of every
+position up to its own; the trace's attention rows read the same keys (as the cache holds them) through the causal
+mask. Models whose cached
 attention is not plainly causal over every earlier position (a sliding window that bites, attention that cannot be
 recorded, parallel blocks) are not decoded here: `generation.generate` then generates with the model's own
 `generate` and traces prompt + answer[:-1] in one more pass.
@@ -24,7 +25,8 @@ from .engine import Options, batched_kernel, ffn_nodes_of, parallel_flags
 from .errors import FlowroutesError
 from .lazy import LazyTrace, ffn_arrays, lazy_batch, lazy_traces, residual_proximities
 
-#: what `generate` traces with: `flowroutes.trace`'s defaults (every position's top 10 predictions, exact float32)
+#: what `generate` traces with: `flowroutes.trace`'s defaults (top 10 predictions, exact float32); the LM head runs
+#: only where the answer is predicted, so the prompt's other positions get no predictions
 OPTIONS = Options(top_k=10, kernel="auto", chunk_elements=1 << 23, precision="float32", prune=0.0, predictions="all")
 
 
