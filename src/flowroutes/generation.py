@@ -291,9 +291,7 @@ def _generate(loaded: LoadedModel, prompt_ids: torch.Tensor, max_new_tokens: int
                               pad_token_id=stops[0] if stops else 0, output_logits=True, return_dict_in_generate=True)
     device = next(model.parameters()).device
     ids = prompt_ids[None].to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        if seed is not None:
-            torch.manual_seed(seed)
+    with _seeded(loaded, seed), torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
     answer = out.sequences[0, prompt_ids.numel():].cpu()
     logits = torch.stack([step[0] for step in out.logits]).double().cpu()  # [K, V]
