@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .edits import Edits, edge_id
+from .edits import Edits, ids_of
 from .errors import FlowroutesError
 from .routes import Routes
 
@@ -31,12 +31,6 @@ def esm() -> str:
     """The widget's one ES module (anywidget loads one file): graph.js, editing.js and widget.js as the page serves
     them, each file's imports of the ones before it dropped (they are in the same module now)."""
     return "".join(_SIBLING_IMPORT.sub("", (STATIC / name).read_text(encoding="utf-8")) for name in MODULES)
-
-
-def _ids(routes: dict[str, Any]) -> tuple[set[str], set[str]]:
-    """(node ids, edge ids) of a routes dict: what its edits may name."""
-    return ({n["id"] for n in routes["nodes"]},
-            {edge_id(e["kind"], e["source"], e["target"]) for e in routes["edges"]})
 
 
 def _within(edits: Edits, nodes: set[str], edges: set[str]) -> tuple[Edits, int]:
@@ -87,6 +81,7 @@ def _widget_class():
         def __init__(self, trace, routes: Routes, **kwargs):
             self._trace = trace
             self._restoring = False
+            self._known = ids_of(routes)  # (node ids, edge ids) of the routes drawn: what edits may name
             drawn = {k: v for k, v in routes.to_dict().items() if k != "edits"}
             super().__init__(routes=drawn, display=list(routes.token_texts),
                              threshold=routes.attention_threshold, position=routes.position,
@@ -98,14 +93,14 @@ def _widget_class():
             value = proposal["value"]
             if isinstance(value, Edits):
                 value = value.to_dict()
-            return Edits.from_dict(value, *_ids(self.routes)).to_dict()
+            return Edits.from_dict(value, *self._known).to_dict()
 
         def set_state(self, sync_data) -> None:
             """The front end's changes; edits it sent are checked first (inside set_state's hold a refused value
             would stay set): a refusal is shown in `error` and the cell gets the edits kept."""
             if "edits" in sync_data:
                 try:
-                    Edits.from_dict(sync_data["edits"], *_ids(self.routes))
+                    Edits.from_dict(sync_data["edits"], *self._known)
                 except FlowroutesError as err:
                     sync_data = {k: v for k, v in sync_data.items() if k != "edits"}
                     self.error = str(err)
@@ -127,7 +122,7 @@ def _widget_class():
                     self._restoring = False
                 self.error = str(err)
                 return
-            old = Edits.from_dict(self.edits, *_ids(self.routes))
+            old = Edits.from_dict(self.edits, *self._known)
             drawn = routes.to_dict()
             if change["name"] == "position" and drawn["position"] != self.routes["position"]:
                 # a new prediction, as a new trace on the page: its routes start without edits
@@ -135,10 +130,11 @@ def _widget_class():
                                        f"the edits of position {self.routes['position']} do not carry over to "
                                        f"position {drawn['position']}: cleared")
             else:
-                kept, dropped = _within(old, *_ids(drawn))
+                kept, dropped = _within(old, *ids_of(routes))
                 note = "" if not dropped else (f"{dropped} of the edits name nodes or edges that the routes at "
                                                f"threshold {routes.attention_threshold:g} lack: dropped")
             with self.hold_sync():
+                self._known = ids_of(routes)
                 self.error, self.note = "", note
                 self.routes = drawn
                 self.edits = kept.to_dict()
